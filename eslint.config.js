@@ -1,0 +1,86 @@
+// Type-aware lint plus the dependency direction of the layout (README "Architecture").
+import js from "@eslint/js";
+import tseslint from "typescript-eslint";
+import importX from "eslint-plugin-import-x";
+
+const io = ["node:*", "@nats-io/*", "execa", "pino", "pino-*", "ws", "prom-client", "commander"];
+const noIo = (extra = []) => ({
+  "no-restricted-imports": [
+    "error",
+    {
+      patterns: [{ group: [...io, ...extra], message: "This folder stays pure: no I/O imports." }],
+    },
+  ],
+});
+
+// zones: files in `target` may not import from `from` (except the listed sub-folders)
+const zone = (target, allowed) => ({
+  target: `./src/${target}`,
+  from: "./src",
+  except: [`./${target}`, ...allowed.map((a) => `./${a}`)],
+  message: `src/${target} may import only ${allowed.join(", ") || "itself"} (see README architecture table).`,
+});
+
+export default tseslint.config(
+  { ignores: ["dist/**", "node_modules/**", "schemas/**", "coverage/**", "test/.cache/**"] },
+  js.configs.recommended,
+  ...tseslint.configs.recommendedTypeChecked,
+  {
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    plugins: { "import-x": importX },
+    rules: {
+      "@typescript-eslint/no-floating-promises": [
+        "error",
+        {
+          allowForKnownSafeCalls: [
+            { from: "package", package: "node:test", name: ["it", "describe", "test", "suite"] },
+          ],
+        },
+      ],
+      "@typescript-eslint/no-misused-promises": "error",
+      "@typescript-eslint/consistent-type-imports": "error",
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_" },
+      ],
+      "import-x/no-cycle": "error",
+      "import-x/no-restricted-paths": [
+        "error",
+        {
+          zones: [
+            zone("contracts", []),
+            zone("domain", ["contracts"]),
+            zone("lib", ["contracts"]),
+            zone("observability", ["lib", "contracts"]),
+            zone("config", ["contracts", "lib"]),
+            zone("hypervisor", ["domain", "contracts", "lib", "observability"]),
+            zone("event-store", ["domain", "contracts", "lib"]),
+            zone("client", ["contracts", "lib"]),
+            zone("worker", [
+              "domain",
+              "contracts",
+              "lib",
+              "observability",
+              "hypervisor",
+              "event-store",
+              "config",
+            ]),
+            { target: "./src", from: "./test", message: "src never imports test code." },
+          ],
+        },
+      ],
+    },
+  },
+  { files: ["src/contracts/**/*.ts"], rules: noIo() },
+  { files: ["src/domain/**/*.ts"], rules: noIo(["zod"]) },
+  {
+    files: ["**/*.js", "**/*.mjs"],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: { process: "readonly", console: "readonly", URL: "readonly" },
+    },
+  },
+);

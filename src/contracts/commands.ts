@@ -1,0 +1,83 @@
+import { z } from "zod";
+import { CommandId, VmId } from "./ids.js";
+import { VmSpec } from "./vm.js";
+
+/** Commands are at most 64 KiB of JSON. */
+export const MAX_COMMAND_BYTES = 64 * 1024;
+export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
+export const MAX_STOP_TIMEOUT_MS = 3_600_000;
+
+const envelope = {
+  version: z.literal(1),
+  commandId: CommandId,
+  vmId: VmId,
+  issuedAt: z.iso
+    .datetime({ offset: true })
+    .describe("When the scheduler issued the command (RFC 3339)."),
+  correlationId: z
+    .string()
+    .min(1)
+    .max(128)
+    .optional()
+    .describe("Carried onto every event the command causes."),
+  expectedVersion: z
+    .int()
+    .min(0)
+    .optional()
+    .describe(
+      "The VM's lastEventSeq the scheduler saw; rejected with command::version-conflict if it moved on.",
+    ),
+};
+
+const timeoutMs = z
+  .int()
+  .min(0)
+  .max(MAX_STOP_TIMEOUT_MS)
+  .default(DEFAULT_STOP_TIMEOUT_MS)
+  .describe("How long a graceful stop may take before escalation.");
+
+export const StopForce = z
+  .enum(["never", "after-timeout", "now"])
+  .describe(
+    "never: fail if the guest does not stop in time; after-timeout: escalate; now: kill at once.",
+  );
+export type StopForce = z.infer<typeof StopForce>;
+
+export const PrepareCommand = z.object({
+  type: z.literal("vm.prepare"),
+  ...envelope,
+  spec: VmSpec,
+});
+export const StartCommand = z.object({ type: z.literal("vm.start"), ...envelope });
+export const StopCommand = z.object({
+  type: z.literal("vm.stop"),
+  ...envelope,
+  timeoutMs,
+  force: StopForce.default("after-timeout"),
+});
+export const SuspendCommand = z.object({ type: z.literal("vm.suspend"), ...envelope });
+export const ResumeCommand = z.object({ type: z.literal("vm.resume"), ...envelope });
+export const DestroyCommand = z.object({ type: z.literal("vm.destroy"), ...envelope, timeoutMs });
+
+export const COMMAND_SCHEMAS = {
+  "vm.prepare": PrepareCommand,
+  "vm.start": StartCommand,
+  "vm.stop": StopCommand,
+  "vm.suspend": SuspendCommand,
+  "vm.resume": ResumeCommand,
+  "vm.destroy": DestroyCommand,
+} as const;
+
+export const Command = z.discriminatedUnion("type", [
+  PrepareCommand,
+  StartCommand,
+  StopCommand,
+  SuspendCommand,
+  ResumeCommand,
+  DestroyCommand,
+]);
+export type Command = z.infer<typeof Command>;
+export type CommandInput = z.input<typeof Command>;
+export type CommandType = Command["type"];
+export const COMMAND_TYPES = Object.keys(COMMAND_SCHEMAS) as CommandType[];
+export type CommandOf<T extends CommandType> = Extract<Command, { type: T }>;

@@ -1,0 +1,120 @@
+import { z } from "zod";
+import { CommandId, HostId, VmId } from "./ids.js";
+import { Command } from "./commands.js";
+import { VmHandle, VmSpec, VmState } from "./vm.js";
+
+const base = {
+  version: z.literal(1),
+  eventId: z.string().min(1).max(256).describe("Unique; also the Nats-Msg-Id header."),
+  vmId: VmId,
+  host: HostId,
+  at: z.iso.datetime({ offset: true }),
+  causationId: CommandId.nullable().describe(
+    "The commandId that caused the event; null when observed.",
+  ),
+  correlationId: z.string().max(128).nullable().optional(),
+  state: VmState.describe("The VM's state after the event."),
+  reconciled: z
+    .boolean()
+    .optional()
+    .describe(
+      "Set when a restarted worker resolved an interrupted command from the backend's state.",
+    ),
+};
+
+export const StopHow = z
+  .enum(["acpi", "sigterm", "sigkill", "forced", "guest", "unknown"])
+  .describe("Which step ended the VM. unknown: resolved by reconciling after a worker crash.");
+export type StopHow = z.infer<typeof StopHow>;
+
+export const ObservationSource = z.enum(["qmp", "propolis", "process", "reconcile"]);
+export type ObservationSource = z.infer<typeof ObservationSource>;
+
+export const CommandAcceptedEvent = z.object({
+  type: z.literal("vm.command-accepted"),
+  ...base,
+  command: Command.describe("The command as received (after defaults)."),
+  deadline: z.iso.datetime({ offset: true }),
+});
+export const PreparedEvent = z.object({
+  type: z.literal("vm.prepared"),
+  ...base,
+  handle: VmHandle,
+  spec: VmSpec.optional().describe("The spec the VM was prepared from."),
+});
+const transition = <T extends string>(type: T) =>
+  z.object({
+    type: z.literal(type),
+    ...base,
+    handle: VmHandle.optional().describe(
+      "The handle after the transition (a superset of the fields that changed).",
+    ),
+  });
+export const StartedEvent = transition("vm.started");
+export const SuspendedEvent = transition("vm.suspended");
+export const ResumedEvent = transition("vm.resumed");
+export const StoppedEvent = transition("vm.stopped").extend({ how: StopHow });
+export const DestroyedEvent = z.object({ type: z.literal("vm.destroyed"), ...base });
+export const CommandRejectedEvent = z.object({
+  type: z.literal("vm.command-rejected"),
+  ...base,
+  commandId: z
+    .string()
+    .max(256)
+    .describe("The rejected command's id as received (may be invalid)."),
+  code: z.string(),
+  message: z.string(),
+  hint: z.string().optional(),
+});
+export const CommandFailedEvent = z.object({
+  type: z.literal("vm.command-failed"),
+  ...base,
+  commandId: CommandId,
+  code: z.string(),
+  message: z.string(),
+  hint: z.string().optional(),
+  retryable: z.boolean(),
+  attempt: z.int().min(1),
+});
+export const StateObservedEvent = z.object({
+  type: z.literal("vm.state-observed"),
+  ...base,
+  observed: VmState,
+  previous: VmState,
+  source: ObservationSource,
+  detail: z.string().max(1024).optional(),
+  handle: VmHandle.optional(),
+});
+
+export const EVENT_SCHEMAS = {
+  "vm.command-accepted": CommandAcceptedEvent,
+  "vm.prepared": PreparedEvent,
+  "vm.started": StartedEvent,
+  "vm.suspended": SuspendedEvent,
+  "vm.resumed": ResumedEvent,
+  "vm.stopped": StoppedEvent,
+  "vm.destroyed": DestroyedEvent,
+  "vm.command-rejected": CommandRejectedEvent,
+  "vm.command-failed": CommandFailedEvent,
+  "vm.state-observed": StateObservedEvent,
+} as const;
+
+export const VmEvent = z.discriminatedUnion("type", [
+  CommandAcceptedEvent,
+  PreparedEvent,
+  StartedEvent,
+  SuspendedEvent,
+  ResumedEvent,
+  StoppedEvent,
+  DestroyedEvent,
+  CommandRejectedEvent,
+  CommandFailedEvent,
+  StateObservedEvent,
+]);
+export type VmEvent = z.infer<typeof VmEvent>;
+export type VmEventType = VmEvent["type"];
+export type EventOf<T extends VmEventType> = Extract<VmEvent, { type: T }>;
+export const EVENT_TYPES = Object.keys(EVENT_SCHEMAS) as VmEventType[];
+
+/** Outcome: the first event for a commandId that is not vm.command-accepted. */
+export const isOutcome = (e: VmEvent): boolean => e.type !== "vm.command-accepted";

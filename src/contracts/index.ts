@@ -1,0 +1,62 @@
+/** Public wire contract of vmq: zod schemas and their types (`vmq/contracts`). */
+export { HostId, VmId, CommandId, Prefix, ID_PATTERN, isValidId } from "./ids.js";
+export {
+  BackendTag,
+  VmState,
+  NetworkConfig,
+  CloudInit,
+  SshConfig,
+  VmSpec,
+  type VmSpecInput,
+  VmHandle,
+  Pending,
+  ConsoleEndpoint,
+  Capabilities,
+  VmView,
+} from "./vm.js";
+export {
+  Command,
+  type CommandInput,
+  type CommandType,
+  type CommandOf,
+  COMMAND_SCHEMAS,
+  COMMAND_TYPES,
+  PrepareCommand,
+  StartCommand,
+  StopCommand,
+  SuspendCommand,
+  ResumeCommand,
+  DestroyCommand,
+  StopForce,
+  MAX_COMMAND_BYTES,
+  DEFAULT_STOP_TIMEOUT_MS,
+  MAX_STOP_TIMEOUT_MS,
+} from "./commands.js";
+export {
+  VmEvent,
+  type VmEventType,
+  type EventOf,
+  EVENT_SCHEMAS,
+  EVENT_TYPES,
+  StopHow,
+  ObservationSource,
+  isOutcome,
+} from "./events.js";
+export { HostRecord, WorkerState } from "./host.js";
+export {
+  QUERY_NAMES,
+  QueryName,
+  ErrorBody,
+  QUERY_REPLY_SCHEMAS,
+  type QueryReply,
+} from "./queries.js";
+export {
+  names,
+  parseSubject,
+  DEFAULT_PREFIX,
+  INVALID_VM_TOKEN,
+  DLQ_HEADERS,
+  type Names,
+} from "./subjects.js";
+export { ERROR_CODES, hintFor, type ErrorCode } from "./error-codes.js";
+export { parseCommand, describeIssues, type ParseResult, type ParseFailure } from "./parse.js";

@@ -1,0 +1,73 @@
+import type { QueryName } from "./queries.js";
+
+/** Names of every stream, bucket and subject, derived from the prefix (default `vmq`). */
+export interface Names {
+  prefix: string;
+  commandsStream: string;
+  eventsStream: string;
+  dlqStream: string;
+  vmsBucket: string;
+  hostsBucket: string;
+  cmd(host: string, vmId: string): string;
+  cmdFilter(host: string): string;
+  evt(host: string, vmId: string): string;
+  evtFilter(host: string): string;
+  dlq(host: string, vmId: string): string;
+  api(host: string, vmId: string, query: QueryName): string;
+  apiFilter(host: string): string;
+  consoleSubject(host: string, vmId: string): string;
+  durable(host: string): string;
+}
+
+export const DEFAULT_PREFIX = "vmq";
+/** The DLQ token used when a message names no valid vmId. */
+export const INVALID_VM_TOKEN = "_invalid";
+
+export function names(prefix: string = DEFAULT_PREFIX): Names {
+  const P = prefix.toUpperCase();
+  return {
+    prefix,
+    commandsStream: `${P}_COMMANDS`,
+    eventsStream: `${P}_EVENTS`,
+    dlqStream: `${P}_DLQ`,
+    vmsBucket: `${prefix}-vms`,
+    hostsBucket: `${prefix}-hosts`,
+    cmd: (host, vmId) => `${prefix}.cmd.${host}.${vmId}`,
+    cmdFilter: (host) => `${prefix}.cmd.${host}.>`,
+    evt: (host, vmId) => `${prefix}.evt.${host}.${vmId}`,
+    evtFilter: (host) => `${prefix}.evt.${host}.>`,
+    dlq: (host, vmId) => `${prefix}.dlq.${host}.${vmId}`,
+    api: (host, vmId, query) => `${prefix}.api.${host}.${vmId}.${query}`,
+    apiFilter: (host) => `${prefix}.api.${host}.*.*`,
+    consoleSubject: (host, vmId) => `${prefix}.console.${host}.${vmId}`,
+    durable: (host) => `worker-${host}`,
+  };
+}
+
+/** Splits `<prefix>.<kind>.<host>.<vmId>[.<rest>]`; undefined when it is not that shape. */
+export function parseSubject(
+  subject: string,
+): { prefix: string; kind: string; host: string; vmId: string; rest: string[] } | undefined {
+  const parts = subject.split(".");
+  if (parts.length < 4) return undefined;
+  const [prefix, kind, host, vmId, ...rest] = parts as [
+    string,
+    string,
+    string,
+    string,
+    ...string[],
+  ];
+  return { prefix, kind, host, vmId, rest };
+}
+
+/** Headers vmq writes on DLQ copies (the body is the raw command, byte for byte). */
+export const DLQ_HEADERS = {
+  code: "Vmq-Dlq-Code",
+  reason: "Vmq-Dlq-Reason",
+  attempts: "Vmq-Dlq-Attempts",
+  lastError: "Vmq-Dlq-Last-Error",
+  subject: "Vmq-Dlq-Subject",
+  streamSeq: "Vmq-Dlq-Stream-Seq",
+  at: "Vmq-Dlq-At",
+  vmState: "Vmq-Dlq-Vm-State",
+} as const;

@@ -1,0 +1,16 @@
+/** Typed rejections of the decider; the code is what goes on the wire. */
+export type RejectionCode =
+  "command::illegal-transition" | "command::version-conflict" | "vm::exists" | "vm::not-found";
+
+export interface Rejection {
+  code: RejectionCode;
+  message: string;
+}
+
+/** A failure reported by whatever ran the command, as the domain needs it. */
+export interface Failure {
+  code: string;
+  message: string;
+  retryable: boolean;
+  hint?: string;
+}

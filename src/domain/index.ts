@@ -1,0 +1,20 @@
+/** The pure VM model: decide and evolve, free of I/O. */
+export { emptyVm, type Vm } from "./vm.js";
+export { TRANSITIONS, isAllowed, targetState, isLive } from "./vm-state.js";
+export {
+  decide,
+  succeeded,
+  failed,
+  observed,
+  guestStopped,
+  rejectInvalid,
+  deadlineFor,
+  eventIdFor,
+  DEFAULT_BUDGETS,
+  STOP_ESCALATION_MS,
+  type Decision,
+  type DecideContext,
+  type CommandResult,
+} from "./vm-decider.js";
+export { evolve, replayVm, toView } from "./vm-projection.js";
+export type { Rejection, RejectionCode, Failure } from "./errors.js";

@@ -1,0 +1,32 @@
+import type { Pending, VmHandle, VmSpec, VmState } from "../contracts/index.js";
+
+/**
+ * One VM as rebuilt from its event stream. `state` is null until the first event.
+ * `seenCommands` holds every commandId that has an outcome (done or rejected): the
+ * idempotency key for ever. It is shared between successive values and only ever grows,
+ * so replaying a long history stays linear.
+ */
+export interface Vm {
+  readonly vmId: string;
+  readonly host: string;
+  readonly state: VmState | null;
+  readonly handle: VmHandle | null;
+  readonly spec: VmSpec | null;
+  readonly pending: Pending | null;
+  /** Stream sequence of the VM's last event (0: none). */
+  readonly version: number;
+  readonly seenCommands: Set<string>;
+  readonly updatedAt: string | null;
+}
+
+export const emptyVm = (vmId: string, host: string): Vm => ({
+  vmId,
+  host,
+  state: null,
+  handle: null,
+  spec: null,
+  pending: null,
+  version: 0,
+  seenCommands: new Set(),
+  updatedAt: null,
+});

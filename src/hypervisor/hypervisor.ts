@@ -1,0 +1,69 @@
+import type {
+  BackendTag,
+  Capabilities,
+  ConsoleEndpoint,
+  ObservationSource,
+  StopForce,
+  StopHow,
+  VmHandle,
+  VmSpec,
+  VmState,
+} from "../contracts/index.js";
+
+/** Every call can be cancelled; the worker binds the signal to the command's deadline. */
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export interface StopOptions extends CallOptions {
+  /** How long a graceful stop may take before escalation. */
+  timeoutMs: number;
+  /** never: fail with hypervisor::stop-timeout; after-timeout: escalate; now: kill at once. */
+  force: StopForce;
+}
+
+export interface StopResult {
+  handle: VmHandle;
+  /** Which step ended the VM. */
+  how: StopHow;
+}
+
+/** A change the backend saw that no command explains (guest power-off, crash, reset). */
+export interface ObservedChange {
+  vmId: string;
+  backend: BackendTag;
+  state: VmState;
+  source: ObservationSource;
+  /** The guest powered itself off (recorded as vm.stopped with how: guest). */
+  guestInitiated?: boolean;
+  detail?: string;
+  handle?: VmHandle;
+}
+export type ChangeListener = (change: ObservedChange) => void;
+
+/**
+ * The Hypervisor contract, mirroring the seed trait (prepare, start, stop with a timeout,
+ * suspend, resume, destroy, state, guestIp, consoleEndpoint) plus capabilities, cancellation
+ * and observed changes. Implementations throw VmqError with `hypervisor::*`/`<backend>::*` codes.
+ */
+export interface Hypervisor {
+  readonly tag: BackendTag;
+  capabilities(): Capabilities;
+  /** Allocates the VM's resources; the returned handle's id is vmId. */
+  prepare(vmId: string, spec: VmSpec, opts?: CallOptions): Promise<VmHandle>;
+  start(vm: VmHandle, opts?: CallOptions): Promise<VmHandle>;
+  stop(vm: VmHandle, opts: StopOptions): Promise<StopResult>;
+  suspend(vm: VmHandle, opts?: CallOptions): Promise<VmHandle>;
+  resume(vm: VmHandle, opts?: CallOptions): Promise<VmHandle>;
+  /** Stops the VM if needed and removes everything; destroying what is gone succeeds. */
+  destroy(vm: VmHandle, opts: StopOptions): Promise<void>;
+  /** The state the backend reports now; `unknown` when it cannot tell. */
+  state(vm: VmHandle, opts?: CallOptions): Promise<VmState>;
+  guestIp(vm: VmHandle, opts?: CallOptions): Promise<string>;
+  consoleEndpoint(vm: VmHandle): ConsoleEndpoint;
+  /** Re-attaches to a VM after a worker restart (QMP socket, monitor); never starts or stops it. */
+  adopt?(vm: VmHandle, opts?: CallOptions): Promise<void>;
+  /** Subscribes to observed changes; returns the unsubscribe function. */
+  watch?(listener: ChangeListener): () => void;
+  close?(): Promise<void>;
+}

@@ -1,0 +1,16 @@
+export type {
+  Hypervisor,
+  CallOptions,
+  StopOptions,
+  StopResult,
+  ObservedChange,
+  ChangeListener,
+} from "./hypervisor.js";
+export { HypervisorRouter } from "./router.js";
+export {
+  HypervisorError,
+  isHypervisorError,
+  checkAborted,
+  type HypervisorErrorCode,
+} from "./errors.js";
+export { NoopBackend, type NoopOptions, type NoopOperation } from "./backends/noop/noop-backend.js";

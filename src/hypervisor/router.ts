@@ -1,0 +1,123 @@
+import type {
+  BackendTag,
+  Capabilities,
+  ConsoleEndpoint,
+  VmHandle,
+  VmSpec,
+  VmState,
+} from "../contracts/index.js";
+import { HypervisorError } from "./errors.js";
+import type {
+  CallOptions,
+  ChangeListener,
+  Hypervisor,
+  StopOptions,
+  StopResult,
+} from "./hypervisor.js";
+
+/**
+ * Dispatches by the handle's backend tag; prepare goes to `spec.backend` or the default.
+ * A tag with no configured backend gives hypervisor::backend-unavailable; an operation the
+ * backend cannot do gives hypervisor::unsupported before anything is touched.
+ */
+export class HypervisorRouter {
+  readonly #backends: Map<BackendTag, Hypervisor>;
+  readonly defaultBackend: BackendTag;
+
+  constructor(backends: Hypervisor[], defaultBackend?: BackendTag) {
+    this.#backends = new Map(backends.map((b) => [b.tag, b]));
+    const first = backends[0];
+    if (!first)
+      throw new HypervisorError(
+        "hypervisor::backend-unavailable",
+        "the router needs at least one backend",
+      );
+    this.defaultBackend = defaultBackend ?? first.tag;
+    if (!this.#backends.has(this.defaultBackend)) {
+      throw new HypervisorError(
+        "hypervisor::backend-unavailable",
+        `default backend ${this.defaultBackend} is not configured`,
+      );
+    }
+  }
+
+  get tags(): BackendTag[] {
+    return [...this.#backends.keys()];
+  }
+
+  backend(tag: BackendTag): Hypervisor {
+    const b = this.#backends.get(tag);
+    if (!b) {
+      throw new HypervisorError(
+        "hypervisor::backend-unavailable",
+        `backend ${tag} is not configured on this worker (configured: ${this.tags.join(", ")})`,
+      );
+    }
+    return b;
+  }
+
+  has(tag: BackendTag): boolean {
+    return this.#backends.has(tag);
+  }
+
+  capabilities(): Partial<Record<BackendTag, Capabilities>> {
+    return Object.fromEntries([...this.#backends].map(([t, b]) => [t, b.capabilities()]));
+  }
+
+  /** Which backend a prepare of this spec would use (throws when it is not configured). */
+  backendFor(spec: VmSpec): Hypervisor {
+    return this.backend(spec.backend ?? this.defaultBackend);
+  }
+
+  prepare(vmId: string, spec: VmSpec, opts?: CallOptions): Promise<VmHandle> {
+    return this.backendFor(spec).prepare(vmId, spec, opts);
+  }
+  start(vm: VmHandle, opts?: CallOptions): Promise<VmHandle> {
+    return this.backend(vm.backend).start(vm, opts);
+  }
+  stop(vm: VmHandle, opts: StopOptions): Promise<StopResult> {
+    return this.backend(vm.backend).stop(vm, opts);
+  }
+  suspend(vm: VmHandle, opts?: CallOptions): Promise<VmHandle> {
+    return this.#suspendable(vm, "suspend").suspend(vm, opts);
+  }
+  resume(vm: VmHandle, opts?: CallOptions): Promise<VmHandle> {
+    return this.#suspendable(vm, "resume").resume(vm, opts);
+  }
+  destroy(vm: VmHandle, opts: StopOptions): Promise<void> {
+    return this.backend(vm.backend).destroy(vm, opts);
+  }
+  state(vm: VmHandle, opts?: CallOptions): Promise<VmState> {
+    return this.backend(vm.backend).state(vm, opts);
+  }
+  guestIp(vm: VmHandle, opts?: CallOptions): Promise<string> {
+    return this.backend(vm.backend).guestIp(vm, opts);
+  }
+  consoleEndpoint(vm: VmHandle): ConsoleEndpoint {
+    return this.backend(vm.backend).consoleEndpoint(vm);
+  }
+  async adopt(vm: VmHandle, opts?: CallOptions): Promise<void> {
+    await this.backend(vm.backend).adopt?.(vm, opts);
+  }
+
+  /** Subscribes to every backend that reports observed changes. */
+  watch(listener: ChangeListener): () => void {
+    const offs = [...this.#backends.values()].map((b) => b.watch?.(listener));
+    return () => offs.forEach((off) => off?.());
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#backends.values()].map(async (b) => b.close?.()));
+  }
+
+  #suspendable(vm: VmHandle, op: string): Hypervisor {
+    const b = this.backend(vm.backend);
+    if (!b.capabilities().suspend) {
+      throw new HypervisorError(
+        "hypervisor::unsupported",
+        `backend ${vm.backend} cannot ${op} a VM`,
+      );
+    }
+    return b;
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * The suite every Hypervisor backend must pass: lifecycle, illegal transitions, idempotent
+ * destroy, stop timeout honoured, state after every call. Each backend's *.test.ts calls
+ * hypervisorConformance() with a fixture.
+ */
+import assert from "node:assert/strict";
+import { describe, it, before, after } from "node:test";
+import type { VmSpec } from "../../src/contracts/index.js";
+import type { Hypervisor } from "../../src/hypervisor/index.js";
+import { isVmqError } from "../../src/lib/errors.js";
+
+export interface ConformanceFixture {
+  backend: Hypervisor;
+  /** A spec that boots a guest that answers ACPI power-off. */
+  spec: VmSpec;
+  /** A guest that ignores the power button, to exercise the stop timeout and escalation. */
+  stubborn?: { spec: VmSpec; setup?: (vmId: string) => void };
+  /** Fresh vmIds per test (backends may share state). */
+  vmId: (name: string) => string;
+  cleanup?: () => Promise<void>;
+  /** How long a boot may take (TCG is slow); default 60 s. */
+  bootTimeoutMs?: number;
+}
+
+export async function expectCode(p: Promise<unknown>, codes: string | string[]): Promise<void> {
+  const want = Array.isArray(codes) ? codes : [codes];
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(isVmqError(e), `expected a VmqError, got ${String(e)}`);
+    assert.ok(want.includes(e.code), `expected ${want.join(" or ")}, got ${e.code}: ${e.message}`);
+    return true;
+  });
+}
+
+const stopOpts = (timeoutMs = 20_000) => ({ timeoutMs, force: "after-timeout" as const });
+
+export function hypervisorConformance(
+  name: string,
+  make: () => Promise<ConformanceFixture | undefined>,
+): void {
+  describe(`Hypervisor conformance: ${name}`, { concurrency: true }, () => {
+    let fx: ConformanceFixture | undefined;
+    before(async () => {
+      fx = await make();
+    });
+    after(async () => {
+      await fx?.cleanup?.();
+    });
+    const get = (t: { skip: (msg: string) => void }): ConformanceFixture | undefined => {
+      if (!fx) t.skip(`${name}: fixture unavailable (see the skip message above)`);
+      return fx;
+    };
+
+    it("walks the full lifecycle and reports the true state after every call", async (t) => {
+      const f = get(t);
+      if (!f) return;
+      const b = f.backend;
+      const id = f.vmId("life");
+      const h = await b.prepare(id, f.spec);
+      assert.equal(h.id, id);
+      assert.equal(h.backend, b.tag);
+      assert.equal(await b.state(h), "prepared");
+      const running = await b.start(h);
+      assert.equal(await b.state(running), "running");
+      let current = running;
+      if (b.capabilities().suspend) {
+        current = await b.suspend(current);
+        assert.equal(await b.state(current), "suspended");
+        current = await b.resume(current);
+        assert.equal(await b.state(current), "running");
+      }
+      const stopped = await b.stop(current, stopOpts());
+      assert.equal(stopped.how, "acpi");
+      assert.equal(await b.state(stopped.handle), "stopped");
+      const again = await b.start(stopped.handle);
+      assert.equal(await b.state(again), "running");
+      await b.destroy(again, stopOpts(5_000));
+      assert.equal(await b.state(again), "destroyed");
+    });
+
+    it("refuses illegal transitions with a coded error and leaves the state alone", async (t) => {
+      const f = get(t);
+      if (!f) return;
+      const b = f.backend;
+      const h = await b.prepare(f.vmId("illegal"), f.spec);
+      if (b.capabilities().suspend) {
+        await expectCode(b.suspend(h), "hypervisor::invalid-state");
+        await expectCode(b.resume(h), "hypervisor::invalid-state");
+      }
+      await expectCode(b.stop(h, stopOpts()), "hypervisor::invalid-state");
+      assert.equal(await b.state(h), "prepared");
+      const r = await b.start(h);
+      await expectCode(b.start(r), "hypervisor::invalid-state");
+      assert.equal(await b.state(r), "running");
+      await b.destroy(r, stopOpts(5_000));
+    });
+
+    it("reports suspend as unsupported when it is not a capability", async (t) => {
+      const f = get(t);
+      if (!f) return;
+      const b = f.backend;
+      if (b.capabilities().suspend) {
+        t.diagnostic(`${name} supports suspend; nothing to check here`);
+        return;
+      }
+      const h = await b.prepare(f.vmId("nosusp"), f.spec);
+      await expectCode(b.suspend(h), "hypervisor::unsupported");
+      assert.equal(await b.state(h), "prepared");
+      await b.destroy(h, stopOpts(5_000));
+    });
+
+    it("destroys idempotently, from prepared and again when gone", async (t) => {
+      const f = get(t);
+      if (!f) return;
+      const b = f.backend;
+      const h = await b.prepare(f.vmId("destroy"), f.spec);
+      await b.destroy(h, stopOpts(5_000));
+      assert.equal(await b.state(h), "destroyed");
+      await b.destroy(h, stopOpts(5_000));
+      assert.equal(await b.state(h), "destroyed");
+    });
+
+    it("honours the stop timeout: a guest that ignores power-off is escalated and the step recorded", async (t) => {
+      const f = get(t);
+      if (!f) return;
+      if (!f.stubborn) {
+        t.skip(`${name} has no stubborn guest fixture`);
+        return;
+      }
+      const b = f.backend;
+      const id = f.vmId("stubborn");
+      f.stubborn.setup?.(id);
+      {
+        const h = await b.start(await b.prepare(id, f.stubborn.spec));
+        await expectCode(b.stop(h, { timeoutMs: 300, force: "never" }), "hypervisor::stop-timeout");
+        assert.equal(await b.state(h), "running", "force: never leaves a stubborn guest running");
+        const began = Date.now();
+        const r = await b.stop(h, { timeoutMs: 500, force: "after-timeout" });
+        assert.ok(Date.now() - began >= 450, "stop waited for its timeout before escalating");
+        assert.ok(["sigterm", "sigkill"].includes(r.how), `escalated with ${r.how}`);
+        assert.equal(await b.state(r.handle), "stopped");
+        await b.destroy(r.handle, stopOpts(5_000));
+      }
+    });
+
+    it("stops at once with force: now", async (t) => {
+      const f = get(t);
+      if (!f) return;
+      const b = f.backend;
+      const h = await b.start(await b.prepare(f.vmId("forcenow"), f.spec));
+      const r = await b.stop(h, { timeoutMs: 60_000, force: "now" });
+      assert.equal(r.how, "forced");
+      assert.equal(await b.state(r.handle), "stopped");
+      await b.destroy(r.handle, stopOpts(5_000));
+    });
+
+    it("cancels a call whose signal has already fired, touching nothing", async (t) => {
+      const f = get(t);
+      if (!f) return;
+      const b = f.backend;
+      const id = f.vmId("abort");
+      await expectCode(
+        b.prepare(id, f.spec, { signal: AbortSignal.abort() }),
+        "hypervisor::aborted",
+      );
+      assert.equal(
+        await b.state({
+          id,
+          name: id,
+          backend: b.tag,
+          workDir: "",
+          vcpus: 1,
+          memoryMb: 64,
+          network: { type: "none" },
+          uefi: false,
+        }),
+        "destroyed",
+      );
+    });
+  });
+}

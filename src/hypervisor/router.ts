@@ -69,28 +69,28 @@ export class HypervisorRouter {
     return this.backend(spec.backend ?? this.defaultBackend);
   }
 
-  prepare(vmId: string, spec: VmSpec, opts?: CallOptions): Promise<VmHandle> {
+  async prepare(vmId: string, spec: VmSpec, opts?: CallOptions): Promise<VmHandle> {
     return this.backendFor(spec).prepare(vmId, spec, opts);
   }
-  start(vm: VmHandle, opts?: CallOptions): Promise<VmHandle> {
+  async start(vm: VmHandle, opts?: CallOptions): Promise<VmHandle> {
     return this.backend(vm.backend).start(vm, opts);
   }
-  stop(vm: VmHandle, opts: StopOptions): Promise<StopResult> {
+  async stop(vm: VmHandle, opts: StopOptions): Promise<StopResult> {
     return this.backend(vm.backend).stop(vm, opts);
   }
-  suspend(vm: VmHandle, opts?: CallOptions): Promise<VmHandle> {
+  async suspend(vm: VmHandle, opts?: CallOptions): Promise<VmHandle> {
     return this.#suspendable(vm, "suspend").suspend(vm, opts);
   }
-  resume(vm: VmHandle, opts?: CallOptions): Promise<VmHandle> {
+  async resume(vm: VmHandle, opts?: CallOptions): Promise<VmHandle> {
     return this.#suspendable(vm, "resume").resume(vm, opts);
   }
-  destroy(vm: VmHandle, opts: StopOptions): Promise<void> {
+  async destroy(vm: VmHandle, opts: StopOptions): Promise<void> {
     return this.backend(vm.backend).destroy(vm, opts);
   }
-  state(vm: VmHandle, opts?: CallOptions): Promise<VmState> {
+  async state(vm: VmHandle, opts?: CallOptions): Promise<VmState> {
     return this.backend(vm.backend).state(vm, opts);
   }
-  guestIp(vm: VmHandle, opts?: CallOptions): Promise<string> {
+  async guestIp(vm: VmHandle, opts?: CallOptions): Promise<string> {
     return this.backend(vm.backend).guestIp(vm, opts);
   }
   consoleEndpoint(vm: VmHandle): ConsoleEndpoint {

@@ -1,4 +1,5 @@
 import type {
+  BackendTag,
   Capabilities,
   ConsoleEndpoint,
   VmHandle,
@@ -20,6 +21,8 @@ export interface NoopOptions {
   latencyMs?: number;
   /** Whether suspend/resume are offered (to test capability checks). */
   suspend?: boolean;
+  /** The tag it answers to (default noop); router tests let it pose as another backend. */
+  tag?: BackendTag;
 }
 
 export type NoopOperation =
@@ -42,7 +45,7 @@ interface NoopVm {
  * state, and injects faults on demand, so worker tests and benchmarks mean something.
  */
 export class NoopBackend implements Hypervisor {
-  readonly tag = "noop" as const;
+  readonly tag: BackendTag;
   readonly #vms = new Map<string, NoopVm>();
   readonly #listeners = new Set<ChangeListener>();
   #faults: Fault[] = [];
@@ -56,6 +59,7 @@ export class NoopBackend implements Hypervisor {
 
   constructor(opts: NoopOptions = {}) {
     this.latencyMs = opts.latencyMs ?? 0;
+    this.tag = opts.tag ?? "noop";
     this.#suspend = opts.suspend ?? true;
   }
 
@@ -88,7 +92,7 @@ export class NoopBackend implements Hypervisor {
     for (const l of this.#listeners) {
       l({
         vmId,
-        backend: "noop",
+        backend: this.tag,
         state: "stopped",
         source: "process",
         guestInitiated: how === "guest-poweroff",
@@ -131,7 +135,7 @@ export class NoopBackend implements Hypervisor {
     const handle: VmHandle = {
       id: vmId,
       name: spec.name,
-      backend: "noop",
+      backend: this.tag,
       workDir: `noop://${vmId}`,
       vcpus: spec.vcpus,
       memoryMb: spec.memoryMb,

@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { readFile, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { Ajv2020 } from "ajv/dist/2020.js";
+import addFormatsModule from "ajv-formats";
+import { buildSchemas } from "../../../scripts/schemas.js";
+
+const root = join(import.meta.dirname, "..", "..", "..");
+const schemasDir = join(root, "schemas");
+const contractDoc = join(root, "..", "shared", "design", "wire-contract.md");
+const addFormats = addFormatsModule as unknown as (a: Ajv2020) => void;
+
+async function listFiles(dir: string, base = ""): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(join(dir, base), { withFileTypes: true })) {
+    const rel = base ? `${base}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...(await listFiles(dir, rel)));
+    else out.push(rel);
+  }
+  return out.sort();
+}
+
+function ajvWithSchemas(): Ajv2020 {
+  const ajv = new Ajv2020({ strict: false, allErrors: true });
+  addFormats(ajv);
+  for (const [path, content] of buildSchemas())
+    if (path !== "index.json") ajv.addSchema(JSON.parse(content) as object, path);
+  return ajv;
+}
+
+describe("schemas/", () => {
+  it("is exactly what `npm run schemas` generates from src/contracts (not stale)", async () => {
+    const expected = buildSchemas();
+    const actual = await listFiles(schemasDir);
+    assert.deepEqual(
+      actual,
+      [...expected.keys()].sort(),
+      "schemas/ has other files than the generator writes: run npm run schemas",
+    );
+    for (const [path, content] of expected) {
+      assert.equal(
+        await readFile(join(schemasDir, path), "utf8"),
+        content,
+        `schemas/${path} is stale: run npm run schemas`,
+      );
+    }
+  });
+
+  it("index.json maps every subject pattern to files that exist", async () => {
+    const index = JSON.parse(await readFile(join(schemasDir, "index.json"), "utf8")) as {
+      subjects: { pattern: string; schemas?: Record<string, string>; reply?: string }[];
+    };
+    const files = new Set(await listFiles(schemasDir));
+    assert.ok(index.subjects.some((s) => s.pattern === "<prefix>.cmd.<host>.<vmId>"));
+    for (const s of index.subjects) {
+      for (const f of [...Object.values(s.schemas ?? {}), ...(s.reply ? [s.reply] : [])])
+        assert.ok(files.has(f), f);
+    }
+  });
+
+  it("validates every JSON example of the wire contract", async (t) => {
+    if (!existsSync(contractDoc)) {
+      t.skip(`wire contract not found at ${contractDoc}: shared/ is not beside this checkout`);
+      return;
+    }
+    const md = await readFile(contractDoc, "utf8");
+    const examples = [...md.matchAll(/```json\n([\s\S]*?)```/g)].map(
+      (m) => JSON.parse(m[1] ?? "") as { type: string },
+    );
+    assert.ok(examples.length >= 2, "the contract has its command and event examples");
+    const ajv = ajvWithSchemas();
+    for (const ex of examples) {
+      const kind = ex.type.endsWith("ed") || ex.type.includes("observed") ? "events" : "commands";
+      const validate = ajv.getSchema(`${kind}/${ex.type}.v1.json`);
+      assert.ok(validate, `a schema exists for ${ex.type}`);
+      assert.ok(validate(ex), `${ex.type} example: ${JSON.stringify(validate.errors)}`);
+    }
+  });
+
+  it("rejects a malformed command with an error naming the field", () => {
+    const validate = ajvWithSchemas().getSchema("commands/vm.prepare.v1.json");
+    assert.ok(validate);
+    const ok = validate({
+      type: "vm.prepare",
+      version: 1,
+      commandId: "c1",
+      vmId: "web-1",
+      issuedAt: "2026-11-25T10:00:00Z",
+      spec: { name: "w", imagePath: "/i", vcpus: 0, memoryMb: 256 },
+    });
+    assert.equal(ok, false);
+    assert.ok(
+      validate.errors?.some((e) => e.instancePath === "/spec/vcpus"),
+      JSON.stringify(validate.errors),
+    );
+  });
+});

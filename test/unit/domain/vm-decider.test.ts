@@ -1,0 +1,229 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { CommandType, VmEvent, VmState } from "../../../src/contracts/index.js";
+import { COMMAND_TYPES, VmEvent as VmEventSchema } from "../../../src/contracts/index.js";
+import {
+  emptyVm,
+  evolve,
+  failed,
+  succeeded,
+  TRANSITIONS,
+  type Vm,
+} from "../../../src/domain/index.js";
+import { NOW, cmd, given } from "../../helpers/decider-spec.js";
+
+const spec = { name: "web", imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 };
+const handle = {
+  id: "vm1",
+  name: "web",
+  backend: "noop" as const,
+  workDir: "noop://vm1",
+  vcpus: 1,
+  memoryMb: 256,
+  network: { type: "user" as const },
+  uefi: false,
+};
+
+function commandOf(type: CommandType) {
+  return type === "vm.prepare" ? cmd({ type, spec }) : cmd({ type });
+}
+
+/** Runs a command all the way (accept + success) and returns the events, to build histories. */
+function run(vm: Vm, type: CommandType, seq: number): { vm: Vm; events: VmEvent[] } {
+  const c = commandOf(type);
+  const a = {
+    type: "vm.command-accepted",
+    version: 1,
+    eventId: `e${seq}`,
+    vmId: "vm1",
+    host: "h1",
+    at: NOW.toISOString(),
+    causationId: c.commandId,
+    correlationId: null,
+    state: type === "vm.prepare" ? "preparing" : (vm.state ?? "preparing"),
+    command: c,
+    deadline: NOW.toISOString(),
+  } as VmEvent;
+  const v1 = evolve(vm, a, seq);
+  const out = succeeded(v1, c, { handle, how: "acpi" }, { now: NOW });
+  return { vm: evolve(v1, out, seq + 1), events: [a, out] };
+}
+
+/** A history that leaves the VM in `state`. */
+function historyFor(state: VmState | null): VmEvent[] {
+  const paths: Record<string, CommandType[]> = {
+    prepared: ["vm.prepare"],
+    running: ["vm.prepare", "vm.start"],
+    suspended: ["vm.prepare", "vm.start", "vm.suspend"],
+    stopped: ["vm.prepare", "vm.start", "vm.stop"],
+    destroyed: ["vm.prepare", "vm.destroy"],
+  };
+  if (state === null) return [];
+  let vm = emptyVm("vm1", "h1");
+  const events: VmEvent[] = [];
+  let seq = 1;
+  if (state === "failed" || state === "unknown" || state === "preparing") {
+    const r = run(vm, "vm.prepare", seq);
+    vm = r.vm;
+    events.push(...r.events);
+    const obs: VmEvent = {
+      type: "vm.state-observed",
+      version: 1,
+      eventId: "obs",
+      vmId: "vm1",
+      host: "h1",
+      at: NOW.toISOString(),
+      causationId: null,
+      correlationId: null,
+      state,
+      observed: state,
+      previous: "prepared",
+      source: "reconcile",
+    };
+    return [...events, obs];
+  }
+  for (const t of paths[state] ?? []) {
+    const r = run(vm, t, seq);
+    seq += 2;
+    vm = r.vm;
+    events.push(...r.events);
+  }
+  return events;
+}
+
+const STATES: (VmState | null)[] = [
+  null,
+  "preparing",
+  "prepared",
+  "running",
+  "suspended",
+  "stopped",
+  "failed",
+  "destroyed",
+  "unknown",
+];
+
+describe("decide: every (state, command) pair", () => {
+  for (const state of STATES) {
+    for (const type of COMMAND_TYPES) {
+      const allowed = TRANSITIONS[type].from.includes(state);
+      it(`${type} on ${state ?? "(new)"} is ${allowed ? "accepted" : "rejected"}`, () => {
+        const g = given(historyFor(state));
+        assert.equal(g.vm.state, state);
+        const t = g.when(commandOf(type));
+        if (allowed) {
+          const e = t.thenAccepted();
+          assert.equal(e.command.type, type);
+          assert.equal(e.state, type === "vm.prepare" ? "preparing" : state);
+          assert.ok(VmEventSchema.safeParse(e).success, "the intent event satisfies its schema");
+        } else if (type === "vm.prepare") {
+          t.thenRejected("vm::exists", ["vm1"]);
+        } else if (state === null) {
+          t.thenRejected("vm::not-found", ["vm1"]);
+        } else {
+          t.thenRejected("command::illegal-transition", [
+            state,
+            ...TRANSITIONS[type].from.map((s) => s ?? "(new)"),
+          ]);
+        }
+      });
+    }
+  }
+});
+
+describe("decide: idempotency and concurrency rules", () => {
+  it("a repeated commandId decides nothing new", () => {
+    const events = historyFor("running");
+    const g = given(events);
+    const first = (events[2] as Extract<VmEvent, { type: "vm.command-accepted" }>).command; // the start command
+    g.when(first).thenNothingHappened();
+  });
+
+  it("a rejected commandId is also never decided again", () => {
+    const g0 = given(historyFor("prepared"));
+    const stop = cmd({ type: "vm.stop" });
+    const d = g0.when(stop);
+    assert.equal(d.decision.kind, "reject");
+    const rejected = (d.decision as { event: VmEvent }).event;
+    given([...historyFor("prepared"), rejected])
+      .when(stop)
+      .thenNothingHappened();
+  });
+
+  it("an intent without an outcome resumes instead of starting twice", () => {
+    const h = historyFor("prepared");
+    const start = cmd({ type: "vm.start" });
+    const accepted = given(h).when(start).thenAccepted();
+    const d = given([...h, accepted]).when(start).decision;
+    assert.equal(d.kind, "resume");
+  });
+
+  it("a different command while another is pending is refused, naming the busy command", () => {
+    const h = historyFor("prepared");
+    const start = cmd({ type: "vm.start" });
+    const accepted = given(h).when(start).thenAccepted();
+    given([...h, accepted])
+      .when(cmd({ type: "vm.destroy" }))
+      .thenRejected("command::illegal-transition", [start.commandId]);
+  });
+
+  it("expectedVersion must match the VM's last event sequence", () => {
+    const h = historyFor("prepared"); // two events: seq 1, 2
+    given(h)
+      .when(cmd({ type: "vm.start", expectedVersion: 1 }))
+      .thenRejected("command::version-conflict", ["1", "2"]);
+    given(h)
+      .when(cmd({ type: "vm.start", expectedVersion: 2 }))
+      .thenAccepted();
+  });
+
+  it("a destroyed VM may be prepared again", () => {
+    given(historyFor("destroyed"))
+      .when(cmd({ type: "vm.prepare", spec }))
+      .thenAccepted();
+  });
+
+  it("the intent's deadline is the stop timeout plus escalation", () => {
+    const e = given(historyFor("running"))
+      .when(cmd({ type: "vm.stop", timeoutMs: 1000 }))
+      .thenAccepted();
+    assert.equal(new Date(e.deadline).getTime() - NOW.getTime(), 16_000);
+  });
+});
+
+describe("evolve", () => {
+  it("tracks pending, handle and state through accept and outcome", () => {
+    const h = historyFor("prepared");
+    const start = cmd({ type: "vm.start", correlationId: "deploy-1" });
+    const g = given(h);
+    const accepted = g.when(start).thenAccepted();
+    const v1 = evolve(g.vm, accepted, 10);
+    assert.equal(v1.pending?.commandId, start.commandId);
+    assert.equal(v1.version, 10);
+    const out = succeeded(v1, start, { handle: { ...handle, pid: 42 } }, { now: NOW });
+    assert.equal(out.correlationId, "deploy-1");
+    const v2 = evolve(v1, out, 11);
+    assert.equal(v2.state, "running");
+    assert.equal(v2.pending, null);
+    assert.equal(v2.handle?.pid, 42);
+    assert.ok(v2.seenCommands.has(start.commandId));
+  });
+
+  it("a failed prepare leaves the VM failed, which only destroy leaves", () => {
+    const p = cmd({ type: "vm.prepare", spec });
+    const g = given([]);
+    const accepted = g.when(p).thenAccepted();
+    const v1 = evolve(g.vm, accepted, 1);
+    const f = failed(
+      v1,
+      p,
+      { code: "image::not-found", message: "no image", retryable: false },
+      1,
+      { now: NOW },
+    );
+    const v2 = evolve(v1, f, 2);
+    assert.equal(v2.state, "failed");
+    assert.equal(v2.pending, null);
+    assert.ok(VmEventSchema.safeParse(f).success);
+  });
+});

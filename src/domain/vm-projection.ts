@@ -19,6 +19,7 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
           since: event.at,
           deadline: event.deadline,
         },
+        pendingCommand: event.command,
         ...(event.command.type === "vm.prepare" ? { spec: event.command.spec, handle: null } : {}),
       };
     case "vm.prepared":
@@ -50,7 +51,9 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
 function done(vm: Vm, causationId: string | null): Vm {
   if (causationId === null) return vm;
   vm.seenCommands.add(causationId);
-  return vm.pending?.commandId === causationId ? { ...vm, pending: null } : vm;
+  return vm.pending?.commandId === causationId
+    ? { ...vm, pending: null, pendingCommand: null }
+    : vm;
 }
 
 /** Folds a whole history. */

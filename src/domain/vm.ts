@@ -1,4 +1,4 @@
-import type { Pending, VmHandle, VmSpec, VmState } from "../contracts/index.js";
+import type { Command, Pending, VmHandle, VmSpec, VmState } from "../contracts/index.js";
 
 /**
  * One VM as rebuilt from its event stream. `state` is null until the first event.
@@ -13,6 +13,8 @@ export interface Vm {
   readonly handle: VmHandle | null;
   readonly spec: VmSpec | null;
   readonly pending: Pending | null;
+  /** The pending command as accepted (for resolving it after a crash). */
+  readonly pendingCommand: Command | null;
   /** Stream sequence of the VM's last event (0: none). */
   readonly version: number;
   readonly seenCommands: Set<string>;
@@ -26,6 +28,7 @@ export const emptyVm = (vmId: string, host: string): Vm => ({
   handle: null,
   spec: null,
   pending: null,
+  pendingCommand: null,
   version: 0,
   seenCommands: new Set(),
   updatedAt: null,

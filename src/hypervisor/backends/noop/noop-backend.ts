@@ -1,3 +1,5 @@
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type {
   BackendTag,
   Capabilities,
@@ -21,6 +23,8 @@ export interface NoopOptions {
   latencyMs?: number;
   /** Whether suspend/resume are offered (to test capability checks). */
   suspend?: boolean;
+  /** Keep each VM in a file here so VMs outlive the worker process (crash/restart tests). */
+  stateDir?: string;
   /** The tag it answers to (default noop); router tests let it pose as another backend. */
   tag?: BackendTag;
 }
@@ -54,12 +58,15 @@ export class NoopBackend implements Hypervisor {
   #unreachable = false;
   latencyMs: number;
   readonly #suspend: boolean;
+  readonly #stateDir: string | undefined;
   /** Every call made, in order (tests assert that hostile input never reaches the backend). */
   readonly calls: { op: NoopOperation; vmId: string }[] = [];
 
   constructor(opts: NoopOptions = {}) {
     this.latencyMs = opts.latencyMs ?? 0;
     this.tag = opts.tag ?? "noop";
+    this.#stateDir = opts.stateDir;
+    if (this.#stateDir) this.#load(this.#stateDir);
     this.#suspend = opts.suspend ?? true;
   }
 
@@ -89,6 +96,7 @@ export class NoopBackend implements Hypervisor {
     if (!vm) return;
     vm.state = "stopped";
     vm.handle = withoutRuntime(vm.handle);
+    this.#save(vmId);
     for (const l of this.#listeners) {
       l({
         vmId,
@@ -108,6 +116,7 @@ export class NoopBackend implements Hypervisor {
   /** Pretends a VM exists (e.g. a guest that kept running while the worker was away). */
   seed(handle: VmHandle, state: VmState): void {
     this.#vms.set(handle.id, { handle, state });
+    this.#save(handle.id);
   }
 
   // ---- Hypervisor ------------------------------------------------------------------------
@@ -144,6 +153,7 @@ export class NoopBackend implements Hypervisor {
       ...(spec.diskGb === undefined ? {} : { diskGb: spec.diskGb }),
     };
     this.#vms.set(vmId, { handle, state: "prepared" });
+    this.#save(vmId);
     return handle;
   }
 
@@ -151,6 +161,7 @@ export class NoopBackend implements Hypervisor {
     const v = await this.#transition("start", vm, opts, ["prepared", "stopped"]);
     v.state = "running";
     v.handle = { ...v.handle, pid: 10_000 + (hash(vm.id) % 50_000) };
+    this.#save(vm.id);
     return v.handle;
   }
 
@@ -158,6 +169,7 @@ export class NoopBackend implements Hypervisor {
     this.#requireSuspend("suspend");
     const v = await this.#transition("suspend", vm, opts, ["running"]);
     v.state = "suspended";
+    this.#save(vm.id);
     return v.handle;
   }
 
@@ -165,6 +177,7 @@ export class NoopBackend implements Hypervisor {
     this.#requireSuspend("resume");
     const v = await this.#transition("resume", vm, opts, ["suspended"]);
     v.state = "running";
+    this.#save(vm.id);
     return v.handle;
   }
 
@@ -185,6 +198,7 @@ export class NoopBackend implements Hypervisor {
     }
     v.state = "stopped";
     v.handle = withoutRuntime(v.handle);
+    this.#save(vm.id);
     return { handle: v.handle, how };
   }
 
@@ -192,6 +206,7 @@ export class NoopBackend implements Hypervisor {
     await this.#enter("destroy", vm.id, opts);
     const v = this.#vms.get(vm.id);
     if (v) v.state = "destroyed";
+    this.#save(vm.id);
   }
 
   async state(vm: VmHandle, opts: CallOptions = {}): Promise<VmState> {
@@ -227,6 +242,32 @@ export class NoopBackend implements Hypervisor {
   }
 
   // ---- internals -------------------------------------------------------------------------
+
+  #load(dir: string): void {
+    mkdirSync(dir, { recursive: true });
+    for (const f of readdirSync(dir)) {
+      if (!f.endsWith(".json")) continue;
+      try {
+        const v = JSON.parse(readFileSync(join(dir, f), "utf8")) as NoopVm;
+        this.#vms.set(v.handle.id, v);
+      } catch {
+        /* a torn write from a killed process: that VM is simply unknown */
+      }
+    }
+  }
+
+  /** Whole-file write then rename, so a killed process never leaves half a record. */
+  #save(vmId: string): void {
+    if (!this.#stateDir) return;
+    const file = join(this.#stateDir, `${vmId}.json`);
+    const v = this.#vms.get(vmId);
+    if (!v || v.state === "destroyed") {
+      rmSync(file, { force: true });
+      return;
+    }
+    writeFileSync(`${file}.tmp`, JSON.stringify(v));
+    renameSync(`${file}.tmp`, file);
+  }
 
   async #enter(op: NoopOperation, vmId: string, opts: CallOptions): Promise<void> {
     checkAborted(opts.signal, `noop ${op}`);

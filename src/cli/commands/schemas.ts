@@ -1,0 +1,32 @@
+import { readFileSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Command } from "commander";
+import { CliError } from "../errors.js";
+
+/** schemas/ ships with the package, next to dist/. */
+const schemasDir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "schemas");
+
+export function registerSchemas(program: Command): void {
+  program
+    .command("schemas")
+    .description(
+      "List the JSON Schemas of the wire contract, or print one (e.g. vmq schemas commands/vm.start.v1.json)",
+    )
+    .argument("[file]", "schema file to print")
+    .action((file?: string) => {
+      if (!file) {
+        const index = readFileSync(join(schemasDir, "index.json"), "utf8");
+        process.stdout.write(index);
+        return;
+      }
+      const known = readdirSync(schemasDir, { recursive: true }).map(String);
+      if (!known.includes(file))
+        throw new CliError(
+          "schemas::not-found",
+          `no schema ${file}`,
+          `Known: ${known.filter((f) => f.endsWith(".json")).join(", ")}`,
+        );
+      process.stdout.write(readFileSync(join(schemasDir, file), "utf8"));
+    });
+}

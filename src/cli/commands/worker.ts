@@ -1,0 +1,45 @@
+import type { Command } from "commander";
+import { WorkerConfig } from "../../config/config.js";
+import { describeIssues } from "../../contracts/index.js";
+import { createLogger } from "../../observability/logger.js";
+import { Worker } from "../../worker/worker.js";
+import { addConfigFlags, configFromFlags } from "../config-flags.js";
+import { CliError } from "../errors.js";
+
+export function registerWorker(program: Command): void {
+  addConfigFlags(
+    program
+      .command("worker")
+      .description(
+        "Run the worker of this host: consume its VM commands, run them, publish events. With no --nats it starts an embedded nats-server.",
+      ),
+  ).action(async (opts: Record<string, unknown>) => {
+    const parsed = WorkerConfig.safeParse(configFromFlags(opts));
+    if (!parsed.success)
+      throw new CliError(
+        "config::invalid",
+        `invalid worker configuration: ${describeIssues(parsed.error)}`,
+        "See vmq worker --help.",
+      );
+    const log = createLogger({ level: parsed.data.logLevel });
+    const worker = new Worker(parsed.data, { logger: log });
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        log.warn(
+          { sig },
+          "second signal: exiting now (intents stay recorded; commands are redelivered)",
+        );
+        process.exit(130);
+      }
+      log.info({ sig }, "draining on signal");
+      void worker.drain();
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+    await worker.start();
+    await worker.run();
+    if (worker.state === "failed") process.exitCode = 1;
+  });
+}

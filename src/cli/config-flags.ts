@@ -1,0 +1,91 @@
+import type { Command } from "commander";
+import { z } from "zod";
+import { WorkerConfig, type WorkerConfigInput } from "../config/config.js";
+
+/** Flag and environment variable names where they differ from the field name. */
+const RENAMES: Record<string, { flag?: string; env?: string }> = {
+  nats: { env: "VMQ_NATS_URL" },
+  backends: { flag: "backend", env: "VMQ_BACKEND" },
+};
+
+export interface FlagSpec {
+  key: keyof WorkerConfigInput;
+  flag: string;
+  env: string;
+  kind: "string" | "number" | "list" | "map";
+  description: string;
+  default: unknown;
+}
+
+const kebab = (s: string): string => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+function kindOf(schema: z.ZodType): FlagSpec["kind"] {
+  let s: z.ZodType = schema;
+  while (s instanceof z.ZodOptional || s instanceof z.ZodDefault) s = s.unwrap() as z.ZodType;
+  if (s instanceof z.ZodNumber) return "number";
+  if (s instanceof z.ZodArray) return "list";
+  if (s instanceof z.ZodRecord) return "map";
+  return "string";
+}
+
+/** One flag and one environment variable per config field, generated from the config schema. */
+export function flagSpecs(): FlagSpec[] {
+  return Object.entries(WorkerConfig.shape).map(([key, schema]) => {
+    const r = RENAMES[key] ?? {};
+    const flag = r.flag ?? kebab(key);
+    const parsed = (schema as z.ZodType).safeParse(undefined);
+    return {
+      key: key as keyof WorkerConfigInput,
+      flag,
+      env: r.env ?? `VMQ_${flag.replace(/-/g, "_").toUpperCase()}`,
+      kind: kindOf(schema as z.ZodType),
+      description: (schema as z.ZodType).description ?? "",
+      default: parsed.success ? parsed.data : undefined,
+    };
+  });
+}
+
+export function addConfigFlags(cmd: Command): Command {
+  for (const f of flagSpecs()) {
+    const shown =
+      f.default === undefined || f.key === "host"
+        ? ""
+        : ` (default: ${Array.isArray(f.default) ? f.default.join(",") : JSON.stringify(f.default)})`;
+    cmd.option(`--${f.flag} <value>`, `${f.description}${shown} [env ${f.env}]`);
+  }
+  return cmd;
+}
+
+/** Flags win over environment variables, which win over defaults (applied by the schema). */
+export function configFromFlags(
+  opts: Record<string, unknown>,
+  env: NodeJS.ProcessEnv = process.env,
+): WorkerConfigInput {
+  const out: Record<string, unknown> = {};
+  for (const f of flagSpecs()) {
+    const camelFlag = f.flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    const raw = opts[camelFlag] ?? env[f.env];
+    if (raw === undefined || raw === "") continue;
+    const s = typeof raw === "string" ? raw : JSON.stringify(raw);
+    out[f.key] =
+      f.kind === "number"
+        ? Number(s)
+        : f.kind === "list"
+          ? s
+              .split(",")
+              .map((x) => x.trim())
+              .filter(Boolean)
+          : f.kind === "map"
+            ? Object.fromEntries(
+                s
+                  .split(",")
+                  .filter(Boolean)
+                  .map((kv) => {
+                    const [k = "", ...v] = kv.split("=");
+                    return [k.trim(), v.join("=").trim()];
+                  }),
+              )
+            : s;
+  }
+  return out;
+}

@@ -1,0 +1,14 @@
+import { VmqError } from "../lib/errors.js";
+
+/** An error the CLI prints as one readable line and turns into an exit code. */
+export class CliError extends VmqError {
+  constructor(
+    code: string,
+    message: string,
+    hint?: string,
+    readonly exitCode = 2,
+  ) {
+    super(code, message, hint === undefined ? {} : { hint });
+    this.name = "CliError";
+  }
+}

@@ -1,0 +1,10 @@
+/** vmq's client SDK for schedulers and subscribers (the package's main export). */
+export {
+  VmqClient,
+  type VmqClientOptions,
+  type CommandBody,
+  type SendResult,
+  type WatchOptions,
+} from "./vm-client.js";
+export * as contracts from "../contracts/index.js";
+export { VmqError, isVmqError } from "../lib/errors.js";

@@ -1,0 +1,257 @@
+import { randomUUID } from "node:crypto";
+import {
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  type JetStreamClient,
+  type JetStreamManager,
+} from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  Command,
+  HostRecord,
+  QUERY_REPLY_SCHEMAS,
+  VmEvent,
+  VmView,
+  names as namesFor,
+  type CommandInput,
+  type Names,
+  type QueryName,
+  type QueryReply,
+} from "../contracts/index.js";
+import { VmqError } from "../lib/errors.js";
+
+export interface VmqClientOptions {
+  prefix?: string;
+  /** Default time to wait for an outcome. */
+  timeoutMs?: number;
+}
+
+export type CommandBody = Omit<CommandInput, "commandId" | "version" | "issuedAt"> & {
+  commandId?: string;
+  issuedAt?: string;
+};
+
+export interface SendResult {
+  commandId: string;
+  /** The command's stream sequence in VMQ_COMMANDS. */
+  seq: number;
+  /** The first event caused by the command that is not vm.command-accepted. */
+  outcome: VmEvent;
+  /** Its stream sequence: the VM's version after the command. */
+  outcomeSeq: number;
+  accepted: boolean;
+}
+
+export interface WatchOptions {
+  /** Start after this stream sequence, at this time, or only new events (default: all history). */
+  afterSeq?: number;
+  since?: Date;
+  newOnly?: boolean;
+  signal?: AbortSignal;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * The scheduler's side of vmq: publish commands with ids and dedupe, wait for their outcome,
+ * read the view and the host registry, follow events, ask live queries.
+ */
+export class VmqClient {
+  readonly names: Names;
+  readonly js: JetStreamClient;
+  #jsm: JetStreamManager | undefined;
+  #vms: KV | undefined;
+  #hosts: KV | undefined;
+  readonly #timeoutMs: number;
+
+  constructor(
+    readonly nc: NatsConnection,
+    opts: VmqClientOptions = {},
+  ) {
+    this.names = namesFor(opts.prefix);
+    this.js = jetstream(nc);
+    this.#timeoutMs = opts.timeoutMs ?? 60_000;
+  }
+
+  async #manager(): Promise<JetStreamManager> {
+    return (this.#jsm ??= await jetstreamManager(this.nc));
+  }
+
+  /** Publishes a command (assigning a commandId) and waits for its outcome. */
+  async send(
+    host: string,
+    body: CommandBody,
+    opts: { timeoutMs?: number } = {},
+  ): Promise<SendResult> {
+    const { command, seq } = await this.publish(host, body);
+    const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
+    const found = await this.waitForOutcome(host, command.vmId, command.commandId, {
+      timeoutMs,
+      fromSeq: 0,
+    });
+    return { commandId: command.commandId, seq, ...found };
+  }
+
+  /** Publishes without waiting; the commandId doubles as Nats-Msg-Id. */
+  async publish(
+    host: string,
+    body: CommandBody,
+  ): Promise<{ command: Command; seq: number; duplicate: boolean }> {
+    const command = Command.parse({
+      version: 1,
+      commandId: randomUUID(),
+      issuedAt: new Date().toISOString(),
+      ...body,
+    });
+    const ack = await this.js.publish(
+      this.names.cmd(host, command.vmId),
+      encoder.encode(JSON.stringify(command)),
+      {
+        msgID: command.commandId,
+      },
+    );
+    return { command, seq: ack.seq, duplicate: ack.duplicate };
+  }
+
+  /** Waits for the command's outcome event (scanning the VM's history, then following it). */
+  async waitForOutcome(
+    host: string,
+    vmId: string,
+    commandId: string,
+    opts: { timeoutMs?: number; fromSeq?: number } = {},
+  ): Promise<{ outcome: VmEvent; outcomeSeq: number; accepted: boolean }> {
+    const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
+    const signal = AbortSignal.timeout(timeoutMs);
+    let accepted = false;
+    for await (const { event, seq } of this.watch(
+      { host, vmId },
+      { afterSeq: opts.fromSeq ?? 0, signal },
+    )) {
+      if (event.causationId !== commandId) continue;
+      if (event.type === "vm.command-accepted") {
+        accepted = true;
+        continue;
+      }
+      return { outcome: event, outcomeSeq: seq, accepted };
+    }
+    throw new VmqError(
+      accepted ? "client::outcome-timeout" : "client::not-accepted",
+      accepted
+        ? `command ${commandId} was accepted by ${host} but has no outcome after ${timeoutMs} ms`
+        : `command ${commandId} was not even accepted by ${host} within ${timeoutMs} ms`,
+      {
+        hint: accepted
+          ? "The VM may still be working; follow it with vmq events --follow."
+          : `Is the worker of host ${host} running? (vmq hosts)`,
+      },
+    );
+  }
+
+  /** Typed events of one VM, one host or all hosts, from any point in history, as they come. */
+  async *watch(
+    target: { host?: string; vmId?: string } = {},
+    opts: WatchOptions = {},
+  ): AsyncGenerator<{ event: VmEvent; seq: number }> {
+    const filter = this.names
+      .evt(target.host ?? "*", target.vmId ?? (target.host ? "*" : ">"))
+      .replace(/\.\*\.>$/, ".>");
+    const start = opts.newOnly
+      ? { deliver_policy: DeliverPolicy.New }
+      : opts.since
+        ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: opts.since.toISOString() }
+        : opts.afterSeq
+          ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.afterSeq + 1 }
+          : { deliver_policy: DeliverPolicy.All };
+    const oc = await this.js.consumers.get(this.names.eventsStream, {
+      filter_subjects: filter,
+      ...start,
+    });
+    const messages = await oc.consume({ max_messages: 256 });
+    const stop = () => messages.stop();
+    opts.signal?.addEventListener("abort", stop, { once: true });
+    try {
+      for await (const m of messages) {
+        const parsed = VmEvent.safeParse(m.json());
+        if (parsed.success) yield { event: parsed.data, seq: m.seq };
+      }
+    } finally {
+      opts.signal?.removeEventListener("abort", stop);
+      messages.stop();
+      await oc.delete().catch(() => false);
+    }
+  }
+
+  /** Every event of one VM so far. */
+  async history(host: string, vmId: string): Promise<{ event: VmEvent; seq: number }[]> {
+    const jsm = await this.#manager();
+    const info = await jsm.streams.info(this.names.eventsStream, {
+      subjects_filter: this.names.evt(host, vmId),
+    });
+    const total = info.state.subjects?.[this.names.evt(host, vmId)] ?? 0;
+    const out: { event: VmEvent; seq: number }[] = [];
+    if (total === 0) return out;
+    for await (const e of this.watch({ host, vmId }, { signal: AbortSignal.timeout(30_000) })) {
+      out.push(e);
+      if (out.length >= total) break;
+    }
+    return out;
+  }
+
+  async #vmsKv(): Promise<KV> {
+    return (this.#vms ??= await new Kvm(this.nc).open(this.names.vmsBucket));
+  }
+  async #hostsKv(): Promise<KV> {
+    return (this.#hosts ??= await new Kvm(this.nc).open(this.names.hostsBucket));
+  }
+
+  /** The VM's current view (from `vmq-vms`), or undefined. */
+  async get(vmId: string): Promise<VmView | undefined> {
+    const e = await (await this.#vmsKv()).get(vmId);
+    if (!e || e.operation !== "PUT") return undefined;
+    return VmView.parse(e.json());
+  }
+
+  async list(filter: { host?: string; state?: string } = {}): Promise<VmView[]> {
+    const kv = await this.#vmsKv();
+    const out: VmView[] = [];
+    for await (const key of await kv.keys()) {
+      const v = await this.get(key);
+      if (
+        v &&
+        (!filter.host || v.host === filter.host) &&
+        (!filter.state || v.state === filter.state)
+      )
+        out.push(v);
+    }
+    return out.sort((a, b) => a.vmId.localeCompare(b.vmId));
+  }
+
+  /** Live host records (a host that stopped beating has expired from the bucket). */
+  async hosts(): Promise<HostRecord[]> {
+    const kv = await this.#hostsKv();
+    const out: HostRecord[] = [];
+    for await (const key of await kv.keys()) {
+      const e = await kv.get(key);
+      if (e && e.operation === "PUT") {
+        const r = HostRecord.safeParse(e.json());
+        if (r.success) out.push(r.data);
+      }
+    }
+    return out.sort((a, b) => a.host.localeCompare(b.host));
+  }
+
+  /** A live query answered by the VM's host worker. */
+  async query<Q extends QueryName>(
+    host: string,
+    vmId: string,
+    query: Q,
+    timeoutMs = 15_000,
+  ): Promise<QueryReply<Q>> {
+    const m = await this.nc.request(this.names.api(host, vmId, query), undefined, {
+      timeout: timeoutMs,
+    });
+    return QUERY_REPLY_SCHEMAS[query].parse(m.json()) as QueryReply<Q>;
+  }
+}

@@ -1,0 +1,130 @@
+import {
+  DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamClient,
+} from "@nats-io/jetstream";
+import type { VmEvent } from "../contracts/index.js";
+import type { Names } from "../contracts/subjects.js";
+import { VmqError } from "../lib/errors.js";
+import { backoffMs, sleep } from "../lib/time.js";
+import type { EventStore, StoredEvent } from "./event-store.js";
+import { upcast } from "./upcasters.js";
+
+const encoder = new TextEncoder();
+
+export interface JetStreamEventStoreOptions {
+  /** How long one append keeps retrying through a NATS outage before giving up. */
+  appendTimeoutMs?: number;
+  /** Per-attempt PubAck timeout. */
+  publishTimeoutMs?: number;
+}
+
+/** VMQ_EVENTS: one subject per VM, appended with Nats-Expected-Last-Subject-Sequence. */
+export class JetStreamEventStore implements EventStore {
+  readonly #appendTimeoutMs: number;
+  readonly #publishTimeoutMs: number;
+
+  constructor(
+    private readonly js: JetStreamClient,
+    private readonly names: Names,
+    opts: JetStreamEventStoreOptions = {},
+  ) {
+    this.#appendTimeoutMs = opts.appendTimeoutMs ?? 60_000;
+    this.#publishTimeoutMs = opts.publishTimeoutMs ?? 5_000;
+  }
+
+  async append(event: VmEvent, expectedSeq: number): Promise<number> {
+    const subject = this.names.evt(event.host, event.vmId);
+    const data = encoder.encode(JSON.stringify(event));
+    const giveUp = Date.now() + this.#appendTimeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // The same msgID on a retry makes a publish whose PubAck was lost harmless: the
+        // server answers duplicate with the original sequence (checked before the expectation).
+        const ack = await this.js.publish(subject, data, {
+          msgID: event.eventId,
+          expect: { lastSubjectSequence: expectedSeq },
+          timeout: this.#publishTimeoutMs,
+        });
+        return ack.seq;
+      } catch (e) {
+        if (
+          e instanceof JetStreamApiError &&
+          e.code === JetStreamApiCodes.StreamWrongLastSequence
+        ) {
+          const actual = Number(/wrong last sequence: (\d+)/.exec(e.message)?.[1] ?? NaN);
+          throw new VmqError(
+            "event-store::conflict",
+            `VM ${event.vmId} moved on: expected ${expectedSeq}, found ${actual}`,
+            {
+              retryable: true,
+              cause: e,
+              details: { expected: expectedSeq, actual },
+            },
+          );
+        }
+        if (e instanceof JetStreamApiError || Date.now() > giveUp) {
+          throw new VmqError(
+            "event-store::append-failed",
+            `could not append ${event.type} for ${event.vmId}: ${(e as Error).message}`,
+            {
+              retryable: true,
+              cause: e,
+            },
+          );
+        }
+        // Timeouts and no-responders while NATS is away: retry with the same msgID.
+        await sleep(backoffMs(attempt, 100, 2_000));
+      }
+    }
+  }
+
+  async readVm(host: string, vmId: string): Promise<StoredEvent[]> {
+    const out: StoredEvent[] = [];
+    await this.#scan(this.names.evt(host, vmId), 0, (e) => out.push(e));
+    return out;
+  }
+
+  async replay(
+    host: string,
+    afterSeq: number,
+    onEvent: (e: StoredEvent) => void,
+  ): Promise<{ lastSeq: number; count: number }> {
+    return this.#scan(
+      host === "*" ? `${this.names.prefix}.evt.>` : this.names.evtFilter(host),
+      afterSeq,
+      onEvent,
+    );
+  }
+
+  /** One ordered consumer over a subject filter; deleted when done (they outlive close()). */
+  async #scan(
+    filter: string,
+    afterSeq: number,
+    onEvent: (e: StoredEvent) => void,
+  ): Promise<{ lastSeq: number; count: number }> {
+    const oc = await this.js.consumers.get(this.names.eventsStream, {
+      filter_subjects: filter,
+      ...(afterSeq > 0
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: afterSeq + 1 }
+        : { deliver_policy: DeliverPolicy.All }),
+    });
+    let lastSeq = afterSeq;
+    let count = 0;
+    try {
+      const info = await oc.info(true);
+      if (info.num_pending === 0) return { lastSeq, count };
+      const iter = await oc.consume({ max_messages: 2_000 });
+      for await (const m of iter) {
+        onEvent({ event: upcast(m.json()), seq: m.seq });
+        lastSeq = m.seq;
+        count++;
+        if (m.info.pending === 0) break;
+      }
+    } finally {
+      await oc.delete().catch(() => false);
+    }
+    return { lastSeq, count };
+  }
+}

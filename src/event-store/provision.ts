@@ -1,0 +1,203 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamManager,
+  type StreamConfig,
+  type StreamInfo,
+} from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Names } from "../contracts/subjects.js";
+import { VmqError } from "../lib/errors.js";
+
+const ns = (ms: number): number => ms * 1_000_000;
+
+export interface TopologyOptions {
+  /** Stream replicas (3 in a NATS cluster). */
+  replicas?: number;
+  /** How long VMQ_COMMANDS keeps commands (the audit trail). */
+  commandsMaxAgeMs?: number;
+  /** The JetStream duplicate window (msgID dedupe; idempotency beyond it comes from history). */
+  duplicateWindowMs?: number;
+  /** How long a host record lives without a heartbeat. */
+  hostTtlMs?: number;
+}
+
+export interface ConsumerOptions {
+  ackWaitMs: number;
+  maxDeliver: number;
+  maxAckPending: number;
+}
+
+export interface Topology {
+  vms: KV;
+  hosts: KV;
+}
+
+/** The advisory subjects the DLQ mover listens to, captured by a stream so none is missed. */
+export const advisoryStream = (names: Names): string => `${names.commandsStream}_ADVISORIES`;
+export const maxDeliveriesSubject = (names: Names): string =>
+  `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${names.commandsStream}.*`;
+
+/**
+ * Creates what is missing and verifies what exists, idempotently; incompatible settings are a
+ * clear error, never a silent change.
+ */
+export async function ensureTopology(
+  nc: NatsConnection,
+  jsm: JetStreamManager,
+  names: Names,
+  opts: TopologyOptions = {},
+): Promise<Topology> {
+  const replicas = opts.replicas ?? 1;
+  const dupe = ns(opts.duplicateWindowMs ?? 120_000);
+  await ensureStream(jsm, {
+    name: names.commandsStream,
+    subjects: [`${names.prefix}.cmd.>`],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: ns(opts.commandsMaxAgeMs ?? 7 * 24 * 3_600_000),
+    duplicate_window: dupe,
+    num_replicas: replicas,
+  });
+  await ensureStream(jsm, {
+    name: names.eventsStream,
+    subjects: [`${names.prefix}.evt.>`],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: 0,
+    duplicate_window: dupe,
+    allow_direct: true,
+    deny_delete: true,
+    num_replicas: replicas,
+  });
+  await ensureStream(jsm, {
+    name: names.dlqStream,
+    subjects: [`${names.prefix}.dlq.>`],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    duplicate_window: dupe,
+    num_replicas: replicas,
+  });
+  await ensureStream(jsm, {
+    name: advisoryStream(names),
+    subjects: [maxDeliveriesSubject(names)],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: ns(7 * 24 * 3_600_000),
+    num_replicas: replicas,
+  });
+  const kvm = new Kvm(nc);
+  const vms = await kvm.create(names.vmsBucket, {
+    history: 1,
+    storage: StorageType.File,
+    replicas,
+  });
+  const hosts = await kvm.create(names.hostsBucket, {
+    history: 1,
+    storage: StorageType.File,
+    replicas,
+    ttl: opts.hostTtlMs ?? 30_000,
+  });
+  return { vms, hosts };
+}
+
+async function ensureStream(
+  jsm: JetStreamManager,
+  want: Partial<StreamConfig> & { name: string; subjects: string[] },
+): Promise<StreamInfo> {
+  let info: StreamInfo;
+  try {
+    info = await jsm.streams.info(want.name);
+  } catch (e) {
+    if (e instanceof JetStreamApiError && e.code === 10059) return jsm.streams.add(want);
+    throw e;
+  }
+  const have = info.config;
+  const problems: string[] = [];
+  if (JSON.stringify([...have.subjects].sort()) !== JSON.stringify([...want.subjects].sort())) {
+    problems.push(
+      `subjects are ${JSON.stringify(have.subjects)}, vmq needs ${JSON.stringify(want.subjects)}`,
+    );
+  }
+  if (have.storage !== StorageType.File)
+    problems.push(`storage is ${have.storage}, vmq needs file storage`);
+  if (have.retention !== RetentionPolicy.Limits)
+    problems.push(`retention is ${have.retention}, vmq needs limits`);
+  if (want.allow_direct && !have.allow_direct)
+    problems.push("allow_direct is off, vmq needs it on");
+  if (have.max_msgs_per_subject > 0)
+    problems.push(`max_msgs_per_subject is ${have.max_msgs_per_subject}: it would drop VM history`);
+  if (
+    want.name.endsWith("_EVENTS") &&
+    have.max_age > 0 &&
+    have.max_age < ns(365 * 24 * 3_600_000)
+  ) {
+    problems.push("max_age would expire VM history; vmq keeps events until you decide otherwise");
+  }
+  if (problems.length) {
+    throw new VmqError(
+      "nats::incompatible-stream",
+      `stream ${want.name} exists with incompatible settings: ${problems.join("; ")}`,
+      {
+        hint: `Fix or remove stream ${want.name} (nats stream info ${want.name}), or use another --prefix.`,
+      },
+    );
+  }
+  return info;
+}
+
+/** The host's durable pull consumer; tunables are updated, a different filter is an error. */
+export async function ensureConsumer(
+  jsm: JetStreamManager,
+  names: Names,
+  host: string,
+  opts: ConsumerOptions,
+): Promise<string> {
+  const durable = names.durable(host);
+  const filter = names.cmdFilter(host);
+  const want = {
+    durable_name: durable,
+    filter_subject: filter,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: ns(opts.ackWaitMs),
+    max_deliver: opts.maxDeliver,
+    max_ack_pending: opts.maxAckPending,
+  };
+  try {
+    const info = await jsm.consumers.info(names.commandsStream, durable);
+    const c = info.config;
+    if (
+      c.filter_subject !== filter ||
+      c.ack_policy !== AckPolicy.Explicit ||
+      (c.deliver_subject ?? "") !== ""
+    ) {
+      throw new VmqError(
+        "nats::incompatible-consumer",
+        `consumer ${durable} on ${names.commandsStream} exists with filter ${c.filter_subject ?? "(none)"} / ack ${c.ack_policy}; vmq needs a pull consumer on ${filter} with explicit acks`,
+        {
+          hint: `Delete it (nats consumer rm ${names.commandsStream} ${durable}); its position is kept in the stream's history.`,
+        },
+      );
+    }
+    if (
+      c.ack_wait !== want.ack_wait ||
+      c.max_deliver !== want.max_deliver ||
+      c.max_ack_pending !== want.max_ack_pending
+    ) {
+      await jsm.consumers.update(names.commandsStream, durable, {
+        ack_wait: want.ack_wait,
+        max_deliver: want.max_deliver,
+        max_ack_pending: want.max_ack_pending,
+      });
+    }
+  } catch (e) {
+    if (!(e instanceof JetStreamApiError && e.code === 10014)) throw e;
+    await jsm.consumers.add(names.commandsStream, want);
+  }
+  return durable;
+}

@@ -1,0 +1,394 @@
+import type { JsMsg } from "@nats-io/jetstream";
+import {
+  VmHandle,
+  VmView,
+  isValidId,
+  parseCommand,
+  type Command,
+  type ParseFailure,
+  type VmEvent,
+} from "../contracts/index.js";
+import {
+  decide,
+  failed,
+  observed,
+  rejectInvalid,
+  succeeded,
+  type CommandResult,
+  type Vm,
+} from "../domain/index.js";
+import { isVmqError, toVmqError, VmqError } from "../lib/errors.js";
+import { backoffMs, deadlineSignal, sleep } from "../lib/time.js";
+import type { WorkerContext } from "./context.js";
+import { deadLetter } from "./dlq.js";
+
+const MAX_CONFLICT_RETRIES = 8;
+
+/**
+ * One command, start to finish: validate, load the VM, decide, record the intent before
+ * touching the backend, run it under a deadline, record the outcome, then ack. Every path
+ * ends in exactly one of ack / term / nak / abandon (redelivery after a restart).
+ */
+export class CommandHandler {
+  constructor(private readonly ctx: WorkerContext) {}
+
+  async handle(msg: JsMsg): Promise<void> {
+    const { ctx } = this;
+    if (msg.info.redelivered) ctx.stats.redeliveries++;
+    const vmToken = msg.subject.split(".")[3] ?? "";
+    const parsed = parseCommand(msg.data, vmToken);
+    if (!parsed.ok) return this.#badInput(msg, parsed);
+    const command = parsed.command;
+    const log = ctx.log.child({
+      vmId: command.vmId,
+      commandId: command.commandId,
+      type: command.type,
+      seq: msg.seq,
+    });
+    try {
+      await this.#run(msg, command, log);
+    } catch (e) {
+      const err = toVmqError(e);
+      if (ctx.abandon.aborted) {
+        log.warn(
+          { code: err.code },
+          "abandoned by the drain; the intent stays recorded and the command will be redelivered",
+        );
+        return;
+      }
+      if (msg.info.deliveryCount >= ctx.config.maxDeliver) {
+        await this.#exhausted(msg, err.message).catch(() => undefined);
+        return;
+      }
+      // NATS trouble while recording: let JetStream bring the command back later.
+      const delay = backoffMs(msg.info.deliveryCount, 1_000, 30_000);
+      log.error(
+        { err, code: err.code, delayMs: delay },
+        "could not finish the command; it will be redelivered",
+      );
+      ctx.registry.markDirty(command.vmId);
+      msg.nak(delay);
+    }
+  }
+
+  async #run(msg: JsMsg, command: Command, log: WorkerContext["log"]): Promise<void> {
+    const { ctx } = this;
+    for (let round = 0; round < MAX_CONFLICT_RETRIES; round++) {
+      const vm = ctx.registry.get(command.vmId);
+      const foreign =
+        command.type === "vm.prepare" ? await this.#ownedElsewhere(command.vmId) : undefined;
+      const decision = foreign
+        ? {
+            kind: "reject" as const,
+            rejection: {
+              code: "vm::exists" as const,
+              message: `VM ${command.vmId} exists on host ${foreign}`,
+            },
+          }
+        : decide(command, vm, { now: ctx.now() });
+
+      if (decision.kind === "duplicate") {
+        ctx.stats.duplicates++;
+        log.info("duplicate command: it already has an outcome; nothing done");
+        msg.ack();
+        return;
+      }
+      if (decision.kind === "reject") {
+        const event =
+          "event" in decision
+            ? decision.event
+            : rejectInvalid(
+                vm,
+                {
+                  commandId: command.commandId,
+                  code: decision.rejection.code,
+                  message: decision.rejection.message,
+                  streamSeq: msg.seq,
+                },
+                { now: ctx.now() },
+              );
+        if (!(await this.#tryAppend(event, vm))) continue;
+        ctx.stats.count(command.type, "rejected");
+        log.info({ code: decision.rejection.code }, decision.rejection.message);
+        msg.ack();
+        return;
+      }
+      let current = vm;
+      let deadline: Date;
+      if (decision.kind === "accept") {
+        const seq = await this.#tryAppend(decision.event, vm);
+        if (!seq) continue;
+        current = ctx.registry.get(command.vmId);
+        deadline = new Date(decision.event.deadline);
+      } else {
+        deadline = new Date(decision.deadline);
+        log.info("resuming a command whose intent is recorded but has no outcome");
+      }
+      await this.#execute(msg, command, current, deadline, log);
+      return;
+    }
+    throw new VmqError(
+      "event-store::conflict",
+      `VM ${command.vmId} kept changing under this command`,
+      { retryable: true },
+    );
+  }
+
+  /** Runs the backend call with retries, then records exactly one outcome. */
+  async #execute(
+    msg: JsMsg,
+    command: Command,
+    vm: Vm,
+    deadline: Date,
+    log: WorkerContext["log"],
+  ): Promise<void> {
+    const { ctx } = this;
+    const signal = deadlineSignal(deadline, ctx.abandon);
+    const keepAlive = setInterval(
+      () => msg.working(),
+      Math.max(500, Math.floor(ctx.config.ackWaitMs / 3)),
+    );
+    ctx.stats.inFlight++;
+    const began = Date.now();
+    let outcome: VmEvent;
+    try {
+      let attempt = 0;
+      for (;;) {
+        attempt++;
+        try {
+          const result = await this.#call(command, vm, signal);
+          outcome = succeeded(vm, command, result, { now: ctx.now() });
+          break;
+        } catch (e) {
+          if (ctx.abandon.aborted) throw e;
+          let err = toVmqError(e, "hypervisor::failed");
+          if (signal.aborted || err.code === "hypervisor::aborted") {
+            err = new VmqError(
+              "command::deadline-exceeded",
+              `${command.type} did not finish by its deadline ${deadline.toISOString()}`,
+              { retryable: true, cause: err },
+            );
+          }
+          const wait = backoffMs(attempt, 250, 5_000);
+          const lastDelivery = msg.info.deliveryCount >= ctx.config.maxDeliver;
+          if (
+            err.retryable &&
+            attempt < ctx.config.maxAttempts &&
+            !signal.aborted &&
+            Date.now() + wait < deadline.getTime() &&
+            !lastDelivery
+          ) {
+            log.warn(
+              { code: err.code, attempt, retryInMs: wait },
+              `transient failure: ${err.message}`,
+            );
+            await sleep(wait, ctx.abandon);
+            continue;
+          }
+          log.warn({ code: err.code, attempt }, `command failed: ${err.message}`);
+          outcome = await this.#failure(command, vm, err, attempt);
+          break;
+        }
+      }
+    } finally {
+      clearInterval(keepAlive);
+      ctx.stats.inFlight--;
+    }
+    await this.#appendOutcome(outcome, command);
+    ctx.stats.count(command.type, outcome.type === "vm.command-failed" ? "failed" : "succeeded");
+    ctx.stats.latencies.push(Date.now() - began);
+    log.info(
+      { outcome: outcome.type, state: outcome.state, ms: Date.now() - began },
+      "command done",
+    );
+    msg.ack();
+  }
+
+  /** The failure event; for anything but prepare, what the backend now says is recorded first. */
+  async #failure(command: Command, vm: Vm, err: VmqError, attempt: number): Promise<VmEvent> {
+    const { ctx } = this;
+    if (command.type !== "vm.prepare" && vm.handle) {
+      const now = await ctx.router
+        .state(vm.handle, { signal: AbortSignal.timeout(5_000) })
+        .catch(() => "unknown" as const);
+      const drift = observed(
+        vm,
+        now,
+        "reconcile",
+        { now: ctx.now(), eventId: `${vm.vmId}:obs:${ctx.newId()}` },
+        { detail: `after ${command.type} failed with ${err.code}` },
+      );
+      if (drift && now !== "unknown") {
+        await this.#appendObserved(drift);
+        vm = ctx.registry.get(vm.vmId);
+      }
+    }
+    return failed(
+      vm,
+      command,
+      {
+        code: err.code,
+        message: err.message,
+        retryable: err.retryable,
+        ...(err.hint ? { hint: err.hint } : {}),
+      },
+      attempt,
+      { now: ctx.now() },
+    );
+  }
+
+  async #call(command: Command, vm: Vm, signal: AbortSignal): Promise<CommandResult> {
+    const { router } = this.ctx;
+    const handle = vm.handle ?? this.#stubHandle(vm);
+    switch (command.type) {
+      case "vm.prepare": {
+        const spec = { ...command.spec, backend: command.spec.backend ?? router.defaultBackend };
+        return { handle: await router.prepare(command.vmId, spec, { signal }), spec };
+      }
+      case "vm.start":
+        return { handle: await router.start(handle, { signal }) };
+      case "vm.suspend":
+        return { handle: await router.suspend(handle, { signal }) };
+      case "vm.resume":
+        return { handle: await router.resume(handle, { signal }) };
+      case "vm.stop": {
+        const r = await router.stop(handle, {
+          timeoutMs: command.timeoutMs,
+          force: command.force,
+          signal,
+        });
+        return { handle: r.handle, how: r.how };
+      }
+      case "vm.destroy":
+        await router.destroy(handle, {
+          timeoutMs: command.timeoutMs,
+          force: "after-timeout",
+          signal,
+        });
+        return {};
+    }
+  }
+
+  /** A VM whose prepare never finished has no handle; the backend finds it by id. */
+  #stubHandle(vm: Vm): VmHandle {
+    return VmHandle.parse({
+      id: vm.vmId,
+      name: vm.spec?.name ?? vm.vmId,
+      backend: vm.spec?.backend ?? this.ctx.router.defaultBackend,
+      workDir: "",
+    });
+  }
+
+  /** Appends; on a sequence conflict reloads the VM and returns 0 so the caller re-decides. */
+  async #tryAppend(event: VmEvent, vm: Vm): Promise<number> {
+    try {
+      const seq = await this.ctx.store.append(event, vm.version);
+      this.ctx.registry.apply(event, seq);
+      return seq;
+    } catch (e) {
+      if (!isVmqError(e, "event-store::conflict")) throw e;
+      this.ctx.stats.conflicts++;
+      this.ctx.log.warn(
+        { vmId: vm.vmId, details: e.details },
+        "another writer touched the VM: reloading and deciding again",
+      );
+      await this.ctx.registry.reload(vm.vmId);
+      return 0;
+    }
+  }
+
+  /** The action happened: its outcome must land, whatever else was appended meanwhile. */
+  async #appendOutcome(event: VmEvent, command: Command): Promise<void> {
+    for (let round = 0; round < MAX_CONFLICT_RETRIES; round++) {
+      const vm = this.ctx.registry.get(command.vmId);
+      if (vm.seenCommands.has(command.commandId)) return;
+      if (await this.#tryAppend(event, vm)) return;
+    }
+    throw new VmqError(
+      "event-store::conflict",
+      `could not record the outcome of ${command.commandId}`,
+      { retryable: true },
+    );
+  }
+
+  async #appendObserved(event: VmEvent): Promise<void> {
+    for (let round = 0; round < MAX_CONFLICT_RETRIES; round++) {
+      if (await this.#tryAppend(event, this.ctx.registry.get(event.vmId))) return;
+    }
+  }
+
+  /** Contract: a vmId that the view holds under another (live) host is taken. */
+  async #ownedElsewhere(vmId: string): Promise<string | undefined> {
+    try {
+      const entry = await this.ctx.vmsView.get(vmId);
+      if (!entry || entry.operation !== "PUT") return undefined;
+      const view = VmView.safeParse(entry.json());
+      if (view.success && view.data.host !== this.ctx.host && view.data.state !== "destroyed")
+        return view.data.host;
+    } catch {
+      /* the view is advisory; the event stream decides for this host */
+    }
+    return undefined;
+  }
+
+  /** The last delivery failed too: dead-letter it (the max-deliveries mover is the backstop). */
+  async #exhausted(msg: JsMsg, lastError: string): Promise<void> {
+    await deadLetter(this.ctx.js, this.ctx.names, this.ctx.host, {
+      subject: msg.subject,
+      data: msg.data,
+      headers: msg.headers,
+      streamSeq: msg.seq,
+      code: "command::max-deliveries",
+      reason: `gave up after ${msg.info.deliveryCount} deliveries`,
+      attempts: msg.info.deliveryCount,
+      lastError,
+    });
+    this.ctx.stats.deadLettered++;
+    msg.term();
+  }
+
+  /** Not JSON, schema failure, subject mismatch, too large, unknown type or version. */
+  async #badInput(msg: JsMsg, p: ParseFailure): Promise<void> {
+    const { ctx } = this;
+    const vmToken = msg.subject.split(".")[3] ?? "";
+    const log = ctx.log.child({
+      vmId: isValidId(vmToken) ? vmToken : undefined,
+      seq: msg.seq,
+      code: p.code,
+    });
+    try {
+      if (isValidId(vmToken)) {
+        for (let round = 0; round < MAX_CONFLICT_RETRIES; round++) {
+          const vm = ctx.registry.get(vmToken);
+          const event = rejectInvalid(
+            vm,
+            {
+              ...(p.commandId === undefined ? {} : { commandId: p.commandId }),
+              code: p.code,
+              message: p.message,
+              streamSeq: msg.seq,
+            },
+            { now: ctx.now() },
+          );
+          if (await this.#tryAppend(event, vm)) break;
+        }
+      }
+      await deadLetter(ctx.js, ctx.names, ctx.host, {
+        subject: msg.subject,
+        data: msg.data,
+        headers: msg.headers,
+        streamSeq: msg.seq,
+        code: p.code,
+        reason: p.message,
+        attempts: msg.info.deliveryCount,
+      });
+      ctx.stats.deadLettered++;
+      ctx.stats.count(p.type ?? "invalid", "rejected");
+      log.warn(`bad command dead-lettered: ${p.message}`);
+      msg.term();
+    } catch (e) {
+      log.error({ err: e }, "could not dead-letter a bad command; it will be redelivered");
+      msg.nak(backoffMs(msg.info.deliveryCount, 1_000, 30_000));
+    }
+  }
+}

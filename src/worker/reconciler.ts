@@ -1,0 +1,118 @@
+import type { VmEvent, VmState } from "../contracts/index.js";
+import { isLive, observed, failed, succeeded, targetState, type Vm } from "../domain/index.js";
+import { isVmqError } from "../lib/errors.js";
+import type { WorkerContext } from "./context.js";
+
+const STATE_TIMEOUT_MS = 10_000;
+
+/**
+ * Compares the replayed VMs with what the backends say, before any new command is taken.
+ * A running guest stays running (nothing here starts or stops a VM); an intent with no
+ * outcome is resolved from the backend's answer and recorded; drift is recorded as
+ * vm.state-observed (source reconcile); an unreachable backend means `unknown`, never `failed`.
+ */
+export class Reconciler {
+  constructor(
+    private readonly ctx: WorkerContext,
+    private readonly append: (vmId: string, make: (vm: Vm) => VmEvent | undefined) => Promise<void>,
+  ) {}
+
+  async reconcileAll(opts: { adopt: boolean }): Promise<{ checked: number; corrected: number }> {
+    const vms = this.ctx.registry
+      .all()
+      .filter((vm) => vm.state !== null && (vm.state !== "destroyed" || vm.pending));
+    let corrected = 0;
+    // Bounded parallelism: a host with thousands of VMs should not open thousands of sockets.
+    const queue = [...vms];
+    const workers = Array.from({ length: Math.min(16, queue.length) }, async () => {
+      for (let vm = queue.shift(); vm; vm = queue.shift()) {
+        if (await this.reconcile(vm.vmId, opts)) corrected++;
+      }
+    });
+    await Promise.all(workers);
+    return { checked: vms.length, corrected };
+  }
+
+  /** Returns true when something was recorded. */
+  async reconcile(vmId: string, opts: { adopt: boolean }): Promise<boolean> {
+    const { ctx } = this;
+    const vm = ctx.registry.get(vmId);
+    const log = ctx.log.child({ vmId });
+    let now: VmState = "unknown";
+    let detail: string | undefined;
+    if (vm.handle) {
+      try {
+        if (opts.adopt)
+          await ctx.router.adopt(vm.handle, { signal: AbortSignal.timeout(STATE_TIMEOUT_MS) });
+        now = await ctx.router.state(vm.handle, { signal: AbortSignal.timeout(STATE_TIMEOUT_MS) });
+      } catch (e) {
+        detail = isVmqError(e) ? `${e.code}: ${e.message}` : String(e);
+        log.warn({ err: e }, "backend could not say how the VM is: recording unknown");
+      }
+    } else if (vm.pending?.type === "vm.prepare") {
+      now = "failed"; // nothing usable was recorded; destroy cleans whatever is left
+    }
+
+    if (vm.pending) {
+      const pending = vm.pending;
+      let recorded = false;
+      await this.append(vmId, (v) => {
+        if (v.pending?.commandId !== pending.commandId) return undefined;
+        const command = v.pendingCommand;
+        if (!command) return undefined;
+        const target = targetState(command.type);
+        recorded = true;
+        if (now === target && v.handle) {
+          return succeeded(
+            v,
+            command,
+            { handle: v.handle, how: "unknown" },
+            { now: ctx.now() },
+            { reconciled: true },
+          );
+        }
+        return {
+          ...failed(
+            v,
+            command,
+            {
+              code: "worker::interrupted",
+              message: `the worker stopped during ${command.type}; the backend now reports ${now}${detail ? ` (${detail})` : ""}`,
+              retryable: true,
+            },
+            1,
+            { now: ctx.now() },
+            {
+              state:
+                now === "unknown" && v.state !== null
+                  ? isLive(v.state)
+                    ? "unknown"
+                    : v.state
+                  : now,
+            },
+          ),
+          reconciled: true,
+        };
+      });
+      log.info({ pending: pending.type, now }, "resolved an interrupted command");
+      return recorded;
+    }
+
+    if (vm.state === now) return false;
+    if (now === "destroyed" && vm.state === "destroyed") return false;
+    let wrote = false;
+    await this.append(vmId, (v) => {
+      const e = observed(
+        v,
+        now,
+        "reconcile",
+        { now: ctx.now(), eventId: `${vmId}:obs:${ctx.newId()}` },
+        detail ? { detail } : {},
+      );
+      wrote = e !== undefined;
+      return e;
+    });
+    if (wrote) log.warn({ recorded: vm.state, now }, "the VM is not as recorded: drift recorded");
+    return wrote;
+  }
+}

@@ -1,0 +1,24 @@
+/** Counters the worker keeps for its host record, health and metrics. */
+export class WorkerStats {
+  commands = new Map<string, number>(); // `${type}|${outcome}` -> count
+  redeliveries = 0;
+  deadLettered = 0;
+  duplicates = 0;
+  conflicts = 0;
+  inFlight = 0;
+  observed = 0;
+  replayMs = 0;
+  replayedEvents = 0;
+  readonly latencies: number[] = [];
+
+  count(type: string, outcome: string): void {
+    const k = `${type}|${outcome}`;
+    this.commands.set(k, (this.commands.get(k) ?? 0) + 1);
+  }
+
+  total(outcome?: string): number {
+    let n = 0;
+    for (const [k, v] of this.commands) if (!outcome || k.endsWith(`|${outcome}`)) n += v;
+    return n;
+  }
+}

@@ -1,0 +1,101 @@
+import type { KV } from "@nats-io/kv";
+import type { VmEvent } from "../contracts/index.js";
+import { emptyVm, evolve, toView, type Vm } from "../domain/index.js";
+import type { EventStore } from "../event-store/event-store.js";
+import type { Logger } from "../observability/logger.js";
+
+/**
+ * The worker's VMs, folded from the event stream, and the `vmq-vms` view kept behind them.
+ * View writes are coalesced per VM (latest wins) and never on the command's critical path:
+ * the view is a projection that `vmq replay` can always rebuild.
+ */
+export class VmRegistry {
+  readonly #vms = new Map<string, Vm>();
+  readonly #dirty = new Set<string>();
+  #flushing: Promise<void> | undefined;
+  lastSeq = 0;
+
+  constructor(
+    readonly host: string,
+    private readonly store: EventStore,
+    private readonly view: KV | undefined,
+    private readonly log: Logger,
+  ) {}
+
+  get size(): number {
+    return this.#vms.size;
+  }
+
+  get(vmId: string): Vm {
+    return this.#vms.get(vmId) ?? emptyVm(vmId, this.host);
+  }
+
+  has(vmId: string): boolean {
+    return this.#vms.has(vmId);
+  }
+
+  all(): Vm[] {
+    return [...this.#vms.values()];
+  }
+
+  /** Applies an event that is now at `seq` in the stream. */
+  apply(event: VmEvent, seq: number, opts: { writeView?: boolean } = {}): Vm {
+    const vm = evolve(this.get(event.vmId), event, seq);
+    this.#vms.set(event.vmId, vm);
+    if (seq > this.lastSeq) this.lastSeq = seq;
+    if (opts.writeView !== false) this.markDirty(event.vmId);
+    return vm;
+  }
+
+  /** Rebuilds one VM from its stream (after a sequence conflict). */
+  async reload(vmId: string): Promise<Vm> {
+    let vm = emptyVm(vmId, this.host);
+    for (const { event, seq } of await this.store.readVm(this.host, vmId))
+      vm = evolve(vm, event, seq);
+    this.#vms.set(vmId, vm);
+    this.markDirty(vmId);
+    return vm;
+  }
+
+  /** Replays every VM of this host in one pass. */
+  async replayAll(): Promise<{ count: number; lastSeq: number }> {
+    const r = await this.store.replay(this.host, 0, ({ event, seq }) =>
+      this.apply(event, seq, { writeView: false }),
+    );
+    for (const id of this.#vms.keys()) this.#dirty.add(id);
+    return r;
+  }
+
+  markDirty(vmId: string): void {
+    this.#dirty.add(vmId);
+    this.#flushing ??= Promise.resolve().then(() => this.#flush());
+  }
+
+  /** Waits until every pending view write is done. */
+  async flushView(): Promise<void> {
+    while (this.#flushing) await this.#flushing;
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#dirty.size > 0) {
+        const batch = [...this.#dirty];
+        this.#dirty.clear();
+        await Promise.all(
+          batch.map(async (id) => {
+            const view = toView(this.get(id));
+            if (!view || !this.view) return;
+            try {
+              await this.view.put(id, JSON.stringify(view));
+            } catch (e) {
+              // The stream is the truth; a missed view write is repaired by the next one.
+              this.log.warn({ vmId: id, err: e }, "could not update the vms view");
+            }
+          }),
+        );
+      }
+    } finally {
+      this.#flushing = undefined;
+    }
+  }
+}

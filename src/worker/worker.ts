@@ -1,0 +1,334 @@
+import { randomUUID } from "node:crypto";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { names as namesFor, type VmEvent, type WorkerState } from "../contracts/index.js";
+import { guestStopped, observed, type Vm } from "../domain/index.js";
+import { resolveConfig, type ResolvedConfig, type WorkerConfigInput } from "../config/config.js";
+import { JetStreamEventStore } from "../event-store/jetstream-event-store.js";
+import { ensureConsumer, ensureTopology } from "../event-store/provision.js";
+import type { HypervisorRouter, ObservedChange } from "../hypervisor/index.js";
+import { isVmqError, toVmqError } from "../lib/errors.js";
+import { createLogger, type Logger } from "../observability/logger.js";
+import { buildRouter } from "./backends.js";
+import { CommandConsumer } from "./command-consumer.js";
+import { CommandHandler } from "./command-handler.js";
+import { connectNats } from "./connect.js";
+import type { WorkerContext } from "./context.js";
+import { DlqMover } from "./dlq-mover.js";
+import { startEmbeddedNats, type EmbeddedNats } from "./embedded-nats.js";
+import { Heartbeat } from "./heartbeat.js";
+import { Lanes } from "./lanes.js";
+import { serveQueries } from "./queries.js";
+import { Reconciler } from "./reconciler.js";
+import { WorkerStats } from "./stats.js";
+import { VmRegistry } from "./vm-registry.js";
+
+export interface WorkerDeps {
+  /** A router of your own (tests inject a Noop with faults); default: built from config. */
+  router?: HypervisorRouter;
+  logger?: Logger;
+}
+
+type StateListener = (state: WorkerState, previous: WorkerState) => void;
+
+/**
+ * The command worker of one host. States: starting -> running -> draining -> stopped, or
+ * failed. start() provisions, replays, reconciles and only then consumes; drain() stops
+ * fetching, lets in-flight commands finish (or abandons them with their intents recorded),
+ * then closes. A NATS disconnect is survived and logged.
+ */
+export class Worker {
+  #state: WorkerState = "starting";
+  readonly #listeners = new Set<StateListener>();
+  readonly #abandon = new AbortController();
+  readonly stats = new WorkerStats();
+  readonly config: ResolvedConfig;
+  readonly log: Logger;
+  readonly router: HypervisorRouter;
+  #nc: NatsConnection | undefined;
+  #embedded: EmbeddedNats | undefined;
+  #ctx: WorkerContext | undefined;
+  #lanes: Lanes;
+  #consumer: CommandConsumer | undefined;
+  #mover: DlqMover | undefined;
+  #queries: Subscription | undefined;
+  #heartbeat: Heartbeat | undefined;
+  #reconciler: Reconciler | undefined;
+  #unwatch: (() => void) | undefined;
+  #reconcileTimer: NodeJS.Timeout | undefined;
+  #stopped: Promise<void>;
+  #resolveStopped!: () => void;
+  connected = false;
+  replayed = false;
+
+  constructor(input: WorkerConfigInput, deps: WorkerDeps = {}) {
+    this.config = resolveConfig(input);
+    this.log = (deps.logger ?? createLogger({ level: this.config.logLevel })).child({
+      host: this.config.host,
+    });
+    this.router = deps.router ?? buildRouter(this.config);
+    this.#lanes = new Lanes(this.config.concurrency);
+    this.#stopped = new Promise((r) => (this.#resolveStopped = r));
+  }
+
+  get state(): WorkerState {
+    return this.#state;
+  }
+  get natsUrl(): string | undefined {
+    return this.config.nats ?? this.#embedded?.url;
+  }
+  get registry(): VmRegistry | undefined {
+    return this.#ctx?.registry;
+  }
+  get queued(): number {
+    return this.#lanes.queued;
+  }
+
+  onState(listener: StateListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Resolves once the worker has stopped (or failed). */
+  run(): Promise<void> {
+    return this.#stopped;
+  }
+
+  async start(): Promise<this> {
+    try {
+      await this.#start();
+      this.#setState("running");
+      return this;
+    } catch (e) {
+      this.log.error({ err: e, code: toVmqError(e).code }, "worker failed to start");
+      this.#setState("failed");
+      await this.#teardown();
+      throw e;
+    }
+  }
+
+  async #start(): Promise<void> {
+    const { config, log } = this;
+    const names = namesFor(config.prefix);
+    let url = config.nats;
+    if (!url) {
+      this.#embedded = await startEmbeddedNats(config.dataDir, config.embeddedPort, log);
+      url = this.#embedded.url;
+    }
+    const nc = await connectNats({ ...config, nats: url }, `vmq-worker-${config.host}`);
+    this.#nc = nc;
+    this.connected = true;
+    this.#watchConnection(nc);
+    const jsm = await jetstreamManager(nc);
+    const js = jetstream(nc);
+    const topology = await ensureTopology(nc, jsm, names, {
+      replicas: config.replicas,
+      hostTtlMs: config.hostTtlMs,
+    });
+    const durable = await ensureConsumer(jsm, names, config.host, {
+      ackWaitMs: config.ackWaitMs,
+      maxDeliver: config.maxDeliver,
+      maxAckPending: config.maxAckPending,
+    });
+    const store = new JetStreamEventStore(js, names);
+    const registry = new VmRegistry(config.host, store, topology.vms, log);
+    const ctx: WorkerContext = {
+      host: config.host,
+      names,
+      config,
+      js,
+      store,
+      registry,
+      router: this.router,
+      vmsView: topology.vms,
+      log,
+      stats: this.stats,
+      abandon: this.#abandon.signal,
+      now: () => new Date(),
+      newId: () => randomUUID(),
+    };
+    this.#ctx = ctx;
+
+    const began = performance.now();
+    const replay = await registry.replayAll();
+    this.stats.replayMs = performance.now() - began;
+    this.stats.replayedEvents = replay.count;
+    log.info(
+      { events: replay.count, vms: registry.size, ms: Math.round(this.stats.replayMs) },
+      "replayed the host's event stream",
+    );
+
+    this.#reconciler = new Reconciler(ctx, (vmId, make) => this.appendSerial(vmId, make));
+    const rec = await this.#reconciler.reconcileAll({ adopt: true });
+    this.replayed = true;
+    log.info(rec, "reconciled VMs with the backends");
+    void registry.flushView();
+
+    this.#unwatch = this.router.watch((c) => this.#onObserved(c));
+    this.#heartbeat = new Heartbeat(
+      ctx,
+      topology.hosts,
+      () => this.#state,
+      () => this.#lanes.queued,
+    );
+    this.#heartbeat.start();
+    this.#queries = serveQueries(nc, ctx);
+    this.#mover = new DlqMover(ctx, jsm, (vmId, make) => this.appendSerial(vmId, make));
+    await this.#mover.start();
+    this.#consumer = new CommandConsumer(
+      js,
+      names.commandsStream,
+      durable,
+      this.#lanes,
+      new CommandHandler(ctx),
+      log,
+      {
+        ackWaitMs: config.ackWaitMs,
+        batch: Math.min(config.maxAckPending, Math.max(64, config.concurrency * 8)),
+      },
+    );
+    await this.#consumer.start();
+    if (config.reconcileIntervalMs > 0) {
+      this.#reconcileTimer = setInterval(
+        () => void this.#periodicReconcile(),
+        config.reconcileIntervalMs,
+      );
+      this.#reconcileTimer.unref();
+    }
+    log.info(
+      { durable, concurrency: config.concurrency, backends: this.router.tags },
+      "worker running",
+    );
+  }
+
+  /** Appends an event made from the VM's current state, in the VM's lane (after its commands). */
+  appendSerial(vmId: string, make: (vm: Vm) => VmEvent | undefined): Promise<void> {
+    const ctx = this.#ctx;
+    if (!ctx) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.#lanes.push(vmId, {
+        run: async () => {
+          try {
+            for (let round = 0; round < 8; round++) {
+              const vm = ctx.registry.get(vmId);
+              const event = make(vm);
+              if (!event) break;
+              try {
+                ctx.registry.apply(event, await ctx.store.append(event, vm.version));
+                break;
+              } catch (e) {
+                if (!isVmqError(e, "event-store::conflict")) throw e;
+                await ctx.registry.reload(vmId);
+              }
+            }
+            resolve();
+          } catch (e) {
+            reject(toVmqError(e));
+          }
+        },
+        abandon: () => resolve(),
+      });
+    });
+  }
+
+  #onObserved(c: ObservedChange): void {
+    const ctx = this.#ctx;
+    if (!ctx || !ctx.registry.has(c.vmId)) return;
+    this.stats.observed++;
+    const make = (vm: Vm): VmEvent | undefined => {
+      if (vm.pending) return undefined; // our own command explains it; its outcome records the state
+      const id = { now: ctx.now(), eventId: `${vm.vmId}:obs:${ctx.newId()}` };
+      if (c.guestInitiated && c.state === "stopped" && vm.state !== "stopped")
+        return guestStopped(vm, id, c.handle);
+      return observed(vm, c.state, c.source, id, {
+        ...(c.detail ? { detail: c.detail } : {}),
+        ...(c.handle ? { handle: c.handle } : {}),
+      });
+    };
+    this.appendSerial(c.vmId, make).catch((e: unknown) =>
+      this.log.error({ err: e, vmId: c.vmId }, "could not record an observed change"),
+    );
+  }
+
+  async #periodicReconcile(): Promise<void> {
+    const ctx = this.#ctx;
+    if (!ctx || this.#state !== "running" || !this.#reconciler) return;
+    for (const vm of ctx.registry.all()) {
+      if (vm.pending || vm.state === null || vm.state === "destroyed") continue;
+      await new Promise<void>((resolve) =>
+        this.#lanes.push(vm.vmId, {
+          run: async () => {
+            await this.#reconciler?.reconcile(vm.vmId, { adopt: false }).catch(() => false);
+            resolve();
+          },
+          abandon: resolve,
+        }),
+      );
+    }
+  }
+
+  #watchConnection(nc: NatsConnection): void {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === "disconnect") {
+          this.connected = false;
+          this.log.warn({ server: s.server }, "NATS disconnected; reconnecting");
+        } else if (s.type === "reconnect") {
+          this.connected = true;
+          this.log.info({ server: s.server }, "NATS reconnected");
+        }
+      }
+    })();
+  }
+
+  /**
+   * Stops fetching, waits up to drainTimeoutMs for in-flight commands, abandons the rest with
+   * their intents recorded (they are redelivered to the next worker of this host), then closes.
+   */
+  async drain(): Promise<void> {
+    if (this.#state === "draining" || this.#state === "stopped") return this.#stopped;
+    this.#setState("draining");
+    this.log.info({ inFlight: this.#lanes.running, queued: this.#lanes.queued }, "draining");
+    clearInterval(this.#reconcileTimer);
+    await this.#consumer?.stop();
+    const nakked = this.#lanes.abandonQueued();
+    const finished = await Promise.race([
+      this.#lanes.idle().then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), this.config.drainTimeoutMs).unref()),
+    ]);
+    if (!finished) {
+      this.log.warn(
+        { inFlight: this.#lanes.running },
+        "drain timeout: abandoning in-flight commands (intents stay recorded)",
+      );
+      this.#abandon.abort(new Error("drained"));
+      await this.#lanes.idle();
+    }
+    this.log.info({ requeued: nakked }, "drained");
+    await this.#teardown();
+    this.#setState("stopped");
+  }
+
+  /** Same as drain; kept for symmetry with other workers' APIs. */
+  close(): Promise<void> {
+    return this.drain();
+  }
+
+  async #teardown(): Promise<void> {
+    this.#unwatch?.();
+    await this.#mover?.stop().catch(() => undefined);
+    this.#queries?.unsubscribe();
+    await this.#heartbeat?.stop(true).catch(() => undefined);
+    await this.#ctx?.registry.flushView().catch(() => undefined);
+    await this.router.close();
+    if (this.#nc && !this.#nc.isClosed()) await this.#nc.drain().catch(() => this.#nc?.close());
+    await this.#embedded?.stop();
+  }
+
+  #setState(s: WorkerState): void {
+    const prev = this.#state;
+    this.#state = s;
+    if (s === "stopped" || s === "failed") this.#resolveStopped();
+    for (const l of this.#listeners) l(s, prev);
+  }
+}

@@ -1,0 +1,87 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { VmqClient } from "../../src/client/index.js";
+import type { WorkerConfigInput } from "../../src/config/config.js";
+import { HypervisorRouter, NoopBackend, type NoopOptions } from "../../src/hypervisor/index.js";
+import { silentLogger, createLogger } from "../../src/observability/logger.js";
+import { Worker } from "../../src/worker/worker.js";
+import { NatsServer, testPrefix } from "./nats-server.js";
+
+export const SPEC = { name: "web", imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 };
+
+/** A nats-server, an in-process worker on a Noop backend, and a scheduler-side client. */
+export class Harness {
+  workers: Worker[] = [];
+  private constructor(
+    readonly server: NatsServer,
+    readonly nc: NatsConnection,
+    readonly client: VmqClient,
+    readonly prefix: string,
+    readonly dataDir: string,
+  ) {}
+
+  static async start(): Promise<Harness> {
+    const server = await NatsServer.start();
+    const nc = await server.connect();
+    const prefix = testPrefix();
+    const dataDir = await mkdtemp(join(tmpdir(), "vmq-data-"));
+    return new Harness(
+      server,
+      nc,
+      new VmqClient(nc, { prefix, timeoutMs: 30_000 }),
+      prefix,
+      dataDir,
+    );
+  }
+
+  async worker(
+    opts: Partial<WorkerConfigInput> & { noop?: NoopOptions; backend?: NoopBackend } = {},
+  ): Promise<{ worker: Worker; noop: NoopBackend }> {
+    const { noop: noopOpts, backend, ...config } = opts;
+    const noop = backend ?? new NoopBackend(noopOpts);
+    const worker = new Worker(
+      {
+        nats: this.server.url,
+        prefix: this.prefix,
+        host: "h1",
+        dataDir: this.dataDir,
+        reconcileIntervalMs: 0,
+        heartbeatMs: 500,
+        ...config,
+      },
+      {
+        router: new HypervisorRouter([noop]),
+        logger: process.env.VMQ_TEST_LOG
+          ? createLogger({ level: process.env.VMQ_TEST_LOG })
+          : silentLogger(),
+      },
+    );
+    await worker.start();
+    this.workers.push(worker);
+    return { worker, noop };
+  }
+
+  async stop(): Promise<void> {
+    for (const w of this.workers) await w.drain().catch(() => undefined);
+    await this.nc.close();
+    await this.server.stop();
+    await rm(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Polls until `check` returns a value (not undefined), or fails after `timeoutMs`. */
+export async function eventually<T>(
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 15_000,
+  what = "condition",
+): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

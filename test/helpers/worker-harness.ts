@@ -71,17 +71,25 @@ export class Harness {
   }
 }
 
-/** Polls until `check` returns a value (not undefined), or fails after `timeoutMs`. */
+/** Polls until `check` returns a value (not undefined, not throwing), or fails after `timeoutMs`. */
 export async function eventually<T>(
   check: () => Promise<T | undefined> | T | undefined,
   timeoutMs = 15_000,
   what = "condition",
 ): Promise<T> {
   const end = Date.now() + timeoutMs;
+  let last: unknown;
   for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e; // not there yet (a stream still being created, say): try again
+    }
+    if (Date.now() > end)
+      throw new Error(
+        `timed out waiting for ${what}${last ? `; last error: ${String(last)}` : ""}`,
+      );
     await new Promise((r) => setTimeout(r, 50));
   }
 }

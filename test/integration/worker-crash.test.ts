@@ -1,0 +1,150 @@
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { VmqClient } from "../../src/client/index.js";
+import type { VmEvent } from "../../src/contracts/index.js";
+import { NatsServer, testPrefix } from "../helpers/nats-server.js";
+import { WorkerProcess } from "../helpers/worker-process.js";
+import { SPEC, eventually } from "../helpers/worker-harness.js";
+
+describe("worker: SIGKILL mid-command, then restart", { timeout: 120_000 }, () => {
+  let server: NatsServer;
+  let nc: NatsConnection;
+  let client: VmqClient;
+  let dir: string;
+  let args: string[];
+  let worker: WorkerProcess;
+
+  const noopState = async (vmId: string) =>
+    JSON.parse(await readFile(join(dir, "noop", `${vmId}.json`), "utf8")) as {
+      state: string;
+      handle: { pid?: number };
+    };
+  const ready = async () =>
+    eventually(
+      async () => (await client.hosts()).find((x) => x.host === "h1" && x.state === "running"),
+      30_000,
+      "worker ready",
+    );
+
+  before(async () => {
+    server = await NatsServer.start();
+    nc = await server.connect();
+    const prefix = testPrefix();
+    client = new VmqClient(nc, { prefix, timeoutMs: 30_000 });
+    dir = await mkdtemp(join(tmpdir(), "vmq-crash-"));
+    args = [
+      "--nats",
+      server.url,
+      "--prefix",
+      prefix,
+      "--host",
+      "h1",
+      "--data-dir",
+      dir,
+      "--noop-state-dir",
+      join(dir, "noop"),
+      "--noop-latency-ms",
+      "400",
+      "--ack-wait-ms",
+      "3000",
+      "--heartbeat-ms",
+      "300",
+      "--log-level",
+      "warn",
+    ];
+    worker = new WorkerProcess(args).start();
+    await ready();
+  });
+  after(async () => {
+    await worker.kill();
+    await nc.close();
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("rebuilds handles from the stream, resolves the interrupted command once, and leaves running guests alone", async () => {
+    await client.send("h1", { type: "vm.prepare", vmId: "keep", spec: SPEC });
+    await client.send("h1", { type: "vm.start", vmId: "keep" });
+    await client.send("h1", { type: "vm.prepare", vmId: "mid", spec: SPEC });
+    await client.send("h1", { type: "vm.start", vmId: "mid" });
+    const pidBefore = (await noopState("keep")).handle.pid;
+
+    // Kill the worker while the stop of `mid` is inside the backend call (after its intent).
+    const { command } = await client.publish("h1", {
+      type: "vm.stop",
+      vmId: "mid",
+      timeoutMs: 5000,
+    });
+    await eventually(async () =>
+      (await client.history("h1", "mid")).some((e) => e.event.causationId === command.commandId)
+        ? true
+        : undefined,
+    );
+    await worker.kill("SIGKILL");
+
+    worker = new WorkerProcess(args).start();
+    await ready();
+
+    // The interrupted command has exactly one outcome, resolved from the backend's state.
+    const outcome = await client.waitForOutcome("h1", "mid", command.commandId, {
+      timeoutMs: 30_000,
+    });
+    assert.ok(["vm.stopped", "vm.command-failed"].includes(outcome.outcome.type));
+    assert.equal(outcome.outcome.reconciled, true);
+    const view = await eventually(async () => {
+      const v = await client.get("mid");
+      return v && v.pending === null ? v : undefined;
+    });
+    assert.equal(view.state, (await noopState("mid")).state, "the view agrees with the backend");
+
+    // The redelivered stop (never acked) finds its outcome in history: no second outcome.
+    const marker = await client.send("h1", { type: "vm.destroy", vmId: "mid" });
+    assert.equal(marker.outcome.type, "vm.destroyed");
+    const forStop = (await client.history("h1", "mid")).filter(
+      (e) => e.event.causationId === command.commandId,
+    );
+    assert.deepEqual(
+      forStop.map((e) => e.event.type).filter((t) => t !== "vm.command-accepted").length,
+      1,
+    );
+
+    // The running guest was not touched: same pid, still running, no new events.
+    assert.equal((await noopState("keep")).state, "running");
+    assert.equal((await noopState("keep")).handle.pid, pidBefore);
+    const keep = await client.history("h1", "keep");
+    assert.deepEqual(
+      keep.map((e) => e.event.type),
+      ["vm.command-accepted", "vm.prepared", "vm.command-accepted", "vm.started"],
+    );
+  });
+
+  it("a command killed after its outcome but before its ack is not run again", async () => {
+    await client.send("h1", { type: "vm.prepare", vmId: "late", spec: SPEC });
+    const { command } = await client.publish("h1", { type: "vm.start", vmId: "late" });
+    await eventually(
+      async () =>
+        (await client.history("h1", "late")).some(
+          (e) => e.event.causationId === command.commandId && e.event.type === "vm.started",
+        )
+          ? true
+          : undefined,
+      20_000,
+    );
+    await worker.kill("SIGKILL");
+    worker = new WorkerProcess(args).start();
+    await ready();
+    const marker = await client.send("h1", { type: "vm.suspend", vmId: "late" });
+    assert.equal(marker.outcome.type, "vm.suspended");
+    const events: VmEvent[] = (await client.history("h1", "late")).map((e) => e.event);
+    assert.equal(
+      events.filter((e) => e.causationId === command.commandId).length,
+      2,
+      "one intent, one outcome",
+    );
+    assert.equal((await noopState("late")).state, "suspended");
+  });
+});

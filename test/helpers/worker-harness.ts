@@ -88,7 +88,7 @@ export async function eventually<T>(
     }
     if (Date.now() > end)
       throw new Error(
-        `timed out waiting for ${what}${last ? `; last error: ${String(last)}` : ""}`,
+        `timed out waiting for ${what}${last ? `; last error: ${last instanceof Error ? last.message : JSON.stringify(last)}` : ""}`,
       );
     await new Promise((r) => setTimeout(r, 50));
   }

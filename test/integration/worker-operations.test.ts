@@ -1,0 +1,189 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { DLQ_HEADERS } from "../../src/contracts/index.js";
+import { NoopBackend } from "../../src/hypervisor/index.js";
+import { isVmqError } from "../../src/lib/errors.js";
+import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
+import { testPrefix } from "../helpers/nats-server.js";
+
+describe("worker operations", { timeout: 120_000 }, () => {
+  let h: Harness;
+  before(async () => {
+    h = await Harness.start();
+  });
+  after(async () => h.stop());
+
+  it("records changes no command explains: a guest power-off as vm.stopped (guest), a crash as vm.state-observed", async () => {
+    const { worker, noop } = await h.worker({ host: "obs" });
+    for (const id of ["obs-1", "obs-2"]) {
+      await h.client.send("obs", { type: "vm.prepare", vmId: id, spec: SPEC });
+      await h.client.send("obs", { type: "vm.start", vmId: id });
+    }
+    noop.vanish("obs-1", "guest-poweroff");
+    noop.vanish("obs-2", "crash");
+    const e1 = await eventually(async () =>
+      (await h.client.history("obs", "obs-1")).at(-1)?.event.type === "vm.stopped"
+        ? (await h.client.history("obs", "obs-1")).at(-1)?.event
+        : undefined,
+    );
+    assert.equal(e1.causationId, null);
+    if (e1.type === "vm.stopped") assert.equal(e1.how, "guest");
+    const e2 = await eventually(async () => {
+      const last = (await h.client.history("obs", "obs-2")).at(-1)?.event;
+      return last?.type === "vm.state-observed" ? last : undefined;
+    });
+    if (e2.type === "vm.state-observed") {
+      assert.equal(e2.observed, "stopped");
+      assert.equal(e2.previous, "running");
+      assert.equal(e2.source, "process");
+    }
+    // The VM can be started again after the observed stop.
+    assert.equal(
+      (await h.client.send("obs", { type: "vm.start", vmId: "obs-1" })).outcome.type,
+      "vm.started",
+    );
+    await worker.drain();
+  });
+
+  it("drains on request: in-flight commands finish, then the worker stops and its host record leaves", async () => {
+    const { worker } = await h.worker({ host: "dr", noop: { latencyMs: 600 } });
+    await h.client.send("dr", { type: "vm.prepare", vmId: "dr-1", spec: SPEC });
+    const { command } = await h.client.publish("dr", { type: "vm.start", vmId: "dr-1" });
+    await eventually(async () =>
+      (await h.client.history("dr", "dr-1")).some((e) => e.event.causationId === command.commandId)
+        ? true
+        : undefined,
+    );
+    await worker.drain();
+    assert.equal(worker.state, "stopped");
+    const outcome = await h.client.waitForOutcome("dr", "dr-1", command.commandId, {
+      timeoutMs: 5_000,
+    });
+    assert.equal(outcome.outcome.type, "vm.started");
+    await eventually(
+      async () => ((await h.client.hosts()).some((x) => x.host === "dr") ? undefined : true),
+      5_000,
+      "host record removed",
+    );
+  });
+
+  it("a drain that times out abandons the command with its intent kept; the next worker resolves it", async () => {
+    const noop = new NoopBackend({ latencyMs: 0 });
+    const first = await h.worker({ host: "ab", backend: noop, drainTimeoutMs: 200 });
+    await h.client.send("ab", { type: "vm.prepare", vmId: "ab-1", spec: SPEC });
+    noop.latencyMs = 3_000;
+    const { command } = await h.client.publish("ab", { type: "vm.start", vmId: "ab-1" });
+    await eventually(async () =>
+      (await h.client.history("ab", "ab-1")).some((e) => e.event.causationId === command.commandId)
+        ? true
+        : undefined,
+    );
+    await first.worker.drain();
+    const hist = await h.client.history("ab", "ab-1");
+    assert.equal(
+      hist.at(-1)?.event.type,
+      "vm.command-accepted",
+      "the intent is recorded and has no outcome yet",
+    );
+    noop.latencyMs = 0;
+    await h.worker({ host: "ab", backend: noop });
+    const out = await h.client.waitForOutcome("ab", "ab-1", command.commandId, {
+      timeoutMs: 10_000,
+    });
+    assert.equal(out.outcome.reconciled, true);
+    assert.ok(["vm.started", "vm.command-failed"].includes(out.outcome.type));
+    const view = await eventually(async () => {
+      const v = await h.client.get("ab-1");
+      return v?.pending === null ? v : undefined;
+    });
+    assert.equal(view.state, noop.peek("ab-1") === "running" ? "running" : "prepared");
+  });
+
+  it("an unreachable backend at start-up makes a running VM unknown, never failed, and touches nothing", async () => {
+    const noop = new NoopBackend();
+    const w1 = await h.worker({ host: "un", backend: noop });
+    await h.client.send("un", { type: "vm.prepare", vmId: "un-1", spec: SPEC });
+    await h.client.send("un", { type: "vm.start", vmId: "un-1" });
+    await w1.worker.drain();
+    noop.setUnreachable(true);
+    const before = noop.calls.length;
+    await h.worker({ host: "un", backend: noop });
+    const last = (await h.client.history("un", "un-1")).at(-1)?.event;
+    assert.equal(last?.type, "vm.state-observed");
+    assert.equal(last?.state, "unknown");
+    if (last?.type === "vm.state-observed") assert.equal(last.source, "reconcile");
+    assert.deepEqual(
+      noop.calls.slice(before).map((c) => c.op),
+      ["state"],
+      "only asked, never acted",
+    );
+    assert.equal(noop.peek("un-1"), "running");
+  });
+
+  it("dead-letters a command that exhausted its deliveries (e.g. the worker died on it each time)", async () => {
+    const w = await h.worker({ host: "md", maxDeliver: 2, ackWaitMs: 1000 });
+    await w.worker.drain();
+    const { command, seq } = await h.client.publish("md", {
+      type: "vm.prepare",
+      vmId: "md-1",
+      spec: SPEC,
+    });
+    // Two deliveries nobody acks, as if the worker had crashed on it twice.
+    const consumer = await h.client.js.consumers.get(h.client.names.commandsStream, "worker-md");
+    for (let i = 0; i < 2; i++) {
+      const m = await consumer.next({ expires: 5_000 });
+      assert.equal(m?.seq, seq);
+      await new Promise((r) => setTimeout(r, 1_300));
+    }
+    assert.equal(await consumer.next({ expires: 1_500 }), null, "JetStream stops delivering it");
+    await h.worker({ host: "md", maxDeliver: 2, ackWaitMs: 1000 });
+    const jsm = await jetstreamManager(h.nc);
+    const dl = await eventually(
+      async () =>
+        (await jsm.streams.getMessage(h.client.names.dlqStream, {
+          last_by_subj: h.client.names.dlq("md", "md-1"),
+        })) ?? undefined,
+      15_000,
+      "DLQ entry",
+    );
+    assert.equal(dl.header.get(DLQ_HEADERS.code), "command::max-deliveries");
+    assert.equal(dl.header.get(DLQ_HEADERS.attempts), "2");
+    const out = await h.client.waitForOutcome("md", "md-1", command.commandId, {
+      timeoutMs: 10_000,
+    });
+    assert.equal(out.outcome.type, "vm.command-failed");
+    if (out.outcome.type === "vm.command-failed")
+      assert.equal(out.outcome.code, "command::max-deliveries");
+  });
+
+  it("refuses to start on a stream with incompatible settings, with a clear error", async () => {
+    const prefix = testPrefix();
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.streams.add({
+      name: `${prefix.toUpperCase()}_EVENTS`,
+      subjects: [`${prefix}.evt.>`],
+      storage: StorageType.Memory,
+      retention: RetentionPolicy.Limits,
+    });
+    await assert.rejects(h.worker({ prefix, host: "inc" }), (e: unknown) => {
+      assert.ok(isVmqError(e, "nats::incompatible-stream"));
+      assert.match(e.message, /file storage/);
+      return true;
+    });
+    const info = await jsm.streams.info(`${prefix.toUpperCase()}_EVENTS`);
+    assert.equal(info.config.storage, StorageType.Memory, "nothing was changed silently");
+  });
+
+  it("survives a NATS restart without restarting itself", async () => {
+    const { worker } = await h.worker({ host: "nr" });
+    await h.client.send("nr", { type: "vm.prepare", vmId: "nr-1", spec: SPEC });
+    await h.server.kill("SIGKILL");
+    await eventually(() => (worker.connected ? undefined : true), 5_000, "disconnect noticed");
+    await h.server.restart();
+    await eventually(() => (worker.connected ? true : undefined), 15_000, "reconnected");
+    const r = await h.client.send("nr", { type: "vm.start", vmId: "nr-1" }, { timeoutMs: 30_000 });
+    assert.equal(r.outcome.type, "vm.started");
+    assert.equal(worker.state, "running");
+  });
+});

@@ -237,6 +237,7 @@ export class Worker {
     this.stats.observed++;
     const make = (vm: Vm): VmEvent | undefined => {
       if (vm.pending) return undefined; // our own command explains it; its outcome records the state
+      if (vm.state === c.state) return undefined; // nothing changed as far as the history knows
       const id = { now: ctx.now(), eventId: `${vm.vmId}:obs:${ctx.newId()}` };
       if (c.guestInitiated && c.state === "stopped" && vm.state !== "stopped")
         return guestStopped(vm, id, c.handle);

@@ -28,7 +28,10 @@ export interface VmqClientOptions {
   timeoutMs?: number;
 }
 
-export type CommandBody = Omit<CommandInput, "commandId" | "version" | "issuedAt"> & {
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/** A command as a scheduler writes it: commandId, version and issuedAt are filled in. */
+export type CommandBody = DistributiveOmit<CommandInput, "commandId" | "version" | "issuedAt"> & {
   commandId?: string;
   issuedAt?: string;
 };

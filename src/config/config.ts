@@ -83,6 +83,17 @@ export const WorkerConfig = z.object({
     .min(0)
     .default(30_000)
     .describe("On SIGTERM, how long in-flight commands may finish."),
+  snapshots: z
+    .enum(["on", "off"])
+    .default("on")
+    .describe(
+      "Start from VM snapshots (replaying only newer events) and write them when idle and on drain.",
+    ),
+  snapshotIntervalMs: z
+    .int()
+    .min(1_000)
+    .default(300_000)
+    .describe("How often an idle worker snapshots changed VMs."),
   replicas: z.int().min(1).max(5).default(1).describe("Stream replicas (3 on a NATS cluster)."),
   logLevel: z
     .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])

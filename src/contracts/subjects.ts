@@ -8,6 +8,8 @@ export interface Names {
   dlqStream: string;
   vmsBucket: string;
   hostsBucket: string;
+  /** Snapshots of VM handles tied to a stream sequence (an addition to the v1 contract). */
+  snapshotsBucket: string;
   cmd(host: string, vmId: string): string;
   cmdFilter(host: string): string;
   evt(host: string, vmId: string): string;
@@ -32,6 +34,7 @@ export function names(prefix: string = DEFAULT_PREFIX): Names {
     dlqStream: `${P}_DLQ`,
     vmsBucket: `${prefix}-vms`,
     hostsBucket: `${prefix}-hosts`,
+    snapshotsBucket: `${prefix}-snapshots`,
     cmd: (host, vmId) => `${prefix}.cmd.${host}.${vmId}`,
     cmdFilter: (host) => `${prefix}.cmd.${host}.>`,
     evt: (host, vmId) => `${prefix}.evt.${host}.${vmId}`,

@@ -35,6 +35,7 @@ export interface ConsumerOptions {
 export interface Topology {
   vms: KV;
   hosts: KV;
+  snapshots: KV;
 }
 
 /** The advisory subjects the DLQ mover listens to, captured by a stream so none is missed. */
@@ -102,7 +103,12 @@ export async function ensureTopology(
     replicas,
     ttl: opts.hostTtlMs ?? 30_000,
   });
-  return { vms, hosts };
+  const snapshots = await kvm.create(names.snapshotsBucket, {
+    history: 1,
+    storage: StorageType.File,
+    replicas,
+  });
+  return { vms, hosts, snapshots };
 }
 
 async function ensureStream(

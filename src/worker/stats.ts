@@ -9,6 +9,7 @@ export class WorkerStats {
   observed = 0;
   replayMs = 0;
   replayedEvents = 0;
+  replayFrom: "snapshot" | "full" = "full";
   readonly latencies: number[] = [];
 
   count(type: string, outcome: string): void {

@@ -12,6 +12,8 @@ import type { Logger } from "../observability/logger.js";
 export class VmRegistry {
   readonly #vms = new Map<string, Vm>();
   readonly #dirty = new Set<string>();
+  /** VMs changed since the last snapshot. */
+  readonly changedSinceSnapshot = new Set<string>();
   #flushing: Promise<void> | undefined;
   lastSeq = 0;
 
@@ -42,6 +44,7 @@ export class VmRegistry {
   apply(event: VmEvent, seq: number, opts: { writeView?: boolean } = {}): Vm {
     const vm = evolve(this.get(event.vmId), event, seq);
     this.#vms.set(event.vmId, vm);
+    this.changedSinceSnapshot.add(event.vmId);
     if (seq > this.lastSeq) this.lastSeq = seq;
     if (opts.writeView !== false) this.markDirty(event.vmId);
     return vm;
@@ -57,12 +60,21 @@ export class VmRegistry {
     return vm;
   }
 
-  /** Replays every VM of this host in one pass. */
-  async replayAll(): Promise<{ count: number; lastSeq: number }> {
-    const r = await this.store.replay(this.host, 0, ({ event, seq }) =>
+  /**
+   * Rebuilds every VM of this host in one pass: from a snapshot taken at `from.seq` when one is
+   * given (replaying only what came after it), otherwise from the start of the stream.
+   */
+  async replayAll(from?: { seq: number; vms: Vm[] }): Promise<{ count: number; lastSeq: number }> {
+    if (from) {
+      for (const vm of from.vms) this.#vms.set(vm.vmId, vm);
+      this.lastSeq = from.seq;
+    }
+    const r = await this.store.replay(this.host, from?.seq ?? 0, ({ event, seq }) =>
       this.apply(event, seq, { writeView: false }),
     );
     for (const id of this.#vms.keys()) this.#dirty.add(id);
+    // What a snapshot already holds need not be written again.
+    if (from && r.count === 0) this.changedSinceSnapshot.clear();
     return r;
   }
 

@@ -6,6 +6,7 @@ import { guestStopped, observed, type Vm } from "../domain/index.js";
 import { resolveConfig, type ResolvedConfig, type WorkerConfigInput } from "../config/config.js";
 import { JetStreamEventStore } from "../event-store/jetstream-event-store.js";
 import { ensureConsumer, ensureTopology } from "../event-store/provision.js";
+import { SnapshotStore } from "../event-store/snapshots.js";
 import type { HypervisorRouter, ObservedChange } from "../hypervisor/index.js";
 import { isVmqError, toVmqError } from "../lib/errors.js";
 import { createLogger, type Logger } from "../observability/logger.js";
@@ -56,6 +57,9 @@ export class Worker {
   #reconciler: Reconciler | undefined;
   #unwatch: (() => void) | undefined;
   #reconcileTimer: NodeJS.Timeout | undefined;
+  #snapshotTimer: NodeJS.Timeout | undefined;
+  #snapshots: SnapshotStore | undefined;
+  #snapshotting = false;
   #stopped: Promise<void>;
   #resolveStopped!: () => void;
   connected = false;
@@ -150,11 +154,25 @@ export class Worker {
     this.#ctx = ctx;
 
     const began = performance.now();
-    const replay = await registry.replayAll();
+    this.#snapshots = new SnapshotStore(topology.snapshots);
+    let from: { seq: number; vms: Vm[] } | undefined;
+    if (config.snapshots === "on") {
+      const snap = await this.#snapshots.load(config.host);
+      if ("reason" in snap)
+        log.info({ reason: snap.reason }, "no usable snapshot: replaying the whole history");
+      else from = snap;
+    }
+    const replay = await registry.replayAll(from);
     this.stats.replayMs = performance.now() - began;
     this.stats.replayedEvents = replay.count;
+    this.stats.replayFrom = from ? "snapshot" : "full";
     log.info(
-      { events: replay.count, vms: registry.size, ms: Math.round(this.stats.replayMs) },
+      {
+        events: replay.count,
+        vms: registry.size,
+        fromSnapshot: from?.seq ?? null,
+        ms: Math.round(this.stats.replayMs),
+      },
       "replayed the host's event stream",
     );
 
@@ -188,6 +206,10 @@ export class Worker {
       },
     );
     await this.#consumer.start();
+    if (config.snapshots === "on") {
+      this.#snapshotTimer = setInterval(() => void this.snapshot(), config.snapshotIntervalMs);
+      this.#snapshotTimer.unref();
+    }
     if (config.reconcileIntervalMs > 0) {
       this.#reconcileTimer = setInterval(
         () => void this.#periodicReconcile(),
@@ -268,6 +290,33 @@ export class Worker {
     }
   }
 
+  /**
+   * Snapshots the VMs changed since the last one, tied to the registry's last sequence. Only
+   * when no lane is busy: then every event of this host up to that sequence is applied.
+   */
+  async snapshot(): Promise<boolean> {
+    const ctx = this.#ctx;
+    if (!ctx || !this.#snapshots || this.#snapshotting) return false;
+    if (this.#lanes.running > 0 || this.#lanes.queued > 0) return false;
+    const reg = ctx.registry;
+    if (reg.changedSinceSnapshot.size === 0) return false;
+    this.#snapshotting = true;
+    const seq = reg.lastSeq;
+    const changed = [...reg.changedSinceSnapshot].map((id) => reg.get(id));
+    reg.changedSinceSnapshot.clear();
+    try {
+      await this.#snapshots.save(ctx.host, changed, seq, reg.size);
+      this.log.info({ seq, vms: reg.size, written: changed.length }, "snapshot written");
+      return true;
+    } catch (e) {
+      for (const vm of changed) reg.changedSinceSnapshot.add(vm.vmId);
+      this.log.warn({ err: e }, "snapshot failed; the next one retries");
+      return false;
+    } finally {
+      this.#snapshotting = false;
+    }
+  }
+
   #watchConnection(nc: NatsConnection): void {
     void (async () => {
       for await (const s of nc.status()) {
@@ -291,6 +340,7 @@ export class Worker {
     this.#setState("draining");
     this.log.info({ inFlight: this.#lanes.running, queued: this.#lanes.queued }, "draining");
     clearInterval(this.#reconcileTimer);
+    clearInterval(this.#snapshotTimer);
     await this.#consumer?.stop();
     const nakked = this.#lanes.abandonQueued();
     const finished = await Promise.race([
@@ -306,6 +356,7 @@ export class Worker {
       await this.#lanes.idle();
     }
     this.log.info({ requeued: nakked }, "drained");
+    if (finished && this.config.snapshots === "on") await this.snapshot();
     await this.#teardown();
     this.#setState("stopped");
   }

@@ -110,6 +110,20 @@ export const WorkerConfig = z.object({
     .string()
     .optional()
     .describe("Noop backend: keep VMs in files here so they outlive the worker process."),
+  propolisVmsDataset: z
+    .string()
+    .default("rpool/vms")
+    .describe("Propolis: ZFS dataset under which VM disks are cloned."),
+  propolisImagesDataset: z
+    .string()
+    .default("rpool/images")
+    .describe("Propolis: ZFS dataset holding base images (<name>@latest)."),
+  propolisBasePort: z
+    .int()
+    .min(1)
+    .max(65535)
+    .default(12400)
+    .describe("Propolis: first port of the per-VM propolis-server addresses."),
   creds: z.string().optional().describe("NATS credentials file (JWT + nkey seed)."),
   nkeySeed: z.string().optional().describe("File holding an nkey seed."),
   user: z.string().optional().describe("NATS user."),

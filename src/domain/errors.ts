@@ -1,6 +1,12 @@
 /** Typed rejections of the decider; the code is what goes on the wire. */
 export type RejectionCode =
-  "command::illegal-transition" | "command::version-conflict" | "vm::exists" | "vm::not-found";
+  | "command::illegal-transition"
+  | "command::version-conflict"
+  | "vm::exists"
+  | "vm::not-found"
+  /** The VM's backend cannot do this (decided by the worker from capabilities). */
+  | "hypervisor::unsupported"
+  | "hypervisor::backend-unavailable";
 
 export interface Rejection {
   code: RejectionCode;

@@ -3,10 +3,10 @@ export { emptyVm, type Vm } from "./vm.js";
 export { TRANSITIONS, isAllowed, targetState, isLive } from "./vm-state.js";
 export {
   decide,
+  rejected,
   succeeded,
   failed,
   observed,
-  guestStopped,
   rejectInvalid,
   deadlineFor,
   eventIdFor,

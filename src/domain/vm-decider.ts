@@ -73,21 +73,7 @@ export function decide(command: Command, vm: Vm, ctx: DecideContext): Decision {
     return { kind: "resume", deadline: vm.pending.deadline };
 
   const rejection = check(command, vm);
-  if (rejection) {
-    return {
-      kind: "reject",
-      rejection,
-      event: {
-        type: "vm.command-rejected",
-        ...base(vm, command, ctx.now, vm.state),
-        eventId: eventIdFor(vm.vmId, command.commandId, "outcome"),
-        commandId: command.commandId,
-        code: rejection.code,
-        message: rejection.message,
-        ...optionalHint(rejection.code),
-      },
-    };
-  }
+  if (rejection) return { kind: "reject", rejection, event: rejected(vm, command, rejection, ctx) };
   const state = command.type === "vm.prepare" ? "preparing" : vm.state;
   return {
     kind: "accept",
@@ -98,6 +84,24 @@ export function decide(command: Command, vm: Vm, ctx: DecideContext): Decision {
       command,
       deadline: deadlineFor(command, ctx).toISOString(),
     },
+  };
+}
+
+/** The rejection event of a command (its outcome: no intent was recorded). */
+export function rejected(
+  vm: Vm,
+  command: Command,
+  rejection: Rejection,
+  ctx: DecideContext,
+): EventOf<"vm.command-rejected"> {
+  return {
+    type: "vm.command-rejected",
+    ...base(vm, command, ctx.now, vm.state),
+    eventId: eventIdFor(vm.vmId, command.commandId, "outcome"),
+    commandId: command.commandId,
+    code: rejection.code,
+    message: rejection.message,
+    ...optionalHint(rejection.code),
   };
 }
 
@@ -235,27 +239,6 @@ export function observed(
     previous,
     source,
     ...extra,
-  };
-}
-
-/** A guest that powered itself off is recorded as vm.stopped with how: guest. */
-export function guestStopped(
-  vm: Vm,
-  ctx: DecideContext & { eventId: string },
-  handle?: VmHandle,
-): EventOf<"vm.stopped"> {
-  return {
-    type: "vm.stopped",
-    version: 1,
-    eventId: ctx.eventId,
-    vmId: vm.vmId,
-    host: vm.host,
-    at: ctx.now.toISOString(),
-    causationId: null,
-    correlationId: null,
-    state: "stopped",
-    how: "guest",
-    ...(handle ? { handle } : {}),
   };
 }
 

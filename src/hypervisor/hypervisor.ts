@@ -34,7 +34,7 @@ export interface ObservedChange {
   backend: BackendTag;
   state: VmState;
   source: ObservationSource;
-  /** The guest powered itself off (recorded as vm.stopped with how: guest). */
+  /** The guest itself caused it (powered off, rebooted); said so in the event's detail. */
   guestInitiated?: boolean;
   detail?: string;
   handle?: VmHandle;

@@ -14,3 +14,4 @@ export {
   type HypervisorErrorCode,
 } from "./errors.js";
 export { NoopBackend, type NoopOptions, type NoopOperation } from "./backends/noop/noop-backend.js";
+export { PropolisBackend, type PropolisBackendOptions } from "./backends/propolis/index.js";

@@ -11,6 +11,8 @@ import {
 import {
   decide,
   failed,
+  rejected,
+  type Rejection,
   observed,
   rejectInvalid,
   succeeded,
@@ -75,17 +77,19 @@ export class CommandHandler {
     const { ctx } = this;
     for (let round = 0; round < MAX_CONFLICT_RETRIES; round++) {
       const vm = ctx.registry.get(command.vmId);
-      const foreign =
-        command.type === "vm.prepare" ? await this.#ownedElsewhere(command.vmId) : undefined;
-      const decision = foreign
-        ? {
-            kind: "reject" as const,
-            rejection: {
-              code: "vm::exists" as const,
-              message: `VM ${command.vmId} exists on host ${foreign}`,
-            },
-          }
-        : decide(command, vm, { now: ctx.now() });
+      let decision = decide(command, vm, { now: ctx.now() });
+      if (decision.kind === "accept") {
+        // What only the worker knows (backends, capabilities, other hosts) is checked before
+        // the intent is recorded, so such a command touches nothing.
+        const refusal = await this.#refusal(command, vm);
+        if (refusal) {
+          decision = {
+            kind: "reject",
+            rejection: refusal,
+            event: rejected(vm, command, refusal, { now: ctx.now() }),
+          };
+        }
+      }
 
       if (decision.kind === "duplicate") {
         ctx.stats.duplicates++;
@@ -94,19 +98,7 @@ export class CommandHandler {
         return;
       }
       if (decision.kind === "reject") {
-        const event =
-          "event" in decision
-            ? decision.event
-            : rejectInvalid(
-                vm,
-                {
-                  commandId: command.commandId,
-                  code: decision.rejection.code,
-                  message: decision.rejection.message,
-                  streamSeq: msg.seq,
-                },
-                { now: ctx.now() },
-              );
+        const event = decision.event;
         if (!(await this.#tryAppend(event, vm))) continue;
         ctx.stats.count(command.type, "rejected");
         log.info({ code: decision.rejection.code }, decision.rejection.message);
@@ -315,6 +307,42 @@ export class CommandHandler {
     for (let round = 0; round < MAX_CONFLICT_RETRIES; round++) {
       if (await this.#tryAppend(event, this.ctx.registry.get(event.vmId))) return;
     }
+  }
+
+  /** A rejection the pure decider cannot know about, or undefined. */
+  async #refusal(command: Command, vm: Vm): Promise<Rejection | undefined> {
+    const { router } = this.ctx;
+    if (command.type === "vm.prepare") {
+      const tag = command.spec.backend ?? router.defaultBackend;
+      if (!router.has(tag)) {
+        return {
+          code: "hypervisor::backend-unavailable",
+          message: `backend ${tag} is not configured on host ${this.ctx.host} (it has ${router.tags.join(", ")})`,
+        };
+      }
+      const foreign = await this.#ownedElsewhere(command.vmId);
+      if (foreign)
+        return { code: "vm::exists", message: `VM ${command.vmId} exists on host ${foreign}` };
+      return undefined;
+    }
+    const tag = vm.handle?.backend ?? vm.spec?.backend;
+    if (tag && !router.has(tag)) {
+      return {
+        code: "hypervisor::backend-unavailable",
+        message: `VM ${vm.vmId} runs on backend ${tag}, which is not configured on host ${this.ctx.host}`,
+      };
+    }
+    if (
+      (command.type === "vm.suspend" || command.type === "vm.resume") &&
+      tag &&
+      !router.backend(tag).capabilities().suspend
+    ) {
+      return {
+        code: "hypervisor::unsupported",
+        message: `backend ${tag} cannot ${command.type.slice(3)} a VM`,
+      };
+    }
+    return undefined;
   }
 
   /** Contract: a vmId that the view holds under another (live) host is taken. */

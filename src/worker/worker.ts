@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { names as namesFor, type VmEvent, type WorkerState } from "../contracts/index.js";
-import { guestStopped, observed, type Vm } from "../domain/index.js";
+import { observed, type Vm } from "../domain/index.js";
 import { resolveConfig, type ResolvedConfig, type WorkerConfigInput } from "../config/config.js";
 import { JetStreamEventStore } from "../event-store/jetstream-event-store.js";
 import { ensureConsumer, ensureTopology } from "../event-store/provision.js";
@@ -70,7 +70,7 @@ export class Worker {
     this.log = (deps.logger ?? createLogger({ level: this.config.logLevel })).child({
       host: this.config.host,
     });
-    this.router = deps.router ?? buildRouter(this.config);
+    this.router = deps.router ?? buildRouter(this.config, this.log);
     this.#lanes = new Lanes(this.config.concurrency);
     this.#stopped = new Promise((r) => (this.#resolveStopped = r));
   }
@@ -261,10 +261,12 @@ export class Worker {
       if (vm.pending) return undefined; // our own command explains it; its outcome records the state
       if (vm.state === c.state) return undefined; // nothing changed as far as the history knows
       const id = { now: ctx.now(), eventId: `${vm.vmId}:obs:${ctx.newId()}` };
-      if (c.guestInitiated && c.state === "stopped" && vm.state !== "stopped")
-        return guestStopped(vm, id, c.handle);
+      // Anything no command explains is a vm.state-observed; a guest's own power-off says so.
+      const detail = [c.guestInitiated ? "guest-initiated" : undefined, c.detail]
+        .filter(Boolean)
+        .join(": ");
       return observed(vm, c.state, c.source, id, {
-        ...(c.detail ? { detail: c.detail } : {}),
+        ...(detail ? { detail } : {}),
         ...(c.handle ? { handle: c.handle } : {}),
       });
     };

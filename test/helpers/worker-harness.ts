@@ -4,7 +4,12 @@ import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { VmqClient } from "../../src/client/index.js";
 import type { WorkerConfigInput } from "../../src/config/config.js";
-import { HypervisorRouter, NoopBackend, type NoopOptions } from "../../src/hypervisor/index.js";
+import {
+  HypervisorRouter,
+  NoopBackend,
+  type Hypervisor,
+  type NoopOptions,
+} from "../../src/hypervisor/index.js";
 import { silentLogger, createLogger } from "../../src/observability/logger.js";
 import { Worker } from "../../src/worker/worker.js";
 import { NatsServer, testPrefix } from "./nats-server.js";
@@ -37,9 +42,14 @@ export class Harness {
   }
 
   async worker(
-    opts: Partial<WorkerConfigInput> & { noop?: NoopOptions; backend?: NoopBackend } = {},
+    opts: Partial<WorkerConfigInput> & {
+      noop?: NoopOptions;
+      backend?: NoopBackend;
+      /** Other backends beside the Noop (e.g. Propolis on fakes). */
+      extra?: Hypervisor[];
+    } = {},
   ): Promise<{ worker: Worker; noop: NoopBackend }> {
-    const { noop: noopOpts, backend, ...config } = opts;
+    const { noop: noopOpts, backend, extra, ...config } = opts;
     const noop = backend ?? new NoopBackend(noopOpts);
     const worker = new Worker(
       {
@@ -52,7 +62,7 @@ export class Harness {
         ...config,
       },
       {
-        router: new HypervisorRouter([noop]),
+        router: new HypervisorRouter([noop, ...(extra ?? [])]),
         logger: process.env.VMQ_TEST_LOG
           ? createLogger({ level: process.env.VMQ_TEST_LOG })
           : silentLogger(),

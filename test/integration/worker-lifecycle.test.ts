@@ -111,6 +111,20 @@ describe("worker: a VM's lifecycle from commands on NATS", () => {
     assert.equal(rec.capabilities.noop?.suspend, true);
   });
 
+  it("rejects a prepare for a backend this worker does not have, touching nothing", async () => {
+    const r = await h.client.send("h1", {
+      type: "vm.prepare",
+      vmId: "nobackend-1",
+      spec: { ...SPEC, backend: "qemu" },
+    });
+    assert.equal(r.outcome.type, "vm.command-rejected");
+    if (r.outcome.type === "vm.command-rejected") {
+      assert.equal(r.outcome.code, "hypervisor::backend-unavailable");
+      assert.match(r.outcome.message, /qemu/);
+    }
+    assert.equal(await h.client.get("nobackend-1"), undefined, "no VM came of it");
+  });
+
   it("refuses to prepare a vmId that is alive, and allows it again once destroyed", async () => {
     await h.client.send("h1", { type: "vm.prepare", vmId: "dup-1", spec: SPEC });
     const again = await h.client.send("h1", { type: "vm.prepare", vmId: "dup-1", spec: SPEC });

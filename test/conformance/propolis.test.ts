@@ -1,0 +1,30 @@
+import { randomUUID } from "node:crypto";
+import type { VmSpec } from "../../src/contracts/index.js";
+import { makePropolisFixture } from "../helpers/fake-propolis/propolis-fixture.js";
+import { hypervisorConformance } from "./hypervisor.conformance.js";
+
+const spec: VmSpec = {
+  name: "conf",
+  imagePath: "base",
+  vcpus: 1,
+  memoryMb: 256,
+  network: { type: "none" },
+  uefi: false,
+  cloudInit: { userData: "#cloud-config\n", hostname: "conf" },
+};
+
+hypervisorConformance("propolis (fake server and zones)", async () => {
+  const fx = await makePropolisFixture();
+  return {
+    backend: fx.backend,
+    spec,
+    // Propolis's Stop is an orderly halt by the hypervisor, not an ACPI request to the guest.
+    gracefulHow: "sigterm",
+    stubborn: {
+      spec,
+      setup: (vmId) => fx.onFake.set(vmId, (f) => f.wedgeIn("Stopping")),
+    },
+    vmId: (n) => `${n}-${randomUUID().slice(0, 8)}`,
+    cleanup: fx.cleanup,
+  };
+});

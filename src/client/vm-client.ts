@@ -171,17 +171,23 @@ export class VmqClient {
       filter_subjects: filter,
       ...start,
     });
-    const messages = await oc.consume({ max_messages: 256 });
-    const stop = () => messages.stop();
+    // Short fetches in a loop rather than consume(): consume() was seen to stall on its last
+    // messages under load, and a fetch's expiry gives the abort signal a chance every second.
+    let current: { stop(): void } | undefined;
+    const stop = () => current?.stop();
     opts.signal?.addEventListener("abort", stop, { once: true });
     try {
-      for await (const m of messages) {
-        const parsed = VmEvent.safeParse(m.json());
-        if (parsed.success) yield { event: parsed.data, seq: m.seq };
+      while (!opts.signal?.aborted) {
+        const batch = await oc.fetch({ max_messages: 256, expires: 1_000 });
+        current = batch;
+        for await (const m of batch) {
+          const parsed = VmEvent.safeParse(m.json());
+          if (parsed.success) yield { event: parsed.data, seq: m.seq };
+        }
       }
     } finally {
       opts.signal?.removeEventListener("abort", stop);
-      messages.stop();
+      current?.stop();
       await oc.delete().catch(() => false);
     }
   }

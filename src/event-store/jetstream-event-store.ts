@@ -113,14 +113,28 @@ export class JetStreamEventStore implements EventStore {
     let lastSeq = afterSeq;
     let count = 0;
     try {
-      const info = await oc.info(true);
-      if (info.num_pending === 0) return { lastSeq, count };
-      const iter = await oc.consume({ max_messages: 2_000 });
-      for await (const m of iter) {
-        onEvent({ event: upcast(m.json()), seq: m.seq });
-        lastSeq = m.seq;
-        count++;
-        if (m.info.pending === 0) break;
+      let pending = (await oc.info(true)).num_pending;
+      // Fetch in batches until the consumer reports nothing left (consume() was seen to stall
+      // on its last few messages under load); a batch that brings nothing is retried, bounded.
+      for (let empty = 0; pending > 0;) {
+        let got = 0;
+        const batch = await oc.fetch({ max_messages: 2_000, expires: 2_000 });
+        for await (const m of batch) {
+          onEvent({ event: upcast(m.json()), seq: m.seq });
+          lastSeq = m.seq;
+          count++;
+          got++;
+          pending = m.info.pending;
+          if (pending === 0) break;
+        }
+        if (got > 0) empty = 0;
+        else if (++empty >= 15) {
+          throw new VmqError(
+            "event-store::replay-stalled",
+            `replay of ${filter} stopped at ${lastSeq} with ${pending} events left`,
+            { retryable: true },
+          );
+        }
       }
     } finally {
       await oc.delete().catch(() => false);

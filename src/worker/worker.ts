@@ -123,12 +123,14 @@ export class Worker {
     this.#nc = nc;
     this.connected = true;
     this.#watchConnection(nc);
+    log.debug("connected; provisioning");
     const jsm = await jetstreamManager(nc);
     const js = jetstream(nc);
     const topology = await ensureTopology(nc, jsm, names, {
       replicas: config.replicas,
       hostTtlMs: config.hostTtlMs,
     });
+    log.debug("topology ready");
     const durable = await ensureConsumer(jsm, names, config.host, {
       ackWaitMs: config.ackWaitMs,
       maxDeliver: config.maxDeliver,
@@ -157,6 +159,7 @@ export class Worker {
     this.#snapshots = new SnapshotStore(topology.snapshots);
     let from: { seq: number; vms: Vm[] } | undefined;
     if (config.snapshots === "on") {
+      log.debug("loading snapshot");
       const snap = await this.#snapshots.load(config.host);
       if ("reason" in snap)
         log.info({ reason: snap.reason }, "no usable snapshot: replaying the whole history");

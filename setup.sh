@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages: nats-server for the embedded default NATS and the tests.
-packages=(nats-server)
+packages=(nats-server qemu-system-x86 qemu-utils genisoimage busybox-static cpio dosfstools mtools syslinux syslinux-common xz-utils ovmf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -110,6 +110,19 @@ export const WorkerConfig = z.object({
     .string()
     .optional()
     .describe("Noop backend: keep VMs in files here so they outlive the worker process."),
+  imageRoots: z
+    .array(z.string())
+    .optional()
+    .describe("QEMU: directories base images must resolve inside (default: <data-dir>/images)."),
+  accelerator: z
+    .enum(["auto", "kvm", "tcg"])
+    .default("auto")
+    .describe("QEMU: KVM when /dev/kvm is usable, else TCG; or force one."),
+  cpuModel: z
+    .string()
+    .optional()
+    .describe("QEMU: CPU model (default: max under TCG, kvm64 under KVM; never host)."),
+  vnc: z.enum(["on", "off"]).default("off").describe("QEMU: VNC display on 127.0.0.1 per VM."),
   propolisVmsDataset: z
     .string()
     .default("rpool/vms")

@@ -15,3 +15,4 @@ export {
 } from "./errors.js";
 export { NoopBackend, type NoopOptions, type NoopOperation } from "./backends/noop/noop-backend.js";
 export { PropolisBackend, type PropolisBackendOptions } from "./backends/propolis/index.js";
+export { QemuBackend, type QemuBackendOptions } from "./backends/qemu/index.js";

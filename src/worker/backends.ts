@@ -4,6 +4,7 @@ import {
   HypervisorRouter,
   NoopBackend,
   PropolisBackend,
+  QemuBackend,
   type Hypervisor,
 } from "../hypervisor/index.js";
 import { VmqError } from "../lib/errors.js";
@@ -18,6 +19,23 @@ export function buildRouter(config: ResolvedConfig, log: Logger): HypervisorRout
           latencyMs: config.noopLatencyMs,
           ...(config.noopStateDir ? { stateDir: config.noopStateDir } : {}),
         });
+      case "qemu": {
+        const qemu = new QemuBackend({
+          dataDir: resolve(config.dataDir, "qemu"),
+          imageRoots: (config.imageRoots ?? [resolve(config.dataDir, "images")]).map((r) =>
+            resolve(r),
+          ),
+          accelerator: config.accelerator,
+          vnc: config.vnc === "on",
+          logger: log.child({ backend: "qemu" }),
+          ...(config.cpuModel ? { cpuModel: config.cpuModel } : {}),
+        });
+        log.info(
+          { accelerator: qemu.accelerator, why: qemu.acceleratorReason },
+          "qemu backend ready",
+        );
+        return qemu;
+      }
       case "propolis":
         return new PropolisBackend({
           vmsDataset: config.propolisVmsDataset,

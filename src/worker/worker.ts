@@ -192,6 +192,14 @@ export class Worker {
       () => this.#state,
       () => this.#lanes.queued,
     );
+    const qemu = this.router.has("qemu") ? this.router.backend("qemu") : undefined;
+    if (
+      qemu &&
+      "accelerator" in qemu &&
+      (qemu.accelerator === "kvm" || qemu.accelerator === "tcg")
+    ) {
+      this.#heartbeat.accelerator = qemu.accelerator;
+    }
     this.#heartbeat.start();
     this.#queries = serveQueries(nc, ctx);
     this.#mover = new DlqMover(ctx, jsm, (vmId, make) => this.appendSerial(vmId, make));

@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  buildQemuArgs,
+  qemuOptValue,
+  qmpChardevArg,
+  type QemuLaunchConfig,
+} from "../../../src/hypervisor/backends/qemu/qemu-command-line.js";
+import { isVmqError } from "../../../src/lib/errors.js";
+
+const base = (over: Partial<QemuLaunchConfig> = {}): QemuLaunchConfig => ({
+  vmId: "vm-1",
+  accelerator: "tcg",
+  cpuModel: "max",
+  machine: "q35",
+  vcpus: 2,
+  memoryMb: 512,
+  overlayPath: "/data/vm-1/overlay.qcow2",
+  qmpSocket: "/data/vm-1/qmp.sock",
+  consoleSocket: "/data/vm-1/console.sock",
+  consoleLog: "/data/vm-1/console.log",
+  pidFile: "/data/vm-1/qemu.pid",
+  network: { type: "user" },
+  macAddr: "52:54:00:aa:bb:cc",
+  sshHostPort: 2222,
+  vnc: false,
+  ...over,
+});
+
+/** The value following `flag` each time it appears. */
+const values = (args: string[], flag: string): string[] =>
+  args.flatMap((a, i) => (a === flag ? [args[i + 1] ?? ""] : []));
+
+describe("QEMU command line", () => {
+  it("doubles commas in every path put into option syntax", () => {
+    assert.equal(qemuOptValue("/a,b/c,,d"), "/a,,b/c,,,,d");
+    const args = buildQemuArgs(
+      base({
+        overlayPath: "/da,ta/overlay.qcow2",
+        qmpSocket: "/da,ta/qmp.sock",
+        consoleSocket: "/da,ta/console.sock",
+        consoleLog: "/da,ta/console.log",
+        seedIsoPath: "/da,ta/seed.iso",
+        pidFile: "/da,ta/qemu.pid",
+      }),
+    );
+    const drives = values(args, "-drive");
+    assert.ok(
+      drives.includes("file=/da,,ta/overlay.qcow2,format=qcow2,if=none,id=drive0,discard=unmap"),
+    );
+    assert.ok(
+      drives.some(
+        (d) => d.startsWith("file=/da,,ta/seed.iso,format=raw") && d.includes("readonly=on"),
+      ),
+    );
+    const chardevs = values(args, "-chardev");
+    assert.ok(chardevs.includes("socket,id=qmp,path=/da,,ta/qmp.sock,server=on,wait=off"));
+    assert.ok(
+      chardevs.some(
+        (c) =>
+          c.includes("path=/da,,ta/console.sock,") && c.includes("logfile=/da,,ta/console.log"),
+      ),
+    );
+    assert.deepEqual(values(args, "-pidfile"), ["/da,,ta/qemu.pid"]);
+    // No unescaped single comma survives inside a path value.
+    assert.ok(!args.some((a) => /\/da,ta/.test(a)));
+  });
+
+  it("refuses control characters in paths", () => {
+    assert.throws(
+      () => buildQemuArgs(base({ overlayPath: "/x\n-y" })),
+      (e: unknown) => isVmqError(e, "hypervisor::invalid-path"),
+    );
+  });
+
+  it("has the fixed safety options and no shell-level strings", () => {
+    const args = buildQemuArgs(base());
+    for (const f of ["-nodefaults", "-no-user-config", "-daemonize"])
+      assert.ok(args.includes(f), f);
+    assert.deepEqual(values(args, "-display"), ["none"]);
+    assert.deepEqual(values(args, "-mon"), ["chardev=qmp,mode=control"]);
+    assert.deepEqual(values(args, "-serial"), ["chardev:serial0"]);
+    assert.deepEqual(values(args, "-smp"), ["2"]);
+    assert.deepEqual(values(args, "-m"), ["512M"]);
+    assert.ok(!args.includes("-vnc"), "VNC is off unless asked for");
+    assert.ok(!args.includes("-no-shutdown"), "QEMU exits when the guest powers off");
+    assert.equal(qmpChardevArg("/data/vm-1/qmp.sock"), values(args, "-chardev")[0]);
+  });
+
+  it("puts the accelerator and cpu model in, never -cpu host by default", () => {
+    const tcg = buildQemuArgs(base());
+    assert.deepEqual(values(tcg, "-machine"), ["q35,accel=tcg"]);
+    assert.deepEqual(values(tcg, "-cpu"), ["max"]);
+    const kvm = buildQemuArgs(base({ accelerator: "kvm", cpuModel: "kvm64", machine: "pc" }));
+    assert.deepEqual(values(kvm, "-machine"), ["pc,accel=kvm"]);
+    assert.deepEqual(values(kvm, "-cpu"), ["kvm64"]);
+    assert.ok(!kvm.includes("-enable-kvm"));
+    assert.throws(() => buildQemuArgs(base({ cpuModel: "max,+evil" })));
+    assert.throws(() => buildQemuArgs(base({ machine: "q35 -x" })));
+  });
+
+  it("builds user networking with SSH forwarded on 127.0.0.1 only", () => {
+    const args = buildQemuArgs(base());
+    assert.deepEqual(values(args, "-netdev"), ["user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"]);
+    assert.ok(values(args, "-device").includes("virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc"));
+  });
+
+  it("builds tap networking through -netdev bridge (qemu-bridge-helper), not tap,br=", () => {
+    const args = buildQemuArgs(base({ network: { type: "tap", bridge: "br0" } }));
+    assert.deepEqual(values(args, "-netdev"), ["bridge,id=net0,br=br0"]);
+    assert.ok(!args.some((a) => a.includes("script=no")));
+    assert.ok(values(args, "-device").includes("virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc"));
+  });
+
+  it("adds no NIC for network none and refuses vnic", () => {
+    const none = buildQemuArgs(base({ network: { type: "none" } }));
+    assert.deepEqual(values(none, "-netdev"), []);
+    assert.ok(!values(none, "-device").some((d) => d.startsWith("virtio-net")));
+    assert.throws(
+      () => buildQemuArgs(base({ network: { type: "vnic", name: "vnic0" } })),
+      (e: unknown) => isVmqError(e, "hypervisor::unsupported"),
+    );
+    assert.throws(() => buildQemuArgs(base({ macAddr: "52:54:00:AA:BB:CC,x" })));
+  });
+
+  it("adds OVMF pflash drives for UEFI: code read-only, per-VM vars writable", () => {
+    const args = buildQemuArgs(
+      base({ uefi: { code: "/usr/share/OVMF/OVMF_CODE_4M.fd", vars: "/data/vm-1/OVMF_VARS.fd" } }),
+    );
+    const pflash = values(args, "-drive").filter((d) => d.startsWith("if=pflash"));
+    assert.deepEqual(pflash, [
+      "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+      "if=pflash,format=raw,unit=1,file=/data/vm-1/OVMF_VARS.fd",
+    ]);
+    assert.ok(!buildQemuArgs(base()).some((a) => a.includes("pflash")));
+  });
+
+  it("listens for VNC on 127.0.0.1 only when enabled", () => {
+    assert.deepEqual(values(buildQemuArgs(base({ vnc: true })), "-vnc"), ["127.0.0.1:0,to=99"]);
+  });
+});

@@ -45,11 +45,10 @@ export function buildRouter(config: ResolvedConfig, log: Logger): HypervisorRout
           hostLabel: config.host,
           onError: (e, vmId) => log.warn({ err: e, vmId }, "propolis monitor"),
         });
-      default:
-        throw new VmqError(
-          "hypervisor::backend-unavailable",
-          `backend ${tag} is not built into this worker yet`,
-        );
+      default: {
+        const unknown: never = tag; // every BackendTag has a case above
+        throw new VmqError("hypervisor::backend-unavailable", `unknown backend ${String(unknown)}`);
+      }
     }
   });
   return new HypervisorRouter(backends, config.defaultBackend ?? config.backends[0]);

@@ -7,7 +7,8 @@ import {
   type JetStreamManager,
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { Placer, type PlacementRequest } from "./placement.js";
 import {
   Command,
   HostRecord,
@@ -16,6 +17,9 @@ import {
   VmView,
   names as namesFor,
   type CommandInput,
+  type ConsoleEndpoint,
+  type StopForce,
+  type VmSpecInput,
   type Names,
   type QueryName,
   type QueryReply,
@@ -68,6 +72,8 @@ export class VmqClient {
   #vms: KV | undefined;
   #hosts: KV | undefined;
   readonly #timeoutMs: number;
+  /** Placement with memory of its own recent choices (see Placer). */
+  readonly placer: Placer;
 
   constructor(
     readonly nc: NatsConnection,
@@ -76,6 +82,7 @@ export class VmqClient {
     this.names = namesFor(opts.prefix);
     this.js = jetstream(nc);
     this.#timeoutMs = opts.timeoutMs ?? 60_000;
+    this.placer = new Placer(() => this.hosts());
   }
 
   async #manager(): Promise<JetStreamManager> {
@@ -262,5 +269,177 @@ export class VmqClient {
       timeout: timeoutMs,
     });
     return QUERY_REPLY_SCHEMAS[query].parse(m.json()) as QueryReply<Q>;
+  }
+
+  // ---- conveniences ------------------------------------------------------------------------
+
+  /** The host a VM lives on, from the view (or the one given). */
+  async hostOf(vmId: string, host?: string): Promise<string> {
+    if (host) return host;
+    const v = await this.get(vmId);
+    if (!v) {
+      throw new VmqError(
+        "client::vm-unknown",
+        `VM ${vmId} is not in the ${this.names.vmsBucket} view`,
+        {
+          hint: "Pass its host explicitly, or check the vmId (vmq list).",
+        },
+      );
+    }
+    return v.host;
+  }
+
+  /** Prepares a VM on the given host, or on one chosen by placement. */
+  async prepare(
+    vmId: string,
+    spec: VmSpecInput,
+    opts: CommonOptions & { placement?: PlacementRequest } = {},
+  ): Promise<SendResult> {
+    let host = opts.host;
+    if (!host) {
+      const p = await this.placer.place({
+        ...(spec.backend ? { backend: spec.backend } : {}),
+        ...opts.placement,
+      });
+      if (!p) {
+        throw new VmqError("client::no-host", "no live host can take this VM", {
+          hint: "Check vmq hosts: a host must be heartbeating and offer the backend and capabilities asked for.",
+        });
+      }
+      host = p.host;
+    }
+    return this.send(host, { type: "vm.prepare", vmId, spec, ...common(opts) }, timeout(opts));
+  }
+  async start(vmId: string, opts: CommonOptions = {}): Promise<SendResult> {
+    return this.send(
+      await this.hostOf(vmId, opts.host),
+      { type: "vm.start", vmId, ...common(opts) },
+      timeout(opts),
+    );
+  }
+  async suspend(vmId: string, opts: CommonOptions = {}): Promise<SendResult> {
+    return this.send(
+      await this.hostOf(vmId, opts.host),
+      { type: "vm.suspend", vmId, ...common(opts) },
+      timeout(opts),
+    );
+  }
+  async resume(vmId: string, opts: CommonOptions = {}): Promise<SendResult> {
+    return this.send(
+      await this.hostOf(vmId, opts.host),
+      { type: "vm.resume", vmId, ...common(opts) },
+      timeout(opts),
+    );
+  }
+  async stop(
+    vmId: string,
+    opts: CommonOptions & { stopTimeoutMs?: number; force?: StopForce } = {},
+  ): Promise<SendResult> {
+    const extra = {
+      ...(opts.stopTimeoutMs === undefined ? {} : { timeoutMs: opts.stopTimeoutMs }),
+      ...(opts.force ? { force: opts.force } : {}),
+    };
+    return this.send(
+      await this.hostOf(vmId, opts.host),
+      { type: "vm.stop", vmId, ...extra, ...common(opts) },
+      timeout(opts),
+    );
+  }
+  async destroy(
+    vmId: string,
+    opts: CommonOptions & { stopTimeoutMs?: number } = {},
+  ): Promise<SendResult> {
+    const extra = opts.stopTimeoutMs === undefined ? {} : { timeoutMs: opts.stopTimeoutMs };
+    return this.send(
+      await this.hostOf(vmId, opts.host),
+      { type: "vm.destroy", vmId, ...extra, ...common(opts) },
+      timeout(opts),
+    );
+  }
+
+  /** The guest's IP address, asked live from its host. */
+  async guestIp(vmId: string, opts: { host?: string } = {}): Promise<string> {
+    const r = await this.query(await this.hostOf(vmId, opts.host), vmId, "guest-ip");
+    if (!r.ok)
+      throw new VmqError(r.error.code, r.error.message, r.error.hint ? { hint: r.error.hint } : {});
+    return r.ip;
+  }
+
+  /** Where the VM's console is, on its host. */
+  async consoleEndpoint(vmId: string, opts: { host?: string } = {}): Promise<ConsoleEndpoint> {
+    const r = await this.query(await this.hostOf(vmId, opts.host), vmId, "console");
+    if (!r.ok)
+      throw new VmqError(r.error.code, r.error.message, r.error.hint ? { hint: r.error.hint } : {});
+    return r.console;
+  }
+
+  /** An interactive serial console relayed over NATS by the VM's host worker. */
+  async openConsole(vmId: string, opts: { host?: string } = {}): Promise<ConsoleSession> {
+    const host = await this.hostOf(vmId, opts.host);
+    const m = await this.nc.request(`${this.names.consoleSubject(host, vmId)}.open`, undefined, {
+      timeout: 15_000,
+    });
+    const r = m.json<
+      | { ok: true; session: string; subject: string }
+      | { ok: false; error: { code: string; message: string; hint?: string } }
+    >();
+    if (!r.ok)
+      throw new VmqError(r.error.code, r.error.message, r.error.hint ? { hint: r.error.hint } : {});
+    return new ConsoleSession(this.nc, r.subject);
+  }
+}
+
+export interface CommonOptions {
+  host?: string;
+  correlationId?: string;
+  expectedVersion?: number;
+  /** How long to wait for the outcome. */
+  timeoutMs?: number;
+}
+const common = (o: CommonOptions) => ({
+  ...(o.correlationId ? { correlationId: o.correlationId } : {}),
+  ...(o.expectedVersion === undefined ? {} : { expectedVersion: o.expectedVersion }),
+});
+const timeout = (o: CommonOptions) => (o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs });
+
+/** One console session: bytes from the VM as an async iterator, write() to type, close() to end. */
+export class ConsoleSession {
+  readonly #sub: Subscription;
+  readonly #closedSub: Subscription;
+  readonly #ping: NodeJS.Timeout;
+  /** Why the worker ended the session, once it has. */
+  closedReason: string | undefined;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    readonly subject: string,
+  ) {
+    this.#sub = nc.subscribe(`${subject}.out`);
+    this.#closedSub = nc.subscribe(`${subject}.closed`, {
+      callback: (_e, m) => {
+        this.closedReason = m.string();
+        this.#sub.unsubscribe();
+      },
+    });
+    this.#ping = setInterval(() => nc.publish(`${subject}.ping`), 5_000);
+    this.#ping.unref();
+  }
+
+  write(data: Uint8Array | string): void {
+    this.nc.publish(
+      `${this.subject}.in`,
+      typeof data === "string" ? new TextEncoder().encode(data) : data,
+    );
+  }
+
+  async *output(): AsyncGenerator<Uint8Array> {
+    for await (const m of this.#sub) yield m.data;
+  }
+
+  close(): void {
+    clearInterval(this.#ping);
+    this.nc.publish(`${this.subject}.close`);
+    this.#sub.unsubscribe();
+    this.#closedSub.unsubscribe();
   }
 }

@@ -20,6 +20,7 @@ import { startEmbeddedNats, type EmbeddedNats } from "./embedded-nats.js";
 import { Heartbeat } from "./heartbeat.js";
 import { Lanes } from "./lanes.js";
 import { serveQueries } from "./queries.js";
+import { serveConsole } from "./console-relay.js";
 import { Reconciler } from "./reconciler.js";
 import { WorkerStats } from "./stats.js";
 import { VmRegistry } from "./vm-registry.js";
@@ -53,6 +54,7 @@ export class Worker {
   #consumer: CommandConsumer | undefined;
   #mover: DlqMover | undefined;
   #queries: Subscription | undefined;
+  #console: Subscription | undefined;
   #heartbeat: Heartbeat | undefined;
   #reconciler: Reconciler | undefined;
   #unwatch: (() => void) | undefined;
@@ -202,6 +204,7 @@ export class Worker {
     }
     this.#heartbeat.start();
     this.#queries = serveQueries(nc, ctx);
+    this.#console = serveConsole(nc, ctx);
     this.#mover = new DlqMover(ctx, jsm, (vmId, make) => this.appendSerial(vmId, make));
     await this.#mover.start();
     this.#consumer = new CommandConsumer(
@@ -383,6 +386,7 @@ export class Worker {
     this.#unwatch?.();
     await this.#mover?.stop().catch(() => undefined);
     this.#queries?.unsubscribe();
+    this.#console?.unsubscribe();
     await this.#heartbeat?.stop(true).catch(() => undefined);
     await this.#ctx?.registry.flushView().catch(() => undefined);
     await this.router.close();

@@ -11,7 +11,7 @@ import { SPEC, eventually } from "../helpers/worker-harness.js";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 
-describe("vmq worker (the CLI, as a process)", { timeout: 60_000 }, () => {
+describe("vmq worker (the CLI, as a process)", { timeout: 180_000 }, () => {
   it("with no --nats runs on an embedded nats-server under its data dir, and drains on SIGTERM", async () => {
     const dir = await mkdtemp(join(tmpdir(), "vmq-embedded-"));
     const w = new WorkerProcess([

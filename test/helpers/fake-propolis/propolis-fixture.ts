@@ -35,9 +35,10 @@ export async function makePropolisFixture(
       onFake.get(vmId)?.(f);
       return f.addr;
     },
-    readyTimeoutMs: 3_000,
-    startTimeoutMs: 5_000,
-    rundownTimeoutMs: 3_000,
+    // Generous: the fake zone tools are Node processes, slow to start on a loaded 2-core machine.
+    readyTimeoutMs: 30_000,
+    startTimeoutMs: 30_000,
+    rundownTimeoutMs: 10_000,
     monitorBackoffBaseMs: 10,
     monitorBackoffCapMs: 200,
     ...opts.backend,

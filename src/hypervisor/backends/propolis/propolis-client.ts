@@ -82,7 +82,7 @@ export class PropolisClient {
   }
 
   async get(opts: ClientCallOptions = {}) {
-    const r = await this.#call("GET", "/instance", undefined, opts, 200);
+    const r = await this.#idempotent(() => this.#call("GET", "/instance", undefined, opts, 200));
     return this.#parse(InstanceGetResponse, r, "instance get").instance;
   }
 
@@ -208,6 +208,22 @@ export class PropolisClient {
       });
       req.end(payload);
     });
+  }
+
+  /**
+   * A read that the connection dropped mid-way (a server restarting, a loaded host) is simply
+   * asked again, twice at most; refusals and HTTP errors are answers and are not retried.
+   */
+  async #idempotent<T>(call: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call();
+      } catch (e) {
+        const errno = (e as HypervisorError).details?.errno;
+        if (attempt >= 3 || (errno !== "ECONNRESET" && errno !== "EPIPE")) throw e;
+        await new Promise((r) => setTimeout(r, 50 * attempt));
+      }
+    }
   }
 
   #transportError(what: string, e: NodeJS.ErrnoException): HypervisorError {

@@ -94,7 +94,9 @@ describe(
         2,
         "nothing ran for the stopped host",
       );
-      await h.worker({ host: "fb", backend: backends.get("fb") });
+      const fbBackend = backends.get("fb");
+    assert.ok(fbBackend);
+    await h.worker({ host: "fb", backend: fbBackend });
       for (const q of queued) {
         const out = await h.client.waitForOutcome("fb", "wait-1", q.command.commandId, {
           timeoutMs: 20_000,

@@ -95,6 +95,10 @@ export const WorkerConfig = z.object({
     .default(300_000)
     .describe("How often an idle worker snapshots changed VMs."),
   replicas: z.int().min(1).max(5).default(1).describe("Stream replicas (3 on a NATS cluster)."),
+  http: z
+    .string()
+    .optional()
+    .describe("Serve /metrics, /healthz and /readyz on [host]:port (off by default), e.g. :9464."),
   logLevel: z
     .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
     .default("info")

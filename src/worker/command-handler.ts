@@ -188,7 +188,7 @@ export class CommandHandler {
     }
     await this.#appendOutcome(outcome, command);
     ctx.stats.count(command.type, outcome.type === "vm.command-failed" ? "failed" : "succeeded");
-    ctx.stats.latencies.push(Date.now() - began);
+    ctx.stats.onDuration?.(command.type, Date.now() - began);
     log.info(
       { outcome: outcome.type, state: outcome.state, ms: Date.now() - began },
       "command done",

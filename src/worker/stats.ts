@@ -10,7 +10,8 @@ export class WorkerStats {
   replayMs = 0;
   replayedEvents = 0;
   replayFrom: "snapshot" | "full" = "full";
-  readonly latencies: number[] = [];
+  /** Where command durations go (the metrics histogram, when metrics are on). */
+  onDuration: ((type: string, ms: number) => void) | undefined;
 
   count(type: string, outcome: string): void {
     const k = `${type}|${outcome}`;

@@ -21,6 +21,9 @@ import { Heartbeat } from "./heartbeat.js";
 import { Lanes } from "./lanes.js";
 import { serveQueries } from "./queries.js";
 import { serveConsole } from "./console-relay.js";
+import type { Server } from "node:http";
+import { createMetrics } from "../observability/metrics.js";
+import { startHttp } from "./http.js";
 import { Reconciler } from "./reconciler.js";
 import { WorkerStats } from "./stats.js";
 import { VmRegistry } from "./vm-registry.js";
@@ -55,6 +58,9 @@ export class Worker {
   #mover: DlqMover | undefined;
   #queries: Subscription | undefined;
   #console: Subscription | undefined;
+  #http: Server | undefined;
+  /** The port /metrics is served on (when --http is set). */
+  httpPort: number | undefined;
   #heartbeat: Heartbeat | undefined;
   #reconciler: Reconciler | undefined;
   #unwatch: (() => void) | undefined;
@@ -220,6 +226,7 @@ export class Worker {
       },
     );
     await this.#consumer.start();
+    if (config.http) await this.#serveHttp(config.http);
     if (config.snapshots === "on") {
       this.#snapshotTimer = setInterval(() => void this.snapshot(), config.snapshotIntervalMs);
       this.#snapshotTimer.unref();
@@ -306,6 +313,45 @@ export class Worker {
     }
   }
 
+  /** Why the worker is not ready (empty when it is). */
+  notReady(): string[] {
+    const why: string[] = [];
+    if (this.#state !== "running") why.push(`worker is ${this.#state}`);
+    if (!this.replayed) why.push("not replayed and reconciled yet");
+    if (!this.connected) why.push("NATS is away (degraded)");
+    return why;
+  }
+
+  async #serveHttp(listen: string): Promise<void> {
+    const { registry, observeDuration } = createMetrics({
+      commands: () => this.stats.commands,
+      counters: () => this.stats,
+      inFlight: () => this.stats.inFlight,
+      queued: () => this.#lanes.queued,
+      vmsByState: () => {
+        const out: Record<string, number> = {};
+        for (const vm of this.#ctx?.registry.all() ?? [])
+          if (vm.state) out[vm.state] = (out[vm.state] ?? 0) + 1;
+        return out;
+      },
+      natsConnected: () => this.connected,
+      workerState: () => this.#state,
+      replay: () => ({
+        ms: this.stats.replayMs,
+        events: this.stats.replayedEvents,
+        from: this.stats.replayFrom,
+      }),
+    });
+    this.stats.onDuration = observeDuration;
+    this.#http = await startHttp(listen, registry, {
+      alive: () => this.#state !== "failed",
+      notReady: () => this.notReady(),
+    });
+    const a = this.#http.address();
+    this.httpPort = typeof a === "object" && a ? a.port : undefined;
+    this.log.info({ listen, port: this.httpPort }, "serving /metrics, /healthz, /readyz");
+  }
+
   /**
    * Snapshots the VMs changed since the last one, tied to the registry's last sequence. Only
    * when no lane is busy: then every event of this host up to that sequence is applied.
@@ -383,6 +429,7 @@ export class Worker {
   }
 
   async #teardown(): Promise<void> {
+    this.#http?.close();
     this.#unwatch?.();
     await this.#mover?.stop().catch(() => undefined);
     this.#queries?.unsubscribe();

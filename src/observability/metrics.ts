@@ -1,0 +1,135 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** What the metrics read at scrape time; the worker provides it (no hot-path cost). */
+export interface MetricsSource {
+  commands(): Map<string, number>; // `${type}|${outcome}` -> count
+  counters(): {
+    redeliveries: number;
+    deadLettered: number;
+    duplicates: number;
+    conflicts: number;
+    observed: number;
+  };
+  inFlight(): number;
+  queued(): number;
+  vmsByState(): Record<string, number>;
+  natsConnected(): boolean;
+  workerState(): string;
+  replay(): { ms: number; events: number; from: string };
+}
+
+const WORKER_STATES = ["starting", "running", "draining", "stopped", "failed"];
+
+/** The worker's Prometheus registry (prom-client), with process metrics. */
+export function createMetrics(source: MetricsSource): {
+  registry: Registry;
+  observeDuration: (type: string, ms: number) => void;
+} {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "vmq_" });
+  const reg = { registers: [registry] };
+  new Counter({
+    name: "vmq_commands_total",
+    help: "Commands handled, by type and outcome (succeeded, failed, rejected).",
+    labelNames: ["type", "outcome"],
+    ...reg,
+    collect() {
+      this.reset();
+      for (const [k, v] of source.commands()) {
+        const [type = "", outcome = ""] = k.split("|");
+        this.inc({ type, outcome }, v);
+      }
+    },
+  });
+  const durations = new Histogram({
+    name: "vmq_command_duration_seconds",
+    help: "Time from decision to recorded outcome, by command type.",
+    labelNames: ["type"],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300],
+    ...reg,
+  });
+  const counter = (name: string, help: string, key: keyof ReturnType<MetricsSource["counters"]>) =>
+    new Counter({
+      name,
+      help,
+      ...reg,
+      collect() {
+        this.reset();
+        this.inc(source.counters()[key]);
+      },
+    });
+  counter("vmq_redeliveries_total", "Commands JetStream delivered again.", "redeliveries");
+  counter("vmq_dead_lettered_total", "Commands copied to the DLQ.", "deadLettered");
+  counter("vmq_duplicates_total", "Commands whose commandId already had an outcome.", "duplicates");
+  counter(
+    "vmq_conflicts_total",
+    "Appends that met another writer (reload and re-decide).",
+    "conflicts",
+  );
+  counter(
+    "vmq_observed_changes_total",
+    "Changes backends reported that no command explains.",
+    "observed",
+  );
+  new Gauge({
+    name: "vmq_commands_in_flight",
+    help: "Commands running now.",
+    ...reg,
+    collect() {
+      this.set(source.inFlight());
+    },
+  });
+  new Gauge({
+    name: "vmq_commands_queued",
+    help: "Commands waiting behind a busy VM.",
+    ...reg,
+    collect() {
+      this.set(source.queued());
+    },
+  });
+  new Gauge({
+    name: "vmq_vms",
+    help: "VMs of this host by state.",
+    labelNames: ["state"],
+    ...reg,
+    collect() {
+      this.reset();
+      for (const [state, n] of Object.entries(source.vmsByState())) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: "vmq_nats_connected",
+    help: "1 while connected to NATS.",
+    ...reg,
+    collect() {
+      this.set(source.natsConnected() ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "vmq_worker_state",
+    help: "1 for the worker's current state.",
+    labelNames: ["state"],
+    ...reg,
+    collect() {
+      const now = source.workerState();
+      for (const s of WORKER_STATES) this.set({ state: s }, s === now ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "vmq_replay_duration_seconds",
+    help: "How long the start-up replay took.",
+    ...reg,
+    collect() {
+      this.set(source.replay().ms / 1000);
+    },
+  });
+  new Gauge({
+    name: "vmq_replayed_events",
+    help: "Events replayed at start-up (after the snapshot, if one was used).",
+    ...reg,
+    collect() {
+      this.set(source.replay().events);
+    },
+  });
+  return { registry, observeDuration: (type, ms) => durations.observe({ type }, ms / 1000) };
+}

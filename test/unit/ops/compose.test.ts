@@ -1,0 +1,93 @@
+/**
+ * The Docker files are product deliverables, but no test may need a Docker engine: these tests
+ * parse them and check that they agree with the CLI's real flags and the config schema.
+ */
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { parse } from "yaml";
+import { configFromFlags, flagSpecs } from "../../../src/cli/config-flags.js";
+import { WorkerConfig } from "../../../src/config/config.js";
+
+const ROOT = join(import.meta.dirname, "..", "..", "..");
+interface Service {
+  command?: string[];
+  entrypoint?: string[];
+  environment?: Record<string, string>;
+  profiles?: string[];
+  devices?: string[];
+  depends_on?: string[];
+}
+const compose = parse(readFileSync(join(ROOT, "docker-compose.yml"), "utf8"), { merge: true }) as {
+  services: Record<string, Service>;
+};
+const services = compose.services;
+const workers = Object.entries(services).filter(([, s]) => s.command?.[0] === "worker");
+const envNames = new Set(flagSpecs().map((f) => f.env));
+
+describe("docker-compose.yml", () => {
+  it("runs a 3-node NATS JetStream cluster whose nodes route to each other", () => {
+    const nodes = ["n1", "n2", "n3"];
+    for (const n of nodes) {
+      const cmd = services[n]?.command ?? [];
+      assert.ok(cmd.includes("-js"), `${n} has JetStream`);
+      const routes = cmd[cmd.indexOf("--routes") + 1] ?? "";
+      for (const other of nodes.filter((x) => x !== n))
+        assert.ok(routes.includes(`nats://${other}:6222`), `${n} routes to ${other}`);
+    }
+  });
+
+  it("has two always-on workers on distinct host ids, plus a KVM variant behind a profile", () => {
+    const onByDefault = workers.filter(([, s]) => !s.profiles);
+    assert.equal(onByDefault.length, 2);
+    const hosts = workers.map(([, s]) => s.environment?.VMQ_HOST);
+    assert.equal(new Set(hosts).size, hosts.length, "host ids are distinct");
+    const kvm = workers.find(([, s]) => s.environment?.VMQ_BACKEND === "qemu");
+    assert.ok(kvm?.[1].devices?.includes("/dev/kvm:/dev/kvm"), "the QEMU worker gets /dev/kvm");
+  });
+
+  it("gives workers only environment variables the CLI really reads, with valid values", () => {
+    for (const [name, s] of workers) {
+      for (const key of Object.keys(s.environment ?? {}))
+        assert.ok(envNames.has(key), `${name}: ${key} is a real vmq worker setting`);
+      const parsed = WorkerConfig.safeParse(configFromFlags({}, s.environment ?? {}));
+      assert.ok(parsed.success, `${name}: ${parsed.success ? "" : parsed.error.message}`);
+      assert.equal(parsed.data.replicas, 3, `${name} replicates streams on the 3 nodes`);
+      assert.ok(parsed.data.nats?.split(",").length === 3, `${name} knows all 3 NATS nodes`);
+    }
+  });
+
+  it("runs a one-shot demo scheduler whose script exists", () => {
+    const demo = services.demo;
+    assert.ok(demo?.entrypoint);
+    const script = demo.entrypoint.find((a) => a.endsWith(".mjs"));
+    assert.ok(script && existsSync(join(ROOT, script)));
+    assert.ok(
+      Object.keys(demo.environment ?? {}).every(
+        (k) => envNames.has(k) || k === "VMQ_PREFIX" || k === "DEMO_IMAGE",
+      ),
+    );
+  });
+});
+
+describe("Dockerfile", () => {
+  const text = readFileSync(join(ROOT, "Dockerfile"), "utf8");
+  it("is multi-stage, runs as a non-root user, and checks health on the port it serves", () => {
+    assert.ok((text.match(/^FROM /gm) ?? []).length >= 2, "multi-stage");
+    assert.match(text, /^USER vmq$/m);
+    const port = /VMQ_HTTP=:(\d+)/.exec(text)?.[1];
+    assert.ok(port, "serves metrics and health");
+    assert.match(text, new RegExp(`^EXPOSE ${port}$`, "m"));
+    assert.match(text, new RegExp(`HEALTHCHECK[\\s\\S]*127\\.0\\.0\\.1:${port}/healthz`));
+    assert.match(text, /ENTRYPOINT \["node", "dist\/cli\/main\.js"\]/);
+  });
+  it("copies only files that exist", () => {
+    for (const m of text.matchAll(/^COPY (?!--from)(\S+)/gm)) {
+      const src = m[1] ?? "";
+      assert.ok(existsSync(join(ROOT, src)), `${src} exists`);
+    }
+    for (const v of ["VMQ_HTTP", "VMQ_DATA_DIR"])
+      assert.ok(envNames.has(v), `${v} is a real setting`);
+  });
+});

@@ -20,6 +20,7 @@ import {
   type Vm,
 } from "../domain/index.js";
 import { isVmqError, toVmqError, VmqError } from "../lib/errors.js";
+import { failpoint } from "../lib/failpoints.js";
 import { backoffMs, deadlineSignal, sleep } from "../lib/time.js";
 import type { WorkerContext } from "./context.js";
 import { deadLetter } from "./dlq.js";
@@ -108,7 +109,9 @@ export class CommandHandler {
       let current = vm;
       let deadline: Date;
       if (decision.kind === "accept") {
+        failpoint("before-intent");
         const seq = await this.#tryAppend(decision.event, vm);
+        failpoint("after-intent");
         if (!seq) continue;
         current = ctx.registry.get(command.vmId);
         deadline = new Date(decision.event.deadline);
@@ -149,6 +152,7 @@ export class CommandHandler {
         attempt++;
         try {
           const result = await this.#call(command, vm, signal);
+          failpoint("in-backend");
           outcome = succeeded(vm, command, result, { now: ctx.now() });
           break;
         } catch (e) {
@@ -187,12 +191,14 @@ export class CommandHandler {
       ctx.stats.inFlight--;
     }
     await this.#appendOutcome(outcome, command);
+    failpoint("after-outcome");
     ctx.stats.count(command.type, outcome.type === "vm.command-failed" ? "failed" : "succeeded");
     ctx.stats.onDuration?.(command.type, Date.now() - began);
     log.info(
       { outcome: outcome.type, state: outcome.state, ms: Date.now() - began },
       "command done",
     );
+    failpoint("before-ack");
     msg.ack();
   }
 

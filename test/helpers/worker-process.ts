@@ -1,25 +1,41 @@
 import { join } from "node:path";
-import { execa, type ResultPromise } from "execa";
+import { execa } from "execa";
 
 const ROOT = join(import.meta.dirname, "..", "..");
-const SPAWN = { reject: false, cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], all: true } as const;
+
+function spawnWorker(args: string[], env: Record<string, string>) {
+  return execa(
+    process.execPath,
+    ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "worker", ...args],
+    {
+      reject: false,
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+      all: true,
+      env,
+    },
+  );
+}
 
 /** `vmq worker` as a real child process (through tsx), to SIGKILL and restart it. */
 export class WorkerProcess {
-  proc: ResultPromise<typeof SPAWN> | undefined;
+  proc: ReturnType<typeof spawnWorker> | undefined;
   output = "";
-  constructor(readonly args: string[]) {}
+  /** Commands this process found already done (logged as duplicates), for the chaos summary. */
+  duplicates = 0;
+
+  constructor(
+    readonly args: string[],
+    readonly env: Record<string, string> = {},
+  ) {}
 
   start(): this {
-    this.proc = execa(
-      process.execPath,
-      ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "worker", ...this.args],
-      SPAWN,
-    );
-    this.proc.all.on(
-      "data",
-      (d: Buffer) => (this.output = (this.output + d.toString()).slice(-20_000)),
-    );
+    this.proc = spawnWorker(this.args, this.env);
+    this.proc.all.on("data", (d: Buffer) => {
+      const text = d.toString();
+      this.duplicates += text.split("duplicate command: it already has an outcome").length - 1;
+      this.output = (this.output + text).slice(-20_000);
+    });
     return this;
   }
 

@@ -1,4 +1,12 @@
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import type {
   BackendTag,
@@ -154,6 +162,7 @@ export class NoopBackend implements Hypervisor {
     };
     this.#vms.set(vmId, { handle, state: "prepared" });
     this.#save(vmId);
+    this.#effect("prepare", vmId);
     return handle;
   }
 
@@ -162,6 +171,7 @@ export class NoopBackend implements Hypervisor {
     v.state = "running";
     v.handle = { ...v.handle, pid: 10_000 + (hash(vm.id) % 50_000) };
     this.#save(vm.id);
+    this.#effect("start", vm.id);
     return v.handle;
   }
 
@@ -170,6 +180,7 @@ export class NoopBackend implements Hypervisor {
     const v = await this.#transition("suspend", vm, opts, ["running"]);
     v.state = "suspended";
     this.#save(vm.id);
+    this.#effect("suspend", vm.id);
     return v.handle;
   }
 
@@ -178,6 +189,7 @@ export class NoopBackend implements Hypervisor {
     const v = await this.#transition("resume", vm, opts, ["suspended"]);
     v.state = "running";
     this.#save(vm.id);
+    this.#effect("resume", vm.id);
     return v.handle;
   }
 
@@ -199,6 +211,7 @@ export class NoopBackend implements Hypervisor {
     v.state = "stopped";
     v.handle = withoutRuntime(v.handle);
     this.#save(vm.id);
+    this.#effect("stop", vm.id);
     return { handle: v.handle, how };
   }
 
@@ -207,6 +220,7 @@ export class NoopBackend implements Hypervisor {
     const v = this.#vms.get(vm.id);
     if (v) v.state = "destroyed";
     this.#save(vm.id);
+    if (v) this.#effect("destroy", vm.id);
   }
 
   async state(vm: VmHandle, opts: CallOptions = {}): Promise<VmState> {
@@ -254,6 +268,11 @@ export class NoopBackend implements Hypervisor {
         /* a torn write from a killed process: that VM is simply unknown */
       }
     }
+  }
+
+  /** With a state dir, every effect is also appended to calls.log (fault tests count them). */
+  #effect(op: NoopOperation, vmId: string): void {
+    if (this.#stateDir) appendFileSync(join(this.#stateDir, "calls.log"), `${op} ${vmId}\n`);
   }
 
   /** Whole-file write then rename, so a killed process never leaves half a record. */

@@ -1,0 +1,209 @@
+/**
+ * Crash chaos: a real worker process that SIGKILLs itself at random steps of its commands
+ * (VMQ_FAILPOINTS), restarted by a supervisor until every command has its outcome. Used by the
+ * fault test (small) and `npm run chaos` (longer), which prints the summary.
+ */
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { VmqClient } from "../../src/client/index.js";
+import type { CommandType, VmEvent } from "../../src/contracts/index.js";
+import { replayVm, toView } from "../../src/domain/index.js";
+import { NatsServer, testPrefix } from "./nats-server.js";
+import { WorkerProcess } from "./worker-process.js";
+import { SPEC, eventually } from "./worker-harness.js";
+
+export const PLAN: CommandType[] = [
+  "vm.prepare",
+  "vm.start",
+  "vm.stop",
+  "vm.start",
+  "vm.suspend",
+  "vm.resume",
+  "vm.stop",
+  "vm.destroy",
+];
+const EFFECT: Partial<Record<CommandType, string>> = {
+  "vm.prepare": "prepare",
+  "vm.start": "start",
+  "vm.stop": "stop",
+  "vm.suspend": "suspend",
+  "vm.resume": "resume",
+  "vm.destroy": "destroy",
+};
+
+export interface ChaosOptions {
+  vms: number;
+  failpoints: string;
+  /** Give up (and report) after this long. */
+  deadlineMs: number;
+  log?: (line: string) => void;
+}
+
+export interface ChaosSummary {
+  commandsSent: number;
+  outcomes: number;
+  lost: number;
+  duplicateOutcomes: number;
+  duplicatesSuppressed: number;
+  restarts: number;
+  pendingPastDeadline: number;
+  doubleEffects: string[];
+  viewMismatches: string[];
+  outcomeTypes: Record<string, number>;
+  ms: number;
+}
+
+export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
+  const began = Date.now();
+  const server = await NatsServer.start();
+  const nc = await server.connect();
+  const prefix = testPrefix();
+  const client = new VmqClient(nc, { prefix, timeoutMs: 30_000 });
+  const dir = await mkdtemp(join(tmpdir(), "vmq-chaos-"));
+  const args = [
+    "--nats",
+    server.url,
+    "--prefix",
+    prefix,
+    "--host",
+    "cx",
+    "--data-dir",
+    dir,
+    "--noop-state-dir",
+    join(dir, "noop"),
+    "--noop-latency-ms",
+    "10",
+    "--ack-wait-ms",
+    "5000",
+    "--max-deliver",
+    "50",
+    "--log-level",
+    "info",
+  ];
+  const env = { VMQ_FAILPOINTS: o.failpoints };
+  // The first worker provisions the streams without failpoints (they fire only on commands anyway).
+  let worker = new WorkerProcess(args, env).start();
+  await eventually(
+    async () => ((await client.hosts()).some((h) => h.host === "cx") ? true : undefined),
+    60_000,
+    "worker ready",
+  );
+  let restarts = 0;
+  let duplicates = 0;
+  try {
+    // Every VM's whole plan is published up front: its commands keep stream order.
+    const sent = new Map<string, { id: string; type: CommandType }[]>();
+    for (const type of PLAN) {
+      await Promise.all(
+        Array.from({ length: o.vms }, async (_, i) => {
+          const vmId = `cx-${i}`;
+          const body = type === "vm.prepare" ? { type, vmId, spec: SPEC } : { type, vmId };
+          const { command } = await client.publish(
+            "cx",
+            body,
+          );
+          sent.set(vmId, [...(sent.get(vmId) ?? []), { id: command.commandId, type }]);
+        }),
+      );
+    }
+    const total = o.vms * PLAN.length;
+    const outcomesOf = async () => {
+      const byVm = new Map<string, { event: VmEvent; seq: number }[]>();
+      for (const vmId of sent.keys()) byVm.set(vmId, await client.history("cx", vmId));
+      return byVm;
+    };
+    // Supervise: restart the worker whenever a failpoint killed it, until all outcomes are in.
+    let histories = new Map<string, { event: VmEvent; seq: number }[]>();
+    for (;;) {
+      if (
+        (worker.proc?.exitCode !== null && worker.proc?.exitCode !== undefined) ||
+        worker.proc?.signalCode
+      ) {
+        restarts++;
+        duplicates += worker.duplicates;
+        o.log?.(
+          `worker died (${worker.proc?.signalCode ?? worker.proc?.exitCode}); restart #${restarts}`,
+        );
+        worker = new WorkerProcess(args, env).start();
+      }
+      histories = await outcomesOf();
+      const done = [...histories.values()].reduce(
+        (n, h) =>
+          n + h.filter((e) => e.event.type !== "vm.command-accepted" && e.event.causationId).length,
+        0,
+      );
+      if (done >= total || Date.now() - began > o.deadlineMs) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    // Let JetStream redeliver what the dead workers never acked: those must be harmless duplicates.
+    await new Promise((r) => setTimeout(r, 6_500));
+    histories = await outcomesOf();
+    await worker.kill("SIGTERM");
+    duplicates += worker.duplicates;
+
+    // Count what happened.
+    const s: ChaosSummary = {
+      commandsSent: total,
+      outcomes: 0,
+      lost: 0,
+      duplicateOutcomes: 0,
+      duplicatesSuppressed: 0,
+      restarts,
+      pendingPastDeadline: 0,
+      doubleEffects: [],
+      viewMismatches: [],
+      outcomeTypes: {},
+      ms: 0,
+    };
+    const calls = (await readFile(join(dir, "noop", "calls.log"), "utf8").catch(() => ""))
+      .split("\n")
+      .filter(Boolean);
+    for (const [vmId, cmds] of sent) {
+      const h = histories.get(vmId) ?? [];
+      for (const c of cmds) {
+        const outs = h.filter(
+          (e) => e.event.causationId === c.id && e.event.type !== "vm.command-accepted",
+        );
+        if (outs.length === 0) s.lost++;
+        if (outs.length > 1) s.duplicateOutcomes++;
+        if (outs[0]) {
+          s.outcomes++;
+          const key =
+            outs[0].event.type === "vm.command-failed" ||
+            outs[0].event.type === "vm.command-rejected"
+              ? `${outs[0].event.type} ${outs[0].event.code}`
+              : outs[0].event.type;
+          s.outcomeTypes[key] = (s.outcomeTypes[key] ?? 0) + 1;
+        }
+      }
+      // No guest was started or stopped twice: backend effects never exceed the commands asking for them.
+      for (const [cmd, op] of Object.entries(EFFECT)) {
+        const asked = cmds.filter((c) => c.type === cmd).length;
+        const done = calls.filter((l) => l === `${op} ${vmId}`).length;
+        if (done > asked) s.doubleEffects.push(`${vmId}: ${op} x${done} for ${asked} command(s)`);
+      }
+      const replayed = replayVm(vmId, "cx", h);
+      if (replayed.pending && Date.parse(replayed.pending.deadline) < Date.now())
+        s.pendingPastDeadline++;
+      const view = await client.get(vmId);
+      const expected = toView(replayed);
+      if (
+        expected &&
+        (view?.lastEventSeq !== expected.lastEventSeq || view.state !== expected.state)
+      ) {
+        s.viewMismatches.push(
+          `${vmId}: view ${view?.state}@${view?.lastEventSeq} vs replay ${expected.state}@${expected.lastEventSeq}`,
+        );
+      }
+    }
+    s.duplicatesSuppressed = duplicates;
+    s.ms = Date.now() - began;
+    return s;
+  } finally {
+    await worker.kill();
+    await nc.close();
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -30,7 +30,7 @@ describe("fault: nats-server killed and restarted under load", { timeout: 180_00
       const commandId = randomUUID();
       for (let i = 0; i < 200; i++) {
         try {
-          await h.client.publish("nr", { ...body, commandId } as CommandBody);
+          await h.client.publish("nr", { ...body, commandId });
           confirmed.push({ vmId: body.vmId, commandId });
           return;
         } catch {

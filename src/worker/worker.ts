@@ -86,6 +86,10 @@ export class Worker {
   get state(): WorkerState {
     return this.#state;
   }
+  /** The NATS server the worker is connected to now (host:port). */
+  get natsServer(): string | undefined {
+    return this.#nc?.getServer();
+  }
   get natsUrl(): string | undefined {
     return this.config.nats ?? this.#embedded?.url;
   }

@@ -5,7 +5,7 @@
 //   faults.json                     [{tool, sub, match?, exitCode?, stderr?, sleepMs?, times?}]
 //   calls.log                       one JSON argv line per invocation
 // Errors mimic the real tools' messages closely enough for the backend's parsing.
-/* global setTimeout, fetch, AbortSignal */
+/* global AbortSignal */
 import {
   appendFileSync,
   existsSync,

@@ -99,10 +99,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
         Array.from({ length: o.vms }, async (_, i) => {
           const vmId = `cx-${i}`;
           const body = type === "vm.prepare" ? { type, vmId, spec: SPEC } : { type, vmId };
-          const { command } = await client.publish(
-            "cx",
-            body,
-          );
+          const { command } = await client.publish("cx", body);
           sent.set(vmId, [...(sent.get(vmId) ?? []), { id: command.commandId, type }]);
         }),
       );

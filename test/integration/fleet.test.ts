@@ -95,8 +95,8 @@ describe(
         "nothing ran for the stopped host",
       );
       const fbBackend = backends.get("fb");
-    assert.ok(fbBackend);
-    await h.worker({ host: "fb", backend: fbBackend });
+      assert.ok(fbBackend);
+      await h.worker({ host: "fb", backend: fbBackend });
       for (const q of queued) {
         const out = await h.client.waitForOutcome("fb", "wait-1", q.command.commandId, {
           timeoutMs: 20_000,

@@ -51,39 +51,44 @@ export function choosePlacement(
 }
 
 /**
- * Placement for a scheduler that places many VMs in a row: host records only change on each
- * heartbeat, so the placer counts its own recent placements on top of them until a newer
- * heartbeat (which includes them) arrives.
+ * Placement for a scheduler that places many VMs in a row: host records change only on
+ * heartbeats and lag behind the prepares in flight, so the placer adds its own placements of
+ * the last `memoryMs` to them. Concurrent callers share one refresh of the host records.
  */
 export class Placer {
   #hosts: HostRecord[] = [];
   #fetchedAt = 0;
-  readonly #recent = new Map<string, { heartbeatAt: string; count: number }>();
+  #refreshing: Promise<void> | undefined;
+  readonly #recent: { host: string; at: number }[] = [];
 
   constructor(
     private readonly fetchHosts: () => Promise<HostRecord[]>,
     private readonly refreshMs = 1_000,
+    private readonly memoryMs = 10_000,
   ) {}
 
   async place(req: PlacementRequest = {}): Promise<Placement | undefined> {
     if (Date.now() - this.#fetchedAt > this.refreshMs) {
-      this.#hosts = await this.fetchHosts();
-      this.#fetchedAt = Date.now();
+      this.#refreshing ??= this.fetchHosts()
+        .then((h) => {
+          this.#hosts = h;
+          this.#fetchedAt = Date.now();
+        })
+        .finally(() => (this.#refreshing = undefined));
+      await this.#refreshing;
     }
-    const adjusted = this.#hosts.map((h) => {
-      const r = this.#recent.get(h.host);
-      if (!r || r.heartbeatAt !== h.heartbeatAt) return h;
-      return { ...h, vmCount: h.vmCount + r.count, inFlight: h.inFlight + r.count };
-    });
-    const p = choosePlacement(adjusted, req);
-    if (p) {
-      const hb = this.#hosts.find((h) => h.host === p.host)?.heartbeatAt ?? "";
-      const r = this.#recent.get(p.host);
-      this.#recent.set(p.host, {
-        heartbeatAt: hb,
-        count: r && r.heartbeatAt === hb ? r.count + 1 : 1,
-      });
-    }
+    const now = Date.now();
+    while (this.#recent.length > 0 && now - (this.#recent[0]?.at ?? now) > this.memoryMs)
+      this.#recent.shift();
+    const mine = new Map<string, number>();
+    for (const r of this.#recent) mine.set(r.host, (mine.get(r.host) ?? 0) + 1);
+    const adjusted = this.#hosts.map((h) => ({
+      ...h,
+      vmCount: h.vmCount + (mine.get(h.host) ?? 0),
+      inFlight: h.inFlight + (mine.get(h.host) ?? 0),
+    }));
+    const p = choosePlacement(adjusted, req, now);
+    if (p) this.#recent.push({ host: p.host, at: now });
     return p;
   }
 }

@@ -104,41 +104,46 @@ export class JetStreamEventStore implements EventStore {
     afterSeq: number,
     onEvent: (e: StoredEvent) => void,
   ): Promise<{ lastSeq: number; count: number }> {
-    const oc = await this.js.consumers.get(this.names.eventsStream, {
-      filter_subjects: filter,
-      ...(afterSeq > 0
-        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: afterSeq + 1 }
-        : { deliver_policy: DeliverPolicy.All }),
-    });
     let lastSeq = afterSeq;
     let count = 0;
-    try {
-      let pending = (await oc.info(true)).num_pending;
-      // Fetch in batches until the consumer reports nothing left (consume() was seen to stall
-      // on its last few messages under load); a batch that brings nothing is retried, bounded.
-      for (let empty = 0; pending > 0;) {
-        let got = 0;
-        const batch = await oc.fetch({ max_messages: 2_000, expires: 2_000 });
-        for await (const m of batch) {
-          onEvent({ event: upcast(m.json()), seq: m.seq });
-          lastSeq = m.seq;
-          count++;
-          got++;
-          pending = m.info.pending;
-          if (pending === 0) break;
+    // Under load an ordered consumer was seen to stop short with events still pending (in
+    // consume() and in fetch()), and it only repairs itself when a later message shows the gap.
+    // So: fetch in bounded batches, and when a batch brings nothing while events are pending,
+    // start a new consumer right after the last event applied.
+    for (let restarts = 0; ; restarts++) {
+      const oc = await this.js.consumers.get(this.names.eventsStream, {
+        filter_subjects: filter,
+        ...(lastSeq > 0
+          ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: lastSeq + 1 }
+          : { deliver_policy: DeliverPolicy.All }),
+      });
+      let pending = 0;
+      try {
+        pending = (await oc.info(true)).num_pending;
+        while (pending > 0) {
+          let got = 0;
+          const batch = await oc.fetch({ max_messages: 1_000, expires: 1_000 });
+          for await (const m of batch) {
+            onEvent({ event: upcast(m.json()), seq: m.seq });
+            lastSeq = m.seq;
+            count++;
+            got++;
+            pending = m.info.pending;
+            if (pending === 0) break;
+          }
+          if (got === 0) break;
         }
-        if (got > 0) empty = 0;
-        else if (++empty >= 15) {
-          throw new VmqError(
-            "event-store::replay-stalled",
-            `replay of ${filter} stopped at ${lastSeq} with ${pending} events left`,
-            { retryable: true },
-          );
-        }
+      } finally {
+        await oc.delete().catch(() => false);
       }
-    } finally {
-      await oc.delete().catch(() => false);
+      if (pending === 0) return { lastSeq, count };
+      if (restarts >= 10) {
+        throw new VmqError(
+          "event-store::replay-stalled",
+          `replay of ${filter} stopped at ${lastSeq} with ${pending} events left`,
+          { retryable: true },
+        );
+      }
     }
-    return { lastSeq, count };
   }
 }

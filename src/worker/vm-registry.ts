@@ -4,6 +4,9 @@ import { emptyVm, evolve, toView, type Vm } from "../domain/index.js";
 import type { EventStore } from "../event-store/event-store.js";
 import type { Logger } from "../observability/logger.js";
 
+/** How long view writes wait to coalesce (the view is eventually consistent by design). */
+const VIEW_FLUSH_MS = 25;
+
 /**
  * The worker's VMs, folded from the event stream, and the `vmq-vms` view kept behind them.
  * View writes are coalesced per VM (latest wins) and never on the command's critical path:
@@ -72,7 +75,8 @@ export class VmRegistry {
     const r = await this.store.replay(this.host, from?.seq ?? 0, ({ event, seq }) =>
       this.apply(event, seq, { writeView: false }),
     );
-    for (const id of this.#vms.keys()) this.#dirty.add(id);
+    // A worker that died may not have written its last view updates: rewrite them all.
+    for (const id of this.#vms.keys()) this.markDirty(id);
     // What a snapshot already holds need not be written again.
     if (from && r.count === 0) this.changedSinceSnapshot.clear();
     return r;
@@ -80,7 +84,9 @@ export class VmRegistry {
 
   markDirty(vmId: string): void {
     this.#dirty.add(vmId);
-    this.#flushing ??= Promise.resolve().then(() => this.#flush());
+    // A short delay lets a command's intent and outcome (and a busy VM's next commands)
+    // coalesce into one view write instead of one per event.
+    this.#flushing ??= new Promise((r) => setTimeout(r, VIEW_FLUSH_MS)).then(() => this.#flush());
   }
 
   /** Waits until every pending view write is done. */

@@ -183,7 +183,14 @@ describe("worker operations", { timeout: 120_000 }, () => {
     await eventually(() => (worker.connected ? undefined : true), 5_000, "disconnect noticed");
     await h.server.restart();
     await eventually(() => (worker.connected ? true : undefined), 15_000, "reconnected");
-    const r = await h.client.send("nr", { type: "vm.start", vmId: "nr-1" }, { timeoutMs: 30_000 });
+    // The test's own client may still be reconnecting: retry the publish under one commandId.
+    const commandId = "nr-start-1";
+    await eventually(
+      async () => h.client.publish("nr", { type: "vm.start", vmId: "nr-1", commandId }),
+      30_000,
+      "publish after restart",
+    );
+    const r = await h.client.waitForOutcome("nr", "nr-1", commandId, { timeoutMs: 30_000 });
     assert.equal(r.outcome.type, "vm.started");
     assert.equal(worker.state, "running");
   });

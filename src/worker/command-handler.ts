@@ -55,8 +55,9 @@ export class CommandHandler {
       if (ctx.abandon.aborted) {
         log.warn(
           { code: err.code },
-          "abandoned by the drain; the intent stays recorded and the command will be redelivered",
+          "abandoned by the drain; the intent stays recorded and the command goes back to the stream",
         );
+        msg.nak(); // straight back, for the next worker of this host to resume
         return;
       }
       if (msg.info.deliveryCount >= ctx.config.maxDeliver) {

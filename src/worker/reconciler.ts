@@ -1,4 +1,4 @@
-import type { VmEvent, VmState } from "../contracts/index.js";
+import { VmHandle, type VmEvent, type VmState } from "../contracts/index.js";
 import { isLive, observed, failed, succeeded, targetState, type Vm } from "../domain/index.js";
 import { isVmqError } from "../lib/errors.js";
 import type { WorkerContext } from "./context.js";
@@ -50,11 +50,33 @@ export class Reconciler {
         log.warn({ err: e }, "backend could not say how the VM is: recording unknown");
       }
     } else if (vm.pending?.type === "vm.prepare") {
-      now = "failed"; // nothing usable was recorded; destroy cleans whatever is left
+      // No handle yet: ask the backend by id whether the prepare left anything.
+      const stub = VmHandle.parse({
+        id: vmId,
+        name: vm.spec?.name ?? vmId,
+        backend: vm.spec?.backend ?? ctx.router.defaultBackend,
+        workDir: "",
+      });
+      const there = await ctx.router
+        .state(stub, { signal: AbortSignal.timeout(STATE_TIMEOUT_MS) })
+        .catch(() => "unknown" as const);
+      // Something exists but its handle was never recorded: report it failed; destroy cleans up.
+      now = there === "destroyed" ? "destroyed" : "failed";
     }
 
     if (vm.pending) {
       const pending = vm.pending;
+      // Nothing happened yet and there is time left: leave the intent for the command's
+      // redelivery, which resumes it (decide -> resume) instead of failing it.
+      const untouched =
+        pending.type === "vm.prepare" ? now === "destroyed" : now === vm.state && now !== "unknown";
+      if (untouched && Date.parse(pending.deadline) > ctx.now().getTime() + 1_000) {
+        log.info(
+          { pending: pending.type, deadline: pending.deadline },
+          "interrupted command left for its redelivery to resume",
+        );
+        return false;
+      }
       let recorded = false;
       await this.append(vmId, (v) => {
         if (v.pending?.commandId !== pending.commandId) return undefined;

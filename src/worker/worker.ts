@@ -304,7 +304,11 @@ export class Worker {
     const ctx = this.#ctx;
     if (!ctx || this.#state !== "running" || !this.#reconciler) return;
     for (const vm of ctx.registry.all()) {
-      if (vm.pending || vm.state === null || vm.state === "destroyed") continue;
+      // A pending intent is reconciled only once its deadline has passed: a command still
+      // running in its lane records its own outcome.
+      const stale = vm.pending !== null && Date.parse(vm.pending.deadline) < Date.now();
+      if ((vm.pending && !stale) || vm.state === null || (vm.state === "destroyed" && !stale))
+        continue;
       await new Promise<void>((resolve) =>
         this.#lanes.push(vm.vmId, {
           run: async () => {

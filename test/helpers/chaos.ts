@@ -134,7 +134,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       await new Promise((r) => setTimeout(r, 500));
     }
     // Let JetStream redeliver what the dead workers never acked: those must be harmless duplicates.
-    await new Promise((r) => setTimeout(r, 6_500));
+    await new Promise((r) => setTimeout(r, 3_000));
     histories = await outcomesOf();
     await worker.kill("SIGTERM");
     duplicates += worker.duplicates;

@@ -3,10 +3,10 @@
 // Usage: node scripts/run-tests.mjs [tier...]   tiers: unit conformance integration e2e
 // Files that boot real guests (QEMU under TCG) run in a second phase with less parallelism, so
 // they do not compete for the 2 cores with everything else; a combined closing line follows.
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
+import { clearTimeout, setTimeout } from "node:timers";
 
 const ALL = ["unit", "conformance", "integration", "e2e"];
 const tiers = process.argv.slice(2).length ? process.argv.slice(2) : ALL;
@@ -34,33 +34,58 @@ const phases = [
   { files: files.filter(heavy), concurrency: "2" },
 ].filter((p) => p.files.length > 0);
 
-const dir = mkdtempSync(join(tmpdir(), "vmq-tests-"));
 const totals = { pass: 0, fail: 0, skipped: 0, cancelled: 0 };
 let status = 0;
-phases.forEach((p, i) => {
-  const tap = join(dir, `phase-${i}.tap`);
+// A test that hangs must fail, not stall CI: every test and every file gets a deadline
+// (--test-timeout), a file whose lingering handles keep it alive is ended once its tests are
+// done (--test-force-exit), and a whole phase past its budget is killed.
+const FILE_TIMEOUT_MS = process.env.VMQ_TEST_TIMEOUT_MS ?? "900000";
+const PHASE_BUDGET_MS = Number(process.env.VMQ_TEST_PHASE_BUDGET_MS ?? 45 * 60_000);
+for (const [i, p] of phases.entries()) {
   // Fixed argument array, no shell: node's own runner with tsx as the TypeScript loader.
-  const r = spawnSync(
+  const child = spawn(
     process.execPath,
     [
       "--import",
       "tsx",
       "--test",
       `--test-concurrency=${p.concurrency}`,
+      `--test-timeout=${FILE_TIMEOUT_MS}`,
+      "--test-force-exit",
       "--test-reporter=spec",
-      "--test-reporter-destination=stdout",
-      "--test-reporter=tap",
-      `--test-reporter-destination=${tap}`,
       ...p.files,
     ],
-    { stdio: "inherit" },
+    { stdio: ["inherit", "pipe", "inherit"], detached: true },
   );
-  if (r.status !== 0) status = r.status ?? 1;
-  const text = readFileSync(tap, "utf8");
+  // The spec reporter's closing lines ("ℹ pass N") give the counts; a reporter file would not
+  // be flushed under --test-force-exit, stdout (a pipe) is.
+  let text = "";
+  child.stdout.on("data", (chunk) => {
+    process.stdout.write(chunk);
+    text = (text + chunk.toString("utf8")).slice(-4096);
+  });
+  const watchdog = setTimeout(() => {
+    console.error(
+      `\nvmq: test phase ${i + 1} exceeded ${PHASE_BUDGET_MS / 60_000} min; killing it`,
+    );
+    try {
+      process.kill(-child.pid, "SIGKILL"); // the runner and every test file it started
+    } catch {
+      child.kill("SIGKILL");
+    }
+  }, PHASE_BUDGET_MS);
+  const interrupt = () => process.kill(-child.pid, "SIGTERM"); // detached: pass Ctrl-C on
+  process.once("SIGINT", interrupt);
+  const code = await new Promise((resolve) =>
+    child.on("exit", (c, sig) => resolve(c ?? (sig ? 1 : 0))),
+  );
+  clearTimeout(watchdog);
+  process.off("SIGINT", interrupt);
+  if (code !== 0) status = code || 1;
+  if (!/^ℹ pass \d+$/m.test(text)) totals.fail += 1; // killed before it could report
   for (const k of Object.keys(totals))
-    totals[k] += Number(new RegExp(`^# ${k} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
-});
-rmSync(dir, { recursive: true, force: true });
+    totals[k] += Number(new RegExp(`^ℹ ${k} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+}
 console.log(
   `\nvmq: ${totals.pass} passed, ${totals.fail + totals.cancelled} failed, ${totals.skipped} skipped`,
 );

@@ -18,7 +18,12 @@ describe(
         const { noop } = await h.worker({ host, noop: { latencyMs: 5 }, heartbeatMs: 300 });
         backends.set(host, noop); // the same "hypervisor" survives its worker's restart
       }
-      await eventually(async () => ((await h.client.hosts()).length === 3 ? true : undefined));
+      // Placement only picks hosts that are ready ("running"), not ones still replaying.
+      await eventually(async () =>
+        (await h.client.hosts()).filter((x) => x.state === "running").length === 3
+          ? true
+          : undefined,
+      );
     });
     after(async () => h.stop());
 

@@ -1,0 +1,128 @@
+/**
+ * Recovery: a host with `vms` VMs x 10 events (valid v1 histories made with the domain's own
+ * decide/succeeded/evolve) preloaded into the events stream; then a worker in a fresh process
+ * is timed from `new Worker().start()` until it resolves (provision check + replay + reconcile
+ * of every VM against a Noop backend that knows them all), with snapshots off, then on.
+ */
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsServer } from "../../test/helpers/nats-server.js";
+import { benchPrefix, namesFor } from "./common.js";
+import { recoveryHistory } from "./recovery-data.js";
+import { BenchChild } from "./spawn.js";
+import { round } from "./stats.js";
+import { provisionVmq } from "./vmq.js";
+
+const HOST = "r1";
+const encoder = new TextEncoder();
+
+interface ChildReport {
+  startMs: number;
+  replayMs: number;
+  replayedEvents: number;
+  replayFrom: string;
+  vms: number;
+  observed: number;
+  drainMs: number;
+  rssBaseline: number;
+  rssBefore: number;
+  rssAfter: number;
+  heapBefore: number;
+  heapAfter: number;
+  gcExposed: boolean;
+}
+
+export interface RecoveryRun {
+  label: string;
+  snapshots: "on" | "off";
+  startMs: number;
+  replayMs: number;
+  replayedEvents: number;
+  replayFrom: string;
+  vms: number;
+  drainMs: number;
+  rssMiB: number;
+  rssDeltaMiB: number;
+  heapDeltaMiB: number;
+  rssDeltaPer10kVmsMiB: number;
+}
+
+export interface RecoveryResult {
+  vms: number;
+  events: number;
+  preloadMs: number;
+  runs: RecoveryRun[];
+}
+
+const MiB = 2 ** 20;
+
+export async function recovery(
+  server: NatsServer,
+  nc: NatsConnection,
+  vms: number,
+): Promise<RecoveryResult> {
+  const names = namesFor(benchPrefix("rec"));
+  await provisionVmq(nc, names, [HOST]);
+  // Preload with core publishes (the stream captures them), flushing every few thousand.
+  const t0 = performance.now();
+  let seq = 0;
+  let events = 0;
+  for (let i = 0; i < vms; i++) {
+    for (const e of recoveryHistory(HOST, i, () => ++seq)) {
+      nc.publish(names.evt(HOST, e.vmId), encoder.encode(JSON.stringify(e)));
+      events++;
+    }
+    if (i % 500 === 499) await nc.flush();
+  }
+  await nc.flush();
+  const jsm = await jetstreamManager(nc);
+  let stored = 0;
+  const poll = async (): Promise<void> => {
+    for (let k = 0; k < 1200 && stored < events; k++) {
+      stored = (await jsm.streams.info(names.eventsStream)).state.messages;
+      if (stored < events) await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  await poll();
+  if (stored !== events) throw new Error(`preload stored ${stored} of ${events} events`);
+  const preloadMs = performance.now() - t0;
+
+  const runs: RecoveryRun[] = [];
+  const once = async (label: string, snapshots: "on" | "off"): Promise<void> => {
+    const child = BenchChild.spawn(
+      {
+        mode: "recovery",
+        url: server.url,
+        prefix: names.prefix,
+        host: HOST,
+        concurrency: 16,
+        vms,
+        snapshots,
+      },
+      ["--expose-gc"],
+      180_000,
+    );
+    const r = await child.next<ChildReport>();
+    await child.exit();
+    const rssDelta = r.rssAfter - r.rssBefore;
+    runs.push({
+      label,
+      snapshots,
+      startMs: round(r.startMs),
+      replayMs: round(r.replayMs),
+      replayedEvents: r.replayedEvents,
+      replayFrom: r.replayFrom,
+      vms: r.vms,
+      drainMs: round(r.drainMs),
+      rssMiB: round(r.rssAfter / MiB, 1),
+      rssDeltaMiB: round(rssDelta / MiB, 1),
+      heapDeltaMiB: round((r.heapAfter - r.heapBefore) / MiB, 1),
+      rssDeltaPer10kVmsMiB: round(((rssDelta / MiB) * 10_000) / Math.max(1, r.vms), 1),
+    });
+  };
+  await once("snapshots off (full replay)", "off");
+  await once("snapshots on, none yet (full replay; drain writes one)", "on");
+  await once("snapshots on, from the snapshot", "on");
+  await once("snapshots off again (warm server cache)", "off");
+  return { vms, events, preloadMs: round(preloadMs), runs };
+}

@@ -1,0 +1,227 @@
+/**
+ * `npm run bench [-- --quick] [--only a,b] [--out dir]`: vmq's benchmark (issue 9, part 1).
+ * Sections: baseline, vmq, latency, logs, scale-out, recovery, profile. Writes
+ * <out>/benchmark.md and <out>/benchmark.json (default out: docs/, or bench-results/ with --quick).
+ */
+import { existsSync } from "node:fs";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { NatsServer } from "../../test/helpers/nats-server.js";
+import { profileVmq } from "./profile.js";
+import { recovery } from "./recovery.js";
+import { markdown, type BenchResults } from "./report.js";
+import { scaleOut } from "./scale-out.js";
+import { loadAverage, machineFacts } from "./stats.js";
+import { baselineLatency, baselineThroughput, vmqLatency, vmqThroughput } from "./throughput.js";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const SECTIONS = [
+  "baseline",
+  "vmq",
+  "latency",
+  "logs",
+  "scale-out",
+  "recovery",
+  "profile",
+] as const;
+type Section = (typeof SECTIONS)[number];
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    only: { type: "string" },
+    out: { type: "string" },
+    help: { type: "boolean", default: false },
+    render: { type: "string" },
+  },
+});
+if (values.help) {
+  process.stdout.write(
+    `npm run bench -- [--quick] [--only ${SECTIONS.join(",")}] [--out dir]\n` +
+      "  --quick  small counts (a smoke run, about a minute); writes to bench-results/ unless --out\n" +
+      "  --render <benchmark.json>  only re-render benchmark.md from an earlier run's JSON\n",
+  );
+  process.exit(0);
+}
+const analysisFile = fileURLToPath(new URL("./analysis.md", import.meta.url));
+if (values.render) {
+  const json = resolve(values.render);
+  const earlier = JSON.parse(await readFile(json, "utf8")) as BenchResults;
+  const notes = !earlier.quick && existsSync(analysisFile) ? await readFile(analysisFile, "utf8") : "";
+  await writeFile(json.replace(/\.json$/, ".md"), markdown(earlier) + (notes ? `\n${notes}` : ""));
+  process.exit(0);
+}
+const quick = values.quick;
+const only = values.only?.split(",").map((s) => s.trim()) ?? [...SECTIONS];
+for (const s of only)
+  if (!SECTIONS.includes(s as Section))
+    throw new Error(`unknown section ${s}: ${SECTIONS.join(", ")}`);
+const outDir = resolve(ROOT, values.out ?? (quick ? "bench-results" : "docs"));
+
+const SIZES = quick
+  ? {
+      reps: 1,
+      throughput: { 1: [300, 3], 8: [300, 4], 64: [300, 4] } as Record<number, [number, number]>,
+      latency: { 1: 100, 8: 25, 64: 4 } as Record<number, number>,
+      warmup: 3,
+      scaleOut: { vmsPerHost: 48, perVm: 3 },
+      recoveryVms: 1_000,
+      profile: [500, 4] as [number, number],
+    }
+  : {
+      reps: 3,
+      throughput: { 1: [1_000, 4], 8: [2_000, 10], 64: [2_000, 10] } as Record<
+        number,
+        [number, number]
+      >,
+      latency: { 1: 1_000, 8: 250, 64: 40 } as Record<number, number>,
+      warmup: 10,
+      scaleOut: { vmsPerHost: 200, perVm: 6 },
+      recoveryVms: 10_000,
+      profile: [2_000, 10] as [number, number],
+    };
+const CONCURRENCIES = [1, 8, 64];
+
+const log = (s: string): void => {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
+};
+
+async function withServer<T>(
+  fn: (server: NatsServer, nc: NatsConnection) => Promise<T>,
+): Promise<T> {
+  const server = await NatsServer.start();
+  const nc = await server.connect();
+  try {
+    return await fn(server, nc);
+  } finally {
+    await nc.close().catch(() => undefined);
+    await server.stop();
+  }
+}
+
+const began = performance.now();
+const results: BenchResults = {
+  machine: await machineFacts(),
+  quick,
+  sections: only,
+  sizes: SIZES,
+  durationMs: 0,
+  loadAverage: {},
+  throughput: { baseline: [], vmq: [] },
+  latency: [],
+  logs: [],
+  scaleOut: [],
+  profile: [],
+  failures: [],
+};
+
+const sections: Record<Section, () => Promise<void>> = {
+  baseline: () =>
+    withServer(async (server, nc) => {
+      for (let rep = 0; rep < SIZES.reps; rep++)
+        for (const c of CONCURRENCIES) {
+          const [vms, perVm] = SIZES.throughput[c] as [number, number];
+          const r = await baselineThroughput(server, nc, c, vms, perVm);
+          log(
+            `baseline c=${c}: ${r.cmdPerSec} commands/s (${r.commands} commands, wall ${r.wallMs} ms)`,
+          );
+          results.throughput.baseline.push(r);
+        }
+    }),
+  vmq: () =>
+    withServer(async (server, nc) => {
+      for (let rep = 0; rep < SIZES.reps; rep++)
+        for (const c of CONCURRENCIES) {
+          const [vms, perVm] = SIZES.throughput[c] as [number, number];
+          const r = await vmqThroughput(server, nc, c, vms, perVm);
+          log(
+            `vmq c=${c}: ${r.cmdPerSec} commands/s (${r.commands} commands, wall ${r.wallMs} ms)`,
+          );
+          results.throughput.vmq.push(r);
+        }
+    }),
+  latency: () =>
+    withServer(async (server, nc) => {
+      for (const c of CONCURRENCIES) {
+        const n = SIZES.latency[c] as number;
+        const b = await baselineLatency(server, nc, c, n, SIZES.warmup);
+        const v = await vmqLatency(server, nc, c, n, SIZES.warmup);
+        log(`latency c=${c}: baseline p50 ${b.p50} p99 ${b.p99}; vmq p50 ${v.p50} p99 ${v.p99} ms`);
+        results.latency.push(b, v);
+      }
+    }),
+  logs: () =>
+    withServer(async (server, nc) => {
+      const [vms, perVm] = SIZES.throughput[8] as [number, number];
+      for (let rep = 0; rep < Math.min(2, SIZES.reps); rep++)
+        for (const mode of ["silent", "info-devnull"] as const) {
+          const r = await vmqThroughput(server, nc, 8, vms, perVm, mode);
+          log(`logs ${mode} c=8: ${r.cmdPerSec} commands/s`);
+          results.logs.push(r);
+        }
+    }),
+  "scale-out": () =>
+    withServer(async (server, nc) => {
+      for (const n of [1, 2, 4]) {
+        const r = await scaleOut(server, nc, n, {
+          concurrency: 16,
+          latencyMs: 50,
+          ...SIZES.scaleOut,
+        });
+        log(`scale-out ${n} workers: ${r.cmdPerSec} commands/s (ideal ${r.idealCmdPerSec})`);
+        results.scaleOut.push(r);
+      }
+    }),
+  recovery: () =>
+    withServer(async (server, nc) => {
+      const r = await recovery(server, nc, SIZES.recoveryVms);
+      for (const x of r.runs)
+        log(
+          `recovery ${x.label}: start ${x.startMs} ms, replay ${x.replayMs} ms, RSS +${x.rssDeltaMiB} MiB`,
+        );
+      results.recovery = r;
+    }),
+  profile: () =>
+    withServer(async (server, nc) => {
+      const [vms, perVm] = SIZES.profile;
+      for (const c of [8, 64]) {
+        const p = await profileVmq(server, nc, c, vms, perVm);
+        log(
+          `profile c=${c}: top ${p.topFunctions
+            .slice(0, 3)
+            .map((f) => `${f.name} ${f.pct}%`)
+            .join(", ")}`,
+        );
+        results.profile.push(p);
+      }
+    }),
+};
+
+for (const s of SECTIONS) {
+  if (!only.includes(s)) continue;
+  results.loadAverage[s] = loadAverage();
+  log(`section ${s} (load ${results.loadAverage[s]?.join(" ")})`);
+  try {
+    await sections[s]();
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    log(`section ${s} FAILED: ${message}`);
+    results.failures.push({ section: s, message });
+  }
+}
+results.durationMs = Math.round(performance.now() - began);
+
+const analysis = !quick && existsSync(analysisFile) ? await readFile(analysisFile, "utf8") : "";
+await mkdir(outDir, { recursive: true });
+await writeFile(join(outDir, "benchmark.json"), `${JSON.stringify(results, null, 2)}\n`);
+await writeFile(
+  join(outDir, "benchmark.md"),
+  markdown(results) + (analysis ? `\n${analysis}` : ""),
+);
+log(
+  `wrote ${join(outDir, "benchmark.md")} and benchmark.json in ${Math.round(results.durationMs / 1000)} s`,
+);
+process.exit(results.failures.length ? 1 : 0);

@@ -1,0 +1,59 @@
+/** Building blocks for running vmq's real Worker in-process on a Noop backend. */
+import { mkdtempSync, openSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { WorkerConfigInput } from "../../src/config/config.js";
+import { ensureConsumer, ensureTopology } from "../../src/event-store/provision.js";
+import { HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
+import { createLogger, silentLogger, type Logger } from "../../src/observability/logger.js";
+import { Worker } from "../../src/worker/worker.js";
+import type { Names } from "./common.js";
+
+/** The worker's consumer settings at their defaults (so a later start changes nothing). */
+export const CONSUMER_DEFAULTS = { ackWaitMs: 30_000, maxDeliver: 10, maxAckPending: 2048 };
+
+/** Creates the worker's topology and the host's durable ahead of time (to preload commands). */
+export async function provisionVmq(
+  nc: NatsConnection,
+  names: Names,
+  hosts: string[],
+): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  await ensureTopology(nc, jsm, names, {});
+  for (const h of hosts) await ensureConsumer(jsm, names, h, CONSUMER_DEFAULTS);
+}
+
+export type LogMode = "silent" | "info-devnull";
+
+export function benchLogger(mode: LogMode): Logger {
+  if (mode === "silent") return silentLogger();
+  return createLogger({ level: "info", destination: openSync("/dev/null", "w") });
+}
+
+export function makeWorker(
+  opts: {
+    url: string;
+    prefix: string;
+    host: string;
+    concurrency: number;
+    latencyMs?: number;
+    log?: LogMode;
+    backend?: NoopBackend;
+  } & Partial<WorkerConfigInput>,
+): { worker: Worker; noop: NoopBackend } {
+  const { url, latencyMs, log, backend, ...rest } = opts;
+  const noop = backend ?? new NoopBackend({ latencyMs: latencyMs ?? 0 });
+  const worker = new Worker(
+    {
+      nats: url,
+      dataDir: mkdtempSync(join(tmpdir(), "vmq-bench-")),
+      reconcileIntervalMs: 0,
+      snapshots: "off",
+      ...rest,
+    },
+    { router: new HypervisorRouter([noop]), logger: benchLogger(log ?? "silent") },
+  );
+  return { worker, noop };
+}

@@ -50,7 +50,8 @@ const analysisFile = fileURLToPath(new URL("./analysis.md", import.meta.url));
 if (values.render) {
   const json = resolve(values.render);
   const earlier = JSON.parse(await readFile(json, "utf8")) as BenchResults;
-  const notes = !earlier.quick && existsSync(analysisFile) ? await readFile(analysisFile, "utf8") : "";
+  const notes =
+    !earlier.quick && existsSync(analysisFile) ? await readFile(analysisFile, "utf8") : "";
   await writeFile(json.replace(/\.json$/, ".md"), markdown(earlier) + (notes ? `\n${notes}` : ""));
   process.exit(0);
 }

@@ -78,7 +78,10 @@ export const VmSpec = z
   .object({
     name: noNul(128).min(1).describe("Human name of the VM."),
     backend: BackendTag.optional().describe("Default: the worker's default backend."),
-    imagePath: noNul(4096).min(1).describe("Base image; resolved inside the worker's image roots."),
+    imagePath: noNul(4096)
+      .min(1)
+      .refine((s) => !s.split(/[\\/]/).includes(".."), "must not contain .. path segments")
+      .describe("Base image; resolved inside the worker's image roots."),
     vcpus: z.int().min(1).max(64),
     memoryMb: z.int().min(64).max(1048576),
     diskGb: z.int().min(1).max(65536).optional(),

@@ -1,0 +1,546 @@
+/**
+ * A generated corpus of hostile commands (fast-check) published to the real command subjects of
+ * a real nats-server, with valid commands interleaved. Every bad command must be rejected with
+ * the parser's stable code, be dead-lettered exactly once, and never reach the backend; the
+ * valid ones must still complete; replays of old commandIds must have no effect at all.
+ * worker-bad-input.test.ts covers one hand-written case per code; this covers the space.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import fc from "fast-check";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import {
+  DLQ_HEADERS,
+  MAX_COMMAND_BYTES,
+  isValidId,
+  parseCommand,
+  type CommandInput,
+} from "../../src/contracts/index.js";
+import type { NoopBackend } from "../../src/hypervisor/index.js";
+import type { Worker } from "../../src/worker/worker.js";
+import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
+
+const SEED = Number(process.env.VMQ_HOSTILE_SEED ?? 20261125);
+const BAD_COUNT = Number(process.env.VMQ_HOSTILE_COUNT ?? 2500);
+const VALID_VMS = 60; // each: prepare + start, interleaved with the corpus
+const REPLAY_VMS = 10;
+
+const enc = new TextEncoder();
+const HOSTILE_POOL = Array.from({ length: 40 }, (_, i) => `hx-${i}`);
+/** Publishable subject tokens that are not valid vmIds (the DLQ files them under `_invalid`). */
+const INVALID_TOKENS = [
+  "_etc",
+  "-rf",
+  "~root",
+  "/etc/passwd",
+  "C:\\Windows",
+  "%2e%2e",
+  "vm\u00e9",
+  "\u202eevil",
+  "$JS",
+  "a".repeat(65),
+  "a:b",
+  "a/b",
+];
+
+type Json = Record<string, unknown>;
+interface Hostile {
+  category: string;
+  token: string;
+  raw: Uint8Array;
+}
+
+let uniq = 0;
+const cid = () => `hc-${++uniq}-${Math.random().toString(36).slice(2, 8)}`;
+
+function valid(type: CommandInput["type"], vmId: string): Json {
+  const c: Json = {
+    type,
+    version: 1,
+    commandId: cid(),
+    vmId,
+    issuedAt: new Date().toISOString(),
+  };
+  if (type === "vm.prepare")
+    c.spec = {
+      ...SPEC,
+      network: { type: "tap", bridge: "br0" },
+      cloudInit: { userData: "#cloud-config\n", instanceId: "i-1", hostname: "web-1" },
+      ssh: { user: "ops", publicKey: "ssh-ed25519 AAAAC3Nza ops@x" },
+    };
+  if (type === "vm.stop") Object.assign(c, { timeoutMs: 1000, force: "after-timeout" });
+  if (type === "vm.destroy") c.timeoutMs = 1000;
+  return c;
+}
+
+const setPath = (o: Json, path: string[], v: unknown, remove = false): Json => {
+  const copy = structuredClone(o);
+  let cur: Json = copy;
+  for (const k of path.slice(0, -1)) {
+    if (typeof cur[k] !== "object" || cur[k] === null) cur[k] = {};
+    cur = cur[k] as Json;
+  }
+  const last = path.at(-1)!;
+  if (remove) delete cur[last];
+  else cur[last] = v;
+  return copy;
+};
+
+const json = (o: unknown) => enc.encode(JSON.stringify(o));
+const typeArb = fc.constantFrom<CommandInput["type"]>(
+  "vm.prepare",
+  "vm.start",
+  "vm.stop",
+  "vm.suspend",
+  "vm.resume",
+  "vm.destroy",
+);
+const poolToken = fc.constantFrom(...HOSTILE_POOL);
+/** Mostly a valid vmId; sometimes a token that is not one. */
+const anyToken = fc.oneof(
+  { weight: 5, arbitrary: poolToken },
+  { weight: 1, arbitrary: fc.constantFrom(...INVALID_TOKENS) },
+);
+/** A valid command on a subject token (body vmId = token), for the mutations below. */
+const baseArb = fc
+  .tuple(typeArb, anyToken)
+  .map(([type, token]) => ({ token, body: valid(type, token) }));
+const prepareArb = anyToken.map((token) => ({ token, body: valid("vm.prepare", token) }));
+const wrongValue = fc.oneof(
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.array(fc.integer(), { maxLength: 3 }),
+  fc.dictionary(fc.string({ maxLength: 5 }), fc.integer(), { maxKeys: 2 }),
+  fc.string({ maxLength: 20 }),
+);
+const ENVELOPE_PATHS = [
+  ["type"],
+  ["version"],
+  ["commandId"],
+  ["vmId"],
+  ["issuedAt"],
+  ["correlationId"],
+  ["expectedVersion"],
+];
+const SPEC_PATHS = [
+  ["spec"],
+  ["spec", "name"],
+  ["spec", "imagePath"],
+  ["spec", "vcpus"],
+  ["spec", "memoryMb"],
+  ["spec", "diskGb"],
+  ["spec", "backend"],
+  ["spec", "uefi"],
+  ["spec", "network"],
+  ["spec", "network", "bridge"],
+  ["spec", "cloudInit"],
+  ["spec", "cloudInit", "userData"],
+  ["spec", "ssh", "publicKey"],
+];
+const notValid = (h: Hostile) => !parseCommand(h.raw, h.token).ok;
+
+const categories: Record<string, fc.Arbitrary<Hostile>> = {
+  "not JSON": fc
+    .tuple(
+      anyToken,
+      fc.oneof(
+        fc.string({ maxLength: 200 }).map((s) => enc.encode(s)),
+        fc.uint8Array({ minLength: 0, maxLength: 300 }),
+        baseArb.chain(({ body }) => {
+          const s = JSON.stringify(body);
+          return fc.integer({ min: 0, max: s.length - 1 }).map((k) => enc.encode(s.slice(0, k)));
+        }),
+        fc
+          .constantFrom("", "null", "[]", "42", '"vm.start"', "true", "\u0000", "\uFEFF{}", "{,}")
+          .map((s) => enc.encode(s)),
+        fc.constant(Uint8Array.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d])), // invalid UTF-8
+      ),
+    )
+    .map(([token, raw]) => ({ category: "not JSON", token, raw })),
+  "wrong types": fc
+    .tuple(prepareArb, fc.constantFrom(...ENVELOPE_PATHS, ...SPEC_PATHS), wrongValue)
+    .map(([b, path, v]) => ({
+      category: "wrong types",
+      token: b.token,
+      raw: json(setPath(b.body, path, v)),
+    })),
+  "missing fields": fc
+    .tuple(
+      prepareArb,
+      fc.subarray(
+        [
+          ["type"],
+          ["version"],
+          ["commandId"],
+          ["vmId"],
+          ["issuedAt"],
+          ["spec"],
+          ["spec", "name"],
+          ["spec", "imagePath"],
+          ["spec", "vcpus"],
+          ["spec", "memoryMb"],
+          ["spec", "cloudInit", "userData"],
+          ["spec", "ssh", "user"],
+          ["spec", "network", "bridge"],
+        ],
+        { minLength: 1 },
+      ),
+    )
+    .map(([b, paths]) => ({
+      category: "missing fields",
+      token: b.token,
+      raw: json(paths.reduce((o, p) => setPath(o, p, undefined, true), b.body)),
+    })),
+  "huge fields": fc
+    .tuple(
+      prepareArb,
+      fc.oneof(
+        fc
+          .tuple(
+            fc.constantFrom(
+              ["spec", "name"],
+              ["spec", "cloudInit", "userData"],
+              ["correlationId"],
+              ["padding"],
+            ),
+            fc.integer({ min: MAX_COMMAND_BYTES + 1, max: 3 * MAX_COMMAND_BYTES }),
+          )
+          .map(([p, n]) => [p, "x".repeat(n)] as const),
+        fc.constantFrom(
+          [["spec", "name"], "n".repeat(129)],
+          [["commandId"], "c".repeat(129)],
+          [["correlationId"], "r".repeat(129)],
+          [["spec", "cloudInit", "userData"], "u".repeat(32 * 1024 + 1)],
+          [["spec", "imagePath"], "/images/" + "i".repeat(4096)],
+          [["spec", "ssh", "publicKey"], "ssh-ed25519 " + "A".repeat(16 * 1024)],
+          [["spec", "vcpus"], 65],
+          [["spec", "vcpus"], 2 ** 53],
+          [["spec", "memoryMb"], 1048577],
+          [["spec", "memoryMb"], 1e308],
+          [["spec", "diskGb"], 65537],
+          [["expectedVersion"], -1],
+          [["expectedVersion"], 2 ** 64],
+          [["spec", "network", "bridge"], "b".repeat(40)],
+          [["spec", "cloudInit", "hostname"], "h".repeat(300)],
+        ),
+      ),
+    )
+    .map(([b, [path, v]]) => ({
+      category: "huge fields",
+      token: b.token,
+      raw: json(setPath(b.body, [...path], v)),
+    })),
+  "unicode and control characters": fc
+    .tuple(
+      prepareArb,
+      fc.oneof(
+        fc
+          .string({ unit: "grapheme", minLength: 1, maxLength: 20 })
+          .filter((s) => /[^\x20-\x7e]/.test(s))
+          .map((s) => [["commandId"], `c${s}`] as const),
+        fc
+          .string({ unit: "binary", maxLength: 10 })
+          .map((s) => [["spec", "name"], `n${s}\u0000${s}`] as const),
+        fc
+          .string({ maxLength: 10 })
+          .map((s) => [["spec", "cloudInit", "userData"], `#cloud-config\n${s}\u0000`] as const),
+        fc.constantFrom(
+          [["commandId"], "c\n1"],
+          [["commandId"], " c1"],
+          [["commandId"], "c\u00001"],
+          [["commandId"], "\u202ec1"],
+          [["spec", "ssh", "user"], "r\u00f6\u00f6t"],
+          [["spec", "ssh", "publicKey"], "ssh-ed25519 AAAA\nssh-rsa BBBB"],
+          [["spec", "cloudInit", "hostname"], "h\u00e9llo"],
+          [["spec", "cloudInit", "instanceId"], "i d"],
+          [["spec", "network", "bridge"], "br 0"],
+          [["issuedAt"], "2026-11-25T10:00:00Z\u0000"],
+          [["type"], "vm.start\u0000"],
+          [["type"], "vm.st\u0430rt"], // Cyrillic a
+        ),
+      ),
+    )
+    .map(([b, [path, v]]) => ({
+      category: "unicode and control characters",
+      token: b.token,
+      raw: json(setPath(b.body, [...path], v)),
+    })),
+  "path traversal": fc
+    .oneof(
+      // traversal in the body's vmId, on a valid subject: a mismatch
+      fc
+        .tuple(
+          poolToken,
+          fc.constantFrom(
+            "../etc",
+            "../../../../etc/passwd",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "vm\u0000",
+          ),
+        )
+        .map(([token, vmId]) => ({ token, body: { ...valid("vm.start", token), vmId } })),
+      // the same on the subject as well (publishable tokens only)
+      fc
+        .constantFrom("/etc/passwd", "a/b", "C:\\Windows", "%2e%2e")
+        .map((token) => ({ token, body: valid("vm.destroy", token) })),
+      fc
+        .tuple(
+          prepareArb,
+          fc.constantFrom(
+            [["spec", "imagePath"], "../../etc/shadow"],
+            [["spec", "imagePath"], "/images/../../etc/shadow"],
+            [["spec", "imagePath"], "base/../../../root/.ssh/id_rsa"],
+            [["spec", "imagePath"], "..\\..\\windows\\system32"],
+            [["spec", "imagePath"], ".."],
+            [["spec", "imagePath"], "/images/base.qcow2\u0000.png"],
+            [["spec", "name"], "web\u0000../../etc"],
+            [["spec", "cloudInit", "instanceId"], "../../i-1"],
+            [["spec", "cloudInit", "hostname"], "../evil"],
+            [["spec", "network", "bridge"], "../br0"],
+            [["spec", "network"], { type: "vnic", name: "/dev/vnic0" }],
+            [["spec", "ssh", "user"], "../root"],
+          ),
+        )
+        .map(([b, [path, v]]) => ({ token: b.token, body: setPath(b.body, [...path], v) })),
+    )
+    .map(({ token, body }) => ({ category: "path traversal", token, raw: json(body) })),
+  "subject/body vmId mismatch": fc
+    .tuple(
+      baseArb,
+      fc.oneof(
+        fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/),
+        fc.constantFrom(...HOSTILE_POOL),
+        wrongValue,
+      ),
+    )
+    .map(([b, vmId]) => ({
+      category: "subject/body vmId mismatch",
+      token: b.token,
+      raw: json({ ...b.body, vmId }),
+    })),
+  "unknown types and versions": fc
+    .tuple(
+      baseArb,
+      fc.oneof(
+        fc
+          .oneof(
+            fc.string({ maxLength: 30 }),
+            fc.constantFrom(
+              "__proto__",
+              "constructor",
+              "toString",
+              "hasOwnProperty",
+              "VM.START",
+              "vm.start ",
+              "vm.teleport",
+              "vm.prepare.v2",
+            ),
+          )
+          .map((type) => ({ type })),
+        fc
+          .constantFrom(0, 2, -1, 1.5, "1", null, 1e21, true, [1], { v: 1 })
+          .map((version) => ({ version })),
+        fc.integer({ min: 2, max: 1_000_000 }).map((version) => ({ version })),
+      ),
+    )
+    .map(([b, patch]) => ({
+      category: "unknown types and versions",
+      token: b.token,
+      raw: json({ ...b.body, ...patch }),
+    })),
+};
+
+/**
+ * Categories built to be invalid whatever the draw: not filtered, so a contract that let one
+ * of them through (a `..` image path, say) fails the test instead of shrinking the corpus.
+ */
+const ALWAYS_INVALID = new Set(["huge fields", "unicode and control characters", "path traversal"]);
+
+function corpus(): Hostile[] {
+  const arbs = Object.entries(categories).map(([name, arb]) =>
+    ALWAYS_INVALID.has(name) ? arb : arb.filter(notValid),
+  );
+  const all = fc.sample(fc.oneof(...arbs), { numRuns: BAD_COUNT, seed: SEED });
+  // every category at least a few times, whatever the seed
+  for (const arb of arbs) all.push(...fc.sample(arb, { numRuns: 5, seed: SEED }));
+  return all;
+}
+
+/** Every message of a stream (optionally under a filter), with its headers. */
+async function readStream(
+  jsm: JetStreamManager,
+  stream: string,
+): Promise<{ seq: number; subject: string; data: Uint8Array; code?: string; cmdSeq?: number }[]> {
+  const info = await jsm.streams.info(stream);
+  const out = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages; seq++) {
+    const m = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
+    if (!m) continue;
+    out.push({
+      seq,
+      subject: m.subject,
+      data: m.data,
+      ...(m.header ? { code: m.header.get(DLQ_HEADERS.code) } : {}),
+      ...(m.header ? { cmdSeq: Number(m.header.get(DLQ_HEADERS.streamSeq)) } : {}),
+    });
+  }
+  return out;
+}
+
+describe("hostile input: a generated corpus of bad commands", { timeout: 180_000 }, () => {
+  let h: Harness;
+  let worker: Worker;
+  let noop: NoopBackend;
+  let jsm: JetStreamManager;
+  before(async () => {
+    h = await Harness.start();
+    ({ worker, noop } = await h.worker());
+    jsm = await jetstreamManager(h.nc);
+  });
+  after(async () => h.stop());
+
+  it("rejects and dead-letters every bad command with its stable code, never touches the backend, and keeps serving valid commands; replayed commandIds have no effect", async () => {
+    const began = Date.now();
+    // History to replay: VMs prepared and started before the storm.
+    const replayable: Json[] = [];
+    for (let i = 0; i < REPLAY_VMS; i++) {
+      for (const type of ["vm.prepare", "vm.start"] as const) {
+        const c = valid(type, `rp-${i}`);
+        if (type === "vm.prepare") c.spec = SPEC;
+        const r = await h.client.send("h1", c as unknown as CommandInput);
+        assert.notEqual(r.outcome.type, "vm.command-rejected", JSON.stringify(r.outcome));
+        replayable.push(c);
+      }
+    }
+    const callsBefore = noop.calls.length;
+    const historyBefore = new Map<string, number>();
+    for (let i = 0; i < REPLAY_VMS; i++)
+      historyBefore.set(`rp-${i}`, (await h.client.history("h1", `rp-${i}`)).length);
+
+    const bad = corpus();
+    const expected = new Map<number, { code: string; token: string; category: string }>();
+    const byCategory = new Map<string, number>();
+    const codes = new Map<string, number>();
+    const validRuns: Promise<void>[] = [];
+    let nextValid = 0;
+    const replays = fc.sample(
+      fc.tuple(
+        fc.constantFrom(...replayable),
+        fc.constantFrom<"same" | "destroy" | "stop">("same", "destroy", "stop"),
+      ),
+      { numRuns: 200, seed: SEED },
+    );
+    const replayEvery = Math.floor(bad.length / replays.length);
+    for (let i = 0; i < bad.length; i++) {
+      const b = bad[i]!;
+      const p = parseCommand(b.raw, b.token);
+      assert.ok(!p.ok, `the generator made a valid command: ${Buffer.from(b.raw).toString()}`);
+      const ack = await h.client.js.publish(h.client.names.cmd("h1", b.token), b.raw, {
+        timeout: 10_000,
+      });
+      expected.set(ack.seq, { code: p.code, token: b.token, category: b.category });
+      byCategory.set(b.category, (byCategory.get(b.category) ?? 0) + 1);
+      codes.set(p.code, (codes.get(p.code) ?? 0) + 1);
+      if (i % Math.ceil(bad.length / VALID_VMS) === 0 && nextValid < VALID_VMS) {
+        const vmId = `ok-${nextValid++}`;
+        validRuns.push(
+          (async () => {
+            const a = await h.client.send("h1", { type: "vm.prepare", vmId, spec: SPEC });
+            assert.equal(a.outcome.type, "vm.prepared", `${vmId}: ${JSON.stringify(a.outcome)}`);
+            const s = await h.client.send("h1", { type: "vm.start", vmId });
+            assert.equal(s.outcome.type, "vm.started", `${vmId}: ${JSON.stringify(s.outcome)}`);
+          })(),
+        );
+      }
+      if (i % replayEvery === 0 && replays.length) {
+        // an old commandId again, byte for byte or with another type; no Nats-Msg-Id, so
+        // JetStream's duplicate window does not catch it: the worker's history must.
+        const [orig, how] = replays.pop()!;
+        const body =
+          how === "same"
+            ? orig
+            : how === "destroy"
+              ? { ...orig, type: "vm.destroy", spec: undefined, timeoutMs: 1000 }
+              : { ...orig, type: "vm.stop", spec: undefined, timeoutMs: 0, force: "now" };
+        await h.client.js.publish(h.client.names.cmd("h1", orig.vmId as string), json(body));
+      }
+    }
+    const replayed = 200 - replays.length;
+    console.log(
+      `hostile corpus: seed ${SEED}, ${bad.length} bad commands (${[...byCategory].map(([k, v]) => `${k} ${v}`).join(", ")}); codes: ${[...codes].map(([k, v]) => `${k} ${v}`).join(", ")}; ${replayed} replays; ${VALID_VMS * 2} valid commands interleaved; published in ${Date.now() - began} ms`,
+    );
+
+    await Promise.all(validRuns);
+    const dlqCount = await eventually(
+      async () => {
+        const n = (await jsm.streams.info(h.client.names.dlqStream)).state.messages;
+        return n >= bad.length ? n : undefined;
+      },
+      90_000,
+      "every bad command in the DLQ",
+    );
+    await eventually(
+      async () => {
+        const c = await jsm.consumers.info(h.client.names.commandsStream, "worker-h1");
+        return c.num_pending === 0 && c.num_ack_pending === 0 ? true : undefined;
+      },
+      30_000,
+      "the command consumer drained",
+    );
+    assert.equal(dlqCount, bad.length, "one DLQ copy per bad command, no more");
+    assert.equal(worker.state, "running", "the worker never crashed");
+
+    // DLQ: each copy carries the parser's code for that command, under the right subject
+    const dlq = await readStream(jsm, h.client.names.dlqStream);
+    const seen = new Set<number>();
+    for (const d of dlq) {
+      const e = expected.get(d.cmdSeq ?? -1);
+      assert.ok(e, `a DLQ entry for command seq ${d.cmdSeq} that was not a bad command`);
+      assert.ok(!seen.has(d.cmdSeq!), `two DLQ copies of command seq ${d.cmdSeq}`);
+      seen.add(d.cmdSeq!);
+      assert.equal(d.code, e.code, `${e.category}: code of command seq ${d.cmdSeq}`);
+      assert.equal(
+        d.subject,
+        h.client.names.dlq("h1", isValidId(e.token) ? e.token : "_invalid"),
+        `${e.category}: DLQ subject`,
+      );
+    }
+
+    // Events: one vm.command-rejected with that code per bad command on a valid vmId
+    const rejections = new Map<number, string>();
+    for (const vmId of HOSTILE_POOL) {
+      for (const { event } of await h.client.history("h1", vmId)) {
+        assert.equal(event.type, "vm.command-rejected", `${vmId}: only rejections`);
+        const seq = Number(event.eventId.split(":invalid:")[1]);
+        assert.ok(!rejections.has(seq), `two rejections of command seq ${seq}`);
+        rejections.set(seq, event.code);
+      }
+    }
+    const wantRejections = [...expected].filter(([, e]) => isValidId(e.token));
+    assert.equal(rejections.size, wantRejections.length, "one rejection per bad command");
+    for (const [seq, e] of wantRejections) assert.equal(rejections.get(seq), e.code);
+
+    // The backend: only the valid commands' calls; nothing for hostile or replayed VMs
+    const hostileCalls = noop.calls.filter((c) => !/^(ok|rp)-\d+$/.test(c.vmId));
+    assert.deepEqual(hostileCalls, [], "the backend was never touched for hostile input");
+    const replayCalls = noop.calls.slice(callsBefore).filter((c) => c.vmId.startsWith("rp-"));
+    assert.deepEqual(
+      replayCalls.filter((c) => c.op !== "state" && c.op !== "guestIp"),
+      [],
+      "a replayed commandId has no second effect",
+    );
+    for (let i = 0; i < REPLAY_VMS; i++) {
+      assert.equal(
+        (await h.client.history("h1", `rp-${i}`)).length,
+        historyBefore.get(`rp-${i}`),
+        "a replayed commandId has no second outcome",
+      );
+    }
+    assert.ok(worker.stats.duplicates >= replayed, "replays were seen as duplicates");
+    console.log(`hostile corpus done in ${Date.now() - began} ms`);
+  });
+});

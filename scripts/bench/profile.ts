@@ -3,7 +3,7 @@
  * process under `node --cpu-prof` until every outcome is recorded. The .cpuprofile is parsed
  * here (self time per function and per file/package), restricted to the measured window.
  */
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -162,6 +162,9 @@ export async function profileVmq(
     await child.exit();
     const file = (await readdir(dir)).find((f) => f.endsWith(".cpuprofile"));
     if (!file) throw new Error(`no .cpuprofile written: ${child.stderr.slice(-1000)}`);
+    // VMQ_BENCH_PROFILE_DIR keeps a copy of each profile (open it in Chrome DevTools).
+    const keep = process.env.VMQ_BENCH_PROFILE_DIR;
+    if (keep) await copyFile(join(dir, file), join(keep, `vmq-c${c}.cpuprofile`));
     const prof = JSON.parse(await readFile(join(dir, file), "utf8")) as CpuProfile;
     const a = analyze(prof, { startUs: r.startUs, endUs: r.endUs });
     return {

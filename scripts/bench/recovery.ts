@@ -99,7 +99,13 @@ export async function recovery(
         vms,
         snapshots,
       },
-      ["--expose-gc"],
+      [
+        "--expose-gc",
+        // VMQ_BENCH_PROFILE_DIR: also profile each cold start (see profile.ts).
+        ...(process.env.VMQ_BENCH_PROFILE_DIR
+          ? ["--cpu-prof", "--cpu-prof-dir", process.env.VMQ_BENCH_PROFILE_DIR]
+          : []),
+      ],
       180_000,
     );
     const r = await child.next<ChildReport>();

@@ -122,7 +122,8 @@ export class JetStreamEventStore implements EventStore {
         pending = (await oc.info(true)).num_pending;
         while (pending > 0) {
           let got = 0;
-          const batch = await oc.fetch({ max_messages: 1_000, expires: 1_000 });
+          // Big batches: each one is a round trip the replay waits for.
+          const batch = await oc.fetch({ max_messages: 10_000, expires: 2_000 });
           for await (const m of batch) {
             onEvent({ event: upcast(m.json()), seq: m.seq });
             lastSeq = m.seq;

@@ -20,6 +20,9 @@ export function connectionOptions(c: ConnectionConfig, name: string): Connection
     name,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
+    // nats.js otherwise builds two Errors with stack traces for every request and JetStream
+    // publish, used or not: a fifth of the worker's CPU at load (see docs/benchmark.md).
+    noAsyncTraces: true,
   };
   if (c.creds) opts.authenticator = credsAuthenticator(readFileSync(c.creds));
   else if (c.nkeySeed)

@@ -37,14 +37,18 @@ export class Reconciler {
   async reconcile(vmId: string, opts: { adopt: boolean }): Promise<boolean> {
     const { ctx } = this;
     const vm = ctx.registry.get(vmId);
-    const log = ctx.log.child({ vmId });
+    const log = {
+      // A child logger per VM only when something is said (thousands of VMs at every start).
+      info: (o: object, m: string) => ctx.log.info({ vmId, ...o }, m),
+      warn: (o: object, m: string) => ctx.log.warn({ vmId, ...o }, m),
+    };
     let now: VmState = "unknown";
     let detail: string | undefined;
     if (vm.handle) {
       try {
-        if (opts.adopt)
-          await ctx.router.adopt(vm.handle, { signal: AbortSignal.timeout(STATE_TIMEOUT_MS) });
-        now = await ctx.router.state(vm.handle, { signal: AbortSignal.timeout(STATE_TIMEOUT_MS) });
+        const signal = AbortSignal.timeout(STATE_TIMEOUT_MS); // adopt and state together
+        if (opts.adopt) await ctx.router.adopt(vm.handle, { signal });
+        now = await ctx.router.state(vm.handle, { signal });
       } catch (e) {
         detail = isVmqError(e) ? `${e.code}: ${e.message}` : String(e);
         log.warn({ err: e }, "backend could not say how the VM is: recording unknown");

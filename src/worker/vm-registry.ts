@@ -1,4 +1,3 @@
-import type { KV } from "@nats-io/kv";
 import type { VmEvent } from "../contracts/index.js";
 import { emptyVm, evolve, toView, type Vm } from "../domain/index.js";
 import type { EventStore } from "../event-store/event-store.js";
@@ -6,6 +5,15 @@ import type { Logger } from "../observability/logger.js";
 
 /** How long view writes wait to coalesce (the view is eventually consistent by design). */
 const VIEW_FLUSH_MS = 25;
+
+/**
+ * Writes view records. The worker publishes them without waiting for each PubAck (a view write
+ * per command would otherwise cost as much as the command's own events) and flushes per batch.
+ */
+export interface ViewWriter {
+  write(vmId: string, json: string): void;
+  flush(): Promise<void>;
+}
 
 /**
  * The worker's VMs, folded from the event stream, and the `vmq-vms` view kept behind them.
@@ -18,12 +26,14 @@ export class VmRegistry {
   /** VMs changed since the last snapshot. */
   readonly changedSinceSnapshot = new Set<string>();
   #flushing: Promise<void> | undefined;
+  /** A batch went out in this flush: the next one waits again, so a busy VM coalesces too. */
+  #written = false;
   lastSeq = 0;
 
   constructor(
     readonly host: string,
     private readonly store: EventStore,
-    private readonly view: KV | undefined,
+    private readonly view: ViewWriter | undefined,
     private readonly log: Logger,
   ) {}
 
@@ -97,22 +107,24 @@ export class VmRegistry {
   async #flush(): Promise<void> {
     try {
       while (this.#dirty.size > 0) {
+        if (this.#written) await new Promise((r) => setTimeout(r, VIEW_FLUSH_MS));
+        this.#written = true;
         const batch = [...this.#dirty];
         this.#dirty.clear();
-        await Promise.all(
-          batch.map(async (id) => {
-            const view = toView(this.get(id));
-            if (!view || !this.view) return;
-            try {
-              await this.view.put(id, JSON.stringify(view));
-            } catch (e) {
-              // The stream is the truth; a missed view write is repaired by the next one.
-              this.log.warn({ vmId: id, err: e }, "could not update the vms view");
-            }
-          }),
-        );
+        if (!this.view) continue;
+        for (const id of batch) {
+          const view = toView(this.get(id));
+          if (view) this.view.write(id, JSON.stringify(view));
+        }
+        try {
+          await this.view.flush();
+        } catch (e) {
+          // The stream is the truth; a missed view write is repaired by the next one.
+          this.log.warn({ err: e, vms: batch.length }, "could not update the vms view");
+        }
       }
     } finally {
+      this.#written = false;
       this.#flushing = undefined;
     }
   }

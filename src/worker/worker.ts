@@ -27,6 +27,7 @@ import { startHttp } from "./http.js";
 import { Reconciler } from "./reconciler.js";
 import { WorkerStats } from "./stats.js";
 import { VmRegistry } from "./vm-registry.js";
+import { viewWriter } from "./view-writer.js";
 
 export interface WorkerDeps {
   /** A router of your own (tests inject a Noop with faults); default: built from config. */
@@ -149,7 +150,7 @@ export class Worker {
       maxAckPending: config.maxAckPending,
     });
     const store = new JetStreamEventStore(js, names);
-    const registry = new VmRegistry(config.host, store, topology.vms, log);
+    const registry = new VmRegistry(config.host, store, viewWriter(nc, names.vmsBucket), log);
     const ctx: WorkerContext = {
       host: config.host,
       names,
@@ -372,14 +373,14 @@ export class Worker {
     if (reg.changedSinceSnapshot.size === 0) return false;
     this.#snapshotting = true;
     const seq = reg.lastSeq;
-    const changed = [...reg.changedSinceSnapshot].map((id) => reg.get(id));
+    const changed = [...reg.changedSinceSnapshot];
     reg.changedSinceSnapshot.clear();
     try {
-      await this.#snapshots.save(ctx.host, changed, seq, reg.size);
-      this.log.info({ seq, vms: reg.size, written: changed.length }, "snapshot written");
+      const chunks = await this.#snapshots.save(ctx.host, reg.all(), changed, seq);
+      this.log.info({ seq, vms: reg.size, changed: changed.length, chunks }, "snapshot written");
       return true;
     } catch (e) {
-      for (const vm of changed) reg.changedSinceSnapshot.add(vm.vmId);
+      for (const id of changed) reg.changedSinceSnapshot.add(id);
       this.log.warn({ err: e }, "snapshot failed; the next one retries");
       return false;
     } finally {

@@ -41,7 +41,14 @@ export class NatsServer {
   }
 
   async connect(): Promise<NatsConnection> {
-    return connect({ servers: this.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    // The same client setting as the worker's (src/worker/connect.ts), so the benchmark's
+    // baseline and the worker are measured with one client configuration.
+    return connect({
+      servers: this.url,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 100,
+      noAsyncTraces: true,
+    });
   }
 
   /** Kills the server (SIGKILL by default) and keeps the store for restart(). */

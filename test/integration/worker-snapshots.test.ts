@@ -70,7 +70,7 @@ describe(
       await f.drain();
       const expected = state(f);
       const kv = await new Kvm(h.nc).open(h.client.names.snapshotsBucket);
-      await kv.put("sn.sn-3", "{ not json");
+      await kv.put("sn.chunk.0", "{ not json");
       const g = await start("on");
       assert.equal(g.stats.replayFrom, "full");
       assert.deepEqual(state(g), expected);

@@ -1,0 +1,151 @@
+import { names as namesFor } from "./subjects.js";
+
+/**
+ * NATS permissions (nats-server `permissions` block, or a user JWT's pub/sub) for each vmq role,
+ * derived from the same names the worker and the SDK use. They are tested against a real
+ * nats-server (test/integration/auth.test.ts) and printed by `vmq permissions`; docs/security.md
+ * shows them for the default prefix.
+ */
+export interface NatsPermissions {
+  publish: { allow: string[]; deny?: string[] };
+  subscribe: { allow: string[]; deny?: string[] };
+  /** Lets the holder reply to requests it received (the worker's queries), and nothing else. */
+  allow_responses?: boolean;
+}
+
+export interface PermissionOptions {
+  /**
+   * Also allow creating the shared streams and buckets when they are missing (the first worker
+   * of a fleet provisions them). An existing stream cannot be changed by a create: a different
+   * configuration is refused by the server. Default true; false once an admin has provisioned.
+   */
+  provision?: boolean;
+}
+
+const API = "$JS.API";
+
+/** What the worker of `host` needs, and nothing that lets it act for another host. */
+export function workerPermissions(
+  prefix: string,
+  host: string,
+  opts: PermissionOptions = {},
+): NatsPermissions {
+  const n = namesFor(prefix);
+  const advisories = `${n.commandsStream}_ADVISORIES`;
+  const kv = {
+    vms: `KV_${n.vmsBucket}`,
+    hosts: `KV_${n.hostsBucket}`,
+    snaps: `KV_${n.snapshotsBucket}`,
+  };
+  const streams = [
+    n.commandsStream,
+    n.eventsStream,
+    n.dlqStream,
+    advisories,
+    kv.vms,
+    kv.hosts,
+    kv.snaps,
+  ];
+  const durable = n.durable(host);
+  const dlqDurable = `dlq-${host}`;
+  return {
+    publish: {
+      allow: [
+        // its own events, dead letters and console relay
+        n.evtFilter(host),
+        `${prefix}.dlq.${host}.>`,
+        `${prefix}.console.${host}.>`,
+        // its host record and snapshots; the vms view is keyed by vmId alone (see security.md)
+        `$KV.${n.hostsBucket}.${host}`,
+        `$KV.${n.snapshotsBucket}.${host}`,
+        `$KV.${n.snapshotsBucket}.${host}.>`,
+        `$KV.${n.vmsBucket}.>`,
+        // JetStream API: look at the streams, (optionally) create the missing ones
+        `${API}.INFO`,
+        ...streams.map((s) => `${API}.STREAM.INFO.${s}`),
+        ...(opts.provision === false ? [] : streams.map((s) => `${API}.STREAM.CREATE.${s}`)),
+        // its command consumer: create/update with its own filter only, pull, ack
+        `${API}.CONSUMER.INFO.${n.commandsStream}.${durable}`,
+        `${API}.CONSUMER.CREATE.${n.commandsStream}.${durable}.${n.cmdFilter(host)}`,
+        `${API}.CONSUMER.MSG.NEXT.${n.commandsStream}.${durable}`,
+        `$JS.ACK.${n.commandsStream}.${durable}.>`,
+        // the exhausted-deliveries mover: its advisories, and the commands they point at
+        `${API}.CONSUMER.INFO.${advisories}.${dlqDurable}`,
+        `${API}.CONSUMER.CREATE.${advisories}.${dlqDurable}.$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${n.commandsStream}.${durable}`,
+        `${API}.CONSUMER.MSG.NEXT.${advisories}.${dlqDurable}`,
+        `$JS.ACK.${advisories}.${dlqDurable}.>`,
+        `${API}.STREAM.MSG.GET.${n.commandsStream}`,
+        // replay of its own events (ordered consumers) and reads of its VMs' last events
+        `${API}.CONSUMER.CREATE.${n.eventsStream}.*.${n.evtFilter(host)}`,
+        `${API}.CONSUMER.INFO.${n.eventsStream}.*`,
+        `${API}.CONSUMER.MSG.NEXT.${n.eventsStream}.*`,
+        `${API}.CONSUMER.DELETE.${n.eventsStream}.*`,
+        `${API}.DIRECT.GET.${n.eventsStream}.${n.evtFilter(host)}`,
+        `${API}.STREAM.MSG.GET.${n.eventsStream}`,
+        // the view (any vmId: a prepare checks that no other host holds it) and its snapshots
+        `${API}.DIRECT.GET.${kv.vms}.$KV.${n.vmsBucket}.>`,
+        `${API}.STREAM.MSG.GET.${kv.vms}`,
+        `${API}.STREAM.MSG.GET.${kv.snaps}`,
+        `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}`,
+        `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}.>`,
+        `${API}.CONSUMER.CREATE.${kv.snaps}.*.$KV.${n.snapshotsBucket}.${host}.>`,
+        `${API}.CONSUMER.MSG.NEXT.${kv.snaps}.*`,
+        `${API}.CONSUMER.DELETE.${kv.snaps}.*`,
+      ],
+    },
+    subscribe: {
+      allow: ["_INBOX.>", n.apiFilter(host), `${prefix}.console.${host}.>`],
+    },
+    allow_responses: true,
+  };
+}
+
+/**
+ * What a scheduler (the SDK's VmqClient, the vmq CLI's operator commands) needs: publish
+ * commands to any host, read events, views and host records, ask the workers' queries. It never
+ * appends events, writes views or dead letters, or touches consumers other than its own readers.
+ */
+export function schedulerPermissions(prefix: string): NatsPermissions {
+  const n = namesFor(prefix);
+  const kv = { vms: `KV_${n.vmsBucket}`, hosts: `KV_${n.hostsBucket}` };
+  return {
+    publish: {
+      allow: [
+        `${prefix}.cmd.>`,
+        `${prefix}.api.>`,
+        `${prefix}.console.*.*.open`,
+        `${prefix}.console.*.*.in`,
+        `${prefix}.console.*.*.ping`,
+        `${prefix}.console.*.*.close`,
+        `${API}.INFO`,
+        `${API}.STREAM.INFO.${n.commandsStream}`,
+        `${API}.STREAM.INFO.${n.eventsStream}`,
+        `${API}.STREAM.INFO.${n.dlqStream}`,
+        `${API}.STREAM.INFO.${kv.vms}`,
+        `${API}.STREAM.INFO.${kv.hosts}`,
+        `${API}.STREAM.MSG.GET.${n.eventsStream}`,
+        `${API}.STREAM.MSG.GET.${n.dlqStream}`,
+        `${API}.DIRECT.GET.${n.eventsStream}.>`,
+        `${API}.DIRECT.GET.${n.eventsStream}`,
+        `${API}.STREAM.MSG.GET.${kv.vms}`,
+        `${API}.STREAM.MSG.GET.${kv.hosts}`,
+        `${API}.DIRECT.GET.${kv.vms}.>`,
+        `${API}.DIRECT.GET.${kv.hosts}.>`,
+        // ordered consumers to follow events, views and host records (never durable ones)
+        ...[n.eventsStream, kv.vms, kv.hosts, n.dlqStream].flatMap((s) => [
+          `${API}.CONSUMER.CREATE.${s}.*.>`,
+          `${API}.CONSUMER.CREATE.${s}.*`,
+          `${API}.CONSUMER.INFO.${s}.*`,
+          `${API}.CONSUMER.MSG.NEXT.${s}.*`,
+          `${API}.CONSUMER.DELETE.${s}.*`,
+        ]),
+      ],
+    },
+    subscribe: { allow: ["_INBOX.>", `${prefix}.console.*.*.out`, `${prefix}.console.*.*.closed`] },
+  };
+}
+
+/** The permissions as a nats-server configuration value (JSON is valid nats-server syntax). */
+export function permissionsConfig(p: NatsPermissions): string {
+  return JSON.stringify(p, null, 2);
+}

@@ -1,0 +1,223 @@
+/**
+ * Per-host least privilege: each worker connects as a user holding exactly
+ * `workerPermissions(prefix, host)` and the scheduler exactly `schedulerPermissions(prefix)`
+ * (the sets docs/security.md prints). The fleet runs the whole lifecycle without a single
+ * permission violation in the server's log, and host A's credentials cannot publish a command
+ * for host B, append B's events, write B's host record or DLQ, or pull B's commands.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { VmqClient } from "../../src/client/index.js";
+import { names as namesFor, type Names } from "../../src/contracts/index.js";
+import {
+  schedulerPermissions,
+  workerPermissions,
+  type NatsPermissions,
+} from "../../src/contracts/permissions.js";
+import { HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
+import { silentLogger } from "../../src/observability/logger.js";
+import { Worker } from "../../src/worker/worker.js";
+import { usersConfig } from "../helpers/nats-auth.js";
+import { NatsServer, testPrefix } from "../helpers/nats-server.js";
+import { SPEC } from "../helpers/worker-harness.js";
+
+const enc = new TextEncoder();
+
+describe("least privilege: per-host worker and scheduler permissions", { timeout: 120_000 }, () => {
+  const prefix = testPrefix();
+  const n: Names = namesFor(prefix);
+  const users: Record<string, { password: string; permissions?: NatsPermissions }> = {
+    admin: { password: "admin-pw" },
+    "worker-a": { password: "a-pw", permissions: workerPermissions(prefix, "A") },
+    "worker-b": { password: "b-pw", permissions: workerPermissions(prefix, "B") },
+    scheduler: { password: "s-pw", permissions: schedulerPermissions(prefix) },
+  };
+  let dir: string;
+  let logFile: string;
+  let server: NatsServer;
+  let scheduler: NatsConnection;
+  let admin: NatsConnection;
+  let jsm: JetStreamManager;
+  let client: VmqClient;
+  const workers: Worker[] = [];
+  const as = (user: string, name: string) =>
+    connect({
+      servers: server.url,
+      user,
+      pass: users[user]!.password,
+      name,
+      maxReconnectAttempts: 0,
+    });
+  const startWorker = async (host: string, user: string) => {
+    const w = new Worker(
+      {
+        nats: server.url,
+        prefix,
+        host,
+        dataDir: join(dir, host),
+        reconcileIntervalMs: 0,
+        heartbeatMs: 500,
+        user,
+        password: users[user]!.password,
+      },
+      { router: new HypervisorRouter([new NoopBackend()]), logger: silentLogger() },
+    );
+    await w.start();
+    workers.push(w);
+    return w;
+  };
+  /** Permission violations the server logged, except those of the named connection. */
+  const violations = async (except = "attacker") =>
+    (await readFile(logFile, "utf8"))
+      .split("\n")
+      .filter((l) => /violation/i.test(l) && !l.includes(except));
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "vmq-perm-"));
+    logFile = join(dir, "nats.log");
+    server = await NatsServer.start({
+      config: [
+        `log_file: ${JSON.stringify(logFile)}`,
+        usersConfig(Object.entries(users).map(([user, u]) => ({ user, ...u }))),
+      ].join("\n"),
+    });
+    admin = await as("admin", "admin");
+    jsm = await jetstreamManager(admin);
+    scheduler = await as("scheduler", "scheduler");
+    client = new VmqClient(scheduler, { prefix, timeoutMs: 20_000 });
+  });
+  after(async () => {
+    for (const w of workers) await w.drain().catch(() => undefined);
+    await scheduler?.close();
+    await admin?.close();
+    await server?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("workers provision, replay, run the whole lifecycle, answer queries, snapshot and drain with only their permissions", async () => {
+    await startWorker("A", "worker-a");
+    await startWorker("B", "worker-b");
+    for (const host of ["A", "B"]) {
+      const vmId = `vm-${host.toLowerCase()}`;
+      for (const body of [
+        { type: "vm.prepare", vmId, spec: SPEC },
+        { type: "vm.start", vmId },
+        { type: "vm.suspend", vmId },
+        { type: "vm.resume", vmId },
+        { type: "vm.stop", vmId, timeoutMs: 1000 },
+      ] as const) {
+        const r = await client.send(host, body);
+        assert.notEqual(r.outcome.type, "vm.command-rejected", JSON.stringify(r.outcome));
+        assert.notEqual(r.outcome.type, "vm.command-failed", JSON.stringify(r.outcome));
+      }
+      const q = await client.query(host, vmId, "state");
+      assert.ok(q.ok);
+    }
+    // bad input: rejected and dead-lettered by A with A's permissions
+    await client.js.publish(n.cmd("A", "junk"), enc.encode("not json"));
+    const hosts = await client.hosts();
+    assert.deepEqual(
+      hosts.map((h) => h.host),
+      ["A", "B"],
+    );
+    assert.equal((await client.list()).length, 2);
+    // a prepare on B for A's vmId is refused (B reads the view of A's VM)
+    const dupe = await client.send("B", { type: "vm.prepare", vmId: "vm-a", spec: SPEC });
+    assert.equal(dupe.outcome.type, "vm.command-rejected");
+    // drain (final snapshot, host record removed) and start again (replay from the snapshot)
+    await workers.shift()!.drain();
+    const again = await startWorker("A", "worker-a");
+    assert.equal(again.state, "running");
+    const r = await client.send("A", { type: "vm.destroy", vmId: "vm-a", timeoutMs: 1000 });
+    assert.equal(r.outcome.type, "vm.destroyed");
+    for (let i = 0; i < 20 && (await jsm.streams.info(n.dlqStream)).state.messages < 1; i++)
+      await new Promise((res) => setTimeout(res, 100));
+    assert.equal((await jsm.streams.info(n.dlqStream)).state.messages, 1, "junk dead-lettered");
+    assert.deepEqual(await violations(), [], "no permission violation by workers or scheduler");
+  });
+
+  it("host A's credentials cannot act for host B", async () => {
+    const nc = await as("worker-a", "attacker");
+    const errors: string[] = [];
+    void (async () => {
+      for await (const s of nc.status()) if (s.type === "error") errors.push(String(s.error));
+    })();
+    const js = jetstream(nc, { timeout: 2_000 });
+    const attempts: [string, () => Promise<unknown>][] = [
+      ["publish a command for B", () => js.publish(n.cmd("B", "vm-b"), enc.encode("{}"))],
+      ["append an event for B", () => js.publish(n.evt("B", "vm-b"), enc.encode("{}"))],
+      ["dead-letter for B", () => js.publish(n.dlq("B", "vm-b"), enc.encode("{}"))],
+      ["publish a command even for A", () => js.publish(n.cmd("A", "vm-a"), enc.encode("{}"))],
+      ["write B's host record", async () => (await new Kvm(nc).open(n.hostsBucket)).put("B", "{}")],
+      [
+        "bind B's command consumer",
+        async () => {
+          const c = await js.consumers.get(n.commandsStream, n.durable("B"));
+          return c.next({ expires: 1_000 });
+        },
+      ],
+      [
+        "pull from B's consumer directly",
+        () =>
+          nc.request(
+            `$JS.API.CONSUMER.MSG.NEXT.${n.commandsStream}.${n.durable("B")}`,
+            enc.encode(JSON.stringify({ batch: 1, expires: 500_000_000 })),
+            { timeout: 2_000 },
+          ),
+      ],
+      [
+        "purge the events",
+        async () => (await jetstreamManager(nc, { timeout: 2_000 })).streams.purge(n.eventsStream),
+      ],
+      [
+        "delete the commands stream",
+        async () =>
+          (await jetstreamManager(nc, { timeout: 2_000 })).streams.delete(n.commandsStream),
+      ],
+      [
+        "create a consumer on B's commands",
+        async () =>
+          (await jetstreamManager(nc, { timeout: 2_000 })).consumers.add(n.commandsStream, {
+            durable_name: n.durable("A"),
+            filter_subject: n.cmdFilter("B"),
+          }),
+      ],
+    ];
+    for (const [what, attempt] of attempts) {
+      await assert.rejects(attempt(), `${what} must be refused`);
+    }
+    await nc.close();
+    // the scheduler's credentials cannot append events or write views either
+    const sc = await as("scheduler", "attacker-scheduler");
+    const sjs = jetstream(sc, { timeout: 2_000 });
+    await assert.rejects(sjs.publish(n.evt("A", "vm-a"), enc.encode("{}")), "scheduler: events");
+    await assert.rejects(
+      (async () => (await new Kvm(sc).open(n.vmsBucket)).put("vm-a", "{}"))(),
+      "scheduler: views",
+    );
+    await sc.close();
+    // nothing of it landed
+    const cmdB = await jsm.streams.info(n.commandsStream, { subjects_filter: `${prefix}.cmd.>` });
+    const evt = await jsm.streams.info(n.eventsStream, { subjects_filter: n.evtFilter("B") });
+    for (const [subject] of Object.entries(evt.state.subjects ?? {}))
+      assert.ok(subject.startsWith(n.evtFilter("B").slice(0, -1)));
+    const lastB = await jsm.streams.getMessage(n.eventsStream, {
+      last_by_subj: n.evt("B", "vm-b"),
+    });
+    assert.ok(lastB, "B's VM has its history");
+    assert.notEqual(lastB.data.length, 2, "B's history does not end with the forged {}");
+    assert.equal(cmdB.state.subjects?.[n.cmd("B", "vm-b")], 5, "only the scheduler's commands");
+    const bConsumer = await jsm.consumers.info(n.commandsStream, n.durable("B"));
+    assert.equal(bConsumer.config.filter_subject, n.cmdFilter("B"));
+    const violationsSeen = (await readFile(logFile, "utf8"))
+      .split("\n")
+      .filter((l) => /violation/i.test(l) && l.includes("attacker"));
+    assert.ok(violationsSeen.length >= attempts.length, violationsSeen.join("\n"));
+  });
+});

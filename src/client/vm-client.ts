@@ -57,6 +57,8 @@ export interface WatchOptions {
   since?: Date;
   newOnly?: boolean;
   signal?: AbortSignal;
+  /** Stop once the events stored when the watch reaches them are delivered (no following). */
+  toEnd?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -130,7 +132,12 @@ export class VmqClient {
     host: string,
     vmId: string,
     commandId: string,
-    opts: { timeoutMs?: number; fromSeq?: number } = {},
+    opts: {
+      timeoutMs?: number;
+      fromSeq?: number;
+      /** Called once the worker has recorded the command's intent (vm.command-accepted). */
+      onAccepted?: (event: VmEvent, seq: number) => void;
+    } = {},
   ): Promise<{ outcome: VmEvent; outcomeSeq: number; accepted: boolean }> {
     const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
     const signal = AbortSignal.timeout(timeoutMs);
@@ -141,6 +148,7 @@ export class VmqClient {
     )) {
       if (event.causationId !== commandId) continue;
       if (event.type === "vm.command-accepted") {
+        if (!accepted) opts.onAccepted?.(event, seq);
         accepted = true;
         continue;
       }
@@ -184,12 +192,14 @@ export class VmqClient {
     const stop = () => current?.stop();
     opts.signal?.addEventListener("abort", stop, { once: true });
     try {
+      if (opts.toEnd && (await oc.info(true)).num_pending === 0) return;
       while (!opts.signal?.aborted) {
         const batch = await oc.fetch({ max_messages: 256, expires: 1_000 });
         current = batch;
         for await (const m of batch) {
           const parsed = VmEvent.safeParse(m.json());
           if (parsed.success) yield { event: parsed.data, seq: m.seq };
+          if (opts.toEnd && m.info.pending === 0) return;
         }
       }
     } finally {

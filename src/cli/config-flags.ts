@@ -45,13 +45,23 @@ export function flagSpecs(): FlagSpec[] {
   });
 }
 
-export function addConfigFlags(cmd: Command): Command {
-  for (const f of flagSpecs()) {
+/** Which flags to add (default: all), and help texts that differ from the worker's. */
+export interface FlagSelection {
+  only?: readonly (keyof WorkerConfigInput)[];
+  describe?: Partial<Record<keyof WorkerConfigInput, string>>;
+}
+
+const selected = (sel: FlagSelection): FlagSpec[] =>
+  flagSpecs().filter((f) => !sel.only || sel.only.includes(f.key));
+
+export function addConfigFlags(cmd: Command, sel: FlagSelection = {}): Command {
+  for (const f of selected(sel)) {
     const shown =
       f.default === undefined || f.key === "host"
         ? ""
         : ` (default: ${Array.isArray(f.default) ? f.default.join(",") : JSON.stringify(f.default)})`;
-    cmd.option(`--${f.flag} <value>`, `${f.description}${shown} [env ${f.env}]`);
+    const description = sel.describe?.[f.key] ?? `${f.description}${shown}`;
+    cmd.option(`--${f.flag} <value>`, `${description} [env ${f.env}]`);
   }
   return cmd;
 }
@@ -60,9 +70,10 @@ export function addConfigFlags(cmd: Command): Command {
 export function configFromFlags(
   opts: Record<string, unknown>,
   env: NodeJS.ProcessEnv = process.env,
+  sel: FlagSelection = {},
 ): WorkerConfigInput {
   const out: Record<string, unknown> = {};
-  for (const f of flagSpecs()) {
+  for (const f of selected(sel)) {
     const camelFlag = f.flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
     const raw = opts[camelFlag] ?? env[f.env];
     if (raw === undefined || raw === "") continue;

@@ -1,8 +1,6 @@
 import type { Command } from "commander";
 import { WorkerConfig } from "../../config/config.js";
 import { describeIssues } from "../../contracts/index.js";
-import { createLogger } from "../../observability/logger.js";
-import { Worker } from "../../worker/worker.js";
 import { addConfigFlags, configFromFlags } from "../config-flags.js";
 import { CliError } from "../errors.js";
 
@@ -21,6 +19,12 @@ export function registerWorker(program: Command): void {
         `invalid worker configuration: ${describeIssues(parsed.error)}`,
         "See vmq worker --help.",
       );
+    // Loaded here, not at the top: the worker and its backends are most of what the CLI would
+    // otherwise load on every start, and the operator commands need none of it.
+    const [{ createLogger }, { Worker }] = await Promise.all([
+      import("../../observability/logger.js"),
+      import("../../worker/worker.js"),
+    ]);
     const log = createLogger({ level: parsed.data.logLevel });
     const worker = new Worker(parsed.data, { logger: log });
     let signals = 0;

@@ -1,0 +1,88 @@
+import type { Command } from "commander";
+import type { WatchOptions } from "../../client/index.js";
+import type { VmEvent } from "../../contracts/index.js";
+import { addConnectionFlags, hostArg, printJson, vmIdArg, withClient } from "../connection.js";
+import { CliError } from "../errors.js";
+
+interface EventsFlags {
+  host?: string;
+  follow?: boolean;
+  since?: string;
+  json?: boolean;
+}
+
+/** vmq events: the event stream of one VM, one host or the fleet; history, then optionally live. */
+export function registerEvents(program: Command): void {
+  addConnectionFlags(
+    program
+      .command("events")
+      .description(
+        "Print events one per line (oldest first); without --follow it stops at the end of the stream",
+      )
+      .argument("[vmId]", "only this VM's events")
+      .option("--host <host>", "only this host's events")
+      .option("--follow", "keep printing new events until interrupted")
+      .option("--since <seq|time>", "start at this stream sequence, or at this ISO time")
+      .option("--json", "print JSON lines: the event plus its stream sequence as seq"),
+  ).action(async (rawVmId: string | undefined, flags: EventsFlags) => {
+    const vmId = rawVmId === undefined ? undefined : vmIdArg(rawVmId);
+    const host = hostArg(flags.host);
+    const start = since(flags.since);
+    const abort = new AbortController();
+    const stop = () => abort.abort();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+    try {
+      await withClient(flags as Record<string, unknown>, async ({ client }) => {
+        const opts: WatchOptions = { ...start, signal: abort.signal, toEnd: !flags.follow };
+        for await (const { event, seq } of client.watch(
+          { ...(host ? { host } : {}), ...(vmId ? { vmId } : {}) },
+          opts,
+        )) {
+          if (flags.json) printJson({ seq, ...event });
+          else process.stdout.write(`${eventLine(event, seq)}\n`);
+        }
+      });
+    } finally {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+    }
+  });
+}
+
+function since(raw: string | undefined): Pick<WatchOptions, "afterSeq" | "since"> {
+  if (raw === undefined) return {};
+  if (/^\d+$/.test(raw)) {
+    const seq = Number(raw);
+    return seq > 1 ? { afterSeq: seq - 1 } : {};
+  }
+  const at = new Date(raw);
+  if (!/^\d{4}-\d\d-\d\d/.test(raw) || Number.isNaN(at.getTime()))
+    throw new CliError(
+      "cli::invalid-option",
+      `--since must be a stream sequence or an ISO time, not ${JSON.stringify(raw)}`,
+    );
+  return { since: at };
+}
+
+/** `seq at host/vmId type state [detail]`: one event, one line. */
+export function eventLine(e: VmEvent, seq: number): string {
+  const detail = (() => {
+    switch (e.type) {
+      case "vm.command-accepted":
+        return `${e.command.type} until ${e.deadline}`;
+      case "vm.command-rejected":
+        return `${e.code}: ${e.message}`;
+      case "vm.command-failed":
+        return `${e.code}: ${e.message} (attempt ${e.attempt}${e.retryable ? ", retryable" : ""})`;
+      case "vm.stopped":
+        return `how=${e.how}`;
+      case "vm.state-observed":
+        return `${e.previous} -> ${e.observed} (${e.source})`;
+      default:
+        return "";
+    }
+  })();
+  const cause = e.causationId ? ` cmd=${e.causationId}` : "";
+  return `${seq} ${e.at} ${e.host}/${e.vmId} ${e.type} ${e.state}${cause}${detail ? ` ${detail}` : ""}`;
+}

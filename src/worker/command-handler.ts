@@ -22,6 +22,7 @@ import {
 import { isVmqError, toVmqError, VmqError } from "../lib/errors.js";
 import { failpoint } from "../lib/failpoints.js";
 import { backoffMs, deadlineSignal, sleep } from "../lib/time.js";
+import { withBindings, type BoundLogger } from "../observability/logger.js";
 import type { WorkerContext } from "./context.js";
 import { deadLetter } from "./dlq.js";
 
@@ -42,7 +43,7 @@ export class CommandHandler {
     const parsed = parseCommand(msg.data, vmToken);
     if (!parsed.ok) return this.#badInput(msg, parsed);
     const command = parsed.command;
-    const log = ctx.log.child({
+    const log = withBindings(ctx.log, {
       vmId: command.vmId,
       commandId: command.commandId,
       type: command.type,
@@ -75,7 +76,7 @@ export class CommandHandler {
     }
   }
 
-  async #run(msg: JsMsg, command: Command, log: WorkerContext["log"]): Promise<void> {
+  async #run(msg: JsMsg, command: Command, log: BoundLogger): Promise<void> {
     const { ctx } = this;
     for (let round = 0; round < MAX_CONFLICT_RETRIES; round++) {
       const vm = ctx.registry.get(command.vmId);
@@ -136,10 +137,10 @@ export class CommandHandler {
     command: Command,
     vm: Vm,
     deadline: Date,
-    log: WorkerContext["log"],
+    log: BoundLogger,
   ): Promise<void> {
     const { ctx } = this;
-    const signal = deadlineSignal(deadline, ctx.abandon);
+    const { signal, dispose } = deadlineSignal(deadline, ctx.abandon);
     const keepAlive = setInterval(
       () => msg.working(),
       Math.max(500, Math.floor(ctx.config.ackWaitMs / 3)),
@@ -189,6 +190,7 @@ export class CommandHandler {
       }
     } finally {
       clearInterval(keepAlive);
+      dispose();
       ctx.stats.inFlight--;
     }
     await this.#appendOutcome(outcome, command);

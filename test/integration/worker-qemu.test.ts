@@ -121,6 +121,20 @@ describe("worker with the QEMU backend booting a real guest", { timeout: 300_000
     );
     assert.ok(alive(pid), "same QEMU process");
 
+    // The serial console, relayed over NATS by the restarted worker: what we type reaches the
+    // guest's tty (which echoes it) and what the guest prints comes back.
+    const session = await client.openConsole("qv-1", { host: "q1" });
+    let out = "";
+    const reading = (async () => {
+      for await (const chunk of session.output()) out += Buffer.from(chunk).toString("latin1");
+    })();
+    session.write("vmq-console-check\r");
+    await eventually(
+      () => (out.includes("vmq-console-check") ? true : undefined),
+      30_000,
+      "the guest's tty to echo what was typed",
+    );
+
     const stopped = await run(
       { type: "vm.stop", vmId: "qv-1", timeoutMs: 30_000 },
       "vm.stopped",
@@ -129,6 +143,13 @@ describe("worker with the QEMU backend booting a real guest", { timeout: 300_000
     if (stopped.outcome.type === "vm.stopped")
       assert.equal(stopped.outcome.how, "acpi", "the adopted guest answered the power button");
     await eventually(() => (alive(pid) ? undefined : true), 10_000, "QEMU exit");
+    await eventually(
+      () => (out.includes("VMQ-GUEST-POWEROFF (button)") ? true : undefined),
+      10_000,
+      "the guest's power-off line on the console",
+    );
+    session.close();
+    await reading;
     await run({ type: "vm.destroy", vmId: "qv-1" }, "vm.destroyed", "destroyed");
   });
 });

@@ -75,19 +75,16 @@ export function workerPermissions(
         `${API}.CONSUMER.MSG.NEXT.${advisories}.${dlqDurable}`,
         `$JS.ACK.${advisories}.${dlqDurable}.>`,
         `${API}.STREAM.MSG.GET.${n.commandsStream}`,
-        // replay of its own events (ordered consumers) and reads of its VMs' last events
+        // replay of its own events and reads of one VM's history (ordered consumers)
         `${API}.CONSUMER.CREATE.${n.eventsStream}.*.${n.evtFilter(host)}`,
         `${API}.CONSUMER.INFO.${n.eventsStream}.*`,
         `${API}.CONSUMER.MSG.NEXT.${n.eventsStream}.*`,
         `${API}.CONSUMER.DELETE.${n.eventsStream}.*`,
-        `${API}.DIRECT.GET.${n.eventsStream}.${n.evtFilter(host)}`,
-        `${API}.STREAM.MSG.GET.${n.eventsStream}`,
         // the view (any vmId: a prepare checks that no other host holds it) and its snapshots
         `${API}.DIRECT.GET.${kv.vms}.$KV.${n.vmsBucket}.>`,
-        `${API}.STREAM.MSG.GET.${kv.vms}`,
-        `${API}.STREAM.MSG.GET.${kv.snaps}`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}.>`,
+        // snapshot loading by a watch of its keys
         `${API}.CONSUMER.CREATE.${kv.snaps}.*.$KV.${n.snapshotsBucket}.${host}.>`,
         `${API}.CONSUMER.MSG.NEXT.${kv.snaps}.*`,
         `${API}.CONSUMER.DELETE.${kv.snaps}.*`,

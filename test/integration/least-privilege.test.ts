@@ -54,7 +54,11 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       name,
       maxReconnectAttempts: 0,
     });
-  const startWorker = async (host: string, user: string) => {
+  const startWorker = async (
+    host: string,
+    user: string,
+    extra: { snapshots?: "on" | "off" } = {},
+  ) => {
     const w = new Worker(
       {
         nats: server.url,
@@ -65,6 +69,7 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
         heartbeatMs: 500,
         user,
         password: users[user]!.password,
+        ...extra,
       },
       { router: new HypervisorRouter([new NoopBackend()]), logger: silentLogger() },
     );
@@ -134,6 +139,10 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
     await workers.shift()!.drain();
     const again = await startWorker("A", "worker-a");
     assert.equal(again.state, "running");
+    // and once more without snapshots: a full replay of A's events
+    await workers.pop()!.drain();
+    const full = await startWorker("A", "worker-a", { snapshots: "off" });
+    assert.ok(full.stats.replayedEvents > 5, `replayed ${full.stats.replayedEvents} events`);
     const r = await client.send("A", { type: "vm.destroy", vmId: "vm-a", timeoutMs: 1000 });
     assert.equal(r.outcome.type, "vm.destroyed");
     for (let i = 0; i < 20 && (await jsm.streams.info(n.dlqStream)).state.messages < 1; i++)

@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Debian packages: nats-server for the embedded default NATS and the tests.
-packages=(nats-server qemu-system-x86 qemu-utils genisoimage busybox-static cpio dosfstools mtools syslinux syslinux-common xz-utils ovmf)
+# Debian packages: nats-server for the embedded default NATS and the tests, openssl for the
+# TLS tests (test/integration/auth.test.ts makes a CA and certificates with it).
+packages=(nats-server openssl qemu-system-x86 qemu-utils genisoimage busybox-static cpio dosfstools mtools syslinux syslinux-common xz-utils ovmf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,6 +8,7 @@ import {
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { latestValues } from "./kv-scan.js";
 import { Placer, type PlacementRequest } from "./placement.js";
 import {
   Command,
@@ -72,7 +73,6 @@ export class VmqClient {
   readonly js: JetStreamClient;
   #jsm: JetStreamManager | undefined;
   #vms: KV | undefined;
-  #hosts: KV | undefined;
   readonly #timeoutMs: number;
   /** Placement with memory of its own recent choices (see Placer). */
   readonly placer: Placer;
@@ -228,9 +228,6 @@ export class VmqClient {
   async #vmsKv(): Promise<KV> {
     return (this.#vms ??= await new Kvm(this.nc).open(this.names.vmsBucket));
   }
-  async #hostsKv(): Promise<KV> {
-    return (this.#hosts ??= await new Kvm(this.nc).open(this.names.hostsBucket));
-  }
 
   /** The VM's current view (from `vmq-vms`), or undefined. */
   async get(vmId: string): Promise<VmView | undefined> {
@@ -240,10 +237,9 @@ export class VmqClient {
   }
 
   async list(filter: { host?: string; state?: string } = {}): Promise<VmView[]> {
-    const kv = await this.#vmsKv();
     const out: VmView[] = [];
-    for await (const key of await kv.keys()) {
-      const v = await this.get(key);
+    for (const { data } of await latestValues(this.js, this.names.vmsBucket)) {
+      const v = parseJson(data, VmView);
       if (
         v &&
         (!filter.host || v.host === filter.host) &&
@@ -256,14 +252,10 @@ export class VmqClient {
 
   /** Live host records (a host that stopped beating has expired from the bucket). */
   async hosts(): Promise<HostRecord[]> {
-    const kv = await this.#hostsKv();
     const out: HostRecord[] = [];
-    for await (const key of await kv.keys()) {
-      const e = await kv.get(key);
-      if (e && e.operation === "PUT") {
-        const r = HostRecord.safeParse(e.json());
-        if (r.success) out.push(r.data);
-      }
+    for (const { data } of await latestValues(this.js, this.names.hostsBucket)) {
+      const r = parseJson(data, HostRecord);
+      if (r) out.push(r);
     }
     return out.sort((a, b) => a.host.localeCompare(b.host));
   }
@@ -451,5 +443,19 @@ export class ConsoleSession {
     this.nc.publish(`${this.subject}.close`);
     this.#sub.unsubscribe();
     this.#closedSub.unsubscribe();
+  }
+}
+
+const decoder = new TextDecoder();
+/** A record from the bucket, or undefined when it is not JSON or not of the schema. */
+function parseJson<T>(
+  data: Uint8Array,
+  schema: { safeParse(v: unknown): { success: boolean; data?: T } },
+): T | undefined {
+  try {
+    const r = schema.safeParse(JSON.parse(decoder.decode(data)));
+    return r.success ? r.data : undefined;
+  } catch {
+    return undefined;
   }
 }

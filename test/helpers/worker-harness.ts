@@ -91,7 +91,15 @@ export async function eventually<T>(
   let last: unknown;
   for (;;) {
     try {
-      const v = await check();
+      // A check that never settles must not hang the test past its own deadline.
+      const left = Math.max(1_000, end - Date.now());
+      let timer: NodeJS.Timeout | undefined;
+      const v = await Promise.race([
+        Promise.resolve(check()),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`a check hung for ${left} ms`)), left);
+        }),
+      ]).finally(() => clearTimeout(timer));
       if (v !== undefined) return v;
     } catch (e) {
       last = e; // not there yet (a stream still being created, say): try again

@@ -5,6 +5,7 @@ import { emptyVm, evolve, toView, type Vm } from "../../domain/index.js";
 import { JetStreamEventStore } from "../../event-store/jetstream-event-store.js";
 import { addConnectionFlags, hostArg, printJson, withClient } from "../connection.js";
 import { vmTable } from "./inspect.js";
+import { latestValues } from "../../client/kv-scan.js";
 
 interface ReplayFlags {
   host?: string;
@@ -71,7 +72,7 @@ export function registerReplay(program: Command): void {
             written++;
           }
         }
-        for await (const key of await kv.keys()) {
+        for (const { key } of await latestValues(client.js, names.vmsBucket)) {
           if (views.has(key)) continue;
           const current = await kv.get(key);
           if (current?.operation !== "PUT") continue;

@@ -412,7 +412,7 @@ export class Worker {
     this.log.info({ inFlight: this.#lanes.running, queued: this.#lanes.queued }, "draining");
     clearInterval(this.#reconcileTimer);
     clearInterval(this.#snapshotTimer);
-    await this.#consumer?.stop();
+    await this.#bounded(this.#consumer?.stop(), "stopping the command consumer");
     const nakked = this.#lanes.abandonQueued();
     const finished = await Promise.race([
       this.#lanes.idle().then(() => true),
@@ -440,14 +440,43 @@ export class Worker {
   async #teardown(): Promise<void> {
     this.#http?.close();
     this.#unwatch?.();
-    await this.#mover?.stop().catch(() => undefined);
+    await this.#bounded(this.#mover?.stop(), "stopping the DLQ mover");
     this.#queries?.unsubscribe();
     this.#console?.unsubscribe();
-    await this.#heartbeat?.stop(true).catch(() => undefined);
-    await this.#ctx?.registry.flushView().catch(() => undefined);
-    await this.router.close();
-    if (this.#nc && !this.#nc.isClosed()) await this.#nc.drain().catch(() => this.#nc?.close());
+    await this.#bounded(this.#heartbeat?.stop(true), "removing the host record");
+    await this.#bounded(this.#ctx?.registry.flushView(), "writing the last view records");
+    await this.#bounded(this.router.close(), "closing the backends");
+    const nc = this.#nc;
+    if (nc && !nc.isClosed()) {
+      if (!(await this.#bounded(nc.drain(), "draining the NATS connection"))) await nc.close();
+    }
     await this.#embedded?.stop();
+  }
+
+  /**
+   * Waits for one shutdown step, at most 10 s: a step stuck on a dead server or a stalled
+   * iterator must not keep the process from exiting. False when it failed or timed out.
+   */
+  async #bounded(step: Promise<unknown> | undefined, what: string): Promise<boolean> {
+    if (!step) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await Promise.race([
+      step.then(
+        () => true,
+        (e: unknown) => {
+          this.log.warn({ err: e }, `shutdown: ${what} failed`);
+          return false;
+        },
+      ),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => {
+          this.log.warn(`shutdown: ${what} took over 10 s; going on`);
+          r(false);
+        }, 10_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    return ok;
   }
 
   #setState(s: WorkerState): void {

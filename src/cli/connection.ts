@@ -3,7 +3,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { VmqClient } from "../client/index.js";
 import { WorkerConfig, type WorkerConfigInput } from "../config/config.js";
 import { VmId, describeIssues, names, type Names } from "../contracts/index.js";
-import { isVmqError } from "../lib/errors.js";
+import { isVmqError, toVmqError } from "../lib/errors.js";
 import { connectNats } from "../worker/connect.js";
 import { addConfigFlags, configFromFlags, type FlagSelection } from "./config-flags.js";
 import { CliError } from "./errors.js";
@@ -80,10 +80,13 @@ export async function withClient<T>(
   try {
     nc = await connectNats(config, "vmq-cli");
   } catch (e) {
+    const err = toVmqError(e, "nats::unreachable");
     throw new CliError(
-      "nats::unreachable",
-      `cannot connect to NATS at ${config.nats ?? "nats://127.0.0.1:4222"}: ${e instanceof Error ? e.message : String(e)}`,
-      "Pass --nats (or VMQ_NATS_URL) and the credentials flags of your deployment.",
+      err.code,
+      err.message,
+      err.code === "nats::unreachable"
+        ? "Pass --nats (or VMQ_NATS_URL) and the credentials flags of your deployment."
+        : (err.hint ?? ""),
       EXIT.failed,
     );
   }

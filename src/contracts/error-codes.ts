@@ -43,6 +43,18 @@ export const ERROR_CODES = {
   },
   "vm::exists": { retryable: false, hint: "Destroy the VM first, or choose another vmId." },
   "vm::not-found": { retryable: false, hint: "Prepare the VM first; check the host and vmId." },
+  "nats::auth-failed": {
+    retryable: false,
+    hint: "The server refused the credentials: check --user/--password, --token, --nkey-seed or --creds.",
+  },
+  "nats::tls": {
+    retryable: false,
+    hint: "TLS failed: check --tls-ca (the server's CA) and --tls-cert/--tls-key if the server asks for a client certificate.",
+  },
+  "nats::unreachable": {
+    retryable: true,
+    hint: "Check --nats (or VMQ_NATS_URL): is nats-server running there and reachable?",
+  },
   "worker::interrupted": {
     retryable: true,
     hint: "The worker restarted during the command; its effect was read back from the backend.",

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import {
+  AuthorizationError,
   connect,
   credsAuthenticator,
   nkeyAuthenticator,
@@ -7,6 +8,7 @@ import {
   type NatsConnection,
 } from "@nats-io/transport-node";
 import type { ResolvedConfig } from "../config/config.js";
+import { VmqError } from "../lib/errors.js";
 
 export type ConnectionConfig = Pick<
   ResolvedConfig,
@@ -42,6 +44,23 @@ export function connectionOptions(c: ConnectionConfig, name: string): Connection
   return opts;
 }
 
+/** Connects, turning a failure into a coded error: refused credentials, TLS, or unreachable. */
 export async function connectNats(c: ConnectionConfig, name: string): Promise<NatsConnection> {
-  return connect(connectionOptions(c, name));
+  try {
+    return await connect(connectionOptions(c, name));
+  } catch (e) {
+    const where = (c.nats ?? "nats://127.0.0.1:4222").replace(/\/\/[^@/]*@/, "//"); // no userinfo
+    const text = e instanceof Error ? `${e.message} ${String((e as { code?: unknown }).code)}` : "";
+    const code =
+      e instanceof AuthorizationError || /authori[sz]ation|authentication/i.test(text)
+        ? "nats::auth-failed"
+        : /certificate|tls|ssl|CERT_/i.test(text)
+          ? "nats::tls"
+          : "nats::unreachable";
+    throw new VmqError(
+      code,
+      `cannot connect to NATS at ${where}: ${e instanceof Error ? e.message : String(e)}`,
+      { cause: e, retryable: code === "nats::unreachable" },
+    );
+  }
 }

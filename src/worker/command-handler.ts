@@ -39,7 +39,7 @@ export class CommandHandler {
   async handle(msg: JsMsg): Promise<void> {
     const { ctx } = this;
     if (msg.info.redelivered) ctx.stats.redeliveries++;
-    const vmToken = msg.subject.split(".")[3] ?? "";
+    const vmToken = vmTokenOf(msg.subject);
     const parsed = parseCommand(msg.data, vmToken);
     if (!parsed.ok) return this.#badInput(msg, parsed);
     const command = parsed.command;
@@ -387,7 +387,7 @@ export class CommandHandler {
   /** Not JSON, schema failure, subject mismatch, too large, unknown type or version. */
   async #badInput(msg: JsMsg, p: ParseFailure): Promise<void> {
     const { ctx } = this;
-    const vmToken = msg.subject.split(".")[3] ?? "";
+    const vmToken = vmTokenOf(msg.subject);
     const log = ctx.log.child({
       vmId: isValidId(vmToken) ? vmToken : undefined,
       seq: msg.seq,
@@ -428,4 +428,12 @@ export class CommandHandler {
       msg.nak(backoffMs(msg.info.deliveryCount, 1_000, 30_000));
     }
   }
+}
+
+/**
+ * Everything after `<prefix>.cmd.<host>.`: a subject with extra tokens (`...<vmId>.x`) is not
+ * the VM's subject, so it fails the body's vmId check instead of running as that VM.
+ */
+function vmTokenOf(subject: string): string {
+  return subject.split(".").slice(3).join(".");
 }

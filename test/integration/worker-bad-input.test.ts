@@ -32,6 +32,8 @@ describe("worker: bad input is rejected, dead-lettered and never blocks other VM
     body: () => Uint8Array;
     code: string;
     rejectedEvent: boolean;
+    /** Tokens after the VM's own subject (`<prefix>.cmd.h1.<vmId>.<extra>`). */
+    extraSubject?: string;
   }[] = [
     {
       name: "not JSON",
@@ -79,6 +81,14 @@ describe("worker: bad input is rejected, dead-lettered and never blocks other VM
       rejectedEvent: true,
     },
     {
+      name: "extra subject tokens after the vmId",
+      vmId: "bad-tail",
+      body: () => enc.encode(JSON.stringify(good("bad-tail"))),
+      code: "command::subject-mismatch",
+      rejectedEvent: false,
+      extraSubject: "x",
+    },
+    {
       name: "no valid vmId at all",
       vmId: "",
       body: () => enc.encode("garbage"),
@@ -90,7 +100,9 @@ describe("worker: bad input is rejected, dead-lettered and never blocks other VM
   for (const c of cases) {
     it(`${c.name}: ${c.code}, a DLQ copy with the reason, and the message is terminated`, async () => {
       const before = noopCalls();
-      const subject = c.vmId ? h.client.names.cmd("h1", c.vmId) : `${h.prefix}.cmd.h1._bad`;
+      const subject =
+        (c.vmId ? h.client.names.cmd("h1", c.vmId) : `${h.prefix}.cmd.h1._bad`) +
+        (c.extraSubject ? `.${c.extraSubject}` : "");
       const hdr = headers();
       hdr.set("X-Trace", "t-1");
       const raw = c.body();

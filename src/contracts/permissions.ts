@@ -84,10 +84,6 @@ export function workerPermissions(
         `${API}.DIRECT.GET.${kv.vms}.$KV.${n.vmsBucket}.>`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}.>`,
-        // snapshot loading by a watch of its keys
-        `${API}.CONSUMER.CREATE.${kv.snaps}.*.$KV.${n.snapshotsBucket}.${host}.>`,
-        `${API}.CONSUMER.MSG.NEXT.${kv.snaps}.*`,
-        `${API}.CONSUMER.DELETE.${kv.snaps}.*`,
       ],
     },
     subscribe: {

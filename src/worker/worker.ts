@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { randomUUID } from "node:crypto";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
@@ -46,7 +47,8 @@ type StateListener = (state: WorkerState, previous: WorkerState) => void;
 export class Worker {
   #state: WorkerState = "starting";
   readonly #listeners = new Set<StateListener>();
-  readonly #abandon = new AbortController();
+  /** Aborted when a drain gives up on in-flight commands; every command listens to it. */
+  readonly #abandon = unlimitedListeners(new AbortController());
   readonly stats = new WorkerStats();
   readonly config: ResolvedConfig;
   readonly log: Logger;
@@ -485,4 +487,10 @@ export class Worker {
     if (s === "stopped" || s === "failed") this.#resolveStopped();
     for (const l of this.#listeners) l(s, prev);
   }
+}
+
+/** One listener per in-flight command is expected, not a leak: lift Node's warning at 10. */
+function unlimitedListeners(ac: AbortController): AbortController {
+  setMaxListeners(0, ac.signal);
+  return ac;
 }

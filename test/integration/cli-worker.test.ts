@@ -40,10 +40,11 @@ describe("vmq worker (the CLI, as a process)", { timeout: 180_000 }, () => {
       const r = await client.send("solo", { type: "vm.prepare", vmId: "e-1", spec: SPEC });
       assert.equal(r.outcome.type, "vm.prepared");
       assert.match(w.output, /"host":"solo"/, "log lines carry the host");
-      assert.match(
-        w.output,
-        /"vmId":"e-1","commandId":"[^"]+"/,
-        "and the vmId and commandId of a command",
+      // The outcome is appended before its log line is written: wait for the line.
+      await eventually(
+        () => (/"vmId":"e-1","commandId":"[^"]+"/.test(w.output) ? true : undefined),
+        10_000,
+        "a log line with the vmId and commandId of the command",
       );
       await nc.close();
       await w.kill("SIGTERM");

@@ -128,10 +128,19 @@ describe("worker with the QEMU backend booting a real guest", { timeout: 300_000
     const reading = (async () => {
       for await (const chunk of session.output()) out += Buffer.from(chunk).toString("latin1");
     })();
-    session.write("vmq-console-check\r");
+    // Typed again every second until echoed: the first bytes may beat the relay's connection
+    // to QEMU's serial socket.
+    let typedAt = 0;
     await eventually(
-      () => (out.includes("vmq-console-check") ? true : undefined),
-      30_000,
+      () => {
+        if (out.includes("vmq-console-check")) return true;
+        if (Date.now() - typedAt > 1_000) {
+          session.write("vmq-console-check\r");
+          typedAt = Date.now();
+        }
+        return undefined;
+      },
+      60_000,
       "the guest's tty to echo what was typed",
     );
 

@@ -280,7 +280,7 @@ export function markdown(r: BenchResults): string {
   if (r.logs.length) {
     L.push("\n## What logs cost\n");
     L.push(
-      "vmq at the same pre-loaded throughput run, with `silentLogger()` and with the real pino logger at `info` (one `command done` line per command plus child loggers), written asynchronously to `/dev/null`.",
+      "vmq at the same pre-loaded throughput run, with `silentLogger()` and with the real pino logger at `info` (one `command done` line per command, its fields attached per call), written asynchronously to `/dev/null`.",
     );
     L.push("");
     const cs = [...new Set(r.logs.map((l) => l.concurrency))];

@@ -1,44 +1,32 @@
-import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
+import type { JetStreamManager } from "@nats-io/jetstream";
+
+const PARALLEL = 32;
 
 /**
- * The latest value of every key of a KV bucket, read as its stream's last message per subject
- * through short fetches. Not `kv.keys()`: its ordered consumer waits for a count of pending
- * entries taken up front, and in a bucket updated every few hundred milliseconds (host
- * heartbeats, the view) an entry replaced in between never arrives, so it can wait for ever.
- * Here a fetch that brings nothing more ends the scan.
+ * The latest value of every key of a KV bucket, with plain requests only: the stream's subject
+ * list (paged by the server), then the last message of each subject. Not `kv.keys()` nor any
+ * ordered consumer: in a bucket rewritten every few hundred milliseconds (host heartbeats, the
+ * view) those were seen to wait for ever under load; a request always ends, by its timeout.
  */
 export async function latestValues(
-  js: JetStreamClient,
+  jsm: JetStreamManager,
   bucket: string,
 ): Promise<{ key: string; data: Uint8Array }[]> {
+  const stream = `KV_${bucket}`;
   const prefix = `$KV.${bucket}.`;
-  const oc = await js.consumers.get(`KV_${bucket}`, {
-    filter_subjects: `${prefix}>`,
-    deliver_policy: DeliverPolicy.LastPerSubject,
-  });
-  const latest = new Map<string, Uint8Array | undefined>();
-  try {
-    if ((await oc.info(true)).num_pending === 0) return [];
-    for (;;) {
-      let got = 0;
-      let pending = 1;
-      const batch = await oc.fetch({ max_messages: 1_000, expires: 1_000 });
-      for await (const m of batch) {
-        got++;
-        const op = m.headers?.get("KV-Operation");
-        latest.set(
-          m.subject.slice(prefix.length),
-          op === "DEL" || op === "PURGE" ? undefined : m.data,
-        );
-        pending = m.info.pending;
-        if (pending === 0) break;
+  const info = await jsm.streams.info(stream, { subjects_filter: `${prefix}>` });
+  const subjects = Object.keys(info.state.subjects ?? {});
+  const out: { key: string; data: Uint8Array }[] = [];
+  await Promise.all(
+    Array.from({ length: Math.min(PARALLEL, subjects.length) }, async () => {
+      for (let s = subjects.pop(); s !== undefined; s = subjects.pop()) {
+        // Gone since the listing (a host record's TTL ran out): simply not there any more.
+        const m = await jsm.streams.getMessage(stream, { last_by_subj: s }).catch(() => null);
+        const op = m?.header?.get("KV-Operation");
+        if (m && op !== "DEL" && op !== "PURGE")
+          out.push({ key: s.slice(prefix.length), data: m.data });
       }
-      if (pending === 0 || got === 0) break;
-    }
-  } finally {
-    await oc.delete().catch(() => false);
-  }
-  return [...latest]
-    .filter((e): e is [string, Uint8Array] => e[1] !== undefined)
-    .map(([key, data]) => ({ key, data }));
+    }),
+  );
+  return out;
 }

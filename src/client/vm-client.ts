@@ -238,7 +238,7 @@ export class VmqClient {
 
   async list(filter: { host?: string; state?: string } = {}): Promise<VmView[]> {
     const out: VmView[] = [];
-    for (const { data } of await latestValues(this.js, this.names.vmsBucket)) {
+    for (const { data } of await latestValues(await this.#manager(), this.names.vmsBucket)) {
       const v = parseJson(data, VmView);
       if (
         v &&
@@ -253,7 +253,7 @@ export class VmqClient {
   /** Live host records (a host that stopped beating has expired from the bucket). */
   async hosts(): Promise<HostRecord[]> {
     const out: HostRecord[] = [];
-    for (const { data } of await latestValues(this.js, this.names.hostsBucket)) {
+    for (const { data } of await latestValues(await this.#manager(), this.names.hostsBucket)) {
       const r = parseJson(data, HostRecord);
       if (r) out.push(r);
     }

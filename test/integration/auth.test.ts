@@ -49,6 +49,15 @@ interface Case {
   process?: boolean;
 }
 
+/** `vmq hosts` as an operator runs it, with connection settings from the environment. */
+const cliHosts = (env: Record<string, string>) =>
+  execa(process.execPath, ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "hosts"], {
+    reject: false,
+    cwd: ROOT,
+    timeout: 30_000,
+    env,
+  });
+
 let tls: TlsFiles | undefined;
 const tlsFiles = async (dir: string) => (tls ??= await makeTls(dir));
 
@@ -204,16 +213,11 @@ describe("authentication: every supported method, SDK and worker", { timeout: 24
       );
       assert.ok(Date.now() - began < 5_000, "no hang");
 
-      const cli = await execa(
-        process.execPath,
-        ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "hosts"],
-        {
-          reject: false,
-          cwd: ROOT,
-          timeout: 30_000,
-          env: { VMQ_NATS_URL: server.url, VMQ_USER: "vmq", VMQ_PASSWORD: "wrong" },
-        },
-      );
+      const cli = await cliHosts({
+        VMQ_NATS_URL: server.url,
+        VMQ_USER: "vmq",
+        VMQ_PASSWORD: "wrong",
+      });
       assert.equal(cli.exitCode, 1, cli.stderr);
       assert.match(cli.stderr, /authorization violation/i);
       assert.match(cli.stderr, /\[nats::auth-failed\]/);
@@ -253,16 +257,7 @@ describe("authentication: every supported method, SDK and worker", { timeout: 24
         },
       );
       assert.ok(Date.now() - began < 5_000, "no hang");
-      const cli = await execa(
-        process.execPath,
-        ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "hosts"],
-        {
-          reject: false,
-          cwd: ROOT,
-          timeout: 30_000,
-          env: { VMQ_NATS_URL: server.url, VMQ_TLS_CA: t.otherCaCert },
-        },
-      );
+      const cli = await cliHosts({ VMQ_NATS_URL: server.url, VMQ_TLS_CA: t.otherCaCert });
       assert.equal(cli.exitCode, 1, cli.stderr);
       assert.match(cli.stderr, /certificate/i);
       assert.match(cli.stderr, /\[nats::tls\]/);

@@ -6,6 +6,7 @@ import { JetStreamEventStore } from "../../event-store/jetstream-event-store.js"
 import { addConnectionFlags, hostArg, printJson, withClient } from "../connection.js";
 import { vmTable } from "./inspect.js";
 import { latestValues } from "../../client/kv-scan.js";
+import { jetstreamManager } from "@nats-io/jetstream";
 
 interface ReplayFlags {
   host?: string;
@@ -72,7 +73,7 @@ export function registerReplay(program: Command): void {
             written++;
           }
         }
-        for (const { key } of await latestValues(client.js, names.vmsBucket)) {
+        for (const { key } of await latestValues(await jetstreamManager(nc), names.vmsBucket)) {
           if (views.has(key)) continue;
           const current = await kv.get(key);
           if (current?.operation !== "PUT") continue;

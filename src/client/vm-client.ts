@@ -194,7 +194,12 @@ export class VmqClient {
     try {
       if (opts.toEnd && (await oc.info(true)).num_pending === 0) return;
       while (!opts.signal?.aborted) {
-        const batch = await oc.fetch({ max_messages: 256, expires: 1_000 });
+        // The fetch itself (it may first re-create the ordered consumer) also yields to abort.
+        const batch = await untilAborted(
+          oc.fetch({ max_messages: 256, expires: 1_000 }),
+          opts.signal,
+        );
+        if (!batch) break;
         current = batch;
         for await (const m of batch) {
           const parsed = VmEvent.safeParse(m.json());
@@ -457,5 +462,33 @@ function parseJson<T>(
     return r.success ? r.data : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/** The promise's value, or undefined as soon as `signal` aborts (a late value is stopped). */
+async function untilAborted<T extends { stop(): void }>(
+  p: Promise<T>,
+  signal: AbortSignal | undefined,
+): Promise<T | undefined> {
+  if (!signal) return p;
+  const late = () => {
+    // A fetch that completes after the abort: stop it so it does not hold messages.
+    p.then(
+      (b) => b.stop(),
+      () => undefined,
+    );
+    return undefined;
+  };
+  if (signal.aborted) return late();
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<"aborted">((resolve) => {
+    onAbort = () => resolve("aborted");
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    const r = await Promise.race([p, aborted]);
+    return r === "aborted" ? late() : r;
+  } finally {
+    if (onAbort) signal.removeEventListener("abort", onAbort);
   }
 }

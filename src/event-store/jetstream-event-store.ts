@@ -123,7 +123,9 @@ export class JetStreamEventStore implements EventStore {
         while (pending > 0) {
           let got = 0;
           // Big batches: each one is a round trip the replay waits for.
-          const batch = await oc.fetch({ max_messages: 10_000, expires: 2_000 });
+          // A fetch still setting up its consumer after 30 s counts as a stall: start over.
+          const batch = await withinMs(oc.fetch({ max_messages: 10_000, expires: 2_000 }), 30_000);
+          if (!batch) break;
           for await (const m of batch) {
             onEvent({ event: upcast(m.json()), seq: m.seq });
             lastSeq = m.seq;
@@ -146,5 +148,27 @@ export class JetStreamEventStore implements EventStore {
         );
       }
     }
+  }
+}
+
+/** The promise's value, or undefined after `ms` (a late batch is stopped). */
+async function withinMs<T extends { stop(): void }>(
+  p: Promise<T>,
+  ms: number,
+): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => {
+      p.then(
+        (b) => b.stop(),
+        () => undefined,
+      );
+      resolve(undefined);
+    }, ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -42,7 +42,8 @@ const noNul = (max: number) =>
   z
     .string()
     .max(max)
-    .refine((s) => !s.includes("\u0000"), "must not contain NUL characters");
+    // eslint-disable-next-line no-control-regex -- NUL is exactly what is refused
+    .regex(/^[^\u0000]*$/, "must not contain NUL characters");
 
 const Hostname = z
   .string()
@@ -80,7 +81,8 @@ export const VmSpec = z
     backend: BackendTag.optional().describe("Default: the worker's default backend."),
     imagePath: noNul(4096)
       .min(1)
-      .refine((s) => !s.split(/[\\/]/).includes(".."), "must not contain .. path segments")
+      // A regex, not a refine, so the published JSON Schema carries the rule as a pattern.
+      .regex(/^(?!(?:.*[\\/])?\.\.(?:[\\/]|$))/, "must not contain .. path segments")
       .describe("Base image; resolved inside the worker's image roots."),
     vcpus: z.int().min(1).max(64),
     memoryMb: z.int().min(64).max(1048576),

@@ -6,6 +6,7 @@ import { describe, it } from "node:test";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
 import { buildSchemas } from "../../../scripts/schemas.js";
+import { VmSpec } from "../../../src/contracts/index.js";
 
 const root = join(import.meta.dirname, "..", "..", "..");
 const schemasDir = join(root, "schemas");
@@ -95,5 +96,34 @@ describe("schemas/", () => {
       validate.errors?.some((e) => e.instancePath === "/spec/vcpus"),
       JSON.stringify(validate.errors),
     );
+  });
+
+  it("refuses .. segments and NUL in image paths, in zod and in the published schema alike", () => {
+    const validate = ajvWithSchemas().getSchema("commands/vm.prepare.v1.json");
+    assert.ok(validate);
+    const cases: [string, boolean][] = [
+      ["debian.qcow2", true],
+      ["/var/lib/vmq/images/debian.qcow2", true],
+      ["a..b/c...qcow2", true], // dots inside a name are not a segment
+      ["../etc/shadow", false],
+      ["images/../../etc/shadow", false],
+      ["images/..", false],
+      ["..", false],
+      ["images\\..\\x", false],
+      ["disk\u0000.qcow2", false],
+    ];
+    for (const [imagePath, allowed] of cases) {
+      const spec = { name: "w", imagePath, vcpus: 1, memoryMb: 256 };
+      assert.equal(VmSpec.safeParse(spec).success, allowed, `zod: ${JSON.stringify(imagePath)}`);
+      const command = {
+        type: "vm.prepare",
+        version: 1,
+        commandId: "c1",
+        vmId: "web-1",
+        issuedAt: "2026-11-25T10:00:00Z",
+        spec,
+      };
+      assert.equal(validate(command), allowed, `schema: ${JSON.stringify(imagePath)}`);
+    }
   });
 });

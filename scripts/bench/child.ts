@@ -36,14 +36,16 @@ const gc = (): void => {
   }
 };
 
+/** The worker this child runs, on the server, prefix and host its parent gave it. */
+const childWorker = (
+  a: ChildArgs,
+  extra: Omit<Parameters<typeof makeWorker>[0], keyof Base> = {},
+) =>
+  makeWorker({ url: a.url, prefix: a.prefix, host: a.host, concurrency: a.concurrency, ...extra });
+type Base = { url: string; prefix: string; host: string; concurrency: number };
+
 async function serve(a: ChildArgs): Promise<void> {
-  const { worker } = makeWorker({
-    url: a.url,
-    prefix: a.prefix,
-    host: a.host,
-    concurrency: a.concurrency,
-    latencyMs: a.latencyMs ?? 0,
-  });
+  const { worker } = childWorker(a, { latencyMs: a.latencyMs ?? 0 });
   await worker.start();
   say({ ready: true, host: a.host });
   const rl = createInterface({ input: process.stdin });
@@ -61,14 +63,7 @@ async function recovery(a: ChildArgs): Promise<void> {
   for (let i = 0; i < vms; i++) noop.seed(recoveryHandle(i), "stopped");
   gc();
   const before = process.memoryUsage();
-  const { worker } = makeWorker({
-    url: a.url,
-    prefix: a.prefix,
-    host: a.host,
-    concurrency: a.concurrency,
-    backend: noop,
-    snapshots: a.snapshots ?? "off",
-  });
+  const { worker } = childWorker(a, { backend: noop, snapshots: a.snapshots ?? "off" });
   const t0 = performance.now();
   await worker.start();
   const startMs = performance.now() - t0;
@@ -96,12 +91,7 @@ async function recovery(a: ChildArgs): Promise<void> {
 }
 
 async function profile(a: ChildArgs): Promise<void> {
-  const { worker } = makeWorker({
-    url: a.url,
-    prefix: a.prefix,
-    host: a.host,
-    concurrency: a.concurrency,
-  });
+  const { worker } = childWorker(a);
   const startUs = Number(process.hrtime.bigint() / 1000n);
   const t0 = performance.now();
   await worker.start();

@@ -55,6 +55,17 @@ async function eventSpan(
 
 const batchFor = (c: number): number => Math.min(2048, Math.max(64, c * 8)); // the worker's
 
+/** Commands per second over the events' own time span, and over the wall clock. */
+function rates(commands: number, spanMs: number, wallMs: number) {
+  return {
+    commands,
+    cmdPerSec: round((commands / spanMs) * 1000),
+    spanMs: round(spanMs),
+    wallMs: round(wallMs),
+    wallCmdPerSec: round((commands / wallMs) * 1000),
+  };
+}
+
 export async function baselineThroughput(
   server: NatsServer,
   nc: NatsConnection,
@@ -79,11 +90,7 @@ export async function baselineThroughput(
     system: "baseline",
     concurrency: c,
     vms,
-    commands: cmds.length,
-    cmdPerSec: round((cmds.length / spanMs) * 1000),
-    spanMs: round(spanMs),
-    wallMs: round(wallMs),
-    wallCmdPerSec: round((cmds.length / wallMs) * 1000),
+    ...rates(cmds.length, spanMs, wallMs),
     errors: w.errors,
   };
 }
@@ -120,11 +127,7 @@ export async function vmqThroughput(
     concurrency: c,
     log,
     vms,
-    commands: cmds.length,
-    cmdPerSec: round((cmds.length / spanMs) * 1000),
-    spanMs: round(spanMs),
-    wallMs: round(wallMs),
-    wallCmdPerSec: round((cmds.length / wallMs) * 1000),
+    ...rates(cmds.length, spanMs, wallMs),
     errors: worker.stats.total() - worker.stats.total("succeeded"),
     outcomes: Object.fromEntries(worker.stats.commands),
   };

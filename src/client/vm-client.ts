@@ -26,6 +26,7 @@ import {
   type QueryReply,
 } from "../contracts/index.js";
 import { VmqError } from "../lib/errors.js";
+import { untilAborted } from "../lib/time.js";
 
 export interface VmqClientOptions {
   prefix?: string;
@@ -462,33 +463,5 @@ function parseJson<T>(
     return r.success ? r.data : undefined;
   } catch {
     return undefined;
-  }
-}
-
-/** The promise's value, or undefined as soon as `signal` aborts (a late value is stopped). */
-async function untilAborted<T extends { stop(): void }>(
-  p: Promise<T>,
-  signal: AbortSignal | undefined,
-): Promise<T | undefined> {
-  if (!signal) return p;
-  const late = () => {
-    // A fetch that completes after the abort: stop it so it does not hold messages.
-    p.then(
-      (b) => b.stop(),
-      () => undefined,
-    );
-    return undefined;
-  };
-  if (signal.aborted) return late();
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<"aborted">((resolve) => {
-    onAbort = () => resolve("aborted");
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-  try {
-    const r = await Promise.race([p, aborted]);
-    return r === "aborted" ? late() : r;
-  } finally {
-    if (onAbort) signal.removeEventListener("abort", onAbort);
   }
 }

@@ -7,7 +7,7 @@ import {
 import type { VmEvent } from "../contracts/index.js";
 import type { Names } from "../contracts/subjects.js";
 import { VmqError } from "../lib/errors.js";
-import { backoffMs, sleep } from "../lib/time.js";
+import { backoffMs, sleep, untilAborted } from "../lib/time.js";
 import type { EventStore, StoredEvent } from "./event-store.js";
 import { upcast } from "./upcasters.js";
 
@@ -124,7 +124,10 @@ export class JetStreamEventStore implements EventStore {
           let got = 0;
           // Big batches: each one is a round trip the replay waits for.
           // A fetch still setting up its consumer after 30 s counts as a stall: start over.
-          const batch = await withinMs(oc.fetch({ max_messages: 10_000, expires: 2_000 }), 30_000);
+          const batch = await untilAborted(
+            oc.fetch({ max_messages: 10_000, expires: 2_000 }),
+            AbortSignal.timeout(30_000),
+          );
           if (!batch) break;
           for await (const m of batch) {
             onEvent({ event: upcast(m.json()), seq: m.seq });
@@ -148,27 +151,5 @@ export class JetStreamEventStore implements EventStore {
         );
       }
     }
-  }
-}
-
-/** The promise's value, or undefined after `ms` (a late batch is stopped). */
-async function withinMs<T extends { stop(): void }>(
-  p: Promise<T>,
-  ms: number,
-): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => {
-      p.then(
-        (b) => b.stop(),
-        () => undefined,
-      );
-      resolve(undefined);
-    }, ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
   }
 }

@@ -45,3 +45,34 @@ export function deadlineSignal(
     },
   };
 }
+
+/**
+ * The promise's value, or undefined as soon as `signal` aborts: for a JetStream fetch that may
+ * never settle (its ordered consumer being re-created). A batch that arrives late is stopped.
+ */
+export async function untilAborted<T extends { stop(): void }>(
+  p: Promise<T>,
+  signal: AbortSignal | undefined,
+): Promise<T | undefined> {
+  if (!signal) return p;
+  const late = () => {
+    // A fetch that completes after the abort: stop it so it does not hold messages.
+    p.then(
+      (b) => b.stop(),
+      () => undefined,
+    );
+    return undefined;
+  };
+  if (signal.aborted) return late();
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<"aborted">((resolve) => {
+    onAbort = () => resolve("aborted");
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    const r = await Promise.race([p, aborted]);
+    return r === "aborted" ? late() : r;
+  } finally {
+    if (onAbort) signal.removeEventListener("abort", onAbort);
+  }
+}

@@ -65,6 +65,7 @@ export class Worker {
   /** The port /metrics is served on (when --http is set). */
   httpPort: number | undefined;
   #heartbeat: Heartbeat | undefined;
+  #durable = "";
   #reconciler: Reconciler | undefined;
   #unwatch: (() => void) | undefined;
   #reconcileTimer: NodeJS.Timeout | undefined;
@@ -117,6 +118,17 @@ export class Worker {
     try {
       await this.#start();
       this.#setState("running");
+      // Say so in the host record now, not at the next heartbeat: placement only picks hosts
+      // whose record says running, and a scheduler may act the moment the log line appears.
+      await this.#heartbeat?.beat();
+      this.log.info(
+        {
+          durable: this.#durable,
+          concurrency: this.config.concurrency,
+          backends: this.router.tags,
+        },
+        "worker running",
+      );
       return this;
     } catch (e) {
       this.log.error({ err: e, code: toVmqError(e).code }, "worker failed to start");
@@ -151,6 +163,7 @@ export class Worker {
       maxDeliver: config.maxDeliver,
       maxAckPending: config.maxAckPending,
     });
+    this.#durable = durable;
     const store = new JetStreamEventStore(js, names);
     const registry = new VmRegistry(config.host, store, viewWriter(nc, names.vmsBucket), log);
     const ctx: WorkerContext = {
@@ -245,10 +258,6 @@ export class Worker {
       );
       this.#reconcileTimer.unref();
     }
-    log.info(
-      { durable, concurrency: config.concurrency, backends: this.router.tags },
-      "worker running",
-    );
   }
 
   /** Appends an event made from the VM's current state, in the VM's lane (after its commands). */

@@ -53,6 +53,7 @@ export {
 export {
   names,
   parseSubject,
+  commandVmToken,
   DEFAULT_PREFIX,
   INVALID_VM_TOKEN,
   DLQ_HEADERS,

@@ -63,6 +63,14 @@ export function parseSubject(
   return { prefix, kind, host, vmId, rest };
 }
 
+/**
+ * Everything after `<prefix>.cmd.<host>.`: a subject with extra tokens (`...<vmId>.x`) is not
+ * the VM's subject, so it fails the body's vmId check instead of running as that VM.
+ */
+export function commandVmToken(subject: string): string {
+  return subject.split(".").slice(3).join(".");
+}
+
 /** Headers vmq writes on DLQ copies (the body is the raw command, byte for byte). */
 export const DLQ_HEADERS = {
   code: "Vmq-Dlq-Code",

@@ -8,6 +8,7 @@ export interface MetricsSource {
     deadLettered: number;
     duplicates: number;
     conflicts: number;
+    reordered: number;
     observed: number;
   };
   inFlight(): number;
@@ -65,6 +66,11 @@ export function createMetrics(source: MetricsSource): {
     "vmq_conflicts_total",
     "Appends that met another writer (reload and re-decide).",
     "conflicts",
+  );
+  counter(
+    "vmq_reordered_total",
+    "Earlier commands of a VM run before a later one that was delivered first (after a crash).",
+    "reordered",
   );
   counter(
     "vmq_observed_changes_total",

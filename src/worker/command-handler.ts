@@ -1,7 +1,7 @@
-import type { JsMsg } from "@nats-io/jetstream";
 import {
   VmHandle,
   VmView,
+  commandVmToken,
   isValidId,
   parseCommand,
   type Command,
@@ -25,6 +25,7 @@ import { backoffMs, deadlineSignal, sleep } from "../lib/time.js";
 import { withBindings, type BoundLogger } from "../observability/logger.js";
 import type { WorkerContext } from "./context.js";
 import { deadLetter } from "./dlq.js";
+import type { CommandMessage, EarlierCommand } from "./order-gate.js";
 
 const MAX_CONFLICT_RETRIES = 8;
 
@@ -36,10 +37,10 @@ const MAX_CONFLICT_RETRIES = 8;
 export class CommandHandler {
   constructor(private readonly ctx: WorkerContext) {}
 
-  async handle(msg: JsMsg): Promise<void> {
+  async handle(msg: CommandMessage): Promise<void> {
     const { ctx } = this;
     if (msg.info.redelivered) ctx.stats.redeliveries++;
-    const vmToken = vmTokenOf(msg.subject);
+    const vmToken = commandVmToken(msg.subject);
     const parsed = parseCommand(msg.data, vmToken);
     if (!parsed.ok) return this.#badInput(msg, parsed);
     const command = parsed.command;
@@ -50,6 +51,7 @@ export class CommandHandler {
       seq: msg.seq,
     });
     try {
+      if (!(await this.#inOrder(msg, command, log))) return;
       await this.#run(msg, command, log);
     } catch (e) {
       const err = toVmqError(e);
@@ -72,11 +74,52 @@ export class CommandHandler {
         "could not finish the command; it will be redelivered",
       );
       ctx.registry.markDirty(command.vmId);
-      msg.nak(delay);
+      this.#sendBack(msg, command, delay);
     }
   }
 
-  async #run(msg: JsMsg, command: Command, log: BoundLogger): Promise<void> {
+  /**
+   * Commands of one VM run in stream order: an earlier one that a dead worker held, or that
+   * went back to the stream, runs first, here. Returns false when one still has no outcome;
+   * this command then goes back to the stream too, to come after it.
+   */
+  async #inOrder(msg: CommandMessage, command: Command, log: BoundLogger): Promise<boolean> {
+    const { ctx } = this;
+    for (let round = 0; ; round++) {
+      const seen = ctx.registry.get(command.vmId).seenCommands;
+      const earlier = await ctx.order.earlier(command.vmId, msg.subject, msg.seq, seen);
+      if (earlier.length === 0) return true;
+      if (round === 2) {
+        const delay = backoffMs(msg.info.deliveryCount, 1_000, 30_000);
+        log.warn(
+          { waitingFor: earlier.map((e) => e.seq), delayMs: delay },
+          "an earlier command of this VM has no outcome yet; this one waits for it",
+        );
+        this.#sendBack(msg, command, delay);
+        return false;
+      }
+      log.warn(
+        { earlier: earlier.map((e) => e.seq) },
+        "an earlier command of this VM has no outcome yet: running it first",
+      );
+      ctx.stats.reordered += earlier.length;
+      for (const e of earlier) await this.handle(heldElsewhere(e));
+    }
+  }
+
+  /** nak, and remember it so the VM's later commands wait for this one. */
+  #sendBack(msg: CommandMessage, command: Command, delayMs: number): void {
+    this.ctx.order.defer({
+      seq: msg.seq,
+      subject: msg.subject,
+      data: msg.data,
+      headers: msg.headers,
+      command,
+    });
+    msg.nak(delayMs);
+  }
+
+  async #run(msg: CommandMessage, command: Command, log: BoundLogger): Promise<void> {
     const { ctx } = this;
     for (let round = 0; round < MAX_CONFLICT_RETRIES; round++) {
       const vm = ctx.registry.get(command.vmId);
@@ -133,7 +176,7 @@ export class CommandHandler {
 
   /** Runs the backend call with retries, then records exactly one outcome. */
   async #execute(
-    msg: JsMsg,
+    msg: CommandMessage,
     command: Command,
     vm: Vm,
     deadline: Date,
@@ -369,7 +412,7 @@ export class CommandHandler {
   }
 
   /** The last delivery failed too: dead-letter it (the max-deliveries mover is the backstop). */
-  async #exhausted(msg: JsMsg, lastError: string): Promise<void> {
+  async #exhausted(msg: CommandMessage, lastError: string): Promise<void> {
     await deadLetter(this.ctx.js, this.ctx.names, this.ctx.host, {
       subject: msg.subject,
       data: msg.data,
@@ -385,9 +428,9 @@ export class CommandHandler {
   }
 
   /** Not JSON, schema failure, subject mismatch, too large, unknown type or version. */
-  async #badInput(msg: JsMsg, p: ParseFailure): Promise<void> {
+  async #badInput(msg: CommandMessage, p: ParseFailure): Promise<void> {
     const { ctx } = this;
-    const vmToken = vmTokenOf(msg.subject);
+    const vmToken = commandVmToken(msg.subject);
     const log = ctx.log.child({
       vmId: isValidId(vmToken) ? vmToken : undefined,
       seq: msg.seq,
@@ -431,9 +474,20 @@ export class CommandHandler {
 }
 
 /**
- * Everything after `<prefix>.cmd.<host>.`: a subject with extra tokens (`...<vmId>.x`) is not
- * the VM's subject, so it fails the body's vmId check instead of running as that VM.
+ * An earlier command read back from the stream, run ahead of its own delivery: that delivery
+ * still owns the ack and finds the command done (a duplicate); a failure leaves it deferred.
  */
-function vmTokenOf(subject: string): string {
-  return subject.split(".").slice(3).join(".");
+function heldElsewhere(e: EarlierCommand): CommandMessage {
+  const none = (): void => undefined;
+  return {
+    subject: e.subject,
+    data: e.data,
+    seq: e.seq,
+    headers: e.headers,
+    info: { redelivered: true, deliveryCount: 1 },
+    ack: none,
+    term: none,
+    working: none,
+    nak: none,
+  };
 }

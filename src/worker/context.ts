@@ -5,6 +5,7 @@ import type { ResolvedConfig } from "../config/config.js";
 import type { EventStore } from "../event-store/event-store.js";
 import type { HypervisorRouter } from "../hypervisor/index.js";
 import type { Logger } from "../observability/logger.js";
+import type { OrderGate } from "./order-gate.js";
 import type { VmRegistry } from "./vm-registry.js";
 import type { WorkerStats } from "./stats.js";
 
@@ -16,6 +17,8 @@ export interface WorkerContext {
   js: JetStreamClient;
   store: EventStore;
   registry: VmRegistry;
+  /** Keeps each VM's commands in stream order across crashes and retries. */
+  order: OrderGate;
   router: HypervisorRouter;
   vmsView: KV;
   log: Logger;

@@ -5,6 +5,8 @@ export class WorkerStats {
   deadLettered = 0;
   duplicates = 0;
   conflicts = 0;
+  /** Earlier commands of a VM run ahead of a later one that arrived first (after a crash). */
+  reordered = 0;
   inFlight = 0;
   observed = 0;
   replayMs = 0;

@@ -2,7 +2,13 @@ import { setMaxListeners } from "node:events";
 import { randomUUID } from "node:crypto";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { names as namesFor, type VmEvent, type WorkerState } from "../contracts/index.js";
+import {
+  commandVmToken,
+  names as namesFor,
+  parseCommand,
+  type VmEvent,
+  type WorkerState,
+} from "../contracts/index.js";
 import { observed, type Vm } from "../domain/index.js";
 import { resolveConfig, type ResolvedConfig, type WorkerConfigInput } from "../config/config.js";
 import { JetStreamEventStore } from "../event-store/jetstream-event-store.js";
@@ -20,6 +26,7 @@ import { DlqMover } from "./dlq-mover.js";
 import { startEmbeddedNats, type EmbeddedNats } from "./embedded-nats.js";
 import { Heartbeat } from "./heartbeat.js";
 import { Lanes } from "./lanes.js";
+import { OrderGate } from "./order-gate.js";
 import { serveQueries } from "./queries.js";
 import { serveConsole } from "./console-relay.js";
 import type { Server } from "node:http";
@@ -166,6 +173,10 @@ export class Worker {
     this.#durable = durable;
     const store = new JetStreamEventStore(js, names);
     const registry = new VmRegistry(config.host, store, viewWriter(nc, names.vmsBucket), log);
+    const order = new OrderGate(jsm, names.commandsStream, durable, (data, subject) => {
+      const p = parseCommand(data, commandVmToken(subject));
+      return p.ok ? p.command : undefined;
+    });
     const ctx: WorkerContext = {
       host: config.host,
       names,
@@ -173,6 +184,7 @@ export class Worker {
       js,
       store,
       registry,
+      order,
       router: this.router,
       vmsView: topology.vms,
       log,
@@ -245,6 +257,9 @@ export class Worker {
         batch: Math.min(config.maxAckPending, Math.max(64, config.concurrency * 8)),
       },
     );
+    // What a previous worker of this host held and never acked: its VMs' later commands wait.
+    const held = await order.open();
+    if (held) log.info({ from: held.from, to: held.to }, "commands a previous worker held");
     await this.#consumer.start();
     if (config.http) await this.#serveHttp(config.http);
     if (config.snapshots === "on") {

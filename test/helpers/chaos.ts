@@ -50,6 +50,8 @@ export interface ChaosSummary {
   pendingPastDeadline: number;
   doubleEffects: string[];
   viewMismatches: string[];
+  /** VMs whose commands took effect in another order than they were published. */
+  outOfOrder: string[];
   outcomeTypes: Record<string, number>;
   ms: number;
 }
@@ -111,19 +113,19 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       return byVm;
     };
     // Supervise: restart the worker whenever a failpoint killed it, until all outcomes are in.
+    const reviveIfDead = (): boolean => {
+      if (!worker.dead) return false;
+      restarts++;
+      duplicates += worker.duplicates;
+      o.log?.(
+        `worker died (${worker.proc?.signalCode ?? worker.proc?.exitCode}); restart #${restarts}`,
+      );
+      worker = new WorkerProcess(args, env).start();
+      return true;
+    };
     let histories = new Map<string, { event: VmEvent; seq: number }[]>();
     for (;;) {
-      if (
-        (worker.proc?.exitCode !== null && worker.proc?.exitCode !== undefined) ||
-        worker.proc?.signalCode
-      ) {
-        restarts++;
-        duplicates += worker.duplicates;
-        o.log?.(
-          `worker died (${worker.proc?.signalCode ?? worker.proc?.exitCode}); restart #${restarts}`,
-        );
-        worker = new WorkerProcess(args, env).start();
-      }
+      reviveIfDead();
       histories = await outcomesOf();
       const done = [...histories.values()].reduce(
         (n, h) =>
@@ -133,9 +135,18 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       if (done >= total || Date.now() - began > o.deadlineMs) break;
       await new Promise((r) => setTimeout(r, 500));
     }
-    // Let JetStream redeliver what the dead workers never acked: those must be harmless duplicates.
-    await new Promise((r) => setTimeout(r, 3_000));
+    // Let JetStream redeliver what the dead workers never acked: those must be harmless
+    // duplicates. A worker that died right after the last outcomes never wrote their view
+    // records, so settle only once a worker has run (ready) for 3 s without dying: that worker
+    // has rewritten the whole view, as every restarted worker does.
+    for (let settled = false; !settled && Date.now() - began < o.deadlineMs;) {
+      reviveIfDead();
+      await eventually(() => worker.ready || worker.dead || undefined, 60_000, "worker ready");
+      await new Promise((r) => setTimeout(r, 3_000));
+      settled = !worker.dead;
+    }
     histories = await outcomesOf();
+    // A graceful stop writes the last view records before the process exits.
     await worker.kill("SIGTERM");
     duplicates += worker.duplicates;
 
@@ -150,6 +161,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       pendingPastDeadline: 0,
       doubleEffects: [],
       viewMismatches: [],
+      outOfOrder: [],
       outcomeTypes: {},
       ms: 0,
     };
@@ -174,6 +186,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
           s.outcomeTypes[key] = (s.outcomeTypes[key] ?? 0) + 1;
         }
       }
+      // One VM's commands take effect in stream order: outcomes come in the order sent.
+      const order = cmds.map((c) => c.id);
+      const positions = h
+        .filter((e) => e.event.type !== "vm.command-accepted" && e.event.causationId)
+        .map((e) => order.indexOf(e.event.causationId as string));
+      if (positions.some((i, k) => k > 0 && i < (positions[k - 1] as number)))
+        s.outOfOrder.push(`${vmId}: outcomes in command order ${positions.join(",")}`);
       // No guest was started or stopped twice: backend effects never exceed the commands asking for them.
       for (const [cmd, op] of Object.entries(EFFECT)) {
         const asked = cmds.filter((c) => c.type === cmd).length;

@@ -23,6 +23,8 @@ export class WorkerProcess {
   output = "";
   /** Commands this process found already done (logged as duplicates), for the chaos summary. */
   duplicates = 0;
+  /** The worker logged "worker running": replay and reconcile are done. */
+  ready = false;
 
   constructor(
     readonly args: string[],
@@ -34,9 +36,15 @@ export class WorkerProcess {
     this.proc.all.on("data", (d: Buffer) => {
       const text = d.toString();
       this.duplicates += text.split("duplicate command: it already has an outcome").length - 1;
+      if (text.includes('"worker running"')) this.ready = true;
       this.output = (this.output + text).slice(-20_000);
     });
     return this;
+  }
+
+  /** The process has ended (exited or killed). */
+  get dead(): boolean {
+    return (this.proc?.exitCode ?? null) !== null || Boolean(this.proc?.signalCode);
   }
 
   async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {

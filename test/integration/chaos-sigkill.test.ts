@@ -22,6 +22,7 @@ describe(
       assert.equal(s.pendingPastDeadline, 0);
       assert.deepEqual(s.doubleEffects, [], "no guest was started or stopped twice");
       assert.deepEqual(s.viewMismatches, [], "the vms view equals a fresh replay");
+      assert.deepEqual(s.outOfOrder, [], "every VM's commands took effect in stream order");
     });
   },
 );

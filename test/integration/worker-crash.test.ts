@@ -147,4 +147,43 @@ describe("worker: SIGKILL mid-command, then restart", { timeout: 120_000 }, () =
     );
     assert.equal((await noopState("late")).state, "suspended");
   });
+
+  it("a VM's later commands wait for the earlier one a dead worker held (no start before its prepare)", async () => {
+    // A long ack_wait: JetStream would bring the dead worker's prepare back only after a
+    // minute, while the start and stop published after it are delivered at once.
+    const h2 = args.map((a) => (a === "h1" ? "h2" : a === "3000" ? "60000" : a));
+    const dying = new WorkerProcess(h2, { VMQ_FAILPOINTS: "before-intent=1" }).start();
+    await eventually(
+      async () => (await client.hosts()).find((x) => x.host === "h2" && x.state === "running"),
+      30_000,
+      "h2 ready",
+    );
+    const prepare = await client.publish("h2", { type: "vm.prepare", vmId: "ord", spec: SPEC });
+    await dying.exit(); // killed before the prepare recorded anything, the message unacked
+    const start = await client.publish("h2", { type: "vm.start", vmId: "ord" });
+    const stop = await client.publish("h2", { type: "vm.stop", vmId: "ord", timeoutMs: 5000 });
+
+    const next = new WorkerProcess(h2).start();
+    try {
+      const outcome = await client.waitForOutcome("h2", "ord", stop.command.commandId, {
+        timeoutMs: 45_000,
+      });
+      assert.equal(outcome.outcome.type, "vm.stopped");
+      const outcomes = (await client.history("h2", "ord"))
+        .map((e) => e.event)
+        .filter((e) => e.type !== "vm.command-accepted" && e.causationId);
+      assert.deepEqual(
+        outcomes.map((e) => [e.causationId, e.type]),
+        [
+          [prepare.command.commandId, "vm.prepared"],
+          [start.command.commandId, "vm.started"],
+          [stop.command.commandId, "vm.stopped"],
+        ],
+        "each command took effect once, in the order published",
+      );
+      assert.match(next.output, /an earlier command of this VM has no outcome yet/);
+    } finally {
+      await next.kill("SIGTERM");
+    }
+  });
 });

@@ -1,5 +1,5 @@
 /** Test-side handle on the fake illumos tools: a temp state dir, faults, and introspection. */
-import { mkdtemp, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -79,7 +79,10 @@ export class FakeIllumos {
     return (await this.zones()).find((z) => z.name === name);
   }
   async setFaults(faults: FakeFault[]): Promise<void> {
-    await writeFile(join(this.stateDir, "faults.json"), JSON.stringify(faults));
+    // Replaced by rename: a fake tool may be reading it right now.
+    const tmp = join(this.stateDir, ".faults.tmp");
+    await writeFile(tmp, JSON.stringify(faults));
+    await rename(tmp, join(this.stateDir, "faults.json"));
   }
   /** Every tool invocation so far, as argv arrays ([tool, ...args]). */
   async calls(): Promise<string[][]> {

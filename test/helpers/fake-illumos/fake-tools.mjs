@@ -12,6 +12,7 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
@@ -31,7 +32,15 @@ const allDatasets = () =>
 const zoneFile = (z) => join(stateDir, "zones", `${z}.json`);
 const readZone = (z) =>
   existsSync(zoneFile(z)) ? JSON.parse(readFileSync(zoneFile(z), "utf8")) : undefined;
-const writeZone = (zone) => writeFileSync(zoneFile(zone.name), JSON.stringify(zone, null, 1));
+// State files are replaced by rename, never rewritten in place: tools run concurrently and the
+// test reads them while they do, so a reader must see the old or the new file, never half of one.
+let tmpCount = 0;
+const writeAtomic = (file, text) => {
+  const tmp = join(stateDir, `.tmp-${process.pid}-${tmpCount++}`);
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+};
+const writeZone = (zone) => writeAtomic(zoneFile(zone.name), JSON.stringify(zone, null, 1));
 
 function subcommand(tool, args) {
   switch (tool) {
@@ -64,7 +73,7 @@ async function injectFaults(tool, args) {
   if (!f) return;
   if (f.times !== undefined) {
     f.times -= 1;
-    writeFileSync(file, JSON.stringify(faults));
+    writeAtomic(file, JSON.stringify(faults));
   }
   if (f.sleepMs) await new Promise((r) => setTimeout(r, f.sleepMs));
   if (f.exitCode !== undefined && f.exitCode !== 0)

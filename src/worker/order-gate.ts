@@ -95,9 +95,11 @@ export class OrderGate {
     }
     await this.#refresh();
     const w = this.#window;
-    if (w && seq > w.from && (this.#verified.get(vmId) ?? 0) < seq) {
-      // Messages of this VM after w.to came to this process in order: only the window counts.
-      let from = Math.max(w.from, (this.#verified.get(vmId) ?? 0) + 1);
+    // Messages of this VM after w.to came to this process in order: only the window counts,
+    // up to this command, from where an earlier check of this VM ended.
+    let from = w ? Math.max(w.from, (this.#verified.get(vmId) ?? 0) + 1) : 0;
+    const until = w ? Math.min(seq - 1, w.to) : -1;
+    if (w && from <= until) {
       let found = false;
       for (;;) {
         // next_by_subj works on 2.9.10 though the client's type only names seq and last_by_subj.
@@ -105,7 +107,7 @@ export class OrderGate {
           seq: from,
           next_by_subj: subject,
         } as unknown as MsgRequest);
-        if (!m || m.seq >= seq || m.seq > w.to) break;
+        if (!m || m.seq > until) break;
         const command = this.parse(m.data, m.subject);
         if (command && !seen.has(command.commandId) && !out.has(m.seq)) {
           out.set(m.seq, {
@@ -119,7 +121,7 @@ export class OrderGate {
         }
         from = m.seq + 1;
       }
-      if (!found) this.#verified.set(vmId, seq);
+      if (!found) this.#verified.set(vmId, until);
     }
     return [...out.values()].sort((a, b) => a.seq - b.seq);
   }

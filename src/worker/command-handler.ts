@@ -86,6 +86,7 @@ export class CommandHandler {
   async #inOrder(msg: CommandMessage, command: Command, log: BoundLogger): Promise<boolean> {
     const { ctx } = this;
     for (let round = 0; ; round++) {
+      ctx.abandon.throwIfAborted(); // a drain sends this one back as it is
       const seen = ctx.registry.get(command.vmId).seenCommands;
       const earlier = await ctx.order.earlier(command.vmId, msg.subject, msg.seq, seen);
       if (earlier.length === 0) return true;

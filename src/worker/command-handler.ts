@@ -64,7 +64,7 @@ export class CommandHandler {
         return;
       }
       if (msg.info.deliveryCount >= ctx.config.maxDeliver) {
-        await this.#exhausted(msg, err.message).catch(() => undefined);
+        await this.#exhausted(msg, command, err.message, log).catch(() => undefined);
         return;
       }
       // NATS trouble while recording: let JetStream bring the command back later.
@@ -79,32 +79,40 @@ export class CommandHandler {
   }
 
   /**
-   * Commands of one VM run in stream order: an earlier one that a dead worker held, or that
-   * went back to the stream, runs first, here. Returns false when one still has no outcome;
-   * this command then goes back to the stream too, to come after it.
+   * Commands of one VM run in stream order: an earlier one that a dead worker held runs first,
+   * here, once. Returns false when an earlier one still has no outcome (it was sent back, or
+   * its run here did not finish): this command then goes back to the stream, to come after it.
    */
   async #inOrder(msg: CommandMessage, command: Command, log: BoundLogger): Promise<boolean> {
     const { ctx } = this;
-    for (let round = 0; ; round++) {
+    let reloaded = false;
+    for (;;) {
       ctx.abandon.throwIfAborted(); // a drain sends this one back as it is
       const seen = ctx.registry.get(command.vmId).seenCommands;
-      const earlier = await ctx.order.earlier(command.vmId, msg.subject, msg.seq, seen);
-      if (earlier.length === 0) return true;
-      if (round === 2) {
+      const [first] = await ctx.order.earlier(command.vmId, msg.subject, msg.seq, seen);
+      if (!first) return true;
+      if (first.kind === "held" && !reloaded) {
+        // Before running anything again, make sure the VM is as the stream says, not as this
+        // process last saw it (an append whose PubAck was lost may have landed after all).
+        reloaded = true;
+        await ctx.registry.reload(command.vmId);
+        continue;
+      }
+      if (first.kind === "deferred" || !ctx.order.firstTry(first.seq)) {
         const delay = backoffMs(msg.info.deliveryCount, 1_000, 30_000);
         log.warn(
-          { waitingFor: earlier.map((e) => e.seq), delayMs: delay },
+          { waitingFor: first.seq, delayMs: delay },
           "an earlier command of this VM has no outcome yet; this one waits for it",
         );
         this.#sendBack(msg, command, delay);
         return false;
       }
       log.warn(
-        { earlier: earlier.map((e) => e.seq) },
+        { earlier: first.seq, earlierId: first.command.commandId },
         "an earlier command of this VM has no outcome yet: running it first",
       );
-      ctx.stats.reordered += earlier.length;
-      for (const e of earlier) await this.handle(heldElsewhere(e));
+      ctx.stats.reordered++;
+      await this.handle(heldElsewhere(first));
     }
   }
 
@@ -412,8 +420,16 @@ export class CommandHandler {
     return undefined;
   }
 
-  /** The last delivery failed too: dead-letter it (the max-deliveries mover is the backstop). */
-  async #exhausted(msg: CommandMessage, lastError: string): Promise<void> {
+  /**
+   * The last delivery failed too: dead-letter it and record its outcome, so that the VM's later
+   * commands stop waiting for it (the max-deliveries mover is the backstop when this fails).
+   */
+  async #exhausted(
+    msg: CommandMessage,
+    command: Command,
+    lastError: string,
+    log: BoundLogger,
+  ): Promise<void> {
     await deadLetter(this.ctx.js, this.ctx.names, this.ctx.host, {
       subject: msg.subject,
       data: msg.data,
@@ -425,6 +441,26 @@ export class CommandHandler {
       lastError,
     });
     this.ctx.stats.deadLettered++;
+    this.ctx.order.forget(command.vmId, msg.seq);
+    const vm = this.ctx.registry.get(command.vmId);
+    if (!vm.seenCommands.has(command.commandId)) {
+      await this.#appendOutcome(
+        failed(
+          vm,
+          command,
+          {
+            code: "command::max-deliveries",
+            message: `gave up after ${msg.info.deliveryCount} deliveries (${lastError}); see the DLQ`,
+            retryable: false,
+          },
+          msg.info.deliveryCount,
+          { now: this.ctx.now() },
+        ),
+        command,
+      ).catch((e: unknown) =>
+        log.error({ err: e }, "dead-lettered, but its failure could not be recorded"),
+      );
+    }
     msg.term();
   }
 

@@ -74,6 +74,14 @@ export class DlqMover {
     const vmId = stored.subject.split(".")[3] ?? "";
     const parsed = parseCommand(stored.data, vmId);
     const vm = isValidId(vmId) ? ctx.registry.get(vmId) : undefined;
+    if (parsed.ok && vm?.seenCommands.has(parsed.command.commandId)) {
+      // It did get its outcome (only its acks were lost): nothing for an operator to retry.
+      ctx.log.info(
+        { vmId, seq: a.stream_seq, deliveries: a.deliveries },
+        "command exhausted its deliveries but has its outcome: not dead-lettered",
+      );
+      return;
+    }
     await deadLetter(ctx.js, ctx.names, ctx.host, {
       subject: stored.subject,
       data: stored.data,

@@ -17,6 +17,8 @@ export interface CommandMessage {
 
 /** A valid command of the VM, earlier in the stream, with no outcome yet. */
 export interface EarlierCommand {
+  /** held: delivered to a worker that is gone (or lost in a reconnect); deferred: nak'd here. */
+  kind: "held" | "deferred";
   seq: number;
   subject: string;
   data: Uint8Array;
@@ -34,19 +36,23 @@ const WINDOW_REFRESH_MS = 2_000;
  * a VM's later commands would run first (a start before its prepare).
  *
  * Two sources of such gaps, both cheap to rule out in steady state:
- * - at start, the consumer's unacked range (ack floor, last delivered]: whatever a previous
- *   worker held. Until the ack floor passes it, a VM's first command here reads the VM's
- *   earlier commands in that range back from the stream (one request each, once per VM);
- * - commands this process sent back (nak): remembered until their outcome is recorded.
- * The handler runs what the gate returns first; their own redelivery later is a duplicate.
+ * - held: the consumer's unacked range (ack floor, last delivered] at start (what a previous
+ *   worker held) and after a reconnect (what was lost in flight). Until the ack floor passes
+ *   it, a VM's first command here reads the VM's earlier commands in that range back from the
+ *   stream (one request each, once per VM). The handler runs such a command first, once; its
+ *   own redelivery later is a duplicate;
+ * - deferred: commands this process sent back (nak), until their outcome is recorded. The
+ *   VM's later commands go back too, to come after them.
  */
 export class OrderGate {
-  #window: { from: number; to: number; checkedAt: number } | undefined;
+  #window: { from: number; to: number; checkedAt: number; openedAt: number } | undefined;
   #refreshing: Promise<void> | undefined;
   /** Per VM: commands up to this stream seq need no check (handled, or ahead in the lane). */
   readonly #verified = new Map<string, number>();
   /** Per VM: commands this process nak'd, by stream seq. */
   readonly #deferred = new Map<string, Map<number, EarlierCommand>>();
+  /** Held commands already run ahead once here: a second time waits for their redelivery. */
+  readonly #tried = new Set<number>();
 
   constructor(
     private readonly jsm: JetStreamManager,
@@ -54,15 +60,32 @@ export class OrderGate {
     private readonly durable: string,
     /** The valid command in a stream message, or undefined for bad input (never reordered). */
     private readonly parse: (data: Uint8Array, subject: string) => Command | undefined,
+    /**
+     * After this long every held message has been redelivered (ack_wait x (max_deliver + 1)):
+     * the window closes even if the ack floor is stuck behind a message JetStream gave up on.
+     */
+    private readonly maxOpenMs: number,
   ) {}
 
-  /** Reads what a previous worker may still hold; call before consuming. */
+  /**
+   * Reads what another worker (one that died, or this one before a reconnect lost messages in
+   * flight) may still hold: at start before consuming, and again after every reconnect.
+   */
   async open(): Promise<{ from: number; to: number } | undefined> {
     const info = await this.jsm.consumers.info(this.stream, this.durable);
     const floor = info.ack_floor.stream_seq;
     const delivered = info.delivered.stream_seq;
-    this.#window =
-      delivered > floor ? { from: floor + 1, to: delivered, checkedAt: Date.now() } : undefined;
+    const now = Date.now();
+    if (delivered > floor) {
+      const w = this.#window;
+      this.#window = {
+        from: Math.min(w?.from ?? Infinity, floor + 1),
+        to: Math.max(w?.to ?? 0, delivered),
+        checkedAt: now,
+        openedAt: now,
+      };
+      this.#verified.clear();
+    }
     return this.#window && { from: this.#window.from, to: this.#window.to };
   }
 
@@ -71,10 +94,22 @@ export class OrderGate {
   }
 
   /** This process sent a valid command back to the stream: its VM's later commands wait. */
-  defer(c: EarlierCommand): void {
+  defer(c: Omit<EarlierCommand, "kind">): void {
     const vmId = c.command.vmId;
     const mine = this.#deferred.get(vmId) ?? new Map<number, EarlierCommand>();
-    this.#deferred.set(vmId, mine.set(c.seq, c));
+    this.#deferred.set(vmId, mine.set(c.seq, { ...c, kind: "deferred" }));
+  }
+
+  /** The command ended without an outcome (dead-lettered): nothing waits for it any more. */
+  forget(vmId: string, seq: number): void {
+    this.#deferred.get(vmId)?.delete(seq);
+  }
+
+  /** True the first time only: a held command is run ahead at most once per process. */
+  firstTry(seq: number): boolean {
+    if (this.#tried.has(seq)) return false;
+    this.#tried.add(seq);
+    return true;
   }
 
   /** The VM's earlier commands (before `seq`) that have no outcome in `seen`, oldest first. */
@@ -111,6 +146,7 @@ export class OrderGate {
         const command = this.parse(m.data, m.subject);
         if (command && !seen.has(command.commandId) && !out.has(m.seq)) {
           out.set(m.seq, {
+            kind: "held",
             seq: m.seq,
             subject: m.subject,
             data: m.data,
@@ -126,21 +162,28 @@ export class OrderGate {
     return [...out.values()].sort((a, b) => a.seq - b.seq);
   }
 
-  /** Closes the start window once the consumer's ack floor has passed it. */
+  /** Closes the window once the consumer's ack floor has passed it, or its time is up. */
   async #refresh(): Promise<void> {
     const w = this.#window;
     if (!w || Date.now() - w.checkedAt < WINDOW_REFRESH_MS) return;
+    if (Date.now() - w.openedAt > this.maxOpenMs) {
+      this.#close();
+      return;
+    }
     this.#refreshing ??= this.jsm.consumers
       .info(this.stream, this.durable)
       .then((info) => {
         w.checkedAt = Date.now();
-        if (info.ack_floor.stream_seq >= w.to) {
-          this.#window = undefined;
-          this.#verified.clear();
-        }
+        if (info.ack_floor.stream_seq >= w.to && this.#window === w) this.#close();
       })
       .catch(() => undefined) // asked again at the next check
       .finally(() => (this.#refreshing = undefined));
     await this.#refreshing;
+  }
+
+  #close(): void {
+    this.#window = undefined;
+    this.#verified.clear();
+    this.#tried.clear();
   }
 }

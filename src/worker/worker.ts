@@ -173,10 +173,16 @@ export class Worker {
     this.#durable = durable;
     const store = new JetStreamEventStore(js, names);
     const registry = new VmRegistry(config.host, store, viewWriter(nc, names.vmsBucket), log);
-    const order = new OrderGate(jsm, names.commandsStream, durable, (data, subject) => {
-      const p = parseCommand(data, commandVmToken(subject));
-      return p.ok ? p.command : undefined;
-    });
+    const order = new OrderGate(
+      jsm,
+      names.commandsStream,
+      durable,
+      (data, subject) => {
+        const p = parseCommand(data, commandVmToken(subject));
+        return p.ok ? p.command : undefined;
+      },
+      config.ackWaitMs * (config.maxDeliver + 1),
+    );
     const ctx: WorkerContext = {
       host: config.host,
       names,
@@ -423,6 +429,10 @@ export class Worker {
         } else if (s.type === "reconnect") {
           this.connected = true;
           this.log.info({ server: s.server }, "NATS reconnected");
+          // Messages in flight at the disconnect come back only after ack_wait: keep order.
+          this.#ctx?.order
+            .open()
+            .catch((e: unknown) => this.log.warn({ err: e }, "could not read the consumer state"));
         }
       }
     })();

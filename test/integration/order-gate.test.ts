@@ -60,7 +60,7 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
     }
     assert.equal(held.length, 4);
 
-    const gate = new OrderGate(jsm, names.commandsStream, durable, parse);
+    const gate = new OrderGate(jsm, names.commandsStream, durable, parse, 600_000);
     const window = await gate.open();
     assert.deepEqual(window, { from: prepare.seq, to: held.at(-1)?.seq });
 
@@ -69,10 +69,12 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
     const seen = new Set([done.command.commandId]);
     const earlier = await gate.earlier("a", subject, later.seq, seen);
     assert.deepEqual(
-      earlier.map((e) => [e.seq, e.command.commandId]),
-      [[prepare.seq, prepare.command.commandId]],
+      earlier.map((e) => [e.kind, e.seq, e.command.commandId]),
+      [["held", prepare.seq, prepare.command.commandId]],
       "only VM a's prepare: b is another VM, the start has an outcome, bad input never waits",
     );
+    assert.equal(gate.firstTry(prepare.seq), true, "a held command may run ahead once");
+    assert.equal(gate.firstTry(prepare.seq), false, "then it waits for its own redelivery");
     // With the prepare's outcome recorded, nothing is in the way.
     seen.add(prepare.command.commandId);
     assert.deepEqual(await gate.earlier("a", subject, later.seq, seen), []);
@@ -96,7 +98,7 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
   });
 
   it("makes a VM's later commands wait for one this process sent back, until it has an outcome", async () => {
-    const gate = new OrderGate(jsm, names.commandsStream, durable, parse);
+    const gate = new OrderGate(jsm, names.commandsStream, durable, parse, 600_000);
     assert.equal(await gate.open(), undefined, "nothing held: no window");
     const first = await client.publish("g1", { type: "vm.prepare", vmId: "c", spec: SPEC });
     const second = await client.publish("g1", { type: "vm.start", vmId: "c" });
@@ -109,13 +111,35 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
     });
     const waiting = await gate.earlier("c", subject, second.seq, new Set());
     assert.deepEqual(
-      waiting.map((e) => e.seq),
-      [first.seq],
+      waiting.map((e) => [e.kind, e.seq]),
+      [["deferred", first.seq]],
     );
     assert.deepEqual(await gate.earlier("c", subject, first.seq, new Set()), [], "not itself");
     assert.deepEqual(
       await gate.earlier("c", subject, second.seq, new Set([first.command.commandId])),
       [],
     );
+    // A command dead-lettered without an outcome is forgotten: nothing waits for it.
+    gate.defer({ seq: first.seq, subject, data: new Uint8Array(), command: first.command });
+    gate.forget("c", first.seq);
+    assert.deepEqual(await gate.earlier("c", subject, second.seq, new Set()), []);
+  });
+
+  it("closes a window whose ack floor never moves once every held message had its redeliveries", async () => {
+    const g2 = await ensureConsumer(jsm, names, "g2", {
+      ackWaitMs: 60_000,
+      maxDeliver: 10,
+      maxAckPending: 100,
+    });
+    const consumer = await jetstream(nc).consumers.get(names.commandsStream, g2);
+    const stuck = await client.publish("g2", { type: "vm.prepare", vmId: "d", spec: SPEC });
+    const m = await consumer.next({ expires: 2_000 });
+    assert.equal(m?.seq, stuck.seq, "held, never acked");
+    const gate = new OrderGate(jsm, names.commandsStream, g2, parse, 1);
+    assert.ok(await gate.open());
+    await new Promise((r) => setTimeout(r, 2_100));
+    const later = await client.publish("g2", { type: "vm.start", vmId: "d" });
+    assert.deepEqual(await gate.earlier("d", `${names.prefix}.cmd.g2.d`, later.seq, new Set()), []);
+    assert.equal(gate.windowOpen, false);
   });
 });

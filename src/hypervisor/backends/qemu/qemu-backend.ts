@@ -689,6 +689,9 @@ export class QemuBackend implements Hypervisor {
       return; // reported once the process is gone (#onClosed)
     }
     if (m.ownCalls > 0 || m.expectExit) return;
+    // A guest power-off ends with SHUTDOWN, then STOP as QEMU halts the vCPUs on its way out:
+    // that STOP is the exit, reported by #onClosed, not a pause.
+    if (m.lastShutdown) return;
     if (ev.event === "STOP") this.#emit(m, "suspended", "qmp", "paused outside vmq");
     else if (ev.event === "RESUME") this.#emit(m, "running", "qmp", "resumed outside vmq");
     else if (ev.event === "GUEST_PANICKED") this.#emit(m, "failed", "qmp", "the guest panicked");

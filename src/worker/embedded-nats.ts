@@ -60,9 +60,9 @@ export async function startEmbeddedNats(
   proc.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   for (let i = 0; i < 200; i++) {
     const f = (await readdir(portsDir).catch(() => [])).find((n) => n.endsWith(".ports"));
-    if (f) {
-      const ports = JSON.parse(await readFile(join(portsDir, f), "utf8")) as { nats: string[] };
-      const url = ports.nats[0] ?? `nats://127.0.0.1:${port}`;
+    // The server may still be writing the file: half a file is read again next round.
+    const url = f ? firstUrl(await readFile(join(portsDir, f), "utf8").catch(() => "")) : undefined;
+    if (url) {
       log.info({ url, store }, "embedded nats-server started");
       return {
         url,
@@ -83,4 +83,12 @@ export async function startEmbeddedNats(
       hint: `Is port ${port} already in use? Pass --embedded-port 0 for any free port, or --nats to use a running server.`,
     },
   );
+}
+
+function firstUrl(ports: string): string | undefined {
+  try {
+    return (JSON.parse(ports) as { nats?: string[] }).nats?.[0];
+  } catch {
+    return undefined;
+  }
 }

@@ -70,7 +70,9 @@ export function hypervisorConformance(
         current = await b.resume(current);
         assert.equal(await b.state(current), "running");
       }
-      const stopped = await b.stop(current, stopOpts());
+      // The guest may still be booting (TCG on a busy machine is slow): a graceful stop can
+      // take as long as a boot, and returns as soon as the guest is off.
+      const stopped = await b.stop(current, stopOpts(f.bootTimeoutMs ?? 60_000));
       assert.equal(stopped.how, f.gracefulHow ?? "acpi", "a graceful stop records its first step");
       assert.equal(await b.state(stopped.handle), "stopped");
       const again = await b.start(stopped.handle);

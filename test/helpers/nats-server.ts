@@ -95,8 +95,8 @@ async function launch(
     const files = await readdir(portsDir).catch(() => []);
     const f = files.find((n) => n.endsWith(".ports"));
     if (f) {
-      const ports = JSON.parse(await readFile(join(portsDir, f), "utf8")) as { nats: string[] };
-      const u = ports.nats[0];
+      // The server may still be writing the file: half a file is read again next round.
+      const u = parsePorts(await readFile(join(portsDir, f), "utf8").catch(() => ""));
       if (u) return { proc, port: Number(new URL(u).port) };
     }
     if (proc.exitCode !== null) break;
@@ -104,6 +104,14 @@ async function launch(
   }
   proc.kill("SIGKILL");
   throw new Error(`nats-server did not start: ${stderr.slice(-2000)}`);
+}
+
+function parsePorts(text: string): string | undefined {
+  try {
+    return (JSON.parse(text) as { nats?: string[] }).nats?.[0];
+  } catch {
+    return undefined;
+  }
 }
 
 let cached: string | undefined;

@@ -347,11 +347,19 @@ export async function cleanupDataDir(dataDir: string): Promise<void> {
   const { vmPaths } = await import("../../src/hypervisor/backends/qemu/qemu-backend.js");
   const { readPidFile, signalOurQemu, waitForExit } =
     await import("../../src/hypervisor/backends/qemu/process.js");
-  const entries = await readdir(dataDir).catch(() => [] as string[]);
-  for (const id of entries) {
+  // A backend's own data dir, or a worker's (whose QEMU VMs live under <data-dir>/qemu).
+  const roots = [dataDir, join(dataDir, "qemu")];
+  const vms = (
+    await Promise.all(
+      roots.map(async (r) =>
+        (await readdir(r).catch(() => [] as string[])).map((id) => ({ root: r, id })),
+      ),
+    )
+  ).flat();
+  for (const { root, id } of vms) {
     let p;
     try {
-      p = vmPaths(dataDir, id);
+      p = vmPaths(root, id);
     } catch {
       continue;
     }

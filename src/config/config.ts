@@ -121,7 +121,9 @@ export const WorkerConfig = z.object({
   accelerator: z
     .enum(["auto", "kvm", "tcg"])
     .default("auto")
-    .describe("QEMU: KVM when /dev/kvm is usable, else TCG; or force one."),
+    .describe(
+      "QEMU: KVM when /dev/kvm opens and the CPU has VMX/SVM (a nested kvm-pvm is not used), else TCG; or force one.",
+    ),
   cpuModel: z
     .string()
     .optional()

@@ -23,8 +23,10 @@ const base = {
 };
 
 export const StopHow = z
-  .enum(["acpi", "sigterm", "sigkill", "forced", "guest", "unknown"])
-  .describe("Which step ended the VM. unknown: resolved by reconciling after a worker crash.");
+  .enum(["acpi", "sigterm", "sigkill", "forced", "guest"])
+  .describe(
+    "Which step ended the VM. forced: ended at once by force (force now), or a stop resolved by a restarted worker (reconciled: true) whose step was never recorded.",
+  );
 export type StopHow = z.infer<typeof StopHow>;
 
 export const ObservationSource = z.enum(["qmp", "propolis", "process", "reconcile"]);

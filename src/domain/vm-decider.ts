@@ -183,7 +183,7 @@ export function succeeded(
     case "vm.resume":
       return { type: "vm.resumed", ...b, ...handle };
     case "vm.stop":
-      return { type: "vm.stopped", ...b, ...handle, how: result.how ?? "unknown" };
+      return { type: "vm.stopped", ...b, ...handle, how: result.how ?? "forced" };
     case "vm.destroy":
       return { type: "vm.destroyed", ...b };
   }

@@ -30,6 +30,10 @@ export interface ConsumerOptions {
   ackWaitMs: number;
   maxDeliver: number;
   maxAckPending: number;
+  /** Where a consumer created now starts (default: the stream's first command). */
+  startSeq?: number | undefined;
+  /** Told what was changed when an existing consumer's tunables differ from these. */
+  onUpdate?: (changes: string[]) => void;
 }
 
 export interface Topology {
@@ -92,23 +96,57 @@ export async function ensureTopology(
     num_replicas: replicas,
   });
   const kvm = new Kvm(nc);
+  const hostTtlMs = opts.hostTtlMs ?? 30_000;
   const vms = await kvm.create(names.vmsBucket, {
     history: 1,
     storage: StorageType.File,
     replicas,
   });
+  await checkBucket(jsm, names.vmsBucket, { ttlMs: 0 });
   const hosts = await kvm.create(names.hostsBucket, {
     history: 1,
     storage: StorageType.File,
     replicas,
-    ttl: opts.hostTtlMs ?? 30_000,
+    ttl: hostTtlMs,
   });
+  await checkBucket(jsm, names.hostsBucket, { ttlMs: hostTtlMs });
   const snapshots = await kvm.create(names.snapshotsBucket, {
     history: 1,
     storage: StorageType.File,
     replicas,
   });
+  await checkBucket(jsm, names.snapshotsBucket, { ttlMs: 0 });
   return { vms, hosts, snapshots };
+}
+
+/**
+ * `kvm.create` binds to an existing bucket whatever its settings, so they are checked here:
+ * memory storage loses the view on a server restart, an expiry on `vms` or `snapshots` would
+ * drop records, and the `hosts` TTL is what says a host stopped beating.
+ */
+async function checkBucket(
+  jsm: JetStreamManager,
+  bucket: string,
+  want: { ttlMs: number },
+): Promise<void> {
+  const c = (await jsm.streams.info(`KV_${bucket}`)).config;
+  const problems: string[] = [];
+  if (c.storage !== StorageType.File)
+    problems.push(`storage is ${c.storage}, vmq needs file storage`);
+  if (c.max_age !== ns(want.ttlMs)) {
+    const have = c.max_age > 0 ? `${c.max_age / 1e6} ms` : "none";
+    const need = want.ttlMs > 0 ? `${want.ttlMs} ms` : "none";
+    problems.push(`its TTL is ${have}, vmq needs ${need}`);
+  }
+  if (problems.length) {
+    throw new VmqError(
+      "nats::incompatible-bucket",
+      `KV bucket ${bucket} exists with incompatible settings: ${problems.join("; ")}`,
+      {
+        hint: `Fix or remove bucket ${bucket} (nats kv info ${bucket}; the workers rewrite it), or start the workers with matching settings (--host-ttl-ms) or another --prefix.`,
+      },
+    );
+  }
 }
 
 async function ensureStream(
@@ -190,11 +228,20 @@ export async function ensureConsumer(
         },
       );
     }
-    if (
-      c.ack_wait !== want.ack_wait ||
-      c.max_deliver !== want.max_deliver ||
+    const changes = [
+      c.ack_wait !== want.ack_wait
+        ? `ack_wait ${(c.ack_wait ?? 0) / 1e6} -> ${opts.ackWaitMs} ms`
+        : "",
+      c.max_deliver !== want.max_deliver
+        ? `max_deliver ${c.max_deliver} -> ${want.max_deliver}`
+        : "",
       c.max_ack_pending !== want.max_ack_pending
-    ) {
+        ? `max_ack_pending ${c.max_ack_pending} -> ${want.max_ack_pending}`
+        : "",
+    ].filter(Boolean);
+    if (changes.length) {
+      // Tunables follow the worker's flags (the filter and ack policy never change): said, not silent.
+      opts.onUpdate?.(changes);
       await jsm.consumers.update(names.commandsStream, durable, {
         ack_wait: want.ack_wait,
         max_deliver: want.max_deliver,
@@ -203,7 +250,12 @@ export async function ensureConsumer(
     }
   } catch (e) {
     if (!(e instanceof JetStreamApiError && e.code === 10014)) throw e;
-    await jsm.consumers.add(names.commandsStream, want);
+    await jsm.consumers.add(
+      names.commandsStream,
+      opts.startSeq
+        ? { ...want, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.startSeq }
+        : want,
+    );
   }
   return durable;
 }

@@ -10,6 +10,7 @@ export interface MetricsSource {
     conflicts: number;
     reordered: number;
     observed: number;
+    consumerRestarts: number;
   };
   inFlight(): number;
   queued(): number;
@@ -71,6 +72,11 @@ export function createMetrics(source: MetricsSource): {
     "vmq_reordered_total",
     "Earlier commands of a VM run before a later one that was delivered first (after a crash).",
     "reordered",
+  );
+  counter(
+    "vmq_consumer_restarts_total",
+    "Times the command consumer was started again (durable deleted or lost, loop ended).",
+    "consumerRestarts",
   );
   counter(
     "vmq_observed_changes_total",

@@ -1,18 +1,46 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import { backoffMs, sleep } from "../lib/time.js";
 import type { Logger } from "../observability/logger.js";
 import type { CommandHandler } from "./command-handler.js";
 import type { Lanes } from "./lanes.js";
+import type { CommandMessage } from "./order-gate.js";
+
+export interface CommandConsumerOptions {
+  ackWaitMs: number;
+  batch: number;
+  /**
+   * Creates the host's durable again (it was deleted, or a restarted server lost it), from
+   * `startSeq` when this process knows where it was (else from the start: duplicates are
+   * harmless, commands are idempotent).
+   */
+  recreate: (startSeq: number | undefined) => Promise<unknown>;
+  /** Called each time consuming starts again. */
+  onRestart?: () => void;
+}
 
 /**
  * Pulls the host's commands from its durable consumer and hands each to its VM's lane, in
  * stream order. Messages waiting behind a busy VM are kept alive with working(); a
  * redelivery of a message that is already queued or running replaces it instead of running twice.
+ *
+ * The pull loop is supervised: nats.js's consume() rides out reconnects by itself, but when the
+ * durable is deleted it keeps pulling from nothing, and an iterator that ends or throws would
+ * stop the host's commands without a word. Either way the durable is recreated (its position
+ * is the stream's, so nothing is lost) and consuming starts again; `running` says whether it is.
  */
 export class CommandConsumer {
   #messages: ConsumerMessages | undefined;
   #loop: Promise<void> | undefined;
   readonly #held = new Map<number, { msg: JsMsg; since: number }>();
+  /** Delivered here and not acked or terminated (nak'd ones come back): where a new durable starts. */
+  readonly #unsettled = new Set<number>();
+  #lastDelivered = 0;
   #keepAlive: NodeJS.Timeout | undefined;
+  readonly #stop = new AbortController();
+  /** Pulling from a consumer that exists (false while it is being recreated). */
+  running = false;
+  /** How many times the pull loop was started again. */
+  restarts = 0;
 
   constructor(
     private readonly js: JetStreamClient,
@@ -21,42 +49,110 @@ export class CommandConsumer {
     private readonly lanes: Lanes,
     private readonly handler: CommandHandler,
     private readonly log: Logger,
-    private readonly opts: { ackWaitMs: number; batch: number },
+    private readonly opts: CommandConsumerOptions,
   ) {}
 
   async start(): Promise<void> {
-    const consumer = await this.js.consumers.get(this.stream, this.durable);
-    this.#messages = await consumer.consume({ max_messages: this.opts.batch });
+    // The first consume() is set up here, so a worker that cannot consume fails to start.
+    const first = await this.#open();
     this.#keepAlive = setInterval(
       () => this.#touchHeld(),
       Math.max(500, Math.floor(this.opts.ackWaitMs / 3)),
     );
     this.#keepAlive.unref();
-    this.#loop = this.#run(this.#messages);
+    this.#loop = this.#supervise(first);
   }
 
-  async #run(messages: ConsumerMessages): Promise<void> {
-    try {
-      for await (const msg of messages) this.#dispatch(msg);
-    } catch (e) {
-      this.log.error({ err: e }, "command consumer stopped");
+  async #open(): Promise<ConsumerMessages> {
+    const consumer = await this.js.consumers.get(this.stream, this.durable);
+    const messages = await consumer.consume({ max_messages: this.opts.batch });
+    this.#messages = messages;
+    this.running = true;
+    void this.#watch(messages);
+    return messages;
+  }
+
+  async #supervise(first: ConsumerMessages): Promise<void> {
+    let messages: ConsumerMessages | undefined = first;
+    for (let attempt = 0; ; attempt++) {
+      if (messages) {
+        try {
+          for await (const msg of messages) {
+            attempt = 0;
+            this.#dispatch(msg);
+          }
+          if (this.#stop.signal.aborted) return;
+          this.log.warn("the command consumer stopped; starting it again");
+        } catch (e) {
+          if (this.#stop.signal.aborted) return;
+          this.log.error({ err: e }, "the command consumer failed; starting it again");
+        }
+      }
+      this.running = false;
+      messages = undefined;
+      await sleep(backoffMs(attempt + 1, 250, 10_000), this.#stop.signal).catch(() => undefined);
+      if (this.#stop.signal.aborted) return;
+      try {
+        await this.opts.recreate(this.#resumeAt());
+        messages = await this.#open();
+        this.restarts++;
+        this.opts.onRestart?.();
+        this.log.info({ durable: this.durable }, "consuming commands again");
+      } catch (e) {
+        this.log.warn({ err: e, attempt }, "could not consume commands yet; retrying");
+      }
     }
   }
 
+  /** A deleted or missing durable is not coming back by itself: end this consume() so #supervise recreates it. */
+  async #watch(messages: ConsumerMessages): Promise<void> {
+    for await (const s of messages.status()) {
+      if (s.type === "consumer_deleted" || s.type === "consumer_not_found") {
+        this.log.warn({ status: s.type, durable: this.durable }, "the host's consumer is gone");
+        this.running = false;
+        messages.stop();
+        return;
+      }
+    }
+  }
+
+  /** The first stream sequence a recreated durable must deliver again, when known. */
+  #resumeAt(): number | undefined {
+    if (this.#unsettled.size > 0) return Math.min(...this.#unsettled);
+    return this.#lastDelivered > 0 ? this.#lastDelivered + 1 : undefined;
+  }
+
   #dispatch(msg: JsMsg): void {
+    if (msg.seq > this.#lastDelivered) this.#lastDelivered = msg.seq;
     const held = this.#held.get(msg.seq);
     if (held) {
       // Redelivered while still queued or running: the newer delivery carries the live ack.
       held.msg = msg;
       return;
     }
+    this.#unsettled.add(msg.seq);
     const vmKey = msg.subject.split(".")[3] ?? "";
     const entry = { msg, since: Date.now() };
     this.#held.set(msg.seq, entry);
+    const settled = (): void => void this.#unsettled.delete(msg.seq);
+    // The handler settles the newest delivery; ack and term also settle it here.
+    const handle: CommandMessage = {
+      subject: msg.subject,
+      data: msg.data,
+      seq: msg.seq,
+      headers: msg.headers,
+      get info() {
+        return entry.msg.info;
+      },
+      ack: () => (settled(), entry.msg.ack()),
+      term: () => (settled(), entry.msg.term()),
+      nak: (ms) => entry.msg.nak(ms),
+      working: () => entry.msg.working(),
+    };
     this.lanes.push(vmKey, {
       run: async () => {
         try {
-          await this.handler.handle(entry.msg);
+          await this.handler.handle(handle);
         } finally {
           this.#held.delete(msg.seq);
         }
@@ -77,8 +173,10 @@ export class CommandConsumer {
 
   /** Stops pulling; messages already handed to lanes are left to the lanes. */
   async stop(): Promise<void> {
+    this.#stop.abort();
     clearInterval(this.#keepAlive);
     this.#messages?.stop();
+    this.running = false;
     await this.#loop;
   }
 }

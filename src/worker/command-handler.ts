@@ -287,6 +287,10 @@ export class CommandHandler {
       },
       attempt,
       { now: ctx.now() },
+      // A prepare the backend could not be reached for may or may not have left something.
+      command.type === "vm.prepare" && err.code.endsWith("::unreachable")
+        ? { state: "unknown" }
+        : {},
     );
   }
 
@@ -477,6 +481,11 @@ export class CommandHandler {
       if (isValidId(vmToken)) {
         for (let round = 0; round < MAX_CONFLICT_RETRIES; round++) {
           const vm = ctx.registry.get(vmToken);
+          // A commandId that already has an outcome gets no second one (it is still dead-lettered).
+          if (p.commandId !== undefined && vm.seenCommands.has(p.commandId)) {
+            ctx.stats.duplicates++;
+            break;
+          }
           const event = rejectInvalid(
             vm,
             {

@@ -65,7 +65,8 @@ export class Reconciler {
         .state(stub, { signal: AbortSignal.timeout(STATE_TIMEOUT_MS) })
         .catch(() => "unknown" as const);
       // Something exists but its handle was never recorded: report it failed; destroy cleans up.
-      now = there === "destroyed" ? "destroyed" : "failed";
+      // A backend that cannot say is unknown, never failed.
+      now = there === "destroyed" || there === "unknown" ? there : "failed";
     }
 
     if (vm.pending) {
@@ -92,7 +93,9 @@ export class Reconciler {
           return succeeded(
             v,
             command,
-            { handle: v.handle, how: "unknown" },
+            // The stop's step died with the worker; the contract's word for "ended without a
+            // recorded graceful step" is forced (reconciled: true says why).
+            { handle: v.handle, how: "forced" },
             { now: ctx.now() },
             { reconciled: true },
           );
@@ -124,6 +127,8 @@ export class Reconciler {
       return recorded;
     }
 
+    // Without a handle the backend was not asked: there is nothing to compare (a failed prepare).
+    if (!vm.handle) return false;
     if (vm.state === now) return false;
     if (now === "destroyed" && vm.state === "destroyed") return false;
     let wrote = false;

@@ -165,11 +165,14 @@ export class Worker {
       hostTtlMs: config.hostTtlMs,
     });
     log.debug("topology ready");
-    const durable = await ensureConsumer(jsm, names, config.host, {
+    const consumerOptions = {
       ackWaitMs: config.ackWaitMs,
       maxDeliver: config.maxDeliver,
       maxAckPending: config.maxAckPending,
-    });
+      onUpdate: (changes: string[]) =>
+        log.warn({ changes }, "updating the host's consumer to this worker's settings"),
+    };
+    const durable = await ensureConsumer(jsm, names, config.host, consumerOptions);
     this.#durable = durable;
     const store = new JetStreamEventStore(js, names);
     const registry = new VmRegistry(config.host, store, viewWriter(nc, names.vmsBucket), log);
@@ -261,6 +264,9 @@ export class Worker {
       {
         ackWaitMs: config.ackWaitMs,
         batch: Math.min(config.maxAckPending, Math.max(64, config.concurrency * 8)),
+        recreate: (startSeq) =>
+          ensureConsumer(jsm, names, config.host, { ...consumerOptions, startSeq }),
+        onRestart: () => this.stats.consumerRestarts++,
       },
     );
     // What a previous worker of this host held and never acked: its VMs' later commands wait.
@@ -360,6 +366,8 @@ export class Worker {
     if (this.#state !== "running") why.push(`worker is ${this.#state}`);
     if (!this.replayed) why.push("not replayed and reconciled yet");
     if (!this.connected) why.push("NATS is away (degraded)");
+    else if (this.#consumer && !this.#consumer.running && this.#state === "running")
+      why.push("the command consumer is being restarted (degraded)");
     return why;
   }
 

@@ -160,6 +160,34 @@ describe("worker: bad input is rejected, dead-lettered and never blocks other VM
     assert.equal(r.outcome.causationId, body.commandId);
   });
 
+  it("a malformed re-publish of a commandId that has its outcome is dead-lettered, with no second outcome", async () => {
+    const first = await h.client.send("h1", { type: "vm.prepare", vmId: "bad-again", spec: SPEC });
+    const { commandId } = first;
+    const jsm = await jetstreamManager(h.nc);
+    const before = (await jsm.streams.info(h.client.names.dlqStream)).state.messages;
+    // Same commandId, now with a bad field, and with another msgID so JetStream stores it.
+    const hdrs = headers();
+    hdrs.set("Nats-Msg-Id", `${commandId}-again`);
+    await h.client.js.publish(
+      h.client.names.cmd("h1", "bad-again"),
+      enc.encode(
+        JSON.stringify(good("bad-again", { commandId, type: "vm.stop", timeoutMs: "soon" })),
+      ),
+      { headers: hdrs },
+    );
+    await eventually(async () =>
+      (await jsm.streams.info(h.client.names.dlqStream)).state.messages > before ? true : undefined,
+    );
+    const outcomes = (await h.client.history("h1", "bad-again")).filter(
+      (e) => e.event.causationId === commandId && e.event.type !== "vm.command-accepted",
+    );
+    assert.deepEqual(
+      outcomes.map((e) => e.event.type),
+      ["vm.prepared"],
+      "exactly one outcome for the commandId",
+    );
+  });
+
   it("valid commands for other VMs complete while poison arrives in between", async () => {
     const sends = [];
     for (let i = 0; i < 20; i++) {

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
-import { DLQ_HEADERS } from "../../src/contracts/index.js";
+import { Kvm } from "@nats-io/kv";
+import { DLQ_HEADERS, names as namesFor } from "../../src/contracts/index.js";
 import { NoopBackend } from "../../src/hypervisor/index.js";
 import { isVmqError } from "../../src/lib/errors.js";
 import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
@@ -177,6 +178,34 @@ describe("worker operations", { timeout: 120_000 }, () => {
     });
     const info = await jsm.streams.info(`${prefix.toUpperCase()}_EVENTS`);
     assert.equal(info.config.storage, StorageType.Memory, "nothing was changed silently");
+  });
+
+  it("refuses to start on a KV bucket with incompatible settings, and changes nothing", async () => {
+    const prefix = testPrefix();
+    const kv = await new Kvm(h.nc).create(`${prefix}-vms`, { storage: StorageType.Memory });
+    await assert.rejects(h.worker({ prefix, host: "inb" }), (e: unknown) => {
+      assert.ok(isVmqError(e, "nats::incompatible-bucket"), String(e));
+      assert.match(e.message, /file storage/);
+      return true;
+    });
+    assert.equal((await kv.status()).bucket, `${prefix}-vms`);
+    const info = await (await jetstreamManager(h.nc)).streams.info(`KV_${prefix}-vms`);
+    assert.equal(info.config.storage, StorageType.Memory, "nothing was changed silently");
+  });
+
+  it("recreates its durable consumer when it is deleted, and goes on consuming", async () => {
+    const { worker } = await h.worker({ host: "rc" });
+    await h.client.send("rc", { type: "vm.prepare", vmId: "rc-1", spec: SPEC });
+    const names = namesFor(h.prefix);
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.consumers.delete(names.commandsStream, names.durable("rc"));
+    // Published while the durable is gone: it waits in the stream and is run once it is back.
+    const r = await h.client.send("rc", { type: "vm.start", vmId: "rc-1" }, { timeoutMs: 60_000 });
+    assert.equal(r.outcome.type, "vm.started");
+    const info = await jsm.consumers.info(names.commandsStream, names.durable("rc"));
+    assert.equal(info.config.filter_subject, names.cmdFilter("rc"));
+    assert.deepEqual(worker.notReady(), []);
+    assert.equal(worker.stats.consumerRestarts, 1, "consuming was started again, once");
   });
 
   it("survives a NATS restart without restarting itself", async () => {

@@ -14,9 +14,10 @@ import {
   Command,
   HostRecord,
   QUERY_REPLY_SCHEMAS,
-  VmEvent,
+  type VmEvent,
   VmView,
   names as namesFor,
+  upcastEvent,
   type CommandInput,
   type ConsoleEndpoint,
   type StopForce,
@@ -61,6 +62,11 @@ export interface WatchOptions {
   signal?: AbortSignal;
   /** Stop once the events stored when the watch reaches them are delivered (no following). */
   toEnd?: boolean;
+  /**
+   * An event this client cannot read (a newer vmq wrote it): called, and the watch goes on.
+   * Without it the watch throws `client::unreadable-event`: nothing is skipped silently.
+   */
+  onUnreadable?: (info: { seq: number; subject: string; message: string }) => void;
 }
 
 const encoder = new TextEncoder();
@@ -203,8 +209,15 @@ export class VmqClient {
         if (!batch) break;
         current = batch;
         for await (const m of batch) {
-          const parsed = VmEvent.safeParse(m.json());
-          if (parsed.success) yield { event: parsed.data, seq: m.seq };
+          const parsed = upcastEvent(jsonOrUndefined(() => m.json()));
+          if (parsed.ok) yield { event: parsed.event, seq: m.seq };
+          else if (opts.onUnreadable)
+            opts.onUnreadable({ seq: m.seq, subject: m.subject, message: parsed.message });
+          else {
+            throw new VmqError("client::unreadable-event", `${parsed.message} (seq ${m.seq})`, {
+              hint: "A newer vmq wrote it: upgrade this client, or pass onUnreadable to skip such events.",
+            });
+          }
           if (opts.toEnd && m.info.pending === 0) return;
         }
       }
@@ -461,6 +474,15 @@ function parseJson<T>(
   try {
     const r = schema.safeParse(JSON.parse(decoder.decode(data)));
     return r.success ? r.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The parsed payload, or undefined when it is not JSON (then upcastEvent says it is unreadable). */
+function jsonOrUndefined(parse: () => unknown): unknown {
+  try {
+    return parse();
   } catch {
     return undefined;
   }

@@ -60,4 +60,5 @@ export {
   type Names,
 } from "./subjects.js";
 export { ERROR_CODES, hintFor, type ErrorCode } from "./error-codes.js";
+export { upcastEvent, UPCASTERS, type Upcaster, type UpcastResult } from "./upcasters.js";
 export { parseCommand, describeIssues, type ParseResult, type ParseFailure } from "./parse.js";

@@ -82,7 +82,10 @@ const log = (msg: string): void => {
 
 let building: Promise<QemuGuestResult> | undefined;
 
-/** The test guest's disks, built on first use; `{ skip }` says why they cannot be had. */
+/**
+ * The test guest's disks, built on first use; `{ skip }` when QEMU or the guest tools are not
+ * installed. With them installed, a build that fails rejects (the tests fail, never skip).
+ */
 export function qemuTestGuest(): Promise<QemuGuestResult> {
   building ??= build();
   return building;
@@ -154,7 +157,11 @@ async function build(): Promise<QemuGuestResult> {
   } catch (e) {
     const msg = e instanceof Error ? e.message.split("\n")[0] : String(e);
     log(`building the test guest failed: ${msg}`);
-    return { skip: `QEMU tests skipped: the test guest could not be built (${msg})` };
+    // QEMU and the guest tools are installed: a guest that cannot be built is a failure, not a
+    // reason to skip (CI would pass without having run a single QEMU test).
+    throw new Error(`the QEMU test guest could not be built although QEMU is installed: ${msg}`, {
+      cause: e,
+    });
   } finally {
     await rm(work, { recursive: true, force: true });
     await rmdir(lock).catch(() => undefined);

@@ -66,7 +66,9 @@ export const WorkerConfig = z.object({
     .int()
     .min(1)
     .default(3)
-    .describe("Attempts of a transient backend failure before vm.command-failed."),
+    .describe(
+      "Attempts of a transient backend failure per delivery; then the command goes back to the stream (nak with backoff) until its last delivery or its deadline records vm.command-failed.",
+    ),
   heartbeatMs: z.int().min(100).default(5_000).describe("Host record heartbeat interval."),
   hostTtlMs: z
     .int()

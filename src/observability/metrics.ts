@@ -11,6 +11,7 @@ export interface MetricsSource {
     reordered: number;
     observed: number;
     consumerRestarts: number;
+    retried: number;
   };
   inFlight(): number;
   queued(): number;
@@ -72,6 +73,11 @@ export function createMetrics(source: MetricsSource): {
     "vmq_reordered_total",
     "Earlier commands of a VM run before a later one that was delivered first (after a crash).",
     "reordered",
+  );
+  counter(
+    "vmq_retried_total",
+    "Commands sent back to the stream after a transient backend failure (nak with a delay).",
+    "retried",
   );
   counter(
     "vmq_consumer_restarts_total",

@@ -199,7 +199,9 @@ export class CommandHandler {
     );
     ctx.stats.inFlight++;
     const began = Date.now();
-    let outcome: VmEvent;
+    let outcome: VmEvent | undefined;
+    /** Set when a transient failure outlasted this delivery's attempts: retried by JetStream. */
+    let retryInMs: number | undefined;
     try {
       let attempt = 0;
       for (;;) {
@@ -235,6 +237,23 @@ export class CommandHandler {
             await sleep(wait, ctx.abandon);
             continue;
           }
+          // Still transient after this delivery's attempts: back to the stream with a growing
+          // delay (the intent stays recorded; the redelivery resumes it, the VM's later
+          // commands wait). The last delivery, or one that would pass the deadline, records it.
+          const later = backoffMs(msg.info.deliveryCount, 1_000, 30_000);
+          if (
+            err.retryable &&
+            !signal.aborted &&
+            !lastDelivery &&
+            Date.now() + later < deadline.getTime()
+          ) {
+            log.warn(
+              { code: err.code, attempt, delivery: msg.info.deliveryCount, retryInMs: later },
+              `transient failure persists: retried by redelivery: ${err.message}`,
+            );
+            retryInMs = later;
+            break;
+          }
           log.warn({ code: err.code, attempt }, `command failed: ${err.message}`);
           outcome = await this.#failure(command, vm, err, attempt);
           break;
@@ -244,6 +263,11 @@ export class CommandHandler {
       clearInterval(keepAlive);
       dispose();
       ctx.stats.inFlight--;
+    }
+    if (!outcome) {
+      ctx.stats.retried++;
+      this.#sendBack(msg, command, retryInMs ?? 1_000);
+      return;
     }
     await this.#appendOutcome(outcome, command);
     failpoint("after-outcome");

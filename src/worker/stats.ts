@@ -7,6 +7,8 @@ export class WorkerStats {
   conflicts = 0;
   /** Earlier commands of a VM run ahead of a later one that arrived first (after a crash). */
   reordered = 0;
+  /** Commands sent back to the stream after a transient backend failure (nak with a delay). */
+  retried = 0;
   /** The command consumer was started again (its durable was gone, or its loop ended). */
   consumerRestarts = 0;
   inFlight = 0;

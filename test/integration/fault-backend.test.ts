@@ -73,4 +73,28 @@ describe("fault: backends that hang, crawl or fail", { timeout: 120_000 }, () =>
       "tried once",
     );
   });
+
+  it("a transient failure that outlasts a delivery's attempts goes back to the stream and is retried by redelivery", async () => {
+    await h.client.send("fb", { type: "vm.prepare", vmId: "outage", spec: SPEC });
+    const retried = worker.stats.retried;
+    const redelivered = worker.stats.redeliveries;
+    // maxAttempts is 3 per delivery: the first delivery fails three times, the second gets on.
+    noop.failNext(4, "hypervisor::timeout", { ops: ["start"], retryable: true });
+    const r = await h.client.send(
+      "fb",
+      { type: "vm.start", vmId: "outage" },
+      { timeoutMs: 30_000 },
+    );
+    assert.equal(r.outcome.type, "vm.started");
+    assert.equal(worker.stats.retried - retried, 1, "sent back once (nak with a delay)");
+    assert.ok(worker.stats.redeliveries - redelivered >= 1, "and delivered again");
+    const events = (await h.client.history("fb", "outage")).filter(
+      (e) => e.event.causationId === r.commandId,
+    );
+    assert.deepEqual(
+      events.map((e) => e.event.type),
+      ["vm.command-accepted", "vm.started"],
+      "one intent, one outcome",
+    );
+  });
 });

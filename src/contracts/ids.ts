@@ -21,8 +21,8 @@ export const VmId = idSchema("vmId").describe("The VM's id, unique across the fl
 /** 1-128 printable ASCII characters; it doubles as the Nats-Msg-Id header. */
 export const CommandId = z
   .string({ error: "commandId must be a string" })
-  .regex(/^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$/, {
-    message: "commandId must be 1-128 printable ASCII characters with no leading or trailing space",
+  .regex(/^[\x20-\x7e]{1,128}$/, {
+    message: "commandId must be 1-128 printable ASCII characters",
   })
   .describe("Unique per command; the idempotency key for ever.");
 

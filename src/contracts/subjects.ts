@@ -81,4 +81,6 @@ export const DLQ_HEADERS = {
   streamSeq: "Vmq-Dlq-Stream-Seq",
   at: "Vmq-Dlq-At",
   vmState: "Vmq-Dlq-Vm-State",
+  /** The command's own NATS headers (Nats-Msg-Id, ...) are kept under this prefix. */
+  originalPrefix: "Vmq-Dlq-Orig-",
 } as const;

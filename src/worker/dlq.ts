@@ -27,8 +27,14 @@ export async function deadLetter(
 ): Promise<void> {
   const vmToken = d.subject.split(".")[3];
   const h = headers();
-  if (d.headers)
-    for (const [k, v] of d.headers) if (!k.startsWith("Nats-")) for (const x of v) h.append(k, x);
+  // Nats-* headers would act on the DLQ stream (a Nats-Msg-Id dedupes, expectations fail):
+  // they are kept under Vmq-Dlq-Orig-*, so the copy still says which commandId it was.
+  if (d.headers) {
+    for (const [k, v] of d.headers) {
+      const name = k.startsWith("Nats-") ? `${DLQ_HEADERS.originalPrefix}${k}` : k;
+      for (const x of v) h.append(name, x);
+    }
+  }
   h.set(DLQ_HEADERS.code, d.code);
   h.set(DLQ_HEADERS.reason, oneLine(d.reason));
   h.set(DLQ_HEADERS.attempts, String(d.attempts));

@@ -248,7 +248,7 @@ const categories: Record<string, fc.Arbitrary<Hostile>> = {
           .map((s) => [["spec", "cloudInit", "userData"], `#cloud-config\n${s}\u0000`] as const),
         fc.constantFrom(
           [["commandId"], "c\n1"],
-          [["commandId"], " c1"],
+          [["commandId"], "c1\t"],
           [["commandId"], "c\u00001"],
           [["commandId"], "\u202ec1"],
           [["spec", "ssh", "user"], "r\u00f6\u00f6t"],

@@ -105,6 +105,8 @@ describe("worker: bad input is rejected, dead-lettered and never blocks other VM
         (c.extraSubject ? `.${c.extraSubject}` : "");
       const hdr = headers();
       hdr.set("X-Trace", "t-1");
+      const msgId = `m-${Math.random().toString(36).slice(2)}`;
+      hdr.set("Nats-Msg-Id", msgId);
       const raw = c.body();
       const ack = await h.client.js.publish(subject, raw, { headers: hdr });
       const jsm = await jetstreamManager(h.nc);
@@ -126,6 +128,11 @@ describe("worker: bad input is rejected, dead-lettered and never blocks other VM
       assert.ok(dl.header.get(DLQ_HEADERS.reason).length > 5);
       assert.equal(dl.header.get(DLQ_HEADERS.streamSeq), String(ack.seq));
       assert.equal(dl.header.get("X-Trace"), "t-1", "original headers are kept");
+      assert.equal(
+        dl.header.get(`${DLQ_HEADERS.originalPrefix}Nats-Msg-Id`),
+        msgId,
+        "NATS's own headers too, renamed so they do not act on the DLQ",
+      );
       if (c.rejectedEvent) {
         const hist = await eventually(async () => {
           const x = await h.client.history("h1", c.vmId);

@@ -9,19 +9,24 @@ import { registerEvents } from "./commands/events.js";
 import { registerConsole } from "./commands/console.js";
 import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
+import { registerPermissions } from "./commands/permissions.js";
 import { EXIT_CODES_HELP } from "./connection.js";
 import { VERSION } from "../worker/heartbeat.js";
+
+/** Every error is printed as ONE line: newlines inside a message or a hint are folded. */
+const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, " ").trim();
 
 const program = new Command("vmq")
   .description("vmq: an event-sourced NATS JetStream worker that manages the VMs of a host")
   .version(VERSION)
-  // Usage errors: one readable line and a pointer to --help, then exit 2 (below). Subcommands
-  // inherit these settings, so they are set before any is added.
+  // Usage errors: one readable line ending in a pointer to --help, then exit 2 (below).
+  // Subcommands inherit these settings, so they are set before any is added. commander writes
+  // the message (outputError, left without its newline) and then showHelpAfterError's text,
+  // which each command sets below to its own " — hint: ..." ending the same line.
   .exitOverride()
   .configureOutput({
-    outputError: (str, write) => write(`vmq: ${str.replace(/^error: /, "")}`),
+    outputError: (str, write) => write(`vmq: ${oneLine(str.replace(/^error: /, ""))}`),
   })
-  .showHelpAfterError("  hint: add --help for the usage")
   .addHelpText("after", EXIT_CODES_HELP);
 registerWorker(program);
 registerSchemas(program);
@@ -31,20 +36,30 @@ registerEvents(program);
 registerConsole(program);
 registerReplay(program);
 registerDlq(program);
+registerPermissions(program);
+
+const usageHint = (cmd: Command): void => {
+  const path: string[] = [];
+  for (let c: Command | null = cmd; c; c = c.parent) path.unshift(c.name());
+  cmd.showHelpAfterError(` — hint: see ${path.join(" ")} --help for the usage`);
+  cmd.commands.forEach(usageHint);
+};
+usageHint(program);
 
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
-  // One readable line, the code, and a hint; exit codes: 2 usage/config, 1 anything else, and
-  // the operator commands' own (see EXIT_CODES_HELP).
+  // One readable line, `vmq: <message> [<code>] — hint: <hint>`; exit codes: 2 usage/config,
+  // 1 anything else, and the operator commands' own (see EXIT_CODES_HELP).
   if (e instanceof CommanderError) {
     // commander has printed its message (or the help) already
     process.exitCode = e.exitCode === 0 ? 0 : 2;
   } else if (isVmqError(e)) {
-    process.stderr.write(`vmq: ${e.message} [${e.code}]${e.hint ? `\n  hint: ${e.hint}` : ""}\n`);
+    const hint = e.hint ? ` — hint: ${oneLine(e.hint)}` : "";
+    process.stderr.write(`vmq: ${oneLine(e.message)} [${e.code}]${hint}\n`);
     process.exitCode = (e as { exitCode?: number }).exitCode ?? 1;
   } else {
-    process.stderr.write(`vmq: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.stderr.write(`vmq: ${oneLine(e instanceof Error ? e.message : String(e))}\n`);
     process.exitCode = 1;
   }
 }

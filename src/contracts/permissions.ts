@@ -3,8 +3,8 @@ import { names as namesFor } from "./subjects.js";
 /**
  * NATS permissions (nats-server `permissions` block, or a user JWT's pub/sub) for each vmq role,
  * derived from the same names the worker and the SDK use. They are tested against a real
- * nats-server (test/integration/auth.test.ts) and printed by `vmq permissions`; docs/security.md
- * shows them for the default prefix.
+ * nats-server (test/integration/least-privilege.test.ts) and printed by `vmq permissions`
+ * (src/cli/commands/permissions.ts); docs/security.md shows them for the default prefix.
  */
 export interface NatsPermissions {
   publish: { allow: string[]; deny?: string[] };

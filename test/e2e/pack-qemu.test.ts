@@ -72,7 +72,9 @@ describe("the packed vmq package, run as a user would", { timeout: 600_000 }, ()
     assert.equal(schemas.exitCode, 0, schemas.stderr);
     const bad = await vmq(["stop", "no/such/vm"]);
     assert.equal(bad.exitCode, 2, `${bad.stdout}${bad.stderr}`);
-    assert.equal(bad.stderr.trim().split("\n")[0]?.startsWith("vmq: "), true, bad.stderr);
+    const badLines = bad.stderr.split("\n").filter(Boolean);
+    assert.equal(badLines.length, 1, `exactly one line on stderr:\n${bad.stderr}`);
+    assert.match(badLines[0] ?? "", /^vmq: invalid vmId .*\[cli::invalid-vm-id\]( — hint: .+)?$/);
   });
 
   describe("with a real QEMU guest", () => {

@@ -5,16 +5,28 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { execa } from "execa";
 import { names as namesFor, type VmEvent, type VmView } from "../../src/contracts/index.js";
+import {
+  schedulerPermissions,
+  workerPermissions,
+  type NatsPermissions,
+} from "../../src/contracts/permissions.js";
+import { execa } from "execa";
+import { runVmq } from "../helpers/cli.js";
 import {
   makePropolisFixture,
   type PropolisFixture,
 } from "../helpers/fake-propolis/propolis-fixture.js";
+import { findNatsServer } from "../helpers/nats-server.js";
 import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
 
-const ROOT = join(import.meta.dirname, "..", "..");
-const MAIN = join(ROOT, "src/cli/main.ts");
+/** `vmq: <message> [<code>]`, optionally ` — hint: <hint>`, as the whole of stderr: one line. */
+function assertOneLineError(stderr: string, message: RegExp): void {
+  const all = stderr.split("\n").filter(Boolean);
+  assert.equal(all.length, 1, `exactly one line on stderr:\n${stderr}`);
+  assert.match(all[0] ?? "", /^vmq: \S.*$/);
+  assert.match(all[0] ?? "", message);
+}
 
 describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, () => {
   let h: Harness;
@@ -22,20 +34,13 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
   let dir: string;
 
   const spawnVmq = (args: string[]) =>
-    execa(process.execPath, ["--import", "tsx", MAIN, ...args], {
-      reject: false,
-      cwd: ROOT,
-      env: { VMQ_NATS_URL: h.server.url, VMQ_PREFIX: h.prefix },
-      stdin: "pipe",
-    });
-  /** Runs `vmq ...` through tsx with the test's NATS URL and prefix in its environment. */
+    runVmq(args, { env: { VMQ_NATS_URL: h.server.url, VMQ_PREFIX: h.prefix }, stdin: "pipe" });
+  /** Runs the built `vmq ...` with the test's NATS URL and prefix in its environment. */
   const vmq = async (
     args: string[],
     input = "",
   ): Promise<{ exitCode: number | undefined; stdout: string; stderr: string }> => {
-    const r = await execa(process.execPath, ["--import", "tsx", MAIN, ...args], {
-      reject: false,
-      cwd: ROOT,
+    const r = await runVmq(args, {
       env: { VMQ_NATS_URL: h.server.url, VMQ_PREFIX: h.prefix },
       input,
     });
@@ -170,9 +175,9 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
       vmq(["start", "c-4", "--host", "ghost", "--wait-timeout-ms", "1500"]),
     ]);
     assert.equal(r.exitCode, 3);
-    assert.match(
+    assertOneLineError(
       r.stderr,
-      /^vmq: vm\.resume of c-4 was rejected: .*\[command::illegal-transition\]$/m,
+      /^vmq: vm\.resume of c-4 was rejected: .*\[command::illegal-transition\]( — hint: .+)?$/,
     );
     assert.equal(r.stdout, "");
     assert.equal(j.exitCode, 3);
@@ -185,7 +190,7 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
     );
 
     assert.equal(t.exitCode, 4, t.stderr);
-    assert.match(t.stderr, /was not even accepted by ghost.*\[client::not-accepted\]/);
+    assertOneLineError(t.stderr, /was not even accepted by ghost.*\[client::not-accepted\]/);
   });
 
   it("get, list and hosts show the view and the registry", async () => {
@@ -203,7 +208,7 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
     assert.match(gh.stdout, /^state: +running$/m);
     assert.match(gh.stdout, /^host: +h1$/m);
     assert.equal(missing.exitCode, 1);
-    assert.match(missing.stderr, /\[vm::not-found\]/);
+    assertOneLineError(missing.stderr, /^vmq: VM nope-1 .*\[vm::not-found\] — hint: \S/);
 
     const [l, lh, running, hosts] = await Promise.all([
       vmq(["list", "--json"]),
@@ -366,7 +371,7 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
     assert.match(show.stdout, /^\{not json$/m);
 
     assert.equal(refused.exitCode, 2);
-    assert.match(refused.stderr, /still invalid.*\[dlq::still-invalid\]/);
+    assertOneLineError(refused.stderr, /still invalid.*\[dlq::still-invalid\]/);
 
     const fixed = join(dir, "fixed.json");
     const commandId = "fixed-p-1";
@@ -393,7 +398,7 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
       vmq(["dlq", "drop", String(p2.seq)]),
     ]);
     assert.equal(gone.exitCode, 1);
-    assert.match(gone.stderr, /\[dlq::not-found\]/);
+    assertOneLineError(gone.stderr, /\[dlq::not-found\]/);
 
     assert.equal(drop.exitCode, 0, drop.stderr);
     const after = json<{ seq: number }[]>((await vmq(["dlq", "list", "--json"])).stdout);
@@ -446,7 +451,7 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
 
     const noConsole = await vmq(["console", "c-2"]);
     assert.equal(noConsole.exitCode, 1);
-    assert.match(noConsole.stderr, /no serial console \[console::unavailable\]/);
+    assertOneLineError(noConsole.stderr, /no serial console \[console::unavailable\]/);
   });
 
   it("usage errors exit 2 with one readable line", async () => {
@@ -459,15 +464,24 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
       vmq(["start", "--help"]),
     ]);
     assert.equal(bad.exitCode, 2);
-    assert.match(bad.stderr, /^vmq: unknown option '--bogus'$/m);
-    assert.ok(lines(bad.stderr).length <= 2, bad.stderr);
+    assertOneLineError(
+      bad.stderr,
+      /^vmq: unknown option '--bogus' — hint: see vmq list --help for the usage$/,
+    );
     assert.equal(badId.exitCode, 2);
-    assert.match(badId.stderr, /^vmq: invalid vmId "bad\.id": .*\[cli::invalid-vm-id\]$/m);
+    assertOneLineError(
+      badId.stderr,
+      /^vmq: invalid vmId "bad\.id": .*\[cli::invalid-vm-id\]( — hint: .+)?$/,
+    );
     assert.equal(badSpec.exitCode, 2);
-    assert.match(badSpec.stderr, /invalid VM spec: imagePath.*\[cli::invalid-spec\]/);
+    assertOneLineError(badSpec.stderr, /invalid VM spec: imagePath.*\[cli::invalid-spec\]/);
     assert.equal(badForce.exitCode, 2);
+    assertOneLineError(badForce.stderr, /sometimes.* — hint: see vmq stop --help for the usage$/);
     assert.equal(badPrefix.exitCode, 2);
-    assert.match(badPrefix.stderr, /\[config::invalid\]/);
+    assertOneLineError(
+      badPrefix.stderr,
+      /^vmq: .*prefix.*\[config::invalid\] — hint: See --help for the connection flags/,
+    );
     assert.equal(help.exitCode, 0);
     for (const s of [
       "--nats",
@@ -482,3 +496,79 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
       assert.ok(help.stdout.includes(s), `start --help mentions ${s}`);
   });
 });
+
+describe("vmq permissions (the CLI, as a process; offline)", { timeout: 60_000 }, () => {
+  /** No VMQ_PREFIX from the caller's environment: the default prefix unless a test sets one. */
+  const vmq = (args: string[], env: Record<string, string> = {}) =>
+    runVmq(["permissions", ...args], { env: { VMQ_PREFIX: "", ...env }, timeout: 30_000 });
+  const json = (stdout: string): NatsPermissions => JSON.parse(stdout) as NatsPermissions;
+
+  it("--json prints workerPermissions() / schedulerPermissions() for the host and prefix", async () => {
+    const [w, acme, sched, schedEnv] = await Promise.all([
+      vmq(["--host", "h1", "--json"]),
+      vmq(["--host", "h-2", "--prefix", "acme", "--no-provision", "--json"]),
+      vmq(["--role", "scheduler", "--json"]),
+      vmq(["--role", "scheduler", "--json"], { VMQ_PREFIX: "acme" }),
+    ]);
+    for (const r of [w, acme, sched, schedEnv]) assert.equal(r.exitCode, 0, r.stderr);
+    assert.deepEqual(json(w.stdout), workerPermissions("vmq", "h1"));
+    assert.deepEqual(json(acme.stdout), workerPermissions("acme", "h-2", { provision: false }));
+    assert.deepEqual(json(sched.stdout), schedulerPermissions("vmq"));
+    assert.deepEqual(json(schedEnv.stdout), schedulerPermissions("acme"));
+  });
+
+  it("prints a permissions block that nats-server accepts in a user entry", async () => {
+    const r = await vmq(["--host", "h1"]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const at = r.stdout.indexOf("permissions: ");
+    assert.ok(at > 0, r.stdout);
+    assert.ok(
+      r.stdout
+        .slice(0, at)
+        .split("\n")
+        .filter(Boolean)
+        .every((l) => l.startsWith("#")),
+      "only comments before the block",
+    );
+    assert.deepEqual(
+      JSON.parse(r.stdout.slice(at + "permissions: ".length)),
+      workerPermissions("vmq", "h1"),
+    );
+    const dir = await mkdtemp(join(tmpdir(), "vmq-perms-"));
+    try {
+      const conf = join(dir, "server.conf");
+      await writeFile(
+        conf,
+        `authorization {\n  users: [\n    { user: "vmq-worker-h1", password: "x"\n${r.stdout}    }\n  ]\n}\n`,
+      );
+      const t = await execaTest(await findNatsServer(), conf);
+      assert.equal(t.exitCode, 0, `${t.stdout}${t.stderr}`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("validates --host and --role: exit 2 with one readable line", async () => {
+    const [badHost, noHost, badRole, schedHost] = await Promise.all([
+      vmq(["--host", "bad.host"]),
+      vmq([]),
+      vmq(["--host", "h1", "--role", "admin"]),
+      vmq(["--role", "scheduler", "--host", "h1"]),
+    ]);
+    for (const r of [badHost, noHost, badRole, schedHost]) {
+      assert.equal(r.exitCode, 2, r.stderr);
+      assert.equal(r.stdout, "");
+    }
+    assertOneLineError(badHost.stderr, /^vmq: invalid host "bad\.host": .*\[cli::invalid-host\]/);
+    assertOneLineError(noHost.stderr, /--host is required.*\[cli::missing-host\] — hint: \S/);
+    assertOneLineError(
+      badRole.stderr,
+      /'admin' is invalid.*worker, scheduler.* — hint: see vmq permissions --help for the usage$/,
+    );
+    assertOneLineError(schedHost.stderr, /\[cli::invalid-option\]/);
+  });
+});
+
+/** `nats-server -t -c conf`: checks a configuration file and exits. */
+const execaTest = (bin: string, conf: string) =>
+  execa(bin, ["-t", "-c", conf], { reject: false, stdin: "ignore", timeout: 10_000 });

@@ -4,12 +4,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { connect } from "@nats-io/transport-node";
-import { execa } from "execa";
 import { VmqClient } from "../../src/client/index.js";
+import { runVmq } from "../helpers/cli.js";
 import { WorkerProcess } from "../helpers/worker-process.js";
 import { SPEC, eventually } from "../helpers/worker-harness.js";
-
-const ROOT = join(import.meta.dirname, "..", "..");
 
 describe("vmq worker (the CLI, as a process)", { timeout: 180_000 }, () => {
   it("with no --nats runs on an embedded nats-server under its data dir, and drains on SIGTERM", async () => {
@@ -61,31 +59,19 @@ describe("vmq worker (the CLI, as a process)", { timeout: 180_000 }, () => {
   });
 
   it("prints one readable line and a non-zero exit for a bad flag value", async () => {
-    const r = await execa(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        join(ROOT, "src/cli/main.ts"),
-        "worker",
-        "--host",
-        "bad.host",
-        "--concurrency",
-        "0",
-      ],
-      { reject: false, cwd: ROOT },
-    );
+    const r = await runVmq(["worker", "--host", "bad.host", "--concurrency", "0"]);
     assert.equal(r.exitCode, 2);
-    assert.match(r.stderr, /^vmq: invalid worker configuration: .*host.*concurrency/m);
-    assert.match(r.stderr, /\[config::invalid\]/);
+    const lines = r.stderr.split("\n").filter(Boolean);
+    assert.equal(lines.length, 1, `exactly one line on stderr:\n${r.stderr}`);
+    assert.match(
+      lines[0] ?? "",
+      /^vmq: invalid worker configuration: .*host.*concurrency.*\[config::invalid\]( — hint: .+)?$/,
+    );
   });
 
   it("documents every flag with its environment variable in --help", async () => {
-    const r = await execa(
-      process.execPath,
-      ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "worker", "--help"],
-      { cwd: ROOT },
-    );
+    const r = await runVmq(["worker", "--help"]);
+    assert.equal(r.exitCode, 0, r.stderr);
     for (const s of [
       "--nats",
       "VMQ_NATS_URL",

@@ -87,7 +87,7 @@ export async function withClient<T>(
       err.code === "nats::unreachable"
         ? "Pass --nats (or VMQ_NATS_URL) and the credentials flags of your deployment."
         : (err.hint ?? ""),
-      EXIT.failed,
+      err.code.startsWith("config::") ? EXIT.usage : EXIT.failed,
     );
   }
   try {

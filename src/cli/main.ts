@@ -13,6 +13,9 @@ import { registerPermissions } from "./commands/permissions.js";
 import { EXIT_CODES_HELP } from "./connection.js";
 import { VERSION } from "../worker/heartbeat.js";
 
+/** JetStream's API error code for a stream that does not exist (JetStreamApiCodes.StreamNotFound). */
+const STREAM_NOT_FOUND = 10059;
+
 /** Every error is printed as ONE line: newlines inside a message or a hint are folded. */
 const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, " ").trim();
 
@@ -57,7 +60,14 @@ try {
   } else if (isVmqError(e)) {
     const hint = e.hint ? ` — hint: ${oneLine(e.hint)}` : "";
     process.stderr.write(`vmq: ${oneLine(e.message)} [${e.code}]${hint}\n`);
-    process.exitCode = (e as { exitCode?: number }).exitCode ?? 1;
+    process.exitCode =
+      (e as { exitCode?: number }).exitCode ?? (e.code.startsWith("config::") ? 2 : 1);
+  } else if ((e as { name?: unknown; code?: unknown }).code === STREAM_NOT_FOUND) {
+    // JetStream's "stream not found": nothing was provisioned under this prefix yet.
+    process.stderr.write(
+      `vmq: ${oneLine((e as Error).message)} [nats::not-provisioned] — hint: no vmq worker has started with this prefix on this NATS yet (workers create the streams and buckets); check --prefix / VMQ_PREFIX and --nats\n`,
+    );
+    process.exitCode = 1;
   } else {
     process.stderr.write(`vmq: ${oneLine(e instanceof Error ? e.message : String(e))}\n`);
     process.exitCode = 1;

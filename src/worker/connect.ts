@@ -26,10 +26,12 @@ export function connectionOptions(c: ConnectionConfig, name: string): Connection
     // publish, used or not: a fifth of the worker's CPU at load (see docs/benchmark.md).
     noAsyncTraces: true,
   };
-  if (c.creds) opts.authenticator = credsAuthenticator(readFileSync(c.creds));
+  if (c.creds) opts.authenticator = credsAuthenticator(readSecret(c.creds, "--creds"));
   else if (c.nkeySeed)
     opts.authenticator = nkeyAuthenticator(
-      new TextEncoder().encode(readFileSync(c.nkeySeed, "utf8").trim()),
+      new TextEncoder().encode(
+        new TextDecoder().decode(readSecret(c.nkeySeed, "--nkey-seed")).trim(),
+      ),
     );
   if (c.user !== undefined) opts.user = c.user;
   if (c.password !== undefined) opts.pass = c.password;
@@ -44,10 +46,27 @@ export function connectionOptions(c: ConnectionConfig, name: string): Connection
   return opts;
 }
 
-/** Connects, turning a failure into a coded error: refused credentials, TLS, or unreachable. */
-export async function connectNats(c: ConnectionConfig, name: string): Promise<NatsConnection> {
+/** A credentials file, or a config error that names the flag (not "NATS is unreachable"). */
+function readSecret(path: string, flag: string): Uint8Array {
   try {
-    return await connect(connectionOptions(c, name));
+    return readFileSync(path);
+  } catch (e) {
+    throw new VmqError(
+      "config::unreadable-file",
+      `cannot read the ${flag} file ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      { cause: e, hint: `Check the path given to ${flag} (or its environment variable).` },
+    );
+  }
+}
+
+/**
+ * Connects, turning a failure into a coded error: refused credentials, TLS, or unreachable
+ * (an unreadable credentials file is a config::unreadable-file error before any connection).
+ */
+export async function connectNats(c: ConnectionConfig, name: string): Promise<NatsConnection> {
+  const opts = connectionOptions(c, name);
+  try {
+    return await connect(opts);
   } catch (e) {
     const where = (c.nats ?? "nats://127.0.0.1:4222").replace(/\/\/[^@/]*@/, "//"); // no userinfo
     const text = e instanceof Error ? `${e.message} ${String((e as { code?: unknown }).code)}` : "";

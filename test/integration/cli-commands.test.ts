@@ -483,6 +483,19 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
       /^vmq: .*prefix.*\[config::invalid\] — hint: See --help for the connection flags/,
     );
     assert.equal(help.exitCode, 0);
+    // A credentials file that cannot be read is a configuration error naming the flag, not
+    // "NATS is unreachable"; a prefix no worker has provisioned says so.
+    const [noCreds, fresh] = await Promise.all([
+      vmq(["hosts", "--creds", join(dir, "missing.creds")]),
+      vmq(["hosts", "--prefix", "nobodyhere"]),
+    ]);
+    assert.equal(noCreds.exitCode, 2);
+    assertOneLineError(
+      noCreds.stderr,
+      /^vmq: cannot read the --creds file .*missing\.creds: ENOENT \[config::unreadable-file\] — hint: /,
+    );
+    assert.equal(fresh.exitCode, 1);
+    assertOneLineError(fresh.stderr, /\[nats::not-provisioned\] — hint: no vmq worker has started/);
     for (const s of [
       "--nats",
       "VMQ_NATS_URL",

@@ -24,6 +24,9 @@ export interface PermissionOptions {
 
 const API = "$JS.API";
 
+/** The inbox prefix of a host's worker: replies to it never land in another host's inboxes. */
+export const workerInboxPrefix = (host: string): string => `_INBOX_${host}`;
+
 /** What the worker of `host` needs, and nothing that lets it act for another host. */
 export function workerPermissions(
   prefix: string,
@@ -87,7 +90,7 @@ export function workerPermissions(
       ],
     },
     subscribe: {
-      allow: ["_INBOX.>", n.apiFilter(host), `${prefix}.console.${host}.>`],
+      allow: [`${workerInboxPrefix(host)}.>`, n.apiFilter(host), `${prefix}.console.${host}.>`],
     },
     allow_responses: true,
   };

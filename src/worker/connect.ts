@@ -15,9 +15,17 @@ export type ConnectionConfig = Pick<
   "creds" | "nkeySeed" | "user" | "password" | "token" | "tlsCa" | "tlsCert" | "tlsKey"
 > & { nats?: string | undefined };
 
-/** NATS connection options from flags/env: creds file, nkey seed, user/password, token, TLS. */
-export function connectionOptions(c: ConnectionConfig, name: string): ConnectionOptions {
+/**
+ * NATS connection options from flags/env: creds file, nkey seed, user/password, token, TLS.
+ * `extra` adds client settings of the caller's own (the worker's per-host inbox prefix).
+ */
+export function connectionOptions(
+  c: ConnectionConfig,
+  name: string,
+  extra: Pick<ConnectionOptions, "inboxPrefix"> = {},
+): ConnectionOptions {
   const opts: ConnectionOptions = {
+    ...extra,
     servers: (c.nats ?? "nats://127.0.0.1:4222").split(",").map((s) => s.trim()),
     name,
     maxReconnectAttempts: -1,
@@ -63,8 +71,12 @@ function readSecret(path: string, flag: string): Uint8Array {
  * Connects, turning a failure into a coded error: refused credentials, TLS, or unreachable
  * (an unreadable credentials file is a config::unreadable-file error before any connection).
  */
-export async function connectNats(c: ConnectionConfig, name: string): Promise<NatsConnection> {
-  const opts = connectionOptions(c, name);
+export async function connectNats(
+  c: ConnectionConfig,
+  name: string,
+  extra: Pick<ConnectionOptions, "inboxPrefix"> = {},
+): Promise<NatsConnection> {
+  const opts = connectionOptions(c, name, extra);
   try {
     return await connect(opts);
   } catch (e) {

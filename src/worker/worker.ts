@@ -9,6 +9,7 @@ import {
   type VmEvent,
   type WorkerState,
 } from "../contracts/index.js";
+import { workerInboxPrefix } from "../contracts/permissions.js";
 import { observed, type Vm } from "../domain/index.js";
 import { resolveConfig, type ResolvedConfig, type WorkerConfigInput } from "../config/config.js";
 import { JetStreamEventStore } from "../event-store/jetstream-event-store.js";
@@ -153,7 +154,10 @@ export class Worker {
       this.#embedded = await startEmbeddedNats(config.dataDir, config.embeddedPort, log);
       url = this.#embedded.url;
     }
-    const nc = await connectNats({ ...config, nats: url }, `vmq-worker-${config.host}`);
+    // Replies come to _INBOX_<host>.*: the host's credentials need not read other inboxes.
+    const nc = await connectNats({ ...config, nats: url }, `vmq-worker-${config.host}`, {
+      inboxPrefix: workerInboxPrefix(config.host),
+    });
     this.#nc = nc;
     this.connected = true;
     this.#watchConnection(nc);

@@ -17,6 +17,7 @@ import { VmqClient } from "../../src/client/index.js";
 import { names as namesFor, type Names } from "../../src/contracts/index.js";
 import {
   schedulerPermissions,
+  workerInboxPrefix,
   workerPermissions,
   type NatsPermissions,
 } from "../../src/contracts/permissions.js";
@@ -26,6 +27,8 @@ import { Worker } from "../../src/worker/worker.js";
 import { usersConfig } from "../helpers/nats-auth.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { SPEC } from "../helpers/worker-harness.js";
+
+import { setTimeout as delay } from "node:timers/promises";
 
 const enc = new TextEncoder();
 
@@ -46,13 +49,15 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
   let jsm: JetStreamManager;
   let client: VmqClient;
   const workers: Worker[] = [];
-  const as = (user: string, name: string) =>
+  /** A connection as `user`; a worker's user gets its host's inbox prefix, as the worker does. */
+  const as = (user: string, name: string, inboxPrefix?: string) =>
     connect({
       servers: server.url,
       user,
       pass: users[user]!.password,
       name,
       maxReconnectAttempts: 0,
+      ...(inboxPrefix ? { inboxPrefix } : {}),
     });
   const startWorker = async (
     host: string,
@@ -152,12 +157,36 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
   });
 
   it("host A's credentials cannot act for host B", async () => {
-    const nc = await as("worker-a", "attacker");
+    // With A's own inbox prefix, so each refusal below is the server's, not a missing reply.
+    const nc = await as("worker-a", "attacker", workerInboxPrefix("A"));
     const errors: string[] = [];
     void (async () => {
       for await (const s of nc.status()) if (s.type === "error") errors.push(String(s.error));
     })();
     const js = jetstream(nc, { timeout: 2_000 });
+    // A's own request-reply works (so the refusals below mean something) ...
+    assert.equal(
+      (await (await jetstreamManager(nc, { timeout: 2_000 })).streams.info(n.eventsStream)).config
+        .name,
+      n.eventsStream,
+      "A reads stream info through its own inbox",
+    );
+    const snoop = async (subject: string): Promise<void> => {
+      const other = await as("worker-a", "attacker", workerInboxPrefix("A"));
+      const denied = (async () => {
+        for await (const st of other.status())
+          if (st.type === "error" && /permissions violation/i.test(String(st.error))) return true;
+        return false;
+      })();
+      other.subscribe(subject);
+      await other.flush();
+      const refused = await Promise.race([denied, delay(2_000).then(() => false)]);
+      await other.close();
+      assert.ok(refused, `subscribing to ${subject} must be refused`);
+    };
+    // ... while B's replies and everyone's default inboxes stay out of reach.
+    await snoop(`${workerInboxPrefix("B")}.>`);
+    await snoop("_INBOX.>");
     const attempts: [string, () => Promise<unknown>][] = [
       ["publish a command for B", () => js.publish(n.cmd("B", "vm-b"), enc.encode("{}"))],
       ["append an event for B", () => js.publish(n.evt("B", "vm-b"), enc.encode("{}"))],

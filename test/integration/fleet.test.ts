@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { VmEvent } from "../../src/contracts/index.js";
 import type { NoopBackend } from "../../src/hypervisor/index.js";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
+import { WorkerProcess } from "../helpers/worker-process.js";
 
 const HOSTS = ["fa", "fb", "fc"];
 
@@ -117,6 +121,60 @@ describe(
         ["vm.command-accepted", "vm.started", "vm.command-accepted", "vm.suspended"],
         "in order",
       );
+    });
+
+    it("a worker SIGKILLed with commands queued catches up on all of them, in order, once restarted", async () => {
+      const dir = await mkdtemp(join(tmpdir(), "vmq-fleet-kill-"));
+      const args = [
+        ...["--nats", h.server.url, "--prefix", h.prefix, "--host", "fk", "--data-dir", dir],
+        ...["--noop-state-dir", join(dir, "noop"), "--noop-latency-ms", "150"],
+        ...["--ack-wait-ms", "3000", "--heartbeat-ms", "300", "--log-level", "warn"],
+      ];
+      const running = () =>
+        eventually(
+          async () =>
+            (await h.client.hosts()).find((x) => x.host === "fk" && x.state === "running"),
+          30_000,
+          "worker fk ready",
+        );
+      let worker = new WorkerProcess(args).start();
+      try {
+        await running();
+        const vms = ["fk-1", "fk-2", "fk-3"];
+        const plan = ["vm.prepare", "vm.start", "vm.suspend", "vm.resume", "vm.stop"] as const;
+        const sent = new Map<string, string[]>();
+        const publish = async (type: (typeof plan)[number]) => {
+          for (const vmId of vms) {
+            const body = type === "vm.prepare" ? { type, vmId, spec: SPEC } : { type, vmId };
+            const { command } = await h.client.publish("fk", body);
+            sent.set(vmId, [...(sent.get(vmId) ?? []), command.commandId]);
+          }
+        };
+        for (const type of plan.slice(0, 3)) await publish(type);
+        // Killed while those are queued and in flight; more arrive while it is dead.
+        await eventually(async () =>
+          (await h.client.history("fk", "fk-1")).length >= 2 ? true : undefined,
+        );
+        await worker.kill("SIGKILL");
+        for (const type of plan.slice(3)) await publish(type);
+        worker = new WorkerProcess(args).start();
+        for (const [vmId, ids] of sent) {
+          for (const id of ids) {
+            const r = await h.client.waitForOutcome("fk", vmId, id, { timeoutMs: 60_000 });
+            assert.ok(
+              !["vm.command-failed", "vm.command-rejected"].includes(r.outcome.type),
+              `${vmId}: ${JSON.stringify(r.outcome)}`,
+            );
+          }
+          const outcomes = (await h.client.history("fk", vmId))
+            .filter((e) => e.event.causationId && e.event.type !== "vm.command-accepted")
+            .map((e) => e.event.causationId);
+          assert.deepEqual(outcomes, ids, `${vmId}: one outcome per command, in publish order`);
+        }
+      } finally {
+        await worker.kill("SIGKILL");
+        await rm(dir, { recursive: true, force: true });
+      }
     });
   },
 );

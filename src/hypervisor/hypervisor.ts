@@ -61,6 +61,12 @@ export interface Hypervisor {
   state(vm: VmHandle, opts?: CallOptions): Promise<VmState>;
   guestIp(vm: VmHandle, opts?: CallOptions): Promise<string>;
   consoleEndpoint(vm: VmHandle): ConsoleEndpoint;
+  /**
+   * The handle this backend recorded for `vmId` in its own files, or undefined: lets a
+   * restarted worker record a prepare that finished in the backend but whose outcome it never
+   * wrote (instead of calling the VM failed). Backends without durable records omit it.
+   */
+  recorded?(vmId: string, opts?: CallOptions): Promise<VmHandle | undefined>;
   /** Re-attaches to a VM after a worker restart (QMP socket, monitor); never starts or stops it. */
   adopt?(vm: VmHandle, opts?: CallOptions): Promise<void>;
   /** Subscribes to observed changes; returns the unsubscribe function. */

@@ -96,6 +96,10 @@ export class HypervisorRouter {
   consoleEndpoint(vm: VmHandle): ConsoleEndpoint {
     return this.backend(vm.backend).consoleEndpoint(vm);
   }
+  /** The handle `tag`'s backend recorded for vmId, when it keeps records (see Hypervisor). */
+  async recorded(tag: BackendTag, vmId: string, opts?: CallOptions): Promise<VmHandle | undefined> {
+    return this.backend(tag).recorded?.(vmId, opts);
+  }
   async adopt(vm: VmHandle, opts?: CallOptions): Promise<void> {
     await this.backend(vm.backend).adopt?.(vm, opts);
   }

@@ -1,20 +1,48 @@
-/**
- * Crash points for fault tests: VMQ_FAILPOINTS="after-intent=0.05,in-backend=0.05" makes the
- * process SIGKILL itself at those steps with that probability. Unset (always, in production),
- * every check is one Map lookup on an empty map.
- */
-export type Failpoint =
-  "before-intent" | "after-intent" | "in-backend" | "after-outcome" | "before-ack";
+import { writeSync } from "node:fs";
 
-const points = new Map<string, number>(
-  (process.env.VMQ_FAILPOINTS ?? "")
-    .split(",")
-    .map((s) => s.trim().split("="))
-    .filter((kv): kv is [string, string] => kv.length === 2 && kv[0] !== "")
-    .map(([k, v]) => [k, Number(v)]),
-);
+/**
+ * Crash points for fault tests. VMQ_FAILPOINTS is a comma-separated list of
+ *   name=p   SIGKILL at that step with probability p, each time it is reached;
+ *   name@N   SIGKILL the Nth time this process reaches that step (deterministic).
+ * e.g. VMQ_FAILPOINTS="after-intent=0.05,mid-backend@2". Just before the kill the process writes
+ * `vmq-failpoint: <name>` to stderr, so a supervisor knows which step fired. Unset (always, in
+ * production), every check is one Map lookup on an empty map.
+ */
+export const FAILPOINTS = [
+  "before-intent",
+  "after-intent",
+  /** Inside a backend lifecycle call, before its effect (the noop backend only). */
+  "mid-backend",
+  /** The backend call has returned, its outcome is not recorded yet. */
+  "in-backend",
+  "after-outcome",
+  "before-ack",
+] as const;
+export type Failpoint = (typeof FAILPOINTS)[number];
+
+interface Point {
+  p: number;
+  at: number;
+  hits: number;
+}
+
+const points = new Map<string, Point>();
+for (const part of (process.env.VMQ_FAILPOINTS ?? "").split(",")) {
+  const m = /^\s*([\w-]+)\s*([=@])\s*(\S+)\s*$/.exec(part);
+  if (!m) continue;
+  const [, name = "", op, value] = m;
+  const point = points.get(name) ?? { p: 0, at: 0, hits: 0 };
+  if (op === "=") point.p = Number(value);
+  else point.at = Number(value);
+  points.set(name, point);
+}
 
 export function failpoint(name: Failpoint): void {
-  const p = points.get(name);
-  if (p !== undefined && Math.random() < p) process.kill(process.pid, "SIGKILL");
+  const point = points.get(name);
+  if (point === undefined) return;
+  point.hits++;
+  if (point.hits === point.at || Math.random() < point.p) {
+    writeSync(2, `vmq-failpoint: ${name}\n`);
+    process.kill(process.pid, "SIGKILL");
+  }
 }

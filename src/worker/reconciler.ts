@@ -44,6 +44,8 @@ export class Reconciler {
     };
     let now: VmState = "unknown";
     let detail: string | undefined;
+    /** The handle of an interrupted prepare, from the backend's own record. */
+    let recovered: VmHandle | undefined;
     if (vm.handle) {
       try {
         const signal = AbortSignal.timeout(STATE_TIMEOUT_MS); // adopt and state together
@@ -61,12 +63,19 @@ export class Reconciler {
         backend: vm.spec?.backend ?? ctx.router.defaultBackend,
         workDir: "",
       });
-      const there = await ctx.router
-        .state(stub, { signal: AbortSignal.timeout(STATE_TIMEOUT_MS) })
-        .catch(() => "unknown" as const);
-      // Something exists but its handle was never recorded: report it failed; destroy cleans up.
-      // A backend that cannot say is unknown, never failed.
-      now = there === "destroyed" || there === "unknown" ? there : "failed";
+      const signal = AbortSignal.timeout(STATE_TIMEOUT_MS);
+      const there = await ctx.router.state(stub, { signal }).catch(() => "unknown" as const);
+      // The prepare may have finished in the backend: its own record gives the handle, and the
+      // outcome is recorded as it would have been. Something that exists without a record is
+      // failed (destroy cleans up); a backend that cannot say is unknown, never failed.
+      if (there === "prepared")
+        recovered = await ctx.router
+          .recorded(stub.backend, vmId, { signal })
+          .catch(() => undefined);
+      now =
+        there === "destroyed" || there === "unknown" || (there === "prepared" && recovered)
+          ? there
+          : "failed";
     }
 
     if (vm.pending) {
@@ -89,13 +98,18 @@ export class Reconciler {
         if (!command) return undefined;
         const target = targetState(command.type);
         recorded = true;
-        if (now === target && v.handle) {
+        const handle = v.handle ?? recovered;
+        if (now === target && handle) {
+          const spec =
+            command.type === "vm.prepare"
+              ? { ...command.spec, backend: command.spec.backend ?? handle.backend }
+              : undefined;
           return succeeded(
             v,
             command,
             // The stop's step died with the worker; the contract's word for "ended without a
             // recorded graceful step" is forced (reconciled: true says why).
-            { handle: v.handle, how: "forced" },
+            { handle, how: "forced", ...(spec ? { spec } : {}) },
             { now: ctx.now() },
             { reconciled: true },
           );

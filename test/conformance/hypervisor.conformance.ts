@@ -61,6 +61,12 @@ export function hypervisorConformance(
       assert.equal(h.id, id);
       assert.equal(h.backend, b.tag);
       assert.equal(await b.state(h), "prepared");
+      if (b.recorded) {
+        // What a restarted worker reads back for a prepare whose outcome it never wrote.
+        const rec = await b.recorded(id);
+        assert.equal(rec?.id, id, "the backend recorded the prepared VM's handle");
+        assert.equal(rec?.backend, b.tag);
+      }
       const running = await b.start(h);
       assert.equal(await b.state(running), "running");
       let current = running;
@@ -79,6 +85,7 @@ export function hypervisorConformance(
       assert.equal(await b.state(again), "running");
       await b.destroy(again, stopOpts(5_000));
       assert.equal(await b.state(again), "destroyed");
+      if (b.recorded) assert.equal(await b.recorded(id), undefined, "no record once destroyed");
     });
 
     it("refuses illegal transitions with a coded error and leaves the state alone", async (t) => {

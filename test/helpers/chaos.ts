@@ -1,7 +1,9 @@
 /**
- * Crash chaos: a real worker process that SIGKILLs itself at random steps of its commands
- * (VMQ_FAILPOINTS), restarted by a supervisor until every command has its outcome. Used by the
- * fault test (small) and `npm run chaos` (longer), which prints the summary.
+ * Crash chaos: a real worker process that SIGKILLs itself at steps of its commands
+ * (VMQ_FAILPOINTS), restarted by a supervisor until every command has its outcome. First a
+ * deterministic schedule (one worker per step, killed the Kth time it reaches that step, so every
+ * step is hit), then random failpoints. Used by the fault test (small) and `npm run chaos`
+ * (longer), which prints the summary.
  */
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -9,6 +11,7 @@ import { join } from "node:path";
 import { VmqClient } from "../../src/client/index.js";
 import type { CommandType, VmEvent } from "../../src/contracts/index.js";
 import { replayVm, toView } from "../../src/domain/index.js";
+import { FAILPOINTS, type Failpoint } from "../../src/lib/failpoints.js";
 import { NatsServer, testPrefix } from "./nats-server.js";
 import { WorkerProcess } from "./worker-process.js";
 import { SPEC, eventually } from "./worker-harness.js";
@@ -32,9 +35,22 @@ const EFFECT: Partial<Record<CommandType, string>> = {
   "vm.destroy": "destroy",
 };
 
+/** One worker per entry, each dying the Kth time it reaches that step (K varied). */
+export const SCHEDULE: string[] = [
+  "before-intent@2",
+  "after-intent@3",
+  "mid-backend@2",
+  "in-backend@3",
+  "after-outcome@2",
+  "before-ack@3",
+];
+
 export interface ChaosOptions {
   vms: number;
+  /** VMQ_FAILPOINTS (random: name=p) of the workers after the schedule. */
   failpoints: string;
+  /** VMQ_FAILPOINTS of the first workers, one each, in order (default SCHEDULE). */
+  schedule?: string[];
   /** Give up (and report) after this long. */
   deadlineMs: number;
   log?: (line: string) => void;
@@ -47,6 +63,12 @@ export interface ChaosSummary {
   duplicateOutcomes: number;
   duplicatesSuppressed: number;
   restarts: number;
+  /** Workers killed at each step (from their `vmq-failpoint:` lines). */
+  kills: Record<Failpoint, number>;
+  /** Scheduled entries whose worker did not die at that step (e.g. it ran out of commands). */
+  scheduleNotFired: string[];
+  /** Workers that died without a failpoint firing (should be 0). */
+  otherDeaths: number;
   pendingPastDeadline: number;
   doubleEffects: string[];
   viewMismatches: string[];
@@ -83,16 +105,33 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
     "--log-level",
     "info",
   ];
-  const env = { VMQ_FAILPOINTS: o.failpoints };
-  // The first worker provisions the streams without failpoints (they fire only on commands anyway).
-  let worker = new WorkerProcess(args, env).start();
+  const schedule = [...(o.schedule ?? SCHEDULE)];
+  const kills = Object.fromEntries(FAILPOINTS.map((f) => [f, 0])) as Record<Failpoint, number>;
+  const scheduleNotFired: string[] = [];
+  let otherDeaths = 0;
+  let duplicates = 0;
+  // Each worker takes the next scheduled failpoint; when none is left, the random ones.
+  let planned: string | undefined;
+  const spawn = () => {
+    planned = schedule.shift();
+    return new WorkerProcess(args, { VMQ_FAILPOINTS: planned ?? o.failpoints }).start();
+  };
+  // What a worker that has ended (or is stopped at the end) did, for the summary.
+  const account = async (w: WorkerProcess, expected: string | undefined) => {
+    await w.ended();
+    duplicates += w.duplicates;
+    for (const f of w.failpoints) if (f in kills) kills[f as Failpoint]++;
+    if (expected && !w.failpoints.includes(expected.split("@")[0] as string))
+      scheduleNotFired.push(expected);
+  };
+  // The first worker provisions the streams (failpoints fire only on commands, after that).
+  let worker = spawn();
   await eventually(
     async () => ((await client.hosts()).some((h) => h.host === "cx") ? true : undefined),
     60_000,
     "worker ready",
   );
   let restarts = 0;
-  let duplicates = 0;
   try {
     // Every VM's whole plan is published up front: its commands keep stream order.
     const sent = new Map<string, { id: string; type: CommandType }[]>();
@@ -113,19 +152,21 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       return byVm;
     };
     // Supervise: restart the worker whenever a failpoint killed it, until all outcomes are in.
-    const reviveIfDead = (): boolean => {
+    const reviveIfDead = async (): Promise<boolean> => {
       if (!worker.dead) return false;
       restarts++;
-      duplicates += worker.duplicates;
+      const dead = worker;
+      await account(dead, planned);
+      if (dead.failpoints.length === 0) otherDeaths++;
       o.log?.(
-        `worker died (${worker.proc?.signalCode ?? worker.proc?.exitCode}); restart #${restarts}`,
+        `worker died (${dead.proc?.signalCode ?? dead.proc?.exitCode}) at ${dead.failpoints.join(",") || "no failpoint"}; restart #${restarts}`,
       );
-      worker = new WorkerProcess(args, env).start();
+      worker = spawn();
       return true;
     };
     let histories = new Map<string, { event: VmEvent; seq: number }[]>();
     for (;;) {
-      reviveIfDead();
+      await reviveIfDead();
       histories = await outcomesOf();
       const done = [...histories.values()].reduce(
         (n, h) =>
@@ -140,7 +181,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
     // records, so settle only once a worker has run (ready) for 3 s without dying: that worker
     // has rewritten the whole view, as every restarted worker does.
     for (let settled = false; !settled && Date.now() - began < o.deadlineMs;) {
-      reviveIfDead();
+      await reviveIfDead();
       await eventually(() => worker.ready || worker.dead || undefined, 60_000, "worker ready");
       await new Promise((r) => setTimeout(r, 3_000));
       settled = !worker.dead;
@@ -148,7 +189,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
     histories = await outcomesOf();
     // A graceful stop writes the last view records before the process exits.
     await worker.kill("SIGTERM");
-    duplicates += worker.duplicates;
+    await account(worker, planned);
+    scheduleNotFired.push(...schedule);
 
     // Count what happened.
     const s: ChaosSummary = {
@@ -158,6 +200,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       duplicateOutcomes: 0,
       duplicatesSuppressed: 0,
       restarts,
+      kills,
+      scheduleNotFired,
+      otherDeaths,
       pendingPastDeadline: 0,
       doubleEffects: [],
       viewMismatches: [],

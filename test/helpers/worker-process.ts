@@ -1,20 +1,17 @@
 import { join } from "node:path";
 import { execa } from "execa";
+import { builtCliPath } from "./cli.js";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 
 function spawnWorker(args: string[], env: Record<string, string>) {
-  return execa(
-    process.execPath,
-    ["--import", "tsx", join(ROOT, "src/cli/main.ts"), "worker", ...args],
-    {
-      reject: false,
-      cwd: ROOT,
-      stdio: ["ignore", "pipe", "pipe"],
-      all: true,
-      env,
-    },
-  );
+  return execa(process.execPath, [builtCliPath, "worker", ...args], {
+    reject: false,
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    all: true,
+    env,
+  });
 }
 
 /** `vmq worker` as a real child process (through tsx), to SIGKILL and restart it. */
@@ -25,6 +22,9 @@ export class WorkerProcess {
   duplicates = 0;
   /** The worker logged "worker running": replay and reconcile are done. */
   ready = false;
+  /** Failpoints that fired (the `vmq-failpoint: <name>` lines on stderr); complete once `ended()`. */
+  failpoints: string[] = [];
+  #stderrTail = "";
 
   constructor(
     readonly args: string[],
@@ -39,7 +39,20 @@ export class WorkerProcess {
       if (text.includes('"worker running"')) this.ready = true;
       this.output = (this.output + text).slice(-20_000);
     });
+    this.proc.stderr.on("data", (d: Buffer) => {
+      const lines = (this.#stderrTail + d.toString()).split("\n");
+      this.#stderrTail = lines.pop() ?? "";
+      for (const line of lines) {
+        const m = /^vmq-failpoint: (\S+)$/.exec(line.trim());
+        if (m?.[1]) this.failpoints.push(m[1]);
+      }
+    });
     return this;
+  }
+
+  /** Waits until the process has ended and all its output is read. */
+  async ended(): Promise<void> {
+    await this.proc;
   }
 
   /** The process has ended (exited or killed). */

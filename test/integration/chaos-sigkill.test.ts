@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { FAILPOINTS } from "../../src/lib/failpoints.js";
 import { runChaos } from "../helpers/chaos.js";
 
 describe(
@@ -7,15 +8,18 @@ describe(
   { timeout: 240_000 },
   () => {
     it("every command ends with exactly one outcome, nothing pending, no double effect, the view equals a replay", async () => {
+      // First one worker killed at each step in turn (deterministic), then random kills.
       const s = await runChaos({
         vms: 12,
-        failpoints:
-          "before-intent=0.03,after-intent=0.03,in-backend=0.03,after-outcome=0.03,before-ack=0.03",
+        failpoints: FAILPOINTS.map((f) => `${f}=0.015`).join(","),
         deadlineMs: 180_000,
         log: (l) => process.stderr.write(`# ${l}\n`),
       });
       process.stderr.write(`# chaos summary: ${JSON.stringify(s)}\n`);
-      assert.ok(s.restarts >= 1, "the failpoints did kill the worker");
+      assert.ok(s.restarts >= FAILPOINTS.length, "the failpoints did kill the worker");
+      for (const f of FAILPOINTS) assert.ok(s.kills[f] >= 1, `a worker was killed at ${f}`);
+      assert.deepEqual(s.scheduleNotFired, [], "every scheduled failpoint fired");
+      assert.equal(s.otherDeaths, 0, "no worker died except by a failpoint");
       assert.equal(s.lost, 0, "no command without outcome");
       assert.equal(s.duplicateOutcomes, 0, "no command with two outcomes");
       assert.equal(s.outcomes, s.commandsSent);

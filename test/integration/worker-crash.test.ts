@@ -148,6 +148,31 @@ describe("worker: SIGKILL mid-command, then restart", { timeout: 120_000 }, () =
     assert.equal((await noopState("late")).state, "suspended");
   });
 
+  it("a prepare that finished in the backend but died before its outcome is recorded as prepared, from the backend's record", async () => {
+    const h3 = args.map((a) => (a === "h1" ? "h3" : a));
+    const dying = new WorkerProcess(h3, { VMQ_FAILPOINTS: "in-backend@1" }).start();
+    await eventually(
+      async () => (await client.hosts()).find((x) => x.host === "h3" && x.state === "running"),
+      30_000,
+      "h3 ready",
+    );
+    const { command } = await client.publish("h3", { type: "vm.prepare", vmId: "rec", spec: SPEC });
+    await dying.exit(); // the backend prepared the VM; its outcome was never written
+    assert.equal((await noopState("rec")).state, "prepared");
+    const next = new WorkerProcess(h3).start();
+    try {
+      const r = await client.waitForOutcome("h3", "rec", command.commandId, { timeoutMs: 30_000 });
+      assert.equal(r.outcome.type, "vm.prepared", JSON.stringify(r.outcome));
+      assert.equal(r.outcome.reconciled, true);
+      if (r.outcome.type === "vm.prepared") assert.equal(r.outcome.handle.id, "rec");
+      // The VM goes on as any prepared VM would.
+      const started = await client.send("h3", { type: "vm.start", vmId: "rec" });
+      assert.equal(started.outcome.type, "vm.started");
+    } finally {
+      await next.kill("SIGTERM");
+    }
+  });
+
   it("a VM's later commands wait for the earlier one a dead worker held (no start before its prepare)", async () => {
     // A long ack_wait: JetStream would bring the dead worker's prepare back only after a
     // minute, while the start and stop published after it are delivered at once.

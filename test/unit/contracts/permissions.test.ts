@@ -80,7 +80,8 @@ describe("permissions", { timeout: 10_000 }, () => {
       assert.ok(m?.[1], `no json block after ${marker}`);
       return JSON.parse(m[1]);
     };
-    const hint = "update the block from `vmq permissions --host h1 --json` / `--role scheduler --json`";
+    const hint =
+      "update the block from `vmq permissions --host h1 --json` / `--role scheduler --json`";
     assert.deepEqual(block('workerPermissions("vmq", "h1")'), workerPermissions("vmq", "h1"), hint);
     assert.deepEqual(block('schedulerPermissions("vmq")'), schedulerPermissions("vmq"), hint);
   });

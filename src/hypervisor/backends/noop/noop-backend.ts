@@ -16,6 +16,7 @@ import type {
   VmSpec,
   VmState,
 } from "../../../contracts/index.js";
+import { failpoint } from "../../../lib/failpoints.js";
 import { sleep } from "../../../lib/time.js";
 import { checkAborted, HypervisorError, type HypervisorErrorCode } from "../../errors.js";
 import type {
@@ -164,6 +165,13 @@ export class NoopBackend implements Hypervisor {
     this.#save(vmId);
     this.#effect("prepare", vmId);
     return handle;
+  }
+
+  /** The handle of a VM this backend holds (its state dir makes it outlive the worker). */
+  async recorded(vmId: string, opts: CallOptions = {}): Promise<VmHandle | undefined> {
+    opts.signal?.throwIfAborted();
+    const v = this.#vms.get(vmId);
+    return Promise.resolve(v && v.state !== "destroyed" ? v.handle : undefined);
   }
 
   async start(vm: VmHandle, opts: CallOptions = {}): Promise<VmHandle> {
@@ -318,6 +326,8 @@ export class NoopBackend implements Hypervisor {
         retryable: fault.retryable,
       });
     }
+    // A crash inside a lifecycle call: past its latency, before its effect (fault tests).
+    if (op !== "state" && op !== "guestIp") failpoint("mid-backend");
   }
 
   async #transition(

@@ -16,13 +16,13 @@ import { existsSync } from "node:fs";
 import { copyFile, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
-import type {
-  BackendTag,
-  Capabilities,
-  ConsoleEndpoint,
+import {
   VmHandle,
-  VmSpec,
-  VmState,
+  type BackendTag,
+  type Capabilities,
+  type ConsoleEndpoint,
+  type VmSpec,
+  type VmState,
 } from "../../../contracts/index.js";
 import { isVmqError } from "../../../lib/errors.js";
 import { sleep } from "../../../lib/time.js";
@@ -754,6 +754,13 @@ export class QemuBackend implements Hypervisor {
     const { record } = this.#paths(handle.id);
     await writeFile(`${record}.tmp`, `${JSON.stringify(handle, null, 2)}\n`, { mode: 0o600 });
     await rename(`${record}.tmp`, record);
+  }
+
+  /** vm.json, the handle prepare wrote last (after every other step succeeded). */
+  async recorded(vmId: string, opts: CallOptions = {}): Promise<VmHandle | undefined> {
+    checkAborted(opts.signal, `qemu record of ${vmId}`);
+    const parsed = VmHandle.safeParse(await this.#readRecord(vmId).catch(() => undefined));
+    return parsed.success && parsed.data.id === vmId ? parsed.data : undefined;
   }
 
   async #readRecord(vmId: string): Promise<VmHandle> {

@@ -28,6 +28,8 @@ import { deadLetter } from "./dlq.js";
 import type { CommandMessage, EarlierCommand } from "./order-gate.js";
 
 const MAX_CONFLICT_RETRIES = 8;
+/** A command waiting behind one sent back comes back this long after that one is due. */
+const ORDER_MARGIN_MS = 250;
 
 /**
  * One command, start to finish: validate, load the VM, decide, record the intent before
@@ -99,7 +101,13 @@ export class CommandHandler {
         continue;
       }
       if (first.kind === "deferred" || !ctx.order.firstTry(first.seq)) {
-        const delay = backoffMs(msg.info.deliveryCount, 1_000, 30_000);
+        // Behind one this process sent back: come back just after it is due, not on a backoff
+        // of our own (which grows with every round and lets a busy VM's commands convoy).
+        // Behind one a dead worker holds: its redelivery time is unknown, so back off.
+        const delay =
+          first.kind === "deferred" && first.retryAt !== undefined
+            ? Math.min(30_000, Math.max(0, first.retryAt - Date.now()) + ORDER_MARGIN_MS)
+            : backoffMs(msg.info.deliveryCount, 1_000, 30_000);
         log.warn(
           { waitingFor: first.seq, delayMs: delay },
           "an earlier command of this VM has no outcome yet; this one waits for it",
@@ -124,6 +132,7 @@ export class CommandHandler {
       data: msg.data,
       headers: msg.headers,
       command,
+      retryAt: Date.now() + delayMs,
     });
     msg.nak(delayMs);
   }

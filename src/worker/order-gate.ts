@@ -24,6 +24,8 @@ export interface EarlierCommand {
   data: Uint8Array;
   headers?: MsgHdrs | undefined;
   command: Command;
+  /** deferred: when its redelivery is due (now + the nak delay it was sent back with). */
+  retryAt?: number;
 }
 
 /** How often an open window asks whether the consumer's ack floor has passed it. */
@@ -93,7 +95,10 @@ export class OrderGate {
     return this.#window !== undefined;
   }
 
-  /** This process sent a valid command back to the stream: its VM's later commands wait. */
+  /**
+   * This process sent a valid command back to the stream (due again at `retryAt`): its VM's
+   * later commands wait.
+   */
   defer(c: Omit<EarlierCommand, "kind">): void {
     const vmId = c.command.vmId;
     const mine = this.#deferred.get(vmId) ?? new Map<number, EarlierCommand>();

@@ -80,16 +80,26 @@ describe("fault: backends that hang, crawl or fail", { timeout: 120_000 }, () =>
     const redelivered = worker.stats.redeliveries;
     // maxAttempts is 3 per delivery: the first delivery fails three times, the second gets on.
     noop.failNext(4, "hypervisor::timeout", { ops: ["start"], retryable: true });
-    const r = await h.client.send(
-      "fb",
-      { type: "vm.start", vmId: "outage" },
-      { timeoutMs: 30_000 },
-    );
+    const start = await h.client.publish("fb", { type: "vm.start", vmId: "outage" });
+    // The VM's next command arrives while the start is back in the stream: it waits for it.
+    const suspend = await h.client.publish("fb", { type: "vm.suspend", vmId: "outage" });
+    const r = await h.client.waitForOutcome("fb", "outage", start.command.commandId, {
+      timeoutMs: 30_000,
+    });
     assert.equal(r.outcome.type, "vm.started");
+    const s2 = await h.client.waitForOutcome("fb", "outage", suspend.command.commandId, {
+      timeoutMs: 30_000,
+    });
+    assert.equal(s2.outcome.type, "vm.suspended", "the later command ran after the earlier one");
+    assert.ok(s2.outcomeSeq > r.outcomeSeq);
     assert.equal(worker.stats.retried - retried, 1, "sent back once (nak with a delay)");
-    assert.ok(worker.stats.redeliveries - redelivered >= 1, "and delivered again");
+    const redeliveries = worker.stats.redeliveries - redelivered;
+    assert.ok(redeliveries >= 1, "and delivered again");
+    // The waiting suspend comes back once, just after the start is due (not on a growing
+    // backoff of its own): a few redeliveries in all, not a convoy.
+    assert.ok(redeliveries <= 4, `${redeliveries} redeliveries`);
     const events = (await h.client.history("fb", "outage")).filter(
-      (e) => e.event.causationId === r.commandId,
+      (e) => e.event.causationId === start.command.commandId,
     );
     assert.deepEqual(
       events.map((e) => e.event.type),

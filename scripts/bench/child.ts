@@ -7,7 +7,7 @@
  *  - profile: run until `commands` outcomes are recorded (for --cpu-prof), print the window.
  */
 import { createInterface } from "node:readline";
-import { NoopBackend } from "../../src/hypervisor/index.js";
+import { NoopBackend } from "./built.js";
 import { makeWorker } from "./vmq.js";
 import { recoveryHandle } from "./recovery-data.js";
 import { waitFor } from "./common.js";

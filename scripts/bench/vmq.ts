@@ -5,10 +5,18 @@ import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { WorkerConfigInput } from "../../src/config/config.js";
-import { ensureConsumer, ensureTopology } from "../../src/event-store/provision.js";
-import { HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
-import { createLogger, silentLogger, type Logger } from "../../src/observability/logger.js";
-import { Worker } from "../../src/worker/worker.js";
+import type { NoopBackend as NoopBackendType } from "../../src/hypervisor/index.js";
+import type { Logger } from "../../src/observability/logger.js";
+import type { Worker as WorkerType } from "../../src/worker/worker.js";
+import {
+  HypervisorRouter,
+  NoopBackend,
+  Worker,
+  createLogger,
+  ensureConsumer,
+  ensureTopology,
+  silentLogger,
+} from "./built.js";
 import type { Names } from "./common.js";
 
 /** The worker's consumer settings at their defaults (so a later start changes nothing). */
@@ -40,9 +48,9 @@ export function makeWorker(
     concurrency: number;
     latencyMs?: number;
     log?: LogMode;
-    backend?: NoopBackend;
+    backend?: NoopBackendType;
   } & Partial<WorkerConfigInput>,
-): { worker: Worker; noop: NoopBackend } {
+): { worker: WorkerType; noop: NoopBackendType } {
   const { url, latencyMs, log, backend, ...rest } = opts;
   const noop = backend ?? new NoopBackend({ latencyMs: latencyMs ?? 0 });
   const worker = new Worker(

@@ -134,21 +134,7 @@ export class CommandConsumer {
     const vmKey = msg.subject.split(".")[3] ?? "";
     const entry = { msg, since: Date.now() };
     this.#held.set(msg.seq, entry);
-    const settled = (): void => void this.#unsettled.delete(msg.seq);
-    // The handler settles the newest delivery; ack and term also settle it here.
-    const handle: CommandMessage = {
-      subject: msg.subject,
-      data: msg.data,
-      seq: msg.seq,
-      headers: msg.headers,
-      get info() {
-        return entry.msg.info;
-      },
-      ack: () => (settled(), entry.msg.ack()),
-      term: () => (settled(), entry.msg.term()),
-      nak: (ms) => entry.msg.nak(ms),
-      working: () => entry.msg.working(),
-    };
+    const handle = new Delivery(entry, this.#unsettled);
     this.lanes.push(vmKey, {
       run: async () => {
         try {
@@ -178,5 +164,46 @@ export class CommandConsumer {
     this.#messages?.stop();
     this.running = false;
     await this.#loop;
+  }
+}
+
+/**
+ * What the handler gets for a delivered command: the newest delivery of the message (a
+ * redelivery while queued replaces it), and ack/term also mark it settled, so a recreated
+ * durable knows where to start. A class, not a literal with closures: one per command.
+ */
+class Delivery implements CommandMessage {
+  constructor(
+    private readonly entry: { msg: JsMsg },
+    private readonly unsettled: Set<number>,
+  ) {}
+  get subject(): string {
+    return this.entry.msg.subject;
+  }
+  get data(): Uint8Array {
+    return this.entry.msg.data;
+  }
+  get seq(): number {
+    return this.entry.msg.seq;
+  }
+  get headers(): JsMsg["headers"] {
+    return this.entry.msg.headers;
+  }
+  get info(): JsMsg["info"] {
+    return this.entry.msg.info;
+  }
+  ack(): void {
+    this.unsettled.delete(this.entry.msg.seq);
+    this.entry.msg.ack();
+  }
+  term(): void {
+    this.unsettled.delete(this.entry.msg.seq);
+    this.entry.msg.term();
+  }
+  nak(millis?: number): void {
+    this.entry.msg.nak(millis);
+  }
+  working(): void {
+    this.entry.msg.working();
   }
 }

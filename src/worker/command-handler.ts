@@ -4,6 +4,7 @@ import {
   commandVmToken,
   isValidId,
   parseCommand,
+  type BackendTag,
   type Command,
   type ParseFailure,
   type VmEvent,
@@ -53,7 +54,9 @@ export class CommandHandler {
       seq: msg.seq,
     });
     try {
-      if (!(await this.#inOrder(msg, command, log))) return;
+      // Steady state has nothing ahead of a command (one map lookup, no await).
+      if (ctx.order.mayHaveEarlier(command.vmId) && !(await this.#inOrder(msg, command, log)))
+        return;
       await this.#run(msg, command, log);
     } catch (e) {
       const err = toVmqError(e);
@@ -145,7 +148,11 @@ export class CommandHandler {
       if (decision.kind === "accept") {
         // What only the worker knows (backends, capabilities, other hosts) is checked before
         // the intent is recorded, so such a command touches nothing.
-        const refusal = await this.#refusal(command, vm);
+        // Only a prepare asks NATS (the view); the other checks need no await.
+        const refusal =
+          command.type === "vm.prepare"
+            ? await this.#prepareRefusal(command.vmId, command.spec.backend)
+            : this.#refusal(command, vm);
         if (refusal) {
           decision = {
             kind: "reject",
@@ -407,22 +414,27 @@ export class CommandHandler {
     }
   }
 
-  /** A rejection the pure decider cannot know about, or undefined. */
-  async #refusal(command: Command, vm: Vm): Promise<Rejection | undefined> {
+  /** What only the worker knows about a prepare: its backend, and other hosts' VMs. */
+  async #prepareRefusal(
+    vmId: string,
+    backend: BackendTag | undefined,
+  ): Promise<Rejection | undefined> {
     const { router } = this.ctx;
-    if (command.type === "vm.prepare") {
-      const tag = command.spec.backend ?? router.defaultBackend;
-      if (!router.has(tag)) {
-        return {
-          code: "hypervisor::backend-unavailable",
-          message: `backend ${tag} is not configured on host ${this.ctx.host} (it has ${router.tags.join(", ")})`,
-        };
-      }
-      const foreign = await this.#ownedElsewhere(command.vmId);
-      if (foreign)
-        return { code: "vm::exists", message: `VM ${command.vmId} exists on host ${foreign}` };
-      return undefined;
+    const tag = backend ?? router.defaultBackend;
+    if (!router.has(tag)) {
+      return {
+        code: "hypervisor::backend-unavailable",
+        message: `backend ${tag} is not configured on host ${this.ctx.host} (it has ${router.tags.join(", ")})`,
+      };
     }
+    const foreign = await this.#ownedElsewhere(vmId);
+    if (foreign) return { code: "vm::exists", message: `VM ${vmId} exists on host ${foreign}` };
+    return undefined;
+  }
+
+  /** A rejection the pure decider cannot know about (for anything but a prepare), or undefined. */
+  #refusal(command: Command, vm: Vm): Rejection | undefined {
+    const { router } = this.ctx;
     const tag = vm.handle?.backend ?? vm.spec?.backend;
     if (tag && !router.has(tag)) {
       return {

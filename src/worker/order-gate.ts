@@ -95,6 +95,11 @@ export class OrderGate {
     return this.#window !== undefined;
   }
 
+  /** False when nothing can be ahead of this VM's commands (steady state): no lookup needed. */
+  mayHaveEarlier(vmId: string): boolean {
+    return this.#window !== undefined || this.#deferred.has(vmId);
+  }
+
   /**
    * This process sent a valid command back to the stream (due again at `retryAt`): its VM's
    * later commands wait.

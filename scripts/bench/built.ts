@@ -5,6 +5,10 @@
  */
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import type * as EventStoreProvision from "../../src/event-store/provision.js";
+import type * as Hypervisor from "../../src/hypervisor/index.js";
+import type * as Logger from "../../src/observability/logger.js";
+import type * as WorkerModule from "../../src/worker/worker.js";
 
 const dist = (path: string): string => {
   const url = new URL(`../../dist/${path}`, import.meta.url);
@@ -13,15 +17,13 @@ const dist = (path: string): string => {
   return url.href;
 };
 
-export const { Worker } = (await import(
-  dist("worker/worker.js")
-)) as typeof import("../../src/worker/worker.js");
+export const { Worker } = (await import(dist("worker/worker.js"))) as typeof WorkerModule;
 export const { HypervisorRouter, NoopBackend } = (await import(
   dist("hypervisor/index.js")
-)) as typeof import("../../src/hypervisor/index.js");
+)) as typeof Hypervisor;
 export const { createLogger, silentLogger } = (await import(
   dist("observability/logger.js")
-)) as typeof import("../../src/observability/logger.js");
+)) as typeof Logger;
 export const { ensureConsumer, ensureTopology } = (await import(
   dist("event-store/provision.js")
-)) as typeof import("../../src/event-store/provision.js");
+)) as typeof EventStoreProvision;

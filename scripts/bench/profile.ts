@@ -60,7 +60,8 @@ export function categorize(url: string, fn: string): string {
     return m[1] === "@nats-io/nats-core" || m[1]?.startsWith("@nats-io/")
       ? "nats.js"
       : (m[1] ?? "");
-  const s = /\/src\/([^/]+)\//.exec(url);
+  // The worker runs from dist/ (the build); src/ when something loads the sources.
+  const s = /\/(?:src|dist)\/([^/]+)\//.exec(url);
   if (s) return `vmq src/${s[1]}`;
   if (url.includes("/scripts/bench/")) return "bench harness";
   return "other";

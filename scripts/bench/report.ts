@@ -107,7 +107,7 @@ const yes = (m: boolean | null): string => (m === null ? "n/a" : m ? "**met**" :
 /** What the hot functions of a profile are, in the words of this code base. */
 const EXPLAIN: Record<string, string> = {
   RequestError:
-    "nats.js builds an Error (with a stack trace) for every request/JetStream publish so that a later failure has an async trace — even when the request succeeds; `noAsyncTraces: true` turns it off",
+    "nats.js (nats-core 3.x) builds a `RequestError(\"cancelled\")`, stack trace and all, when it cleans up every request, also one that succeeded (`RequestOne.cancel`); `noAsyncTraces: true` removes only the other one. The baseline pays the same per publish",
   TimeoutError:
     "nats.js builds the timeout Error of every request up front (stack trace included) for the same async-trace option",
   "(garbage collector)": "V8 garbage collection (per-command objects, events, strings, promises)",
@@ -170,8 +170,9 @@ export function markdown(r: BenchResults): string {
   );
   L.push("");
   L.push(
-    "The machine is shared: other engineers' test suites were running during the benchmark, so " +
-      "figures are noisy (load average at the start of each section: " +
+    "The machine is a virtual machine on a shared host (2 cores for nats-server, the worker and " +
+      "the load generator), so figures are noisy from run to run (load average at the start of " +
+      "each section: " +
       Object.entries(r.loadAverage)
         .map(([s, l]) => `${s} ${l[0]}`)
         .join(", ") +

@@ -107,7 +107,7 @@ const yes = (m: boolean | null): string => (m === null ? "n/a" : m ? "**met**" :
 /** What the hot functions of a profile are, in the words of this code base. */
 const EXPLAIN: Record<string, string> = {
   RequestError:
-    "nats.js (nats-core 3.x) builds a `RequestError(\"cancelled\")`, stack trace and all, when it cleans up every request, also one that succeeded (`RequestOne.cancel`); `noAsyncTraces: true` removes only the other one. The baseline pays the same per publish",
+    'nats.js (nats-core 3.x) builds a `RequestError("cancelled")`, stack trace and all, when it cleans up every request, also one that succeeded (`RequestOne.cancel`); `noAsyncTraces: true` removes only the other one. The baseline pays the same per publish',
   TimeoutError:
     "nats.js builds the timeout Error of every request up front (stack trace included) for the same async-trace option",
   "(garbage collector)": "V8 garbage collection (per-command objects, events, strings, promises)",

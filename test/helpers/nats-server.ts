@@ -116,17 +116,21 @@ function parsePorts(text: string): string | undefined {
 
 let cached: string | undefined;
 export async function findNatsServer(): Promise<string> {
-  if (cached) return cached;
-  for (const p of [
+  cached ??= await locateNatsServer([
     process.env.NATS_SERVER_BIN,
     "/usr/sbin/nats-server",
     "/usr/bin/nats-server",
     "/usr/local/bin/nats-server",
-  ]) {
+  ]);
+  return cached;
+}
+
+/** The first candidate that runs `--version`, or an error that says how to install one. */
+export async function locateNatsServer(candidates: (string | undefined)[]): Promise<string> {
+  for (const p of candidates) {
     if (!p) continue;
     try {
       await execa(p, ["--version"]);
-      cached = p;
       return p;
     } catch {
       /* try the next */

@@ -2,9 +2,20 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { describe, it } from "node:test";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { NatsServer } from "../helpers/nats-server.js";
+import { NatsServer, locateNatsServer } from "../helpers/nats-server.js";
 
 describe("test helper: private nats-server", () => {
+  it("says how to install nats-server when none of the candidates runs", async () => {
+    await assert.rejects(
+      locateNatsServer([undefined, "/nonexistent/nats-server", "/bin/false"]),
+      /nats-server is not installed: run \.\/setup\.sh .*NATS_SERVER_BIN/,
+    );
+    assert.equal(
+      await locateNatsServer(["/nonexistent", "/usr/sbin/nats-server"]),
+      "/usr/sbin/nats-server",
+    );
+  });
+
   it("starts JetStream on a free port with a temporary store, and removes it afterwards", async () => {
     const a = await NatsServer.start();
     const b = await NatsServer.start();

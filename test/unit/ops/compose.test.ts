@@ -18,9 +18,11 @@ interface Service {
   profiles?: string[];
   devices?: string[];
   depends_on?: string[];
+  volumes?: string[];
 }
 const compose = parse(readFileSync(join(ROOT, "docker-compose.yml"), "utf8"), { merge: true }) as {
   services: Record<string, Service>;
+  volumes?: Record<string, unknown>;
 };
 const services = compose.services;
 const workers = Object.entries(services).filter(([, s]) => s.command?.[0] === "worker");
@@ -35,6 +37,11 @@ describe("docker-compose.yml", () => {
       const routes = cmd[cmd.indexOf("--routes") + 1] ?? "";
       for (const other of nodes.filter((x) => x !== n))
         assert.ok(routes.includes(`nats://${other}:6222`), `${n} routes to ${other}`);
+      // The store dir is a named volume: a recreated container keeps the streams.
+      const store = cmd[cmd.indexOf("-sd") + 1] ?? "";
+      const vol = (services[n]?.volumes ?? []).find((v) => v.endsWith(`:${store}`));
+      assert.ok(vol, `${n} keeps ${store} on a volume`);
+      assert.ok(compose.volumes && vol.split(":")[0]! in compose.volumes, `${vol} is declared`);
     }
   });
 

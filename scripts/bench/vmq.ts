@@ -1,5 +1,5 @@
 /** Building blocks for running vmq's real Worker in-process on a Noop backend. */
-import { mkdtempSync, openSync } from "node:fs";
+import { mkdtempSync, openSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -18,6 +18,10 @@ import {
   silentLogger,
 } from "./built.js";
 import type { Names } from "./common.js";
+
+/** Every bench worker's data dir lives under one temporary folder, removed when the run ends. */
+const BENCH_TMP = mkdtempSync(join(tmpdir(), "vmq-bench-"));
+process.on("exit", () => rmSync(BENCH_TMP, { recursive: true, force: true }));
 
 /** The worker's consumer settings at their defaults (so a later start changes nothing). */
 export const CONSUMER_DEFAULTS = { ackWaitMs: 30_000, maxDeliver: 10, maxAckPending: 2048 };
@@ -56,7 +60,7 @@ export function makeWorker(
   const worker = new Worker(
     {
       nats: url,
-      dataDir: mkdtempSync(join(tmpdir(), "vmq-bench-")),
+      dataDir: mkdtempSync(join(BENCH_TMP, "worker-")),
       reconcileIntervalMs: 0,
       snapshots: "off",
       ...rest,

@@ -7,22 +7,11 @@ import { emptyVm, type Vm } from "./vm.js";
  * pending intents and the idempotency set.
  */
 export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
-  // One new object per event (replay folds hundreds of thousands): `seenCommands` is shared and
-  // grows in place; an outcome clears `pending` only when it answers the pending command.
-  const outcome =
-    event.type !== "vm.command-accepted" && event.type !== "vm.state-observed"
-      ? event.causationId
-      : null;
-  if (outcome !== null) vm.seenCommands.add(outcome);
-  const settles = outcome !== null && vm.pending?.commandId === outcome;
-  const pending = settles ? null : vm.pending;
-  const pendingCommand = settles ? null : vm.pendingCommand;
+  const next = { ...vm, version: seq, updatedAt: event.at };
   switch (event.type) {
     case "vm.command-accepted":
       return {
-        ...vm,
-        version: seq,
-        updatedAt: event.at,
+        ...next,
         state: event.state,
         pending: {
           commandId: event.command.commandId,
@@ -34,44 +23,37 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
         ...(event.command.type === "vm.prepare" ? { spec: event.command.spec, handle: null } : {}),
       };
     case "vm.prepared":
-      return {
-        ...vm,
-        version: seq,
-        updatedAt: event.at,
-        state: event.state,
-        handle: event.handle,
-        spec: event.spec ?? vm.spec,
-        pending,
-        pendingCommand,
-      };
+      return done(
+        { ...next, state: event.state, handle: event.handle, spec: event.spec ?? vm.spec },
+        event.causationId,
+      );
     case "vm.started":
     case "vm.suspended":
     case "vm.resumed":
     case "vm.stopped":
-    case "vm.state-observed":
-      return {
-        ...vm,
-        version: seq,
-        updatedAt: event.at,
-        state: event.state,
-        handle: event.handle ?? vm.handle,
-        pending,
-        pendingCommand,
-      };
+      return done(
+        { ...next, state: event.state, handle: event.handle ?? vm.handle },
+        event.causationId,
+      );
     case "vm.destroyed":
-    case "vm.command-failed":
-      return {
-        ...vm,
-        version: seq,
-        updatedAt: event.at,
-        state: event.state,
-        pending,
-        pendingCommand,
-      };
+      return done({ ...next, state: event.state }, event.causationId);
     case "vm.command-rejected":
       // A rejection never changes state; a VM that only ever saw rejections stays absent.
-      return { ...vm, version: seq, updatedAt: event.at, pending, pendingCommand };
+      return done(next, event.causationId);
+    case "vm.command-failed":
+      return done({ ...next, state: event.state }, event.causationId);
+    case "vm.state-observed":
+      return { ...next, state: event.state, handle: event.handle ?? vm.handle };
   }
+}
+
+/** Records an outcome: the command leaves `pending` and joins the set of seen commands. */
+function done(vm: Vm, causationId: string | null): Vm {
+  if (causationId === null) return vm;
+  vm.seenCommands.add(causationId);
+  return vm.pending?.commandId === causationId
+    ? { ...vm, pending: null, pendingCommand: null }
+    : vm;
 }
 
 /** Folds a whole history. */

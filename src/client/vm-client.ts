@@ -209,7 +209,7 @@ export class VmqClient {
         if (!batch) break;
         current = batch;
         for await (const m of batch) {
-          const parsed = upcastEvent(jsonOrUndefined(() => m.json()));
+          const parsed = upcastEvent(jsonOf(m.data));
           if (parsed.ok) yield { event: parsed.event, seq: m.seq };
           else if (opts.onUnreadable)
             opts.onUnreadable({ seq: m.seq, subject: m.subject, message: parsed.message });
@@ -471,18 +471,14 @@ function parseJson<T>(
   data: Uint8Array,
   schema: { safeParse(v: unknown): { success: boolean; data?: T } },
 ): T | undefined {
-  try {
-    const r = schema.safeParse(JSON.parse(decoder.decode(data)));
-    return r.success ? r.data : undefined;
-  } catch {
-    return undefined;
-  }
+  const r = schema.safeParse(jsonOf(data));
+  return r.success ? r.data : undefined;
 }
 
-/** The parsed payload, or undefined when it is not JSON (then upcastEvent says it is unreadable). */
-function jsonOrUndefined(parse: () => unknown): unknown {
+/** The payload as JSON, or undefined when it is not JSON (a schema then refuses it). */
+function jsonOf(data: Uint8Array): unknown {
   try {
-    return parse();
+    return JSON.parse(decoder.decode(data));
   } catch {
     return undefined;
   }

@@ -37,9 +37,7 @@ export function connectionOptions(
   if (c.creds) opts.authenticator = credsAuthenticator(readSecret(c.creds, "--creds"));
   else if (c.nkeySeed)
     opts.authenticator = nkeyAuthenticator(
-      new TextEncoder().encode(
-        new TextDecoder().decode(readSecret(c.nkeySeed, "--nkey-seed")).trim(),
-      ),
+      new TextEncoder().encode(readSecret(c.nkeySeed, "--nkey-seed").toString("utf8").trim()),
     );
   if (c.user !== undefined) opts.user = c.user;
   if (c.password !== undefined) opts.pass = c.password;
@@ -55,7 +53,7 @@ export function connectionOptions(
 }
 
 /** A credentials file, or a config error that names the flag (not "NATS is unreachable"). */
-function readSecret(path: string, flag: string): Uint8Array {
+function readSecret(path: string, flag: string): Buffer {
   try {
     return readFileSync(path);
   } catch (e) {

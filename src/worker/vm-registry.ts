@@ -5,15 +5,6 @@ import type { Logger } from "../observability/logger.js";
 
 /** How long view writes wait to coalesce (the view is eventually consistent by design). */
 const VIEW_FLUSH_MS = 25;
-/**
- * Under sustained load the wait between batches doubles, up to this: one VM's commands then
- * share one view write instead of one each (a view write is a stored message and a delete for
- * the server). A small batch brings the wait back to VIEW_FLUSH_MS, so an idle worker's view
- * is current within tens of milliseconds and a busy one's within about half a second.
- */
-const VIEW_FLUSH_MAX_MS = 400;
-/** A batch at least this big counts as load. */
-const VIEW_BUSY_BATCH = 64;
 
 /**
  * Writes view records. The worker publishes them without waiting for each PubAck (a view write
@@ -37,8 +28,6 @@ export class VmRegistry {
   #flushing: Promise<void> | undefined;
   /** A batch went out in this flush: the next one waits again, so a busy VM coalesces too. */
   #written = false;
-  /** The wait before the next batch (grows under load, see VIEW_FLUSH_MAX_MS). */
-  #waitMs = VIEW_FLUSH_MS;
   lastSeq = 0;
 
   constructor(
@@ -118,14 +107,10 @@ export class VmRegistry {
   async #flush(): Promise<void> {
     try {
       while (this.#dirty.size > 0) {
-        if (this.#written) await new Promise((r) => setTimeout(r, this.#waitMs));
+        if (this.#written) await new Promise((r) => setTimeout(r, VIEW_FLUSH_MS));
         this.#written = true;
         const batch = [...this.#dirty];
         this.#dirty.clear();
-        this.#waitMs =
-          batch.length >= VIEW_BUSY_BATCH
-            ? Math.min(VIEW_FLUSH_MAX_MS, this.#waitMs * 2)
-            : VIEW_FLUSH_MS;
         if (!this.view) continue;
         for (const id of batch) {
           const view = toView(this.get(id));

@@ -107,23 +107,27 @@ const yes = (m: boolean | null): string => (m === null ? "n/a" : m ? "**met**" :
 /** What the hot functions of a profile are, in the words of this code base. */
 const EXPLAIN: Record<string, string> = {
   RequestError:
-    'nats.js (nats-core 3.x) builds a `RequestError("cancelled")`, stack trace and all, when it cleans up every request, also one that succeeded (`RequestOne.cancel`); `noAsyncTraces: true` removes only the other one. The baseline pays the same per publish',
+    'nats.js (nats-core 3.x) builds a `RequestError("cancelled")`, stack trace and all, when it cleans up every request, also one that succeeded (`RequestOne.cancel`); `noAsyncTraces: true` removes only the other one. The baseline pays it per publish; the vmq worker publishes through its own `JetStreamPublisher` and does not',
   TimeoutError:
     "nats.js builds the timeout Error of every request up front (stack trace included) for the same async-trace option",
   "(garbage collector)": "V8 garbage collection (per-command objects, events, strings, promises)",
   "(idle)": "the event loop waiting for the server (PubAcks)",
   "(program)": "V8 and native code outside JavaScript",
-  writeBuffer: "socket writes (one per publish, ack and KV put)",
+  writeBuffer:
+    "socket writes (the kernel's loopback TCP work is counted here too); vmq sends one event-loop turn's publishes and acks in one write",
   writev: "socket writes",
   runMicrotasks: "promise continuations",
   append: "JetStreamEventStore.append: JSON.stringify of the event and the publish call",
+  "#onReply": "JetStreamPublisher: a PubAck arrives (JSON.parse, settle the publish)",
+  base: "the fields every event has (domain)",
   parse: "NATS protocol parser (nats.js)",
   encode: "TextEncoder.encode of payloads",
   parseCommand: "command validation (JSON.parse + zod schema)",
   succeeded: "building the outcome event (domain)",
   _publish: "nats.js publish",
   publish: "nats.js publish",
-  createAbortSignal: "AbortSignal.timeout/any per command (deadline signal) and per request",
+  createAbortSignal:
+    "an AbortController (nats.js per request; vmq's deadline slots, shared by commands)",
   any: "AbortSignal.any (the command's deadline signal combined with the drain signal)",
   evolve: "the fold that applies an event to the VM (domain)",
   decide: "the decider (domain)",
@@ -205,7 +209,7 @@ export function markdown(r: BenchResults): string {
         "`JSON.parse`, publish an intent then an outcome to `X.evt.<host>.<vmId>` with `expect.lastSubjectSequence` (last sequence per VM kept in memory from PubAcks) and a `msgID`, then `ack()`.",
     );
     L.push(
-      '- **vmq**: the real `Worker` from the build (`dist/`, what `vmq worker` runs) in-process, `NoopBackend({ latencyMs: 0 })`, `snapshots: "off"`, `reconcileIntervalMs: 0`, `concurrency: c`, `silentLogger()` (the cost of real logs is measured below).',
+      '- **vmq**: the real `Worker` from the build (`dist/`, what `vmq worker` runs) in-process, `NoopBackend({ latencyMs: 0 })`, `snapshots: "off"`, `reconcileIntervalMs: 0`, `concurrency: c`, logging as `vmq worker` does by default (pino at `info`, written asynchronously, here to `/dev/null`; what logs cost is measured below).',
     );
     L.push("");
     const rows = concurrencies(r).map((c) => {
@@ -281,27 +285,38 @@ export function markdown(r: BenchResults): string {
   if (r.logs.length) {
     L.push("\n## What logs cost\n");
     L.push(
-      "vmq at the same pre-loaded throughput run, with `silentLogger()` and with the real pino logger at `info` (one `command done` line per command, its fields attached per call), written asynchronously to `/dev/null`.",
+      "vmq at the same pre-loaded throughput run with `silentLogger()`, with pino at `info` (the default: lifecycle lines, warnings and errors, nothing per successful command) and at `debug` (plus one `command done` line per command, its fields attached per call), written asynchronously to `/dev/null`.",
     );
     L.push("");
     const cs = [...new Set(r.logs.map((l) => l.concurrency))];
+    const mode = (m: string, c: number) =>
+      medianBy(
+        r.logs.filter((l) => l.log === m),
+        c,
+      );
+    const cost = (x?: ThroughputResult, s?: ThroughputResult) =>
+      s && x ? pct(1 - x.cmdPerSec / s.cmdPerSec) : "";
     L.push(
       table(
-        ["concurrency", "silent commands/s", "pino info commands/s", "cost"],
+        [
+          "concurrency",
+          "silent commands/s",
+          "info (default) commands/s",
+          "cost",
+          "debug commands/s",
+          "cost",
+        ],
         cs.map((c) => {
-          const s = medianBy(
-            r.logs.filter((l) => l.log === "silent"),
-            c,
-          );
-          const i = medianBy(
-            r.logs.filter((l) => l.log === "info-devnull"),
-            c,
-          );
+          const s = mode("silent", c);
+          const i = mode("info-devnull", c);
+          const d = mode("debug-devnull", c);
           return [
             c,
             s?.cmdPerSec ?? "",
             i?.cmdPerSec ?? "",
-            s && i ? pct(1 - i.cmdPerSec / s.cmdPerSec) : "",
+            cost(i, s),
+            d?.cmdPerSec ?? "",
+            cost(d, s),
           ];
         }),
       ),

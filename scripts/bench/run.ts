@@ -154,7 +154,7 @@ const sections: Record<Section, () => Promise<void>> = {
     withServer(async (server, nc) => {
       const [vms, perVm] = SIZES.throughput[8] as [number, number];
       for (let rep = 0; rep < Math.min(2, SIZES.reps); rep++)
-        for (const mode of ["silent", "info-devnull"] as const) {
+        for (const mode of ["silent", "info-devnull", "debug-devnull"] as const) {
           const r = await vmqThroughput(server, nc, 8, vms, perVm, mode);
           log(`logs ${mode} c=8: ${r.cmdPerSec} commands/s`);
           results.logs.push(r);

@@ -101,7 +101,7 @@ export async function vmqThroughput(
   c: number,
   vms: number,
   perVm: number,
-  log: LogMode = "silent",
+  log: LogMode = "info-devnull",
 ): Promise<ThroughputResult> {
   const names = namesFor(benchPrefix(`vmq${c}`));
   await provisionVmq(nc, names, [HOST]);

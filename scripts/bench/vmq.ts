@@ -37,11 +37,15 @@ export async function provisionVmq(
   for (const h of hosts) await ensureConsumer(jsm, names, h, CONSUMER_DEFAULTS);
 }
 
-export type LogMode = "silent" | "info-devnull";
+/** info is what `vmq worker` logs by default; debug adds a `command done` line per command. */
+export type LogMode = "silent" | "info-devnull" | "debug-devnull";
 
 export function benchLogger(mode: LogMode): Logger {
   if (mode === "silent") return silentLogger();
-  return createLogger({ level: "info", destination: openSync("/dev/null", "w") });
+  return createLogger({
+    level: mode === "debug-devnull" ? "debug" : "info",
+    destination: openSync("/dev/null", "w"),
+  });
 }
 
 export function makeWorker(
@@ -65,7 +69,7 @@ export function makeWorker(
       snapshots: "off",
       ...rest,
     },
-    { router: new HypervisorRouter([noop]), logger: benchLogger(log ?? "silent") },
+    { router: new HypervisorRouter([noop]), logger: benchLogger(log ?? "info-devnull") },
   );
   return { worker, noop };
 }

@@ -35,7 +35,7 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
  */
 export function parseCommand(raw: Uint8Array | string, subjectVmId?: string): ParseResult {
   const size = typeof raw === "string" ? new TextEncoder().encode(raw).length : raw.length;
-  const salvageVm = isValidId(subjectVmId) ? { vmId: subjectVmId } : {};
+  const salvageVm: { vmId?: string } = isValidId(subjectVmId) ? { vmId: subjectVmId } : {};
   if (size > MAX_COMMAND_BYTES) {
     return {
       ok: false,
@@ -64,17 +64,18 @@ export function parseCommand(raw: Uint8Array | string, subjectVmId?: string): Pa
     };
   }
   const b = body as Record<string, unknown>;
-  const salvage = {
+  // What a failure can salvage; built only when something fails (not per valid command).
+  const salvage = () => ({
     ...salvageVm,
     ...(typeof b.commandId === "string" ? { commandId: b.commandId.slice(0, 256) } : {}),
     ...(typeof b.type === "string" ? { type: b.type.slice(0, 64) } : {}),
-  };
+  });
   if (subjectVmId !== undefined && b.vmId !== subjectVmId) {
     return {
       ok: false,
       code: "command::subject-mismatch",
       message: `body vmId ${JSON.stringify(b.vmId)} differs from the subject's vmId ${JSON.stringify(subjectVmId)}`,
-      ...salvage,
+      ...salvage(),
     };
   }
   const schema =
@@ -86,7 +87,7 @@ export function parseCommand(raw: Uint8Array | string, subjectVmId?: string): Pa
       ok: false,
       code: "command::unknown-type",
       message: `unknown command type ${JSON.stringify(b.type)}`,
-      ...salvage,
+      ...salvage(),
     };
   }
   if (b.version !== 1) {
@@ -94,7 +95,7 @@ export function parseCommand(raw: Uint8Array | string, subjectVmId?: string): Pa
       ok: false,
       code: "command::unsupported-version",
       message: `${String(b.type)} version ${JSON.stringify(b.version)} is not supported (this worker reads version 1)`,
-      ...salvage,
+      ...salvage(),
     };
   }
   const parsed = schema.safeParse(body);
@@ -103,7 +104,7 @@ export function parseCommand(raw: Uint8Array | string, subjectVmId?: string): Pa
       ok: false,
       code: "command::invalid",
       message: `invalid ${String(b.type)}: ${describeIssues(parsed.error)}`,
-      ...salvage,
+      ...salvage(),
     };
   }
   return { ok: true, command: parsed.data };

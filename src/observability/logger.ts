@@ -32,6 +32,7 @@ export const silentLogger = (): Logger => pino({ level: "silent" });
 
 /** The few logging calls a command makes, with its fields attached. */
 export interface BoundLogger {
+  debug(obj: object | string, msg?: string): void;
   info(obj: object | string, msg?: string): void;
   warn(obj: object | string, msg?: string): void;
   error(obj: object | string, msg?: string): void;
@@ -43,11 +44,11 @@ export interface BoundLogger {
  */
 export function withBindings(base: Logger, bindings: Record<string, unknown>): BoundLogger {
   const at =
-    (level: "info" | "warn" | "error") =>
+    (level: "debug" | "info" | "warn" | "error") =>
     (obj: object | string, msg?: string): void => {
       if (!base.isLevelEnabled(level)) return;
       if (typeof obj === "string") base[level](bindings, obj);
       else base[level]({ ...bindings, ...obj }, msg);
     };
-  return { info: at("info"), warn: at("warn"), error: at("error") };
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
 }

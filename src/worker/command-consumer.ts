@@ -16,6 +16,8 @@ export interface CommandConsumerOptions {
   recreate: (startSeq: number | undefined) => Promise<unknown>;
   /** Called each time consuming starts again. */
   onRestart?: () => void;
+  /** Sends an ack or term (the worker batches them with its publishes); default: at once. */
+  send?: (settle: () => void) => void;
 }
 
 /**
@@ -134,7 +136,7 @@ export class CommandConsumer {
     const vmKey = msg.subject.split(".")[3] ?? "";
     const entry = { msg, since: Date.now() };
     this.#held.set(msg.seq, entry);
-    const handle = new Delivery(entry, this.#unsettled);
+    const handle = new Delivery(entry, this.#unsettled, this.opts.send ?? now);
     this.lanes.push(vmKey, {
       run: async () => {
         try {
@@ -150,7 +152,7 @@ export class CommandConsumer {
     });
   }
 
-  /** Queued messages would be redelivered after ack_wait; working() keeps them ours. */
+  /** Held messages (queued or running) would be redelivered after ack_wait; working() keeps them ours. */
   #touchHeld(): void {
     const now = Date.now();
     for (const h of this.#held.values())
@@ -167,6 +169,8 @@ export class CommandConsumer {
   }
 }
 
+const now = (settle: () => void): void => settle();
+
 /**
  * What the handler gets for a delivered command: the newest delivery of the message (a
  * redelivery while queued replaces it), and ack/term also mark it settled, so a recreated
@@ -176,6 +180,7 @@ class Delivery implements CommandMessage {
   constructor(
     private readonly entry: { msg: JsMsg },
     private readonly unsettled: Set<number>,
+    private readonly send: (settle: () => void) => void,
   ) {}
   get subject(): string {
     return this.entry.msg.subject;
@@ -193,12 +198,14 @@ class Delivery implements CommandMessage {
     return this.entry.msg.info;
   }
   ack(): void {
-    this.unsettled.delete(this.entry.msg.seq);
-    this.entry.msg.ack();
+    const { msg } = this.entry;
+    this.unsettled.delete(msg.seq);
+    this.send(() => msg.ack());
   }
   term(): void {
-    this.unsettled.delete(this.entry.msg.seq);
-    this.entry.msg.term();
+    const { msg } = this.entry;
+    this.unsettled.delete(msg.seq);
+    this.send(() => msg.term());
   }
   nak(millis?: number): void {
     this.entry.msg.nak(millis);

@@ -22,7 +22,7 @@ import {
 } from "../domain/index.js";
 import { isVmqError, toVmqError, VmqError } from "../lib/errors.js";
 import { failpoint } from "../lib/failpoints.js";
-import { backoffMs, deadlineSignal, sleep } from "../lib/time.js";
+import { backoffMs, DeadlineSignals, sleep } from "../lib/time.js";
 import { withBindings, type BoundLogger } from "../observability/logger.js";
 import type { WorkerContext } from "./context.js";
 import { deadLetter } from "./dlq.js";
@@ -38,7 +38,12 @@ const ORDER_MARGIN_MS = 250;
  * ends in exactly one of ack / term / nak / abandon (redelivery after a restart).
  */
 export class CommandHandler {
-  constructor(private readonly ctx: WorkerContext) {}
+  /** Commands' deadlines; a drain that gives up aborts them all. */
+  readonly #deadlines: DeadlineSignals;
+
+  constructor(private readonly ctx: WorkerContext) {
+    this.#deadlines = new DeadlineSignals(ctx.abandon);
+  }
 
   async handle(msg: CommandMessage): Promise<void> {
     const { ctx } = this;
@@ -208,11 +213,9 @@ export class CommandHandler {
     log: BoundLogger,
   ): Promise<void> {
     const { ctx } = this;
-    const { signal, dispose } = deadlineSignal(deadline, ctx.abandon);
-    const keepAlive = setInterval(
-      () => msg.working(),
-      Math.max(500, Math.floor(ctx.config.ackWaitMs / 3)),
-    );
+    const { signal, dispose } = this.#deadlines.acquire(deadline);
+    // No keep-alive timer of its own: the consumer sends working() for every message it holds
+    // (queued or running) that is older than a third of ack_wait.
     ctx.stats.inFlight++;
     const began = Date.now();
     let outcome: VmEvent | undefined;
@@ -276,7 +279,6 @@ export class CommandHandler {
         }
       }
     } finally {
-      clearInterval(keepAlive);
       dispose();
       ctx.stats.inFlight--;
     }
@@ -289,7 +291,9 @@ export class CommandHandler {
     failpoint("after-outcome");
     ctx.stats.count(command.type, outcome.type === "vm.command-failed" ? "failed" : "succeeded");
     ctx.stats.onDuration?.(command.type, Date.now() - began);
-    log.info(
+    // debug, not info: at thousands of commands a second a line each would be most of the
+    // worker's cost, and the events stream already records every outcome.
+    log.debug(
       { outcome: outcome.type, state: outcome.state, ms: Date.now() - began },
       "command done",
     );

@@ -5,6 +5,12 @@ import type { Logger } from "../observability/logger.js";
 
 /** How long view writes wait to coalesce (the view is eventually consistent by design). */
 const VIEW_FLUSH_MS = 25;
+/**
+ * While commands queue up behind busy lanes the window doubles per flush up to this, so a VM
+ * that changes again within it costs one view write, not one per command: under a backlog a
+ * view write is a good part of a command's cost. It drops back to 25 ms once the queue is empty.
+ */
+const VIEW_FLUSH_MAX_MS = 1_000;
 
 /**
  * Writes view records. The worker publishes them without waiting for each PubAck (a view write
@@ -26,8 +32,10 @@ export class VmRegistry {
   /** VMs changed since the last snapshot. */
   readonly changedSinceSnapshot = new Set<string>();
   #flushing: Promise<void> | undefined;
-  /** A batch went out in this flush: the next one waits again, so a busy VM coalesces too. */
-  #written = false;
+  #windowMs = VIEW_FLUSH_MS;
+  /** Ends the current coalescing window early (flushView). */
+  #wake: (() => void) | undefined;
+  #urgent = false;
   lastSeq = 0;
 
   constructor(
@@ -35,6 +43,8 @@ export class VmRegistry {
     private readonly store: EventStore,
     private readonly view: ViewWriter | undefined,
     private readonly log: Logger,
+    /** Whether commands are waiting for a lane (widens the view's coalescing window). */
+    private readonly backlog: () => boolean = () => false,
   ) {}
 
   get size(): number {
@@ -96,19 +106,22 @@ export class VmRegistry {
     this.#dirty.add(vmId);
     // A short delay lets a command's intent and outcome (and a busy VM's next commands)
     // coalesce into one view write instead of one per event.
-    this.#flushing ??= new Promise((r) => setTimeout(r, VIEW_FLUSH_MS)).then(() => this.#flush());
+    this.#flushing ??= this.#flush();
   }
 
-  /** Waits until every pending view write is done. */
+  /** Waits until every pending view write is done (without waiting out the window). */
   async flushView(): Promise<void> {
-    while (this.#flushing) await this.#flushing;
+    while (this.#flushing) {
+      this.#urgent = true;
+      this.#wake?.();
+      await this.#flushing;
+    }
   }
 
   async #flush(): Promise<void> {
     try {
       while (this.#dirty.size > 0) {
-        if (this.#written) await new Promise((r) => setTimeout(r, VIEW_FLUSH_MS));
-        this.#written = true;
+        await this.#window();
         const batch = [...this.#dirty];
         this.#dirty.clear();
         if (!this.view) continue;
@@ -124,8 +137,24 @@ export class VmRegistry {
         }
       }
     } finally {
-      this.#written = false;
       this.#flushing = undefined;
+      this.#urgent = false;
     }
+  }
+
+  #window(): Promise<void> {
+    if (this.#urgent) return Promise.resolve();
+    this.#windowMs = this.backlog()
+      ? Math.min(VIEW_FLUSH_MAX_MS, this.#windowMs * 2)
+      : VIEW_FLUSH_MS;
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, this.#windowMs);
+      this.#wake = done;
+    });
   }
 }

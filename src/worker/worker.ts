@@ -13,6 +13,7 @@ import { workerInboxPrefix } from "../contracts/permissions.js";
 import { observed, type Vm } from "../domain/index.js";
 import { resolveConfig, type ResolvedConfig, type WorkerConfigInput } from "../config/config.js";
 import { JetStreamEventStore } from "../event-store/jetstream-event-store.js";
+import { JetStreamPublisher } from "../event-store/publisher.js";
 import { ensureConsumer, ensureTopology } from "../event-store/provision.js";
 import { SnapshotStore } from "../event-store/snapshots.js";
 import type { HypervisorRouter, ObservedChange } from "../hypervisor/index.js";
@@ -62,6 +63,7 @@ export class Worker {
   readonly log: Logger;
   readonly router: HypervisorRouter;
   #nc: NatsConnection | undefined;
+  #publisher: JetStreamPublisher | undefined;
   #embedded: EmbeddedNats | undefined;
   #ctx: WorkerContext | undefined;
   #lanes: Lanes;
@@ -178,8 +180,17 @@ export class Worker {
     };
     const durable = await ensureConsumer(jsm, names, config.host, consumerOptions);
     this.#durable = durable;
-    const store = new JetStreamEventStore(js, names);
-    const registry = new VmRegistry(config.host, store, viewWriter(nc, names.vmsBucket), log);
+    // Appends and acks of one event-loop turn go out in one socket write (see the publisher).
+    const publisher = new JetStreamPublisher(nc, workerInboxPrefix(config.host));
+    this.#publisher = publisher;
+    const store = new JetStreamEventStore(js, names, { publisher });
+    const registry = new VmRegistry(
+      config.host,
+      store,
+      viewWriter(nc, names.vmsBucket),
+      log,
+      () => this.#lanes.queued > 0,
+    );
     const order = new OrderGate(
       jsm,
       names.commandsStream,
@@ -271,6 +282,7 @@ export class Worker {
         recreate: (startSeq) =>
           ensureConsumer(jsm, names, config.host, { ...consumerOptions, startSeq }),
         onRestart: () => this.stats.consumerRestarts++,
+        send: (ack) => publisher.later(ack),
       },
     );
     // What a previous worker of this host held and never acked: its VMs' later commands wait.
@@ -494,6 +506,7 @@ export class Worker {
     await this.#bounded(this.#heartbeat?.stop(true), "removing the host record");
     await this.#bounded(this.#ctx?.registry.flushView(), "writing the last view records");
     await this.#bounded(this.router.close(), "closing the backends");
+    this.#publisher?.close();
     const nc = this.#nc;
     if (nc && !nc.isClosed()) {
       if (!(await this.#bounded(nc.drain(), "draining the NATS connection"))) await nc.close();

@@ -20,7 +20,7 @@ describe("vmq worker (the CLI, as a process)", { timeout: 180_000 }, () => {
       "--embedded-port",
       "0",
       "--log-level",
-      "info",
+      "debug", // a command's own line ("command done") is logged at debug
     ]).start();
     try {
       const url = await eventually(
@@ -40,7 +40,10 @@ describe("vmq worker (the CLI, as a process)", { timeout: 180_000 }, () => {
       assert.match(w.output, /"host":"solo"/, "log lines carry the host");
       // The outcome is appended before its log line is written: wait for the line.
       await eventually(
-        () => (/"vmId":"e-1","commandId":"[^"]+"/.test(w.output) ? true : undefined),
+        () =>
+          /"vmId":"e-1","commandId":"[^"]+".*"msg":"command done"/.test(w.output)
+            ? true
+            : undefined,
         10_000,
         "a log line with the vmId and commandId of the command",
       );

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { deadlineSignal, untilAborted } from "../../../src/lib/time.js";
+import { DeadlineSignals, untilAborted } from "../../../src/lib/time.js";
 
 /** A stand-in for a fetch's batch: something with stop(). */
 const batch = () => {
@@ -38,25 +38,51 @@ describe("untilAborted", () => {
   });
 });
 
-describe("deadlineSignal", () => {
-  it("aborts at the deadline, and with its parent; dispose() stops both", async () => {
-    const soon = deadlineSignal(new Date(Date.now() + 20));
-    await new Promise((r) => setTimeout(r, 60));
+describe("DeadlineSignals", () => {
+  it("aborts at the deadline (at most one slot late), and with its parent", async () => {
+    const soon = new DeadlineSignals(undefined, 10).acquire(new Date(Date.now() + 20));
+    assert.equal(soon.signal.aborted, false);
+    await new Promise((r) => setTimeout(r, 80));
     assert.equal(soon.signal.aborted, true);
     assert.equal((soon.signal.reason as Error).name, "TimeoutError");
 
     const parent = new AbortController();
-    const d = deadlineSignal(new Date(Date.now() + 60_000), parent.signal);
+    const d = new DeadlineSignals(parent.signal).acquire(new Date(Date.now() + 60_000));
     parent.abort(new Error("drained"));
     assert.equal(d.signal.aborted, true);
     assert.equal((d.signal.reason as Error).message, "drained");
     d.dispose();
 
-    const p2 = new AbortController();
-    const kept = deadlineSignal(new Date(Date.now() + 20), p2.signal);
-    kept.dispose();
-    p2.abort();
-    await new Promise((r) => setTimeout(r, 60));
-    assert.equal(kept.signal.aborted, false, "disposed: neither the timer nor the parent fires it");
+    const late = new DeadlineSignals(parent.signal).acquire(new Date(Date.now() + 60_000));
+    assert.equal(late.signal.aborted, true, "a parent that already aborted aborts new slots");
+    late.dispose();
+  });
+
+  it("shares one signal per slot and clears a slot when its last user disposes", async () => {
+    const p = new AbortController();
+    const ds = new DeadlineSignals(p.signal, 1_000);
+    const at = new Date(Math.ceil(Date.now() / 1_000) * 1_000 + 30_000);
+    const a = ds.acquire(at);
+    const b = ds.acquire(new Date(at.getTime() - 500));
+    const other = ds.acquire(new Date(at.getTime() + 5_000));
+    assert.equal(a.signal, b.signal, "deadlines in one slot share a signal");
+    assert.notEqual(a.signal, other.signal);
+    assert.equal(ds.size, 2);
+    a.dispose();
+    a.dispose(); // twice counts once
+    assert.equal(ds.size, 2, "b still holds the slot");
+    b.dispose();
+    other.dispose();
+    assert.equal(ds.size, 0);
+    p.abort();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(a.signal.aborted, false, "disposed: neither the timer nor the parent fires it");
+  });
+
+  it("a past deadline aborts on the next timer tick", async () => {
+    const d = new DeadlineSignals().acquire(new Date(Date.now() - 1_000));
+    await new Promise((r) => setTimeout(r, 5));
+    assert.equal(d.signal.aborted, true);
+    d.dispose();
   });
 });

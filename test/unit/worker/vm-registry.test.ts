@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { Command, type VmEvent } from "../../../src/contracts/index.js";
+import { decide, emptyVm } from "../../../src/domain/index.js";
+import type { EventStore } from "../../../src/event-store/event-store.js";
+import { silentLogger } from "../../../src/observability/logger.js";
+import { VmRegistry, type ViewWriter } from "../../../src/worker/vm-registry.js";
+
+/** The intent of a prepare: enough to give a VM a state, so it has a view record. */
+function preparing(vmId: string): VmEvent {
+  const command = Command.parse({
+    type: "vm.prepare",
+    version: 1,
+    commandId: `${vmId}-c0`,
+    vmId,
+    issuedAt: new Date().toISOString(),
+    spec: { name: vmId, imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 },
+  });
+  const d = decide(command, emptyVm(vmId, "h1"), { now: new Date() });
+  assert.equal(d.kind, "accept");
+  return d.event;
+}
+
+/** Records each batch of view writes (one batch per flush) and when it went out. */
+class RecordingView implements ViewWriter {
+  batches: { at: number; ids: string[] }[] = [];
+  #current: string[] = [];
+  write(vmId: string): void {
+    this.#current.push(vmId);
+  }
+  flush(): Promise<void> {
+    this.batches.push({ at: performance.now(), ids: this.#current });
+    this.#current = [];
+    return Promise.resolve();
+  }
+}
+
+const noStore = {} as EventStore; // these tests never read the stream
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("VmRegistry: the vms view behind the VMs", () => {
+  it("coalesces one VM's changes within the window into one write", async () => {
+    const view = new RecordingView();
+    const reg = new VmRegistry("h1", noStore, view, silentLogger());
+    reg.apply(preparing("a"), 1);
+    reg.markDirty("a");
+    reg.apply(preparing("b"), 2);
+    await sleep(100);
+    assert.deepEqual(
+      view.batches.map((b) => b.ids),
+      [["a", "b"]],
+    );
+  });
+
+  it("widens the window while commands wait for a lane, and narrows it again after", async () => {
+    const view = new RecordingView();
+    let backlog = true;
+    const reg = new VmRegistry("h1", noStore, view, silentLogger(), () => backlog);
+    // One VM changing every 5 ms, for 600 ms, with a backlog the whole time.
+    const t0 = performance.now();
+    for (let i = 0; performance.now() - t0 < 600; i++) {
+      reg.apply(preparing(`v${i % 3}`), i + 1);
+      await sleep(5);
+    }
+    const busy = view.batches.length;
+    // At 25 ms a window, 600 ms would take about 24 writes; doubling (25, 50, 100, 200, ...) far fewer.
+    assert.ok(busy >= 2 && busy <= 8, `${busy} flushes under a backlog`);
+    await reg.flushView();
+    backlog = false;
+    const n = view.batches.length;
+    const t1 = performance.now();
+    for (let i = 0; performance.now() - t1 < 300; i++) {
+      reg.apply(preparing("q"), 1_000 + i);
+      await sleep(5);
+    }
+    await reg.flushView();
+    const quiet = view.batches.length - n;
+    assert.ok(quiet >= 6, `${quiet} flushes in 300 ms without a backlog: back to about 25 ms`);
+  });
+
+  it("flushView() writes what is pending without waiting out the window", async () => {
+    const view = new RecordingView();
+    const reg = new VmRegistry("h1", noStore, view, silentLogger(), () => true);
+    // Grow the window: a few flushes under a backlog.
+    for (let i = 0; i < 4; i++) {
+      reg.apply(preparing("w"), i + 1);
+      await reg.flushView();
+    }
+    for (let i = 0; i < 6; i++) {
+      reg.apply(preparing("w"), 10 + i);
+      await sleep(30);
+    }
+    const t0 = performance.now();
+    await reg.flushView();
+    assert.ok(performance.now() - t0 < 200, "did not wait for the (up to 1 s) window");
+    assert.equal(view.batches.at(-1)?.ids.includes("w"), true);
+  });
+});

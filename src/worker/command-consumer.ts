@@ -1,4 +1,5 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import { commandVmToken } from "../contracts/index.js";
 import { backoffMs, sleep } from "../lib/time.js";
 import type { Logger } from "../observability/logger.js";
 import type { CommandHandler } from "./command-handler.js";
@@ -133,7 +134,7 @@ export class CommandConsumer {
       return;
     }
     this.#unsettled.add(msg.seq);
-    const vmKey = msg.subject.split(".")[3] ?? "";
+    const vmKey = commandVmToken(msg.subject);
     const entry = { msg, since: Date.now() };
     this.#held.set(msg.seq, entry);
     const handle = new Delivery(entry, this.#unsettled, this.opts.send ?? now);

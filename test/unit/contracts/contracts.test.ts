@@ -6,6 +6,7 @@ import {
   VmHandle,
   VmId,
   VmView,
+  commandVmToken,
   names,
   parseCommand,
 } from "../../../src/contracts/index.js";
@@ -124,5 +125,15 @@ describe("names", () => {
     assert.equal(n.evt("h1", "web-1"), "acme.evt.h1.web-1");
     assert.equal(n.api("h1", "web-1", "guest-ip"), "acme.api.h1.web-1.guest-ip");
     assert.equal(names().cmdFilter("h1"), "vmq.cmd.h1.>");
+  });
+});
+
+describe("commandVmToken", () => {
+  it("is everything after <prefix>.cmd.<host>., extra tokens included", () => {
+    assert.equal(commandVmToken("vmq.cmd.h1.web-1"), "web-1");
+    assert.equal(commandVmToken("vmq.cmd.h1.web-1.x.y"), "web-1.x.y");
+    assert.equal(commandVmToken("vmq.cmd.h1."), "");
+    assert.equal(commandVmToken("vmq.cmd.h1"), "");
+    assert.equal(commandVmToken(""), "");
   });
 });

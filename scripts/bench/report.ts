@@ -328,7 +328,7 @@ export function markdown(r: BenchResults): string {
     const s0 = r.scaleOut[0];
     L.push(
       `1, 2 and 4 workers with distinct host ids, each in its own Node process (\`scripts/bench/child.ts\`), sharing one nats-server; ` +
-        `Noop latency ${s0?.latencyMs} ms per call, concurrency ${s0?.concurrencyPerWorker} per worker. Commands are spread evenly over the hosts and ` +
+        `Noop latency ${s0?.latencyMs} ms per call, concurrency ${s0?.concurrencyPerWorker} per worker. Each host has VMs of its own (vmIds are unique across the fleet). Commands are spread evenly over the hosts and ` +
         "published while the workers run; throughput = commands / (first publish → last outcome seen on a core subscription). " +
         "The ideal is workers × concurrency / latency.",
     );
@@ -344,6 +344,7 @@ export function markdown(r: BenchResults): string {
           "ideal commands/s",
           "of ideal",
           "vs 1 worker",
+          "not succeeded",
         ],
         r.scaleOut.map((x) => [
           x.workers,
@@ -353,6 +354,7 @@ export function markdown(r: BenchResults): string {
           x.idealCmdPerSec,
           pct(x.cmdPerSec / x.idealCmdPerSec),
           one ? `${round(x.cmdPerSec / one.cmdPerSec, 2)}x` : "",
+          x.notSucceeded ?? "",
         ]),
       ),
     );

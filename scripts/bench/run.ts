@@ -73,7 +73,7 @@ const SIZES = quick
       profile: [500, 4] as [number, number],
     }
   : {
-      reps: 3,
+      reps: 5,
       throughput: { 1: [1_000, 4], 8: [2_000, 10], 64: [2_000, 10] } as Record<
         number,
         [number, number]

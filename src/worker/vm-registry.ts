@@ -11,6 +11,8 @@ const VIEW_FLUSH_MS = 25;
  * view write is a good part of a command's cost. It drops back to 25 ms once the queue is empty.
  */
 const VIEW_FLUSH_MAX_MS = 1_000;
+/** View records sent per event-loop turn. */
+const VIEW_CHUNK = 100;
 
 /**
  * Writes view records. The worker publishes them without waiting for each PubAck (a view write
@@ -125,9 +127,14 @@ export class VmRegistry {
         const batch = [...this.#dirty];
         this.#dirty.clear();
         if (!this.view) continue;
-        for (const id of batch) {
+        for (let i = 0; i < batch.length; i++) {
+          const id = batch[i] as string;
           const view = toView(this.get(id));
           if (view) this.view.write(id, JSON.stringify(view));
+          // The records share the connection with the commands' appends, and the server takes
+          // a connection's messages in order: a window's worth of records (thousands under a
+          // backlog) in one go would hold every command's PubAck behind them.
+          if (i % VIEW_CHUNK === VIEW_CHUNK - 1) await new Promise((r) => setImmediate(r));
         }
         try {
           await this.view.flush();

@@ -95,4 +95,21 @@ describe("VmRegistry: the vms view behind the VMs", () => {
     assert.ok(performance.now() - t0 < 200, "did not wait for the (up to 1 s) window");
     assert.equal(view.batches.at(-1)?.ids.includes("w"), true);
   });
+
+  it("sends a big batch a chunk per event-loop turn, so the worker's appends can go in between", async () => {
+    const writes: string[] = [];
+    let afterFirstTurn = -1;
+    const view: ViewWriter = {
+      write: (vmId) => {
+        if (writes.length === 0) setImmediate(() => (afterFirstTurn = writes.length));
+        writes.push(vmId);
+      },
+      flush: () => Promise.resolve(),
+    };
+    const reg = new VmRegistry("h1", noStore, view, silentLogger());
+    for (let i = 0; i < 250; i++) reg.apply(preparing(`c${i}`), i + 1);
+    await reg.flushView();
+    assert.equal(writes.length, 250, "every record is written");
+    assert.equal(afterFirstTurn, 100, "the first turn sent 100 records, not all 250");
+  });
 });

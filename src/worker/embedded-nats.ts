@@ -59,9 +59,7 @@ export async function startEmbeddedNats(
   let stderr = "";
   proc.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   for (let i = 0; i < 200; i++) {
-    const f = (await readdir(portsDir).catch(() => [])).find((n) => n.endsWith(".ports"));
-    // The server may still be writing the file: half a file is read again next round.
-    const url = f ? firstUrl(await readFile(join(portsDir, f), "utf8").catch(() => "")) : undefined;
+    const url = await portsFileUrl(portsDir);
     if (url) {
       log.info({ url, store }, "embedded nats-server started");
       return {
@@ -85,9 +83,16 @@ export async function startEmbeddedNats(
   );
 }
 
-function firstUrl(ports: string): string | undefined {
+/**
+ * The client URL nats-server wrote to its ports file in `dir` (`ports_file_dir`), or undefined
+ * while there is none yet. The server may still be writing it: half a file reads as undefined,
+ * to be read again on the caller's next round.
+ */
+export async function portsFileUrl(dir: string): Promise<string | undefined> {
+  const f = (await readdir(dir).catch(() => [])).find((n) => n.endsWith(".ports"));
+  if (!f) return undefined;
   try {
-    return (JSON.parse(ports) as { nats?: string[] }).nats?.[0];
+    return (JSON.parse(await readFile(join(dir, f), "utf8")) as { nats?: string[] }).nats?.[0];
   } catch {
     return undefined;
   }

@@ -157,8 +157,9 @@ export class Worker {
       url = this.#embedded.url;
     }
     // Replies come to _INBOX_<host>.*: the host's credentials need not read other inboxes.
+    const inboxPrefix = workerInboxPrefix(config.host);
     const nc = await connectNats({ ...config, nats: url }, `vmq-worker-${config.host}`, {
-      inboxPrefix: workerInboxPrefix(config.host),
+      inboxPrefix,
     });
     this.#nc = nc;
     this.connected = true;
@@ -181,7 +182,7 @@ export class Worker {
     const durable = await ensureConsumer(jsm, names, config.host, consumerOptions);
     this.#durable = durable;
     // Appends and acks of one event-loop turn go out in one socket write (see the publisher).
-    const publisher = new JetStreamPublisher(nc, workerInboxPrefix(config.host));
+    const publisher = new JetStreamPublisher(nc, inboxPrefix);
     this.#publisher = publisher;
     const store = new JetStreamEventStore(js, names, { publisher });
     const registry = new VmRegistry(

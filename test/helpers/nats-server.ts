@@ -1,9 +1,10 @@
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { execa, type ResultPromise } from "execa";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { portsFileUrl } from "../../src/worker/embedded-nats.js";
 
 export interface NatsServerOptions {
   /** Extra config lines (auth, accounts, TLS...). */
@@ -92,26 +93,13 @@ async function launch(
   let stderr = "";
   proc.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
   for (let i = 0; i < 200; i++) {
-    const files = await readdir(portsDir).catch(() => []);
-    const f = files.find((n) => n.endsWith(".ports"));
-    if (f) {
-      // The server may still be writing the file: half a file is read again next round.
-      const u = parsePorts(await readFile(join(portsDir, f), "utf8").catch(() => ""));
-      if (u) return { proc, port: Number(new URL(u).port) };
-    }
+    const u = await portsFileUrl(portsDir);
+    if (u) return { proc, port: Number(new URL(u).port) };
     if (proc.exitCode !== null) break;
     await delay(50);
   }
   proc.kill("SIGKILL");
   throw new Error(`nats-server did not start: ${stderr.slice(-2000)}`);
-}
-
-function parsePorts(text: string): string | undefined {
-  try {
-    return (JSON.parse(text) as { nats?: string[] }).nats?.[0];
-  } catch {
-    return undefined;
-  }
 }
 
 let cached: string | undefined;

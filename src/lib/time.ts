@@ -25,23 +25,32 @@ interface Slot {
   ac: AbortController;
   timer: NodeJS.Timeout;
   refs: number;
-  onParent: () => void;
+  /** When the last holder let go (while refs is 0). */
+  idleSince: number;
 }
 
 /**
  * Abort signals for deadlines, shared by every deadline that falls in the same slot of
- * `slotMs`: one AbortController, timer and parent listener per slot instead of per command
- * (on a fast backend they were a good part of a command's cost). A slot aborts at its end, so
- * a deadline fires at most `slotMs` late; it also aborts, with the parent's reason, when
- * `parent` does. `dispose()` lets go of the slot; the last one out clears it.
+ * `slotMs`: one AbortController and timer per slot instead of per command (on a fast backend
+ * they were a good part of a command's cost). A slot aborts at its end, so a deadline fires at
+ * most `slotMs` late; every live slot also aborts, with the parent's reason, when `parent`
+ * does (one listener for all of them).
+ *
+ * A slot nobody holds lingers for `lingerMs` before it is cleared: a fast backend's calls
+ * rarely overlap, and clearing a slot as soon as its last holder let go made a new
+ * AbortController per call again. Timers do not keep the process alive.
  */
 export class DeadlineSignals {
   readonly #slots = new Map<number, Slot>();
+  #sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly parent?: AbortSignal,
     private readonly slotMs = 100,
-  ) {}
+    private readonly lingerMs = 1_000,
+  ) {
+    parent?.addEventListener("abort", () => this.#abortAll(), { once: true });
+  }
 
   /** Live slots (for tests). */
   get size(): number {
@@ -58,35 +67,57 @@ export class DeadlineSignals {
       dispose: () => {
         if (disposed) return;
         disposed = true;
-        if (--slot.refs === 0) this.#close(key, slot);
+        if (--slot.refs === 0) slot.idleSince = Date.now();
       },
     };
   }
 
   #open(key: number): Slot {
-    const { parent } = this;
     const ac = new AbortController();
     // Every command of the slot may listen to it: that is not a leak.
     setMaxListeners(0, ac.signal);
-    const slot: Slot = {
-      ac,
-      refs: 0,
-      onParent: () => ac.abort(parent?.reason),
-      timer: setTimeout(
-        () => ac.abort(new DOMException("the deadline passed", "TimeoutError")),
-        Math.max(0, key * this.slotMs - Date.now()),
-      ),
-    };
-    if (parent?.aborted) slot.onParent();
-    else parent?.addEventListener("abort", slot.onParent, { once: true });
+    const timer = setTimeout(
+      () => {
+        this.#slots.delete(key);
+        ac.abort(new DOMException("the deadline passed", "TimeoutError"));
+      },
+      Math.max(0, key * this.slotMs - Date.now()),
+    );
+    timer.unref();
+    const slot: Slot = { ac, refs: 0, timer, idleSince: 0 };
+    if (this.parent?.aborted) {
+      clearTimeout(timer);
+      ac.abort(this.parent.reason);
+      return slot;
+    }
     this.#slots.set(key, slot);
+    this.#sweeper ??= setInterval(() => this.#sweep(), this.lingerMs).unref();
     return slot;
   }
 
-  #close(key: number, slot: Slot): void {
-    clearTimeout(slot.timer);
-    this.parent?.removeEventListener("abort", slot.onParent);
-    this.#slots.delete(key);
+  /** Clears the slots nobody has held for `lingerMs`. */
+  #sweep(): void {
+    const before = Date.now() - this.lingerMs;
+    for (const [key, slot] of this.#slots) {
+      if (slot.refs === 0 && slot.idleSince <= before) {
+        clearTimeout(slot.timer);
+        this.#slots.delete(key);
+      }
+    }
+    if (this.#slots.size === 0) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    }
+  }
+
+  #abortAll(): void {
+    for (const slot of this.#slots.values()) {
+      clearTimeout(slot.timer);
+      slot.ac.abort(this.parent?.reason);
+    }
+    this.#slots.clear();
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
   }
 }
 

@@ -58,9 +58,9 @@ describe("DeadlineSignals", () => {
     late.dispose();
   });
 
-  it("shares one signal per slot and clears a slot when its last user disposes", async () => {
+  it("shares one signal per slot; a slot nobody holds lingers, then is cleared", async () => {
     const p = new AbortController();
-    const ds = new DeadlineSignals(p.signal, 1_000);
+    const ds = new DeadlineSignals(p.signal, 1_000, 40);
     const at = new Date(Math.ceil(Date.now() / 1_000) * 1_000 + 30_000);
     const a = ds.acquire(at);
     const b = ds.acquire(new Date(at.getTime() - 500));
@@ -70,13 +70,28 @@ describe("DeadlineSignals", () => {
     assert.equal(ds.size, 2);
     a.dispose();
     a.dispose(); // twice counts once
-    assert.equal(ds.size, 2, "b still holds the slot");
     b.dispose();
-    other.dispose();
+    // A fast backend's calls do not overlap: the next one in the slot reuses it.
+    const again = ds.acquire(at);
+    assert.equal(again.signal, a.signal, "a slot let go of a moment ago is reused");
+    again.dispose();
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(ds.size, 1, "the idle slot is cleared after the linger; the held one stays");
+    assert.notEqual(ds.acquire(at).signal, a.signal, "a cleared slot is not reused");
+    p.abort(new Error("drained"));
+    assert.equal(a.signal.aborted, false, "cleared: the parent no longer reaches it");
+    assert.equal(other.signal.aborted, true, "held slots abort with the parent");
     assert.equal(ds.size, 0);
-    p.abort();
-    await new Promise((r) => setTimeout(r, 20));
-    assert.equal(a.signal.aborted, false, "disposed: neither the timer nor the parent fires it");
+    other.dispose();
+  });
+
+  it("aborts a slot at its end even while nobody holds it, and then lets it go", async () => {
+    const ds = new DeadlineSignals(undefined, 10, 60_000);
+    const d = ds.acquire(new Date(Date.now() + 15));
+    d.dispose();
+    await new Promise((r) => setTimeout(r, 60));
+    assert.equal(d.signal.aborted, true);
+    assert.equal(ds.size, 0, "an ended slot leaves the map");
   });
 
   it("a past deadline aborts on the next timer tick", async () => {

@@ -36,6 +36,8 @@ export interface NoopOptions {
   stateDir?: string;
   /** The tag it answers to (default noop); router tests let it pose as another backend. */
   tag?: BackendTag;
+  /** How many of the latest calls `calls` keeps (default 10,000; it holds up to twice that). */
+  keepCalls?: number;
 }
 
 export type NoopOperation =
@@ -68,8 +70,12 @@ export class NoopBackend implements Hypervisor {
   latencyMs: number;
   readonly #suspend: boolean;
   readonly #stateDir: string | undefined;
-  /** Every call made, in order (tests assert that hostile input never reaches the backend). */
+  /**
+   * The latest calls, in order (tests assert that hostile input never reaches the backend).
+   * Bounded: Noop is the default backend, and a long-running worker reconciles every VM.
+   */
   readonly calls: { op: NoopOperation; vmId: string }[] = [];
+  readonly #keepCalls: number;
 
   constructor(opts: NoopOptions = {}) {
     this.latencyMs = opts.latencyMs ?? 0;
@@ -77,6 +83,7 @@ export class NoopBackend implements Hypervisor {
     this.#stateDir = opts.stateDir;
     if (this.#stateDir) this.#load(this.#stateDir);
     this.#suspend = opts.suspend ?? true;
+    this.#keepCalls = Math.max(1, opts.keepCalls ?? 10_000);
   }
 
   // ---- fault injection -------------------------------------------------------------------
@@ -299,6 +306,9 @@ export class NoopBackend implements Hypervisor {
   async #enter(op: NoopOperation, vmId: string, opts: CallOptions): Promise<void> {
     checkAborted(opts.signal, `noop ${op}`);
     this.calls.push({ op, vmId });
+    // Trimmed in halves, so a call costs O(1) on average.
+    if (this.calls.length > 2 * this.#keepCalls)
+      this.calls.splice(0, this.calls.length - this.#keepCalls);
     if (this.latencyMs > 0) {
       try {
         await sleep(this.latencyMs, opts.signal);

@@ -82,6 +82,8 @@ export class Worker {
   #snapshotTimer: NodeJS.Timeout | undefined;
   #snapshots: SnapshotStore | undefined;
   #snapshotting = false;
+  /** The periodic reconcile pass under way: a pass slower than the interval must not stack up. */
+  #reconciling = false;
   #stopped: Promise<void>;
   #resolveStopped!: () => void;
   connected = false;
@@ -358,7 +360,17 @@ export class Worker {
 
   async #periodicReconcile(): Promise<void> {
     const ctx = this.#ctx;
-    if (!ctx || this.#state !== "running" || !this.#reconciler) return;
+    if (!ctx || this.#state !== "running" || !this.#reconciler || this.#reconciling) return;
+    this.#reconciling = true;
+    try {
+      await this.#reconcilePass(ctx);
+    } finally {
+      this.#reconciling = false;
+    }
+  }
+
+  /** One VM at a time, each in its lane (after its commands). */
+  async #reconcilePass(ctx: WorkerContext): Promise<void> {
     for (const vm of ctx.registry.all()) {
       // A pending intent is reconciled only once its deadline has passed: a command still
       // running in its lane records its own outcome.

@@ -48,6 +48,29 @@ describe("worker operations", { timeout: 120_000 }, () => {
     await worker.drain();
   });
 
+  it("runs one periodic reconcile pass at a time, even when a pass outlasts the interval", async () => {
+    const { worker, noop } = await h.worker({ host: "rc", reconcileIntervalMs: 50 });
+    const ids = ["rc-1", "rc-2", "rc-3"];
+    for (const id of ids) await h.client.send("rc", { type: "vm.prepare", vmId: id, spec: SPEC });
+    // A slow hypervisor: one pass (3 VMs, one at a time) takes about 900 ms, 18 intervals.
+    const CALL_MS = 300;
+    noop.latencyMs = CALL_MS;
+    const before = noop.calls.length;
+    const began = Date.now();
+    await new Promise((r) => setTimeout(r, 2_000));
+    const states = noop.calls.slice(before).filter((c) => c.op === "state").length;
+    const elapsed = Date.now() - began;
+    noop.latencyMs = 0;
+    // One pass at a time makes at most one call per CALL_MS (plus the one under way); passes
+    // stacking up (one started every 50 ms) run the three VMs' lanes side by side, about 3x.
+    assert.ok(states > 0, "the periodic pass ran");
+    assert.ok(
+      states <= Math.ceil(elapsed / CALL_MS) + 1,
+      `${states} state calls in ${elapsed} ms: reconcile passes overlapped`,
+    );
+    await worker.drain();
+  });
+
   it("drains on request: in-flight commands finish, then the worker stops and its host record leaves", async () => {
     const { worker } = await h.worker({ host: "dr", noop: { latencyMs: 600 } });
     await h.client.send("dr", { type: "vm.prepare", vmId: "dr-1", spec: SPEC });

@@ -1,4 +1,5 @@
 import {
+  COMMAND_TYPES,
   VmHandle,
   VmView,
   commandVmToken,
@@ -558,7 +559,9 @@ export class CommandHandler {
         attempts: msg.info.deliveryCount,
       });
       ctx.stats.deadLettered++;
-      ctx.stats.count(p.type ?? "invalid", "rejected");
+      // Counted under its type only when that is a known one: a client's own strings as
+      // metric labels would grow the series without end.
+      ctx.stats.count(isCommandType(p.type) ? p.type : "invalid", "rejected");
       log.warn(`bad command dead-lettered: ${p.message}`);
       msg.term();
     } catch (e) {
@@ -585,4 +588,9 @@ function heldElsewhere(e: EarlierCommand): CommandMessage {
     working: none,
     nak: none,
   };
+}
+
+const KNOWN_TYPES: ReadonlySet<string> = new Set(COMMAND_TYPES);
+function isCommandType(t: string | undefined): t is string {
+  return t !== undefined && KNOWN_TYPES.has(t);
 }

@@ -38,6 +38,14 @@ describe("metrics and health over HTTP (--http)", { timeout: 60_000 }, () => {
     assert.match(m, /vmq_replay_duration_seconds \d/);
     assert.match(m, /vmq_dead_lettered_total 0/);
     assert.match(m, /vmq_process_resident_memory_bytes \d+/);
+    // A bad command with a made-up type is counted as invalid: a client's strings are no labels.
+    h.nc.publish(`${h.prefix}.cmd.m1.m-1`, JSON.stringify({ type: "vm.whatever|x", vmId: "m-1" }));
+    const bad = await eventually(async () => {
+      const t = (await get("/metrics")).text;
+      return t.includes("vmq_dead_lettered_total 1") ? t : undefined;
+    });
+    assert.match(bad, /vmq_commands_total\{type="invalid",outcome="rejected"\} 1/);
+    assert.doesNotMatch(bad, /whatever/);
   });
 
   it("says not ready (degraded) while NATS is away, and ready again after", async () => {

@@ -49,6 +49,7 @@ import {
   createOverlay,
   createSeedIso,
   freePort,
+  releasePort,
   macFor,
   portFree,
   resolveImagePath,
@@ -243,7 +244,7 @@ export class QemuBackend implements Hypervisor {
           memoryMb: spec.memoryMb,
           ...(spec.diskGb === undefined ? {} : { diskGb: spec.diskGb }),
           network: spec.network,
-          ...(spec.network.type === "user" ? { sshHostPort: await freePort() } : {}),
+          ...(spec.network.type === "user" ? { sshHostPort: await freePort(vmId) } : {}),
           ...(spec.network.type === "none" ? {} : { macAddr: macFor(vmId) }),
           uefi: spec.uefi,
           accelerator: this.accelerator,
@@ -255,6 +256,7 @@ export class QemuBackend implements Hypervisor {
       } catch (e) {
         // Nothing left behind: the work dir is ours alone (created above, EEXIST refused).
         await rm(p.dir, { recursive: true, force: true });
+        releasePort(vmId);
         throw e;
       }
     });
@@ -277,7 +279,7 @@ export class QemuBackend implements Hypervisor {
         handle.network.type === "user" &&
         (handle.sshHostPort === undefined || !(await portFree(handle.sshHostPort)))
       ) {
-        handle = { ...handle, sshHostPort: await freePort() };
+        handle = { ...handle, sshHostPort: await freePort(vm.id) };
       }
       for (const f of [p.qmp, p.console, p.pid]) await rm(f, { force: true });
       const args = buildQemuArgs({
@@ -511,6 +513,7 @@ export class QemuBackend implements Hypervisor {
       }
       this.#drop(vm.id);
       await rm(p.dir, { recursive: true, force: true });
+      releasePort(vm.id);
       this.#log?.info({ vmId: vm.id }, "qemu: destroyed");
     });
   }

@@ -195,13 +195,17 @@ export function macFor(vmId: string): string {
   return ["52", "54", "00", ...tail].join(":");
 }
 
-const taken = new Set<number>();
-
 /**
- * A free TCP port on 127.0.0.1, chosen by the OS. Ports handed out by this process are not
- * handed out again (the OS may repeat a port once it is closed); start checks again.
+ * Ports this process handed out, one per VM: the OS may repeat a port once its probe is
+ * closed, so two VMs must not be given the same one before QEMU binds it. A VM given a new
+ * port lets go of its old one, and a destroyed VM of its own, so the map stays as large as
+ * the VMs this process prepared and did not destroy.
  */
-export async function freePort(): Promise<number> {
+const portOwner = new Map<number, string>();
+const portOf = new Map<string, number>();
+
+/** A free TCP port on 127.0.0.1 for `vmId`, chosen by the OS; start checks it again. */
+export async function freePort(vmId: string): Promise<number> {
   for (let i = 0; i < 20; i++) {
     const port = await new Promise<number>((res, rej) => {
       const srv = createServer();
@@ -214,14 +218,30 @@ export async function freePort(): Promise<number> {
         );
       });
     });
-    if (!taken.has(port)) {
-      taken.add(port);
+    const owner = portOwner.get(port);
+    if (owner === undefined || owner === vmId) {
+      releasePort(vmId);
+      portOwner.set(port, vmId);
+      portOf.set(vmId, port);
       return port;
     }
   }
   throw new HypervisorError("network::no-free-port", "no free port for SSH forwarding", {
     retryable: true,
   });
+}
+
+/** Lets go of the port handed out for `vmId` (its VM is destroyed, or its prepare failed). */
+export function releasePort(vmId: string): void {
+  const port = portOf.get(vmId);
+  if (port === undefined) return;
+  portOf.delete(vmId);
+  portOwner.delete(port);
+}
+
+/** Ports handed out and not let go of (for tests). */
+export function portsHeld(): number {
+  return portOf.size;
 }
 
 /** Whether `port` can be bound on 127.0.0.1 now. */

@@ -15,6 +15,7 @@ export interface MetricsSource {
   };
   inFlight(): number;
   queued(): number;
+  waiting(): number;
   vmsByState(): Record<string, number>;
   natsConnected(): boolean;
   workerState(): string;
@@ -103,6 +104,14 @@ export function createMetrics(source: MetricsSource): {
     ...reg,
     collect() {
       this.set(source.queued());
+    },
+  });
+  new Gauge({
+    name: "vmq_commands_waiting",
+    help: "Commands sent back to the stream (a transient failure, or behind an earlier one) with no outcome yet.",
+    ...reg,
+    collect() {
+      this.set(source.waiting());
     },
   });
   new Gauge({

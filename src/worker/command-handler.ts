@@ -171,7 +171,7 @@ export class CommandHandler {
       if (decision.kind === "duplicate") {
         ctx.stats.duplicates++;
         log.info("duplicate command: it already has an outcome; nothing done");
-        msg.ack();
+        this.#settle(msg, command);
         return;
       }
       if (decision.kind === "reject") {
@@ -179,7 +179,7 @@ export class CommandHandler {
         if (!(await this.#tryAppend(event, vm))) continue;
         ctx.stats.count(command.type, "rejected");
         log.info({ code: decision.rejection.code }, decision.rejection.message);
-        msg.ack();
+        this.#settle(msg, command);
         return;
       }
       let current = vm;
@@ -299,6 +299,12 @@ export class CommandHandler {
       "command done",
     );
     failpoint("before-ack");
+    this.#settle(msg, command);
+  }
+
+  /** Acks a command that has its outcome; if it was sent back before, nothing waits for it now. */
+  #settle(msg: CommandMessage, command: Command): void {
+    this.ctx.order.forget(command.vmId, msg.seq);
     msg.ack();
   }
 

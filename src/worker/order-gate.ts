@@ -110,9 +110,21 @@ export class OrderGate {
     this.#deferred.set(vmId, mine.set(c.seq, { ...c, kind: "deferred" }));
   }
 
-  /** The command ended without an outcome (dead-lettered): nothing waits for it any more. */
+  /**
+   * The command is settled (it has an outcome, or was dead-lettered without one): nothing
+   * waits for it any more, and a VM with nothing sent back is off the slow path again.
+   */
   forget(vmId: string, seq: number): void {
-    this.#deferred.get(vmId)?.delete(seq);
+    const mine = this.#deferred.get(vmId);
+    if (!mine?.delete(seq)) return;
+    if (mine.size === 0) this.#deferred.delete(vmId);
+  }
+
+  /** Commands this process sent back that have not been settled. */
+  get waiting(): number {
+    let n = 0;
+    for (const mine of this.#deferred.values()) n += mine.size;
+    return n;
   }
 
   /** True the first time only: a held command is run ahead at most once per process. */

@@ -406,6 +406,7 @@ export class Worker {
       counters: () => this.stats,
       inFlight: () => this.stats.inFlight,
       queued: () => this.#lanes.queued,
+      waiting: () => this.#ctx?.order.waiting ?? 0,
       vmsByState: () => {
         const out: Record<string, number> = {};
         for (const vm of this.#ctx?.registry.all() ?? [])

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { NoopBackend } from "../../src/hypervisor/index.js";
 import type { Worker } from "../../src/worker/worker.js";
-import { Harness, SPEC } from "../helpers/worker-harness.js";
+import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
 
 describe("fault: backends that hang, crawl or fail", { timeout: 120_000 }, () => {
   let h: Harness;
@@ -10,7 +10,12 @@ describe("fault: backends that hang, crawl or fail", { timeout: 120_000 }, () =>
   let worker: Worker;
   before(async () => {
     h = await Harness.start();
-    ({ noop, worker } = await h.worker({ host: "fb", ackWaitMs: 1_000, maxAttempts: 3 }));
+    ({ noop, worker } = await h.worker({
+      host: "fb",
+      ackWaitMs: 1_000,
+      maxAttempts: 3,
+      http: "127.0.0.1:0",
+    }));
   });
   after(async () => h.stop());
 
@@ -105,6 +110,15 @@ describe("fault: backends that hang, crawl or fail", { timeout: 120_000 }, () =>
       events.map((e) => e.event.type),
       ["vm.command-accepted", "vm.started"],
       "one intent, one outcome",
+    );
+    // Both were sent back once; with their outcomes recorded, nothing is left waiting.
+    await eventually(
+      async () => {
+        const m = await (await fetch(`http://127.0.0.1:${worker.httpPort}/metrics`)).text();
+        return /^vmq_commands_waiting 0$/m.test(m) ? true : undefined;
+      },
+      10_000,
+      "vmq_commands_waiting 0",
     );
   });
 });

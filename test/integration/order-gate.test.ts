@@ -121,8 +121,11 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
     );
     // A command dead-lettered without an outcome is forgotten: nothing waits for it.
     gate.defer({ seq: first.seq, subject, data: new Uint8Array(), command: first.command });
+    assert.equal(gate.waiting, 1);
     gate.forget("c", first.seq);
     assert.deepEqual(await gate.earlier("c", subject, second.seq, new Set()), []);
+    assert.equal(gate.waiting, 0);
+    assert.equal(gate.mayHaveEarlier("c"), false, "the VM is off the slow path again");
   });
 
   it("closes a window whose ack floor never moves once every held message had its redeliveries", async () => {

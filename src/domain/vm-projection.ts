@@ -7,53 +7,91 @@ import { emptyVm, type Vm } from "./vm.js";
  * pending intents and the idempotency set.
  */
 export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
-  const next = { ...vm, version: seq, updatedAt: event.at };
   switch (event.type) {
-    case "vm.command-accepted":
-      return {
-        ...next,
-        state: event.state,
-        pending: {
-          commandId: event.command.commandId,
-          type: event.command.type,
-          since: event.at,
-          deadline: event.deadline,
-        },
-        pendingCommand: event.command,
-        ...(event.command.type === "vm.prepare" ? { spec: event.command.spec, handle: null } : {}),
+    case "vm.command-accepted": {
+      const c = event.command;
+      const prepare = c.type === "vm.prepare";
+      const pending = {
+        commandId: c.commandId,
+        type: c.type,
+        since: event.at,
+        deadline: event.deadline,
       };
+      return vmAt(vm, event, seq, {
+        state: event.state,
+        handle: prepare ? null : vm.handle,
+        spec: prepare ? c.spec : vm.spec,
+        pending,
+        pendingCommand: c,
+      });
+    }
     case "vm.prepared":
-      return done(
-        { ...next, state: event.state, handle: event.handle, spec: event.spec ?? vm.spec },
-        event.causationId,
-      );
+      return settled(vm, event, seq, event.state, event.handle, event.spec ?? vm.spec);
     case "vm.started":
     case "vm.suspended":
     case "vm.resumed":
     case "vm.stopped":
-      return done(
-        { ...next, state: event.state, handle: event.handle ?? vm.handle },
-        event.causationId,
-      );
+      return settled(vm, event, seq, event.state, event.handle ?? vm.handle, vm.spec);
     case "vm.destroyed":
-      return done({ ...next, state: event.state }, event.causationId);
+    case "vm.command-failed":
+      return settled(vm, event, seq, event.state, vm.handle, vm.spec);
     case "vm.command-rejected":
       // A rejection never changes state; a VM that only ever saw rejections stays absent.
-      return done(next, event.causationId);
-    case "vm.command-failed":
-      return done({ ...next, state: event.state }, event.causationId);
+      return settled(vm, event, seq, vm.state, vm.handle, vm.spec);
     case "vm.state-observed":
-      return { ...next, state: event.state, handle: event.handle ?? vm.handle };
+      return vmAt(vm, event, seq, {
+        state: event.state,
+        handle: event.handle ?? vm.handle,
+        spec: vm.spec,
+        pending: vm.pending,
+        pendingCommand: vm.pendingCommand,
+      });
   }
 }
 
-/** Records an outcome: the command leaves `pending` and joins the set of seen commands. */
-function done(vm: Vm, causationId: string | null): Vm {
-  if (causationId === null) return vm;
-  vm.seenCommands.add(causationId);
-  return vm.pending?.commandId === causationId
-    ? { ...vm, pending: null, pendingCommand: null }
-    : vm;
+/**
+ * An outcome: the command joins the set of seen commands (shared, only ever growing) and, if
+ * it was the pending one, leaves `pending`.
+ */
+function settled(
+  vm: Vm,
+  event: VmEvent,
+  seq: number,
+  state: Vm["state"],
+  handle: Vm["handle"],
+  spec: Vm["spec"],
+): Vm {
+  const id = event.causationId;
+  if (id !== null) vm.seenCommands.add(id);
+  const clears = id !== null && vm.pending?.commandId === id;
+  return vmAt(vm, event, seq, {
+    state,
+    handle,
+    spec,
+    pending: clears ? null : vm.pending,
+    pendingCommand: clears ? null : vm.pendingCommand,
+  });
+}
+
+/** The VM after `event` at `seq`: one object per event, always of the same shape. */
+function vmAt(
+  vm: Vm,
+  event: VmEvent,
+  seq: number,
+  c: Pick<Vm, "state" | "handle" | "spec" | "pending" | "pendingCommand">,
+): Vm {
+  return {
+    vmId: vm.vmId,
+    host: vm.host,
+    state: c.state,
+    handle: c.handle,
+    spec: c.spec,
+    pending: c.pending,
+    pendingCommand: c.pendingCommand,
+    version: seq,
+    seenCommands: vm.seenCommands,
+    updatedAt: event.at,
+  };
 }
 
 /** Folds a whole history. */

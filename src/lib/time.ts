@@ -21,6 +21,8 @@ export function backoffMs(
   return Math.round(exp / 2 + random() * (exp / 2));
 }
 
+const passed = (): DOMException => new DOMException("the deadline passed", "TimeoutError");
+
 interface Slot {
   ac: AbortController;
   timer: NodeJS.Timeout;
@@ -36,9 +38,10 @@ interface Slot {
  * most `slotMs` late; every live slot also aborts, with the parent's reason, when `parent`
  * does (one listener for all of them).
  *
- * A slot nobody holds lingers for `lingerMs` before it is cleared: a fast backend's calls
- * rarely overlap, and clearing a slot as soon as its last holder let go made a new
- * AbortController per call again. Timers do not keep the process alive.
+ * A slot nobody holds lingers for `lingerMs` to twice that (one sweep per `lingerMs`) before
+ * it is cleared: a fast backend's calls rarely overlap, and clearing a slot as soon as its last
+ * holder let go made a new AbortController per call again. Timers do not keep the process
+ * alive. A deadline already past gets a signal that has already aborted.
  */
 export class DeadlineSignals {
   readonly #slots = new Map<number, Slot>();
@@ -58,6 +61,9 @@ export class DeadlineSignals {
   }
 
   acquire(deadline: Date): { signal: AbortSignal; dispose: () => void } {
+    // Not a new slot that aborts on the next tick: a call must not start in between.
+    if (deadline.getTime() <= Date.now())
+      return { signal: AbortSignal.abort(passed()), dispose: () => undefined };
     const key = Math.ceil(deadline.getTime() / this.slotMs);
     const slot = this.#slots.get(key) ?? this.#open(key);
     slot.refs++;
@@ -79,7 +85,7 @@ export class DeadlineSignals {
     const timer = setTimeout(
       () => {
         this.#slots.delete(key);
-        ac.abort(new DOMException("the deadline passed", "TimeoutError"));
+        ac.abort(passed());
       },
       Math.max(0, key * this.slotMs - Date.now()),
     );

@@ -372,6 +372,7 @@ export class Worker {
   /** One VM at a time, each in its lane (after its commands). */
   async #reconcilePass(ctx: WorkerContext): Promise<void> {
     for (const vm of ctx.registry.all()) {
+      if (this.#state !== "running") return; // a drain has begun: add no more work
       // A pending intent is reconciled only once its deadline has passed: a command still
       // running in its lane records its own outcome.
       const stale = vm.pending !== null && Date.parse(vm.pending.deadline) < Date.now();

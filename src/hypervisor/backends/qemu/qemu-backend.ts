@@ -502,7 +502,10 @@ export class QemuBackend implements Hypervisor {
     checkAborted(opts.signal, "qemu destroy");
     const p = this.#paths(vm.id);
     await this.#locked(vm.id, async () => {
-      if (!existsSync(p.dir)) return;
+      if (!existsSync(p.dir)) {
+        releasePort(vm.id); // gone already (destroyed by an earlier try): its port too
+        return;
+      }
       if ((await this.#livePid(vm.id)) !== undefined) {
         try {
           await this.#stop(vm, opts);

@@ -16,5 +16,5 @@ export {
   type DecideContext,
   type CommandResult,
 } from "./vm-decider.js";
-export { evolve, replayVm, toView } from "./vm-projection.js";
+export { evolve, replayVm, toView, withoutUserData } from "./vm-projection.js";
 export type { Rejection, RejectionCode, Failure } from "./errors.js";

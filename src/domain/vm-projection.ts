@@ -33,6 +33,7 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
     case "vm.stopped":
       return settled(vm, event, seq, event.state, event.handle ?? vm.handle, vm.spec);
     case "vm.destroyed":
+      return settled(vm, event, seq, event.state, vm.handle, withoutUserData(vm.spec));
     case "vm.command-failed":
       return settled(vm, event, seq, event.state, vm.handle, vm.spec);
     case "vm.command-rejected":
@@ -92,6 +93,18 @@ function vmAt(
     seenCommands: vm.seenCommands,
     updatedAt: event.at,
   };
+}
+
+/**
+ * A destroyed VM's spec without its cloud-init data (up to 32 KiB of user-data, which may hold secrets): its handle and the rest of
+ * the spec stay (a second destroy still reaches the right backend), but the registry and every
+ * snapshot keep a destroyed VM for as long as the worker runs, and nothing reads that data
+ * again (a new prepare brings its own).
+ */
+export function withoutUserData(spec: Vm["spec"]): Vm["spec"] {
+  if (spec?.cloudInit === undefined) return spec;
+  const { cloudInit: _dropped, ...rest } = spec;
+  return rest;
 }
 
 /** Folds a whole history. */

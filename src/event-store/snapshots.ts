@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { KV } from "@nats-io/kv";
 import { z } from "zod";
-import type { Vm } from "../domain/index.js";
+import { withoutUserData, type Vm } from "../domain/index.js";
 
 /**
  * Snapshots of a host's VMs tied to a stream sequence S: every event of the host up to S is
@@ -34,7 +34,12 @@ type Manifest = z.infer<typeof Manifest>;
 
 type StoredVm = Omit<Vm, "seenCommands"> & { seenCommands: string[] };
 const toStored = (vm: Vm): StoredVm => ({ ...vm, seenCommands: [...vm.seenCommands] });
-const fromStored = (s: StoredVm): Vm => ({ ...s, seenCommands: new Set(s.seenCommands) });
+const fromStored = (s: StoredVm): Vm => ({
+  ...s,
+  // Snapshots written before destroyed VMs dropped their cloud-init data: as a replay gives them.
+  ...(s.state === "destroyed" ? { spec: withoutUserData(s.spec) } : {}),
+  seenCommands: new Set(s.seenCommands),
+});
 
 const sha256 = (s: string): string => createHash("sha256").update(s).digest("hex");
 

@@ -1,10 +1,21 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Kvm } from "@nats-io/kv";
-import { toView } from "../../src/domain/index.js";
+import { emptyVm, toView, type Vm } from "../../src/domain/index.js";
+import { SnapshotStore } from "../../src/event-store/snapshots.js";
 import { NoopBackend } from "../../src/hypervisor/index.js";
 import type { Worker } from "../../src/worker/worker.js";
 import { Harness, SPEC } from "../helpers/worker-harness.js";
+
+const SPEC_FULL = { ...SPEC, network: { type: "user" as const }, uefi: false };
+const SPEC_HANDLE = {
+  name: SPEC.name,
+  backend: "noop" as const,
+  vcpus: SPEC.vcpus,
+  memoryMb: SPEC.memoryMb,
+  network: { type: "user" as const },
+  uefi: false,
+};
 
 /** Everything a restart must get back: the view of each VM and its idempotency set. */
 function state(w: Worker): Record<string, unknown> {
@@ -79,6 +90,31 @@ describe(
       const k = await start("on");
       assert.equal(k.stats.replayFrom, "full", "a missing manifest also means full replay");
       assert.deepEqual(state(k), expected);
+    });
+
+    it("a destroyed VM comes back from a snapshot without its cloud-init data, as a replay gives it", async () => {
+      // As a snapshot written before destroyed VMs dropped it would hold the VM.
+      const handle = { ...SPEC_HANDLE, id: "old-1", workDir: "noop://old-1" };
+      const vm: Vm = {
+        ...emptyVm("old-1", "old"),
+        state: "destroyed",
+        version: 4,
+        handle,
+        spec: {
+          ...SPEC_FULL,
+          cloudInit: { userData: "#cloud-config\npassword: hunter2\n" },
+        },
+        seenCommands: new Set(["c1", "c2"]),
+      };
+      const kv = await new Kvm(h.nc).open(h.client.names.snapshotsBucket);
+      await new SnapshotStore(kv).save("old", [vm], ["old-1"], 4);
+      const loaded = await new SnapshotStore(kv).load("old");
+      assert.ok("vms" in loaded, "the snapshot loads");
+      const back = loaded.vms[0];
+      assert.equal(back?.spec?.cloudInit, undefined, "no user-data kept for a destroyed VM");
+      assert.equal(back?.spec?.name, SPEC_FULL.name, "the rest of the spec stays");
+      assert.deepEqual(back?.handle, handle, "and so does the handle");
+      assert.deepEqual([...(back?.seenCommands ?? [])], ["c1", "c2"]);
     });
   },
 );

@@ -226,4 +226,24 @@ describe("evolve", () => {
     assert.equal(v2.pending, null);
     assert.ok(VmEventSchema.safeParse(f).success);
   });
+
+  it("a destroyed VM keeps its handle and spec, but not its cloud-init data", () => {
+    let vm = emptyVm("vm1", "h1");
+    const withUserData = { ...spec, cloudInit: { userData: "#cloud-config\npassword: x\n" } };
+    const p = cmd({ type: "vm.prepare", spec: withUserData });
+    const accepted = given([]).when(p).thenAccepted();
+    vm = evolve(vm, accepted, 1);
+    vm = evolve(vm, succeeded(vm, p, { handle }, { now: NOW }), 2);
+    assert.equal(
+      vm.spec?.cloudInit?.userData,
+      withUserData.cloudInit.userData,
+      "kept while it lives",
+    );
+    const d = run(vm, "vm.destroy", 3).vm;
+    assert.equal(d.state, "destroyed");
+    assert.equal(d.spec?.cloudInit, undefined);
+    assert.equal(d.spec?.imagePath, spec.imagePath, "the rest of the spec stays");
+    assert.deepEqual(d.handle, handle, "a second destroy still reaches the VM's own backend");
+    assert.ok(d.seenCommands.has(p.commandId));
+  });
 });

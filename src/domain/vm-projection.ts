@@ -96,10 +96,10 @@ function vmAt(
 }
 
 /**
- * A destroyed VM's spec without its cloud-init data (up to 32 KiB of user-data, which may hold secrets): its handle and the rest of
- * the spec stay (a second destroy still reaches the right backend), but the registry and every
- * snapshot keep a destroyed VM for as long as the worker runs, and nothing reads that data
- * again (a new prepare brings its own).
+ * A destroyed VM's spec without its cloud-init data (up to 32 KiB of user-data, which may hold
+ * secrets). Its handle and the rest of the spec stay, so a second destroy still reaches the
+ * right backend. The registry and every snapshot keep a destroyed VM for as long as the worker
+ * runs, and nothing reads that data again (a new prepare brings its own).
  */
 export function withoutUserData(spec: Vm["spec"]): Vm["spec"] {
   if (spec?.cloudInit === undefined) return spec;

@@ -93,7 +93,7 @@ export class JetStreamPublisher {
 
   /**
    * Runs `send` (a publish or an ack of the caller's) at the end of this event-loop turn, in
-   * order with the publishes: everything sent in one turn goes out in one socket write.
+   * order with the publishes: what one turn sends goes out in one socket write per connection.
    */
   later(send: () => void): void {
     this.#queue.push(send);

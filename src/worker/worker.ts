@@ -63,6 +63,10 @@ export class Worker {
   readonly log: Logger;
   readonly router: HypervisorRouter;
   #nc: NatsConnection | undefined;
+  /** The write path's own connection: event appends and view records (see #start). */
+  #writeNc: NatsConnection | undefined;
+  /** Connections that are down now, by name: the worker is connected when none is. */
+  readonly #away = new Set<string>();
   #publisher: JetStreamPublisher | undefined;
   #embedded: EmbeddedNats | undefined;
   #ctx: WorkerContext | undefined;
@@ -86,7 +90,6 @@ export class Worker {
   #reconciling = false;
   #stopped: Promise<void>;
   #resolveStopped!: () => void;
-  connected = false;
   replayed = false;
 
   constructor(input: WorkerConfigInput, deps: WorkerDeps = {}) {
@@ -101,6 +104,10 @@ export class Worker {
 
   get state(): WorkerState {
     return this.#state;
+  }
+  /** Both of the worker's NATS connections are up. */
+  get connected(): boolean {
+    return this.#writeNc !== undefined && this.#away.size === 0;
   }
   /** The NATS server the worker is connected to now (host:port). */
   get natsServer(): string | undefined {
@@ -164,8 +171,17 @@ export class Worker {
       inboxPrefix,
     });
     this.#nc = nc;
-    this.connected = true;
-    this.#watchConnection(nc);
+    this.#watchConnection(nc, "commands");
+    // Event appends and view records get a connection of their own. nats-server reads each
+    // connection on one goroutine, in order: on one connection the appends' stores waited
+    // behind the consumer's acks and pull requests; on two they run on both cores.
+    const writeNc = await connectNats(
+      { ...config, nats: url },
+      `vmq-worker-${config.host}-events`,
+      { inboxPrefix },
+    );
+    this.#writeNc = writeNc;
+    this.#watchConnection(writeNc, "events");
     log.debug("connected; provisioning");
     const jsm = await jetstreamManager(nc);
     const js = jetstream(nc);
@@ -183,14 +199,14 @@ export class Worker {
     };
     const durable = await ensureConsumer(jsm, names, config.host, consumerOptions);
     this.#durable = durable;
-    // Appends and acks of one event-loop turn go out in one socket write (see the publisher).
-    const publisher = new JetStreamPublisher(nc, inboxPrefix);
+    // The appends (and the acks) of one event-loop turn go out together (see the publisher).
+    const publisher = new JetStreamPublisher(writeNc, inboxPrefix);
     this.#publisher = publisher;
     const store = new JetStreamEventStore(js, names, { publisher });
     const registry = new VmRegistry(
       config.host,
       store,
-      viewWriter(nc, names.vmsBucket),
+      viewWriter(writeNc, names.vmsBucket),
       log,
       () => this.#lanes.queued > 0,
     );
@@ -459,19 +475,22 @@ export class Worker {
     }
   }
 
-  #watchConnection(nc: NatsConnection): void {
+  #watchConnection(nc: NatsConnection, connection: "commands" | "events"): void {
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === "disconnect") {
-          this.connected = false;
-          this.log.warn({ server: s.server }, "NATS disconnected; reconnecting");
+          this.#away.add(connection);
+          this.log.warn({ server: s.server, connection }, "NATS disconnected; reconnecting");
         } else if (s.type === "reconnect") {
-          this.connected = true;
-          this.log.info({ server: s.server }, "NATS reconnected");
+          this.#away.delete(connection);
+          this.log.info({ server: s.server, connection }, "NATS reconnected");
           // Messages in flight at the disconnect come back only after ack_wait: keep order.
-          this.#ctx?.order
-            .open()
-            .catch((e: unknown) => this.log.warn({ err: e }, "could not read the consumer state"));
+          if (connection === "commands")
+            this.#ctx?.order
+              .open()
+              .catch((e: unknown) =>
+                this.log.warn({ err: e }, "could not read the consumer state"),
+              );
         }
       }
     })();
@@ -522,9 +541,9 @@ export class Worker {
     await this.#bounded(this.#ctx?.registry.flushView(), "writing the last view records");
     await this.#bounded(this.router.close(), "closing the backends");
     this.#publisher?.close();
-    const nc = this.#nc;
-    if (nc && !nc.isClosed()) {
-      if (!(await this.#bounded(nc.drain(), "draining the NATS connection"))) await nc.close();
+    for (const nc of [this.#writeNc, this.#nc]) {
+      if (!nc || nc.isClosed()) continue;
+      if (!(await this.#bounded(nc.drain(), "draining a NATS connection"))) await nc.close();
     }
     await this.#embedded?.stop();
   }

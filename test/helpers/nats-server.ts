@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -13,6 +13,8 @@ export interface NatsServerOptions {
   storeDir?: string;
   /** Fixed port (restart on the same port); default: a free one. */
   port?: number;
+  /** Serve nats-server's monitoring endpoints (/connz, ...) on a free port: `monitorUrl`. */
+  monitoring?: boolean;
 }
 
 const SPAWN = { reject: false, stdio: ["ignore", "ignore", "pipe"] } as const;
@@ -27,14 +29,16 @@ export class NatsServer {
     readonly dir: string,
     private proc: Proc,
     private readonly opts: NatsServerOptions,
+    /** http://127.0.0.1:<port> of the monitoring endpoints (with `monitoring: true`). */
+    public monitorUrl: string | undefined,
   ) {}
 
   static async start(opts: NatsServerOptions = {}): Promise<NatsServer> {
     const bin = await findNatsServer();
     const dir = await mkdtemp(join(tmpdir(), "vmq-nats-"));
     const storeDir = opts.storeDir ?? join(dir, "js");
-    const { proc, port } = await launch(bin, dir, storeDir, opts);
-    return new NatsServer(`nats://127.0.0.1:${port}`, port, storeDir, dir, proc, opts);
+    const { proc, port, monitorUrl } = await launch(bin, dir, storeDir, opts);
+    return new NatsServer(`nats://127.0.0.1:${port}`, port, storeDir, dir, proc, opts, monitorUrl);
   }
 
   get pid(): number | undefined {
@@ -61,8 +65,12 @@ export class NatsServer {
   /** Starts it again on the same port and store. */
   async restart(): Promise<void> {
     const bin = await findNatsServer();
-    const { proc } = await launch(bin, this.dir, this.storeDir, { ...this.opts, port: this.port });
+    const { proc, monitorUrl } = await launch(bin, this.dir, this.storeDir, {
+      ...this.opts,
+      port: this.port,
+    });
     this.proc = proc;
+    this.monitorUrl = monitorUrl; // a free port again: not the one before
   }
 
   async stop(): Promise<void> {
@@ -76,7 +84,7 @@ async function launch(
   dir: string,
   storeDir: string,
   opts: NatsServerOptions,
-): Promise<{ proc: Proc; port: number }> {
+): Promise<{ proc: Proc; port: number; monitorUrl: string | undefined }> {
   const portsDir = join(dir, `ports-${Date.now()}`);
   const conf = join(dir, "server.conf");
   await writeFile(
@@ -85,6 +93,7 @@ async function launch(
       `listen: "127.0.0.1:${opts.port ?? -1}"`,
       `ports_file_dir: ${JSON.stringify(portsDir)}`,
       `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
+      opts.monitoring ? `http: "127.0.0.1:-1"` : "",
       opts.config ?? "",
     ].join("\n"),
   );
@@ -94,12 +103,20 @@ async function launch(
   proc.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
   for (let i = 0; i < 200; i++) {
     const u = await portsFileUrl(portsDir);
-    if (u) return { proc, port: Number(new URL(u).port) };
+    if (u) return { proc, port: Number(new URL(u).port), monitorUrl: await monitorUrlIn(portsDir) };
     if (proc.exitCode !== null) break;
     await delay(50);
   }
   proc.kill("SIGKILL");
   throw new Error(`nats-server did not start: ${stderr.slice(-2000)}`);
+}
+
+/** The monitoring URL from the ports file (written with the client URL, in one go). */
+async function monitorUrlIn(dir: string): Promise<string | undefined> {
+  const f = (await readdir(dir)).find((n) => n.endsWith(".ports"));
+  if (!f) return undefined;
+  return (JSON.parse(await readFile(join(dir, f), "utf8")) as { monitoring?: string[] })
+    .monitoring?.[0];
 }
 
 let cached: string | undefined;

@@ -12,7 +12,7 @@ import {
 } from "../../src/hypervisor/index.js";
 import { silentLogger, createLogger } from "../../src/observability/logger.js";
 import { Worker } from "../../src/worker/worker.js";
-import { NatsServer, testPrefix } from "./nats-server.js";
+import { NatsServer, testPrefix, type NatsServerOptions } from "./nats-server.js";
 
 export const SPEC = { name: "web", imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 };
 
@@ -27,8 +27,8 @@ export class Harness {
     readonly dataDir: string,
   ) {}
 
-  static async start(): Promise<Harness> {
-    const server = await NatsServer.start();
+  static async start(serverOpts: NatsServerOptions = {}): Promise<Harness> {
+    const server = await NatsServer.start(serverOpts);
     const nc = await server.connect();
     const prefix = testPrefix();
     const dataDir = await mkdtemp(join(tmpdir(), "vmq-data-"));

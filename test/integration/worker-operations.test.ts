@@ -11,9 +11,49 @@ import { testPrefix } from "../helpers/nats-server.js";
 describe("worker operations", { timeout: 120_000 }, () => {
   let h: Harness;
   before(async () => {
-    h = await Harness.start();
+    h = await Harness.start({ monitoring: true });
   });
   after(async () => h.stop());
+
+  interface Conn {
+    name?: string;
+    in_msgs: number;
+    subscriptions_list?: string[];
+  }
+  /** The server's view of the connections named vmq-worker-<host>... (monitoring /connz). */
+  async function workerConns(host: string): Promise<Map<string, Conn>> {
+    const r = await fetch(`${h.server.monitorUrl}/connz?subs=1&limit=1024`);
+    const { connections } = (await r.json()) as { connections: Conn[] };
+    return new Map(
+      connections
+        .filter((c) => c.name?.startsWith(`vmq-worker-${host}`))
+        .map((c) => [c.name as string, c]),
+    );
+  }
+
+  it("appends events on a NATS connection of its own, apart from the one consuming commands", async () => {
+    const { worker } = await h.worker({ host: "cx" });
+    const N = 6;
+    for (let i = 0; i < N; i++)
+      await h.client.send("cx", { type: "vm.prepare", vmId: `cx-${i}`, spec: SPEC });
+    const conns = await workerConns("cx");
+    assert.deepEqual([...conns.keys()].sort(), ["vmq-worker-cx", "vmq-worker-cx-events"]);
+    const events = conns.get("vmq-worker-cx-events") as Conn;
+    // The PubAcks of the appends come back on the events connection, to the host's inbox...
+    assert.ok(
+      events.subscriptions_list?.some((s) => s.startsWith("_INBOX_cx.")),
+      `events connection subscriptions: ${events.subscriptions_list?.join(", ")}`,
+    );
+    // ...and it sent every intent and outcome: two appends per command.
+    assert.ok(events.in_msgs >= 2 * N, `events connection sent ${events.in_msgs} messages`);
+    // The other connection serves the host's queries; the events connection does not.
+    const queries = namesFor(h.prefix).apiFilter("cx");
+    assert.ok(conns.get("vmq-worker-cx")?.subscriptions_list?.includes(queries));
+    assert.ok(!events.subscriptions_list?.includes(queries));
+    await worker.drain();
+    // A drain closes both.
+    await eventually(async () => ((await workerConns("cx")).size === 0 ? true : undefined));
+  });
 
   it("records changes no command explains (a guest power-off, a crash) as vm.state-observed", async () => {
     const { worker, noop } = await h.worker({ host: "obs" });

@@ -8,6 +8,8 @@ import type { CommandMessage } from "./order-gate.js";
 
 export interface CommandConsumerOptions {
   ackWaitMs: number;
+  /** The durable's max_deliver: a nak on that delivery is the last word on a message. */
+  maxDeliver: number;
   batch: number;
   /**
    * Creates the host's durable again (it was deleted, or a restarted server lost it), from
@@ -35,7 +37,10 @@ export class CommandConsumer {
   #messages: ConsumerMessages | undefined;
   #loop: Promise<void> | undefined;
   readonly #held = new Map<number, { msg: JsMsg; since: number }>();
-  /** Delivered here and not acked or terminated (nak'd ones come back): where a new durable starts. */
+  /**
+   * Delivered here and not acked or terminated (nak'd ones come back, except after their last
+   * delivery): where a new durable starts.
+   */
   readonly #unsettled = new Set<number>();
   #lastDelivered = 0;
   #keepAlive: NodeJS.Timeout | undefined;
@@ -50,7 +55,7 @@ export class CommandConsumer {
     private readonly stream: string,
     private readonly durable: string,
     private readonly lanes: Lanes,
-    private readonly handler: CommandHandler,
+    private readonly handler: Pick<CommandHandler, "handle">,
     private readonly log: Logger,
     private readonly opts: CommandConsumerOptions,
   ) {}
@@ -121,7 +126,11 @@ export class CommandConsumer {
 
   /** The first stream sequence a recreated durable must deliver again, when known. */
   #resumeAt(): number | undefined {
-    if (this.#unsettled.size > 0) return Math.min(...this.#unsettled);
+    if (this.#unsettled.size > 0) {
+      let first = Infinity; // a loop, not Math.min(...set): a big set would overflow the stack
+      for (const seq of this.#unsettled) if (seq < first) first = seq;
+      return first;
+    }
     return this.#lastDelivered > 0 ? this.#lastDelivered + 1 : undefined;
   }
 
@@ -137,7 +146,12 @@ export class CommandConsumer {
     const vmKey = commandVmToken(msg.subject);
     const entry = { msg, since: Date.now() };
     this.#held.set(msg.seq, entry);
-    const handle = new Delivery(entry, this.#unsettled, this.opts.send ?? now);
+    const handle = new Delivery(
+      entry,
+      this.#unsettled,
+      this.opts.send ?? now,
+      this.opts.maxDeliver,
+    );
     this.lanes.push(vmKey, {
       run: async () => {
         try {
@@ -182,6 +196,7 @@ class Delivery implements CommandMessage {
     private readonly entry: { msg: JsMsg },
     private readonly unsettled: Set<number>,
     private readonly send: (settle: () => void) => void,
+    private readonly maxDeliver: number,
   ) {}
   get subject(): string {
     return this.entry.msg.subject;
@@ -209,7 +224,11 @@ class Delivery implements CommandMessage {
     this.send(() => msg.term());
   }
   nak(millis?: number): void {
-    this.entry.msg.nak(millis);
+    const { msg } = this.entry;
+    // JetStream will not deliver it again (the DLQ mover takes it from the advisory): left in
+    // `unsettled`, it would pin where a recreated durable starts, and the set would only grow.
+    if (msg.info.deliveryCount >= this.maxDeliver) this.unsettled.delete(msg.seq);
+    msg.nak(millis);
   }
   working(): void {
     this.entry.msg.working();

@@ -297,6 +297,7 @@ export class Worker {
       log,
       {
         ackWaitMs: config.ackWaitMs,
+        maxDeliver: config.maxDeliver,
         batch: Math.min(config.maxAckPending, Math.max(64, config.concurrency * 8)),
         recreate: (startSeq) =>
           ensureConsumer(jsm, names, config.host, { ...consumerOptions, startSeq }),

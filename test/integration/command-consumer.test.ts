@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { names as namesFor, type Names } from "../../src/contracts/index.js";
+import { ensureConsumer, ensureTopology } from "../../src/event-store/provision.js";
+import { silentLogger } from "../../src/observability/logger.js";
+import { CommandConsumer } from "../../src/worker/command-consumer.js";
+import { Lanes } from "../../src/worker/lanes.js";
+import type { CommandMessage } from "../../src/worker/order-gate.js";
+import { NatsServer, testPrefix } from "../helpers/nats-server.js";
+import { eventually } from "../helpers/worker-harness.js";
+
+const MAX_DELIVER = 2;
+
+describe("command consumer", { timeout: 60_000 }, () => {
+  let server: NatsServer;
+  let nc: NatsConnection;
+  let jsm: JetStreamManager;
+  let names: Names;
+  before(async () => {
+    server = await NatsServer.start();
+    nc = await server.connect();
+    jsm = await jetstreamManager(nc);
+    names = namesFor(testPrefix());
+    await ensureTopology(nc, jsm, names);
+  });
+  after(async () => {
+    await nc.close();
+    await server.stop();
+  });
+
+  const opts = { ackWaitMs: 30_000, maxDeliver: MAX_DELIVER, maxAckPending: 100 };
+
+  it("does not restart a recreated durable at a command nak'd on its last delivery", async () => {
+    await ensureConsumer(jsm, names, "h1", opts);
+    const js = jetstream(nc);
+    const naked = await js.publish(names.cmd("h1", "vm-a"), new TextEncoder().encode("{}"));
+    const acked = await js.publish(names.cmd("h1", "vm-b"), new TextEncoder().encode("{}"));
+    const deliveries: number[] = [];
+    let ackedB = false;
+    // The handler under test is the consumer's bookkeeping, so this one only naks vm-a (on
+    // every delivery, the last included) and acks vm-b.
+    const handler = {
+      handle: (m: CommandMessage): Promise<void> => {
+        if (m.seq === naked.seq) {
+          deliveries.push(m.info.deliveryCount);
+          m.nak();
+        } else {
+          m.ack();
+          ackedB = true;
+        }
+        return Promise.resolve();
+      },
+    };
+    const restarts: (number | undefined)[] = [];
+    const consumer = new CommandConsumer(
+      js,
+      names.commandsStream,
+      names.durable("h1"),
+      new Lanes(4),
+      handler,
+      silentLogger(),
+      {
+        ...opts,
+        batch: 16,
+        recreate: async (startSeq) => {
+          restarts.push(startSeq);
+          await ensureConsumer(jsm, names, "h1", { ...opts, startSeq });
+        },
+      },
+    );
+    await consumer.start();
+    try {
+      await eventually(() => (deliveries.length === MAX_DELIVER ? true : undefined));
+      await eventually(() => (ackedB ? true : undefined));
+      // The server's ack floor stays before a given-up message (on 2.9.10, for 15 s here), so
+      // only this process's own bookkeeping can say where a new durable should start.
+      // JetStream has given up on vm-a's command (max_deliver): the durable goes away.
+      await jsm.consumers.delete(names.commandsStream, names.durable("h1"));
+      await eventually(() => (restarts.length > 0 ? true : undefined), 15_000, "recreated");
+      assert.equal(
+        restarts[0],
+        acked.seq + 1,
+        `restarted at ${restarts[0]}: after the last command seen, not at the given-up ${naked.seq}`,
+      );
+      assert.deepEqual(deliveries, [1, 2], "the given-up command was not delivered again");
+    } finally {
+      await consumer.stop();
+    }
+  });
+});

@@ -37,3 +37,20 @@ describe("NoopBackend call log", () => {
     );
   });
 });
+
+describe("NoopBackend destroyed VMs", () => {
+  it("forgets a destroyed VM, which still reads as destroyed and can be prepared again", async () => {
+    const noop = new NoopBackend();
+    const spec = { ...handleOf("d"), imagePath: "/images/d.qcow2" };
+    const handle = await noop.prepare("d", spec);
+    await noop.start(handle, {});
+    await noop.destroy(handle, { timeoutMs: 1_000, force: "never" });
+    assert.equal(noop.peek("d"), undefined, "nothing is held for a destroyed VM");
+    assert.equal(await noop.state(handle), "destroyed");
+    assert.equal(await noop.recorded("d"), undefined);
+    // A second destroy is harmless, and the vmId can be used again.
+    await noop.destroy(handle, { timeoutMs: 1_000, force: "never" });
+    const again = await noop.prepare("d", spec);
+    assert.equal(noop.peek(again.id), "prepared");
+  });
+});

@@ -125,7 +125,7 @@ export class NoopBackend implements Hypervisor {
       });
     }
   }
-  /** What the backend holds, for tests. */
+  /** What the backend holds, for tests (undefined once destroyed: it forgets the VM). */
   peek(vmId: string): VmState | undefined {
     return this.#vms.get(vmId)?.state;
   }
@@ -232,10 +232,13 @@ export class NoopBackend implements Hypervisor {
 
   async destroy(vm: VmHandle, opts: StopOptions): Promise<void> {
     await this.#enter("destroy", vm.id, opts);
+    // Forgotten, not kept as "destroyed": a long-running worker (Noop is `npm start`'s default)
+    // would hold every VM it ever had. A state dir forgets it the same way (#save removes it).
     const v = this.#vms.get(vm.id);
-    if (v) v.state = "destroyed";
+    const live = v !== undefined && v.state !== "destroyed";
+    this.#vms.delete(vm.id);
     this.#save(vm.id);
-    if (v) this.#effect("destroy", vm.id);
+    if (live) this.#effect("destroy", vm.id);
   }
 
   async state(vm: VmHandle, opts: CallOptions = {}): Promise<VmState> {

@@ -103,6 +103,12 @@ export class CommandConsumer {
       try {
         await this.opts.recreate(this.#resumeAt());
         messages = await this.#open();
+        if (this.#stop.signal.aborted) {
+          // stop() came while this restart was under way: it could not stop what it did not see.
+          messages.stop();
+          this.running = false;
+          return;
+        }
         this.restarts++;
         this.opts.onRestart?.();
         this.log.info({ durable: this.durable }, "consuming commands again");

@@ -89,4 +89,55 @@ describe("command consumer", { timeout: 60_000 }, () => {
       await consumer.stop();
     }
   });
+
+  it("stops for good when stop() comes while the durable is being recreated", async () => {
+    await ensureConsumer(jsm, names, "h2", opts);
+    const js = jetstream(nc);
+    const handled: number[] = [];
+    const handler = {
+      handle: (m: CommandMessage): Promise<void> => {
+        handled.push(m.seq);
+        m.ack();
+        return Promise.resolve();
+      },
+    };
+    let recreating!: () => void;
+    const inRecreate = new Promise<void>((r) => (recreating = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const consumer = new CommandConsumer(
+      js,
+      names.commandsStream,
+      names.durable("h2"),
+      new Lanes(4),
+      handler,
+      silentLogger(),
+      {
+        ...opts,
+        batch: 16,
+        recreate: async (startSeq) => {
+          recreating();
+          await released; // the restart is under way when stop() comes
+          await ensureConsumer(jsm, names, "h2", { ...opts, startSeq });
+        },
+      },
+    );
+    await consumer.start();
+    await jsm.consumers.delete(names.commandsStream, names.durable("h2"));
+    await inRecreate;
+    const stopped = consumer.stop();
+    release();
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      stopped.then(() => "stopped"),
+      new Promise((r) => (timer = setTimeout(() => r("still consuming after 20 s"), 20_000))),
+    ]);
+    clearTimeout(timer);
+    assert.equal(outcome, "stopped");
+    assert.equal(consumer.running, false);
+    // Nothing is pulled after the stop: a command published now is left for the next worker.
+    await js.publish(names.cmd("h2", "vm-c"), new TextEncoder().encode("{}"));
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(handled, []);
+  });
 });

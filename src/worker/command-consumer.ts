@@ -8,8 +8,6 @@ import type { CommandMessage } from "./order-gate.js";
 
 export interface CommandConsumerOptions {
   ackWaitMs: number;
-  /** The durable's max_deliver: a nak on that delivery is the last word on a message. */
-  maxDeliver: number;
   batch: number;
   /**
    * Creates the host's durable again (it was deleted, or a restarted server lost it), from
@@ -38,8 +36,8 @@ export class CommandConsumer {
   #loop: Promise<void> | undefined;
   readonly #held = new Map<number, { msg: JsMsg; since: number }>();
   /**
-   * Delivered here and not acked or terminated (nak'd ones come back, except after their last
-   * delivery): where a new durable starts.
+   * Delivered here and not acked or terminated (nak'd ones come back), nor given up on by
+   * JetStream (givenUp): where a new durable starts.
    */
   readonly #unsettled = new Set<number>();
   #lastDelivered = 0;
@@ -102,6 +100,7 @@ export class CommandConsumer {
       if (this.#stop.signal.aborted) return;
       try {
         await this.opts.recreate(this.#resumeAt());
+        if (this.#stop.signal.aborted) return; // stopped while recreating: pull nothing more
         messages = await this.#open();
         if (this.#stop.signal.aborted) {
           // stop() came while this restart was under way: it could not stop what it did not see.
@@ -152,12 +151,7 @@ export class CommandConsumer {
     const vmKey = commandVmToken(msg.subject);
     const entry = { msg, since: Date.now() };
     this.#held.set(msg.seq, entry);
-    const handle = new Delivery(
-      entry,
-      this.#unsettled,
-      this.opts.send ?? now,
-      this.opts.maxDeliver,
-    );
+    const handle = new Delivery(entry, this.#unsettled, this.opts.send ?? now);
     this.lanes.push(vmKey, {
       run: async () => {
         try {
@@ -178,6 +172,16 @@ export class CommandConsumer {
     const now = Date.now();
     for (const h of this.#held.values())
       if (now - h.since > this.opts.ackWaitMs / 3) h.msg.working();
+  }
+
+  /**
+   * JetStream gave up on this sequence (its MAX_DELIVERIES advisory, which the DLQ mover
+   * handles): it will not come back, so it must not pin where a recreated durable starts, and
+   * the unsettled set must not keep it. Not at the nak of the last delivery: the server gives up
+   * only when that nak's delay is over, and a durable lost before then would lose it.
+   */
+  givenUp(seq: number): void {
+    this.#unsettled.delete(seq);
   }
 
   /** Stops pulling; messages already handed to lanes are left to the lanes. */
@@ -202,7 +206,6 @@ class Delivery implements CommandMessage {
     private readonly entry: { msg: JsMsg },
     private readonly unsettled: Set<number>,
     private readonly send: (settle: () => void) => void,
-    private readonly maxDeliver: number,
   ) {}
   get subject(): string {
     return this.entry.msg.subject;
@@ -230,11 +233,7 @@ class Delivery implements CommandMessage {
     this.send(() => msg.term());
   }
   nak(millis?: number): void {
-    const { msg } = this.entry;
-    // JetStream will not deliver it again (the DLQ mover takes it from the advisory): left in
-    // `unsettled`, it would pin where a recreated durable starts, and the set would only grow.
-    if (msg.info.deliveryCount >= this.maxDeliver) this.unsettled.delete(msg.seq);
-    msg.nak(millis);
+    this.entry.msg.nak(millis);
   }
   working(): void {
     this.entry.msg.working();

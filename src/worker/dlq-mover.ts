@@ -31,6 +31,8 @@ export class DlqMover {
       vmId: string,
       make: (vm: Vm) => VmEvent | undefined,
     ) => Promise<void>,
+    /** Told each stream sequence JetStream gave up on, once it is handled. */
+    private readonly onGivenUp: (seq: number) => void = () => undefined,
   ) {}
 
   async start(): Promise<void> {
@@ -55,7 +57,9 @@ export class DlqMover {
     this.#loop = (async () => {
       for await (const m of messages) {
         try {
-          await this.#move(m.json<MaxDeliverAdvisory>());
+          const advisory = m.json<MaxDeliverAdvisory>();
+          await this.#move(advisory);
+          this.onGivenUp(advisory.stream_seq);
           m.ack();
         } catch (e) {
           ctx.log.error({ err: e }, "could not dead-letter an exhausted command; retrying later");

@@ -286,7 +286,12 @@ export class Worker {
     this.#heartbeat.start();
     this.#queries = serveQueries(nc, ctx);
     this.#console = serveConsole(nc, ctx);
-    this.#mover = new DlqMover(ctx, jsm, (vmId, make) => this.appendSerial(vmId, make));
+    this.#mover = new DlqMover(
+      ctx,
+      jsm,
+      (vmId, make) => this.appendSerial(vmId, make),
+      (seq) => this.#consumer?.givenUp(seq),
+    );
     await this.#mover.start();
     this.#consumer = new CommandConsumer(
       js,
@@ -297,7 +302,6 @@ export class Worker {
       log,
       {
         ackWaitMs: config.ackWaitMs,
-        maxDeliver: config.maxDeliver,
         batch: Math.min(config.maxAckPending, Math.max(64, config.concurrency * 8)),
         recreate: (startSeq) =>
           ensureConsumer(jsm, names, config.host, { ...consumerOptions, startSeq }),

@@ -32,15 +32,15 @@ describe("command consumer", { timeout: 60_000 }, () => {
 
   const opts = { ackWaitMs: 30_000, maxDeliver: MAX_DELIVER, maxAckPending: 100 };
 
-  it("does not restart a recreated durable at a command nak'd on its last delivery", async () => {
+  it("keeps a command nak'd on its last delivery for a recreated durable until JetStream gives it up", async () => {
     await ensureConsumer(jsm, names, "h1", opts);
     const js = jetstream(nc);
     const naked = await js.publish(names.cmd("h1", "vm-a"), new TextEncoder().encode("{}"));
     const acked = await js.publish(names.cmd("h1", "vm-b"), new TextEncoder().encode("{}"));
     const deliveries: number[] = [];
-    let ackedB = false;
-    // The handler under test is the consumer's bookkeeping, so this one only naks vm-a (on
-    // every delivery, the last included) and acks vm-b.
+    let ackedB = 0;
+    // The consumer's bookkeeping is under test, so this handler only naks vm-a (on every
+    // delivery, the last included) and acks vm-b.
     const handler = {
       handle: (m: CommandMessage): Promise<void> => {
         if (m.seq === naked.seq) {
@@ -48,7 +48,7 @@ describe("command consumer", { timeout: 60_000 }, () => {
           m.nak();
         } else {
           m.ack();
-          ackedB = true;
+          ackedB++;
         }
         return Promise.resolve();
       },
@@ -72,19 +72,30 @@ describe("command consumer", { timeout: 60_000 }, () => {
     );
     await consumer.start();
     try {
-      await eventually(() => (deliveries.length === MAX_DELIVER ? true : undefined));
-      await eventually(() => (ackedB ? true : undefined));
-      // The server's ack floor stays before a given-up message (on 2.9.10, for 15 s here), so
-      // only this process's own bookkeeping can say where a new durable should start.
-      // JetStream has given up on vm-a's command (max_deliver): the durable goes away.
+      await eventually(() =>
+        deliveries.length === MAX_DELIVER && ackedB === 1 ? true : undefined,
+      );
+      // The durable goes away after the last delivery's nak. A nak with a delay is given up
+      // only once the delay is over, so until JetStream says so the command must come back.
       await jsm.consumers.delete(names.commandsStream, names.durable("h1"));
-      await eventually(() => (restarts.length > 0 ? true : undefined), 15_000, "recreated");
+      await eventually(() => (restarts.length === 1 ? true : undefined), 15_000, "recreated");
       assert.equal(
         restarts[0],
-        acked.seq + 1,
-        `restarted at ${restarts[0]}: after the last command seen, not at the given-up ${naked.seq}`,
+        naked.seq,
+        "the new durable starts at the command with no word yet",
       );
-      assert.deepEqual(deliveries, [1, 2], "the given-up command was not delivered again");
+      await eventually(() => (deliveries.length === 2 * MAX_DELIVER ? true : undefined));
+      assert.deepEqual(deliveries, [1, 2, 1, 2], "delivered again by the new durable");
+      await eventually(() => (ackedB === 2 ? true : undefined));
+      // JetStream's MAX_DELIVERIES advisory, as the DLQ mover passes it on once handled.
+      consumer.givenUp(naked.seq);
+      await jsm.consumers.delete(names.commandsStream, names.durable("h1"));
+      await eventually(() => (restarts.length === 2 ? true : undefined), 15_000, "recreated");
+      assert.equal(
+        restarts[1],
+        acked.seq + 1,
+        `restarted at ${restarts[1]}: after the last command seen, not at the given-up ${naked.seq}`,
+      );
     } finally {
       await consumer.stop();
     }

@@ -109,9 +109,13 @@ export class Worker {
   get connected(): boolean {
     return this.#writeNc !== undefined && this.#away.size === 0;
   }
-  /** The NATS server the worker is connected to now (host:port). */
+  /** The NATS server the worker's commands connection is on now (host:port). */
   get natsServer(): string | undefined {
     return this.#nc?.getServer();
+  }
+  /** The server its events connection is on now: in a cluster, often another node. */
+  get eventsNatsServer(): string | undefined {
+    return this.#writeNc?.getServer();
   }
   get natsUrl(): string | undefined {
     return this.config.nats ?? this.#embedded?.url;

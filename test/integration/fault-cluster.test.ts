@@ -105,10 +105,17 @@ describe(
           worker.natsServer?.endsWith(`:${n.server.port}`),
         );
         assert.ok(workerNode, `found the worker's node (${worker.natsServer})`);
-        await workerNode.server.kill("SIGKILL");
-        await sleep(3_000);
-        await workerNode.server.restart();
-        await sleep(2_000);
+        // Its events connection (the appends) may be on another node: that one goes down next.
+        const eventsNode = cluster.nodes.find((n) =>
+          worker.eventsNatsServer?.endsWith(`:${n.server.port}`),
+        );
+        assert.ok(eventsNode, `found the events connection's node (${worker.eventsNatsServer})`);
+        for (const node of new Set([workerNode, eventsNode])) {
+          await node.server.kill("SIGKILL");
+          await sleep(3_000);
+          await node.server.restart();
+          await sleep(2_000);
+        }
         // ...then the events stream's leader.
         const leader = await eventually(
           async () => (await jsm.streams.info(client.names.eventsStream)).cluster?.leader,

@@ -32,6 +32,30 @@ describe("command consumer", { timeout: 60_000 }, () => {
 
   const opts = { ackWaitMs: 30_000, maxDeliver: MAX_DELIVER, maxAckPending: 100 };
 
+  /** The host's consumer with a stand-in handler; `beforeRecreate` runs as recreating begins. */
+  function consumerFor(
+    host: string,
+    handler: { handle: (m: CommandMessage) => Promise<void> },
+    beforeRecreate: (startSeq: number | undefined) => Promise<void> | void,
+  ): CommandConsumer {
+    return new CommandConsumer(
+      jetstream(nc),
+      names.commandsStream,
+      names.durable(host),
+      new Lanes(4),
+      handler,
+      silentLogger(),
+      {
+        ...opts,
+        batch: 16,
+        recreate: async (startSeq) => {
+          await beforeRecreate(startSeq);
+          await ensureConsumer(jsm, names, host, { ...opts, startSeq });
+        },
+      },
+    );
+  }
+
   it("keeps a command nak'd on its last delivery for a recreated durable until JetStream gives it up", async () => {
     await ensureConsumer(jsm, names, "h1", opts);
     const js = jetstream(nc);
@@ -54,22 +78,9 @@ describe("command consumer", { timeout: 60_000 }, () => {
       },
     };
     const restarts: (number | undefined)[] = [];
-    const consumer = new CommandConsumer(
-      js,
-      names.commandsStream,
-      names.durable("h1"),
-      new Lanes(4),
-      handler,
-      silentLogger(),
-      {
-        ...opts,
-        batch: 16,
-        recreate: async (startSeq) => {
-          restarts.push(startSeq);
-          await ensureConsumer(jsm, names, "h1", { ...opts, startSeq });
-        },
-      },
-    );
+    const consumer = consumerFor("h1", handler, (startSeq) => {
+      restarts.push(startSeq);
+    });
     await consumer.start();
     try {
       await eventually(() =>
@@ -116,23 +127,10 @@ describe("command consumer", { timeout: 60_000 }, () => {
     const inRecreate = new Promise<void>((r) => (recreating = r));
     let release!: () => void;
     const released = new Promise<void>((r) => (release = r));
-    const consumer = new CommandConsumer(
-      js,
-      names.commandsStream,
-      names.durable("h2"),
-      new Lanes(4),
-      handler,
-      silentLogger(),
-      {
-        ...opts,
-        batch: 16,
-        recreate: async (startSeq) => {
-          recreating();
-          await released; // the restart is under way when stop() comes
-          await ensureConsumer(jsm, names, "h2", { ...opts, startSeq });
-        },
-      },
-    );
+    const consumer = consumerFor("h2", handler, async () => {
+      recreating();
+      await released; // the restart is under way when stop() comes
+    });
     await consumer.start();
     await jsm.consumers.delete(names.commandsStream, names.durable("h2"));
     await inRecreate;

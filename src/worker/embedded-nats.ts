@@ -84,16 +84,26 @@ export async function startEmbeddedNats(
 }
 
 /**
- * The client URL nats-server wrote to its ports file in `dir` (`ports_file_dir`), or undefined
- * while there is none yet. The server may still be writing it: half a file reads as undefined,
- * to be read again on the caller's next round.
+ * What nats-server wrote to its ports file in `dir` (`ports_file_dir`): its client URLs and,
+ * with monitoring on, the monitoring ones. Undefined while there is none yet. The server may
+ * still be writing it: half a file reads as undefined, to be read again on the next round.
  */
-export async function portsFileUrl(dir: string): Promise<string | undefined> {
+export async function readPortsFile(
+  dir: string,
+): Promise<{ nats?: string[]; monitoring?: string[] } | undefined> {
   const f = (await readdir(dir).catch(() => [])).find((n) => n.endsWith(".ports"));
   if (!f) return undefined;
   try {
-    return (JSON.parse(await readFile(join(dir, f), "utf8")) as { nats?: string[] }).nats?.[0];
+    return JSON.parse(await readFile(join(dir, f), "utf8")) as {
+      nats?: string[];
+      monitoring?: string[];
+    };
   } catch {
     return undefined;
   }
+}
+
+/** The client URL from the ports file in `dir` (see readPortsFile), or undefined. */
+export async function portsFileUrl(dir: string): Promise<string | undefined> {
+  return (await readPortsFile(dir))?.nats?.[0];
 }

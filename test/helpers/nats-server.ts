@@ -1,10 +1,10 @@
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { execa, type ResultPromise } from "execa";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { portsFileUrl } from "../../src/worker/embedded-nats.js";
+import { readPortsFile } from "../../src/worker/embedded-nats.js";
 
 export interface NatsServerOptions {
   /** Extra config lines (auth, accounts, TLS...). */
@@ -102,21 +102,15 @@ async function launch(
   let stderr = "";
   proc.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
   for (let i = 0; i < 200; i++) {
-    const u = await portsFileUrl(portsDir);
-    if (u) return { proc, port: Number(new URL(u).port), monitorUrl: await monitorUrlIn(portsDir) };
+    // One file, written in one go: the client URL and, with monitoring on, the monitoring one.
+    const ports = await readPortsFile(portsDir);
+    const u = ports?.nats?.[0];
+    if (u) return { proc, port: Number(new URL(u).port), monitorUrl: ports?.monitoring?.[0] };
     if (proc.exitCode !== null) break;
     await delay(50);
   }
   proc.kill("SIGKILL");
   throw new Error(`nats-server did not start: ${stderr.slice(-2000)}`);
-}
-
-/** The monitoring URL from the ports file (written with the client URL, in one go). */
-async function monitorUrlIn(dir: string): Promise<string | undefined> {
-  const f = (await readdir(dir)).find((n) => n.endsWith(".ports"));
-  if (!f) return undefined;
-  return (JSON.parse(await readFile(join(dir, f), "utf8")) as { monitoring?: string[] })
-    .monitoring?.[0];
 }
 
 let cached: string | undefined;

@@ -17,6 +17,7 @@ import { execa } from "execa";
 import type { VmHandle, VmSpec } from "../../src/contracts/index.js";
 import type { ObservedChange } from "../../src/hypervisor/index.js";
 import { QemuBackend, type QemuBackendOptions } from "../../src/hypervisor/backends/qemu/index.js";
+import { portsHeld } from "../../src/hypervisor/backends/qemu/qemu-image.js";
 import { isVmqError } from "../../src/lib/errors.js";
 import { cleanupDataDir, qemuTestGuest, type QemuGuestImages } from "../helpers/qemu-guest.js";
 
@@ -264,6 +265,7 @@ describe("QEMU backend specifics", { concurrency: true }, () => {
     const c = get(t);
     if (!c) return;
     const before = new Set(await readdir(c.dataDir));
+    const portsBefore = portsHeld();
     const fresh = async () =>
       (await readdir(c.dataDir)).filter((f) => !before.has(f) && f.startsWith("fail-"));
     const isoless = other(c, { isoTool: "/nonexistent/genisoimage" });
@@ -295,6 +297,7 @@ describe("QEMU backend specifics", { concurrency: true }, () => {
       code("hypervisor::unsupported"),
     );
     assert.deepEqual(await fresh(), [], "no work dir survives a failed prepare");
+    assert.equal(portsHeld(), portsBefore, "nor an SSH port");
 
     const h = await c.backend.prepare(id("fail-spawn"), spec(c.guest.image));
     await assert.rejects(
@@ -315,6 +318,8 @@ describe("QEMU backend specifics", { concurrency: true }, () => {
       return true;
     });
     assert.equal(await c.backend.state(h), "prepared", "a failed start leaves the VM prepared");
+    assert.equal(portsHeld(), portsBefore + 1, "the prepared VM holds one SSH port");
     await c.backend.destroy(h, { timeoutMs: 1000, force: "now" });
+    assert.equal(portsHeld(), portsBefore, "and gives it back when destroyed");
   });
 });

@@ -17,7 +17,7 @@ import { execa } from "execa";
 import type { VmHandle, VmSpec } from "../../src/contracts/index.js";
 import type { ObservedChange } from "../../src/hypervisor/index.js";
 import { QemuBackend, type QemuBackendOptions } from "../../src/hypervisor/backends/qemu/index.js";
-import { portsHeld } from "../../src/hypervisor/backends/qemu/qemu-image.js";
+import { portHeldBy } from "../../src/hypervisor/backends/qemu/qemu-image.js";
 import { isVmqError } from "../../src/lib/errors.js";
 import { cleanupDataDir, qemuTestGuest, type QemuGuestImages } from "../helpers/qemu-guest.js";
 
@@ -265,39 +265,47 @@ describe("QEMU backend specifics", { concurrency: true }, () => {
     const c = get(t);
     if (!c) return;
     const before = new Set(await readdir(c.dataDir));
-    const portsBefore = portsHeld();
+    const failed = {
+      iso: id("fail-iso"),
+      path: id("fail-path"),
+      missing: id("fail-missing"),
+      uefi: id("fail-uefi"),
+      vnic: id("fail-vnic"),
+    };
     const fresh = async () =>
       (await readdir(c.dataDir)).filter((f) => !before.has(f) && f.startsWith("fail-"));
     const isoless = other(c, { isoTool: "/nonexistent/genisoimage" });
     await assert.rejects(
       isoless.prepare(
-        id("fail-iso"),
+        failed.iso,
         spec(c.guest.image, { cloudInit: { userData: "#cloud-config\n" } }),
       ),
       code("cloudinit::iso-failed"),
     );
     await assert.rejects(
-      c.backend.prepare(id("fail-path"), spec("../../etc/passwd")),
+      c.backend.prepare(failed.path, spec("../../etc/passwd")),
       code("hypervisor::invalid-path"),
     );
     await assert.rejects(
-      c.backend.prepare(id("fail-missing"), spec("nope.raw")),
+      c.backend.prepare(failed.missing, spec("nope.raw")),
       code("image::not-found"),
     );
     const noOvmf = other(c, { ovmfCode: "/nonexistent/OVMF_CODE.fd" });
     await assert.rejects(
-      noOvmf.prepare(id("fail-uefi"), spec(c.guest.image, { uefi: true })),
+      noOvmf.prepare(failed.uefi, spec(c.guest.image, { uefi: true })),
       code("qemu::uefi-unavailable"),
     );
     await assert.rejects(
       c.backend.prepare(
-        id("fail-vnic"),
+        failed.vnic,
         spec(c.guest.image, { network: { type: "vnic", name: "v0" } }),
       ),
       code("hypervisor::unsupported"),
     );
     assert.deepEqual(await fresh(), [], "no work dir survives a failed prepare");
-    assert.equal(portsHeld(), portsBefore, "nor an SSH port");
+    // The other tests of this file run alongside: ask per VM, not for a count.
+    for (const vmId of Object.values(failed))
+      assert.equal(portHeldBy(vmId), undefined, `nor an SSH port (${vmId})`);
 
     const h = await c.backend.prepare(id("fail-spawn"), spec(c.guest.image));
     await assert.rejects(
@@ -318,8 +326,8 @@ describe("QEMU backend specifics", { concurrency: true }, () => {
       return true;
     });
     assert.equal(await c.backend.state(h), "prepared", "a failed start leaves the VM prepared");
-    assert.equal(portsHeld(), portsBefore + 1, "the prepared VM holds one SSH port");
+    assert.equal(portHeldBy(h.id), h.sshHostPort, "the prepared VM holds its SSH port");
     await c.backend.destroy(h, { timeoutMs: 1000, force: "now" });
-    assert.equal(portsHeld(), portsBefore, "and gives it back when destroyed");
+    assert.equal(portHeldBy(h.id), undefined, "and gives it back when destroyed");
   });
 });

@@ -244,6 +244,11 @@ export function portsHeld(): number {
   return portOf.size;
 }
 
+/** The port held for `vmId`, if any (for tests that run VMs side by side). */
+export function portHeldBy(vmId: string): number | undefined {
+  return portOf.get(vmId);
+}
+
 /** Whether `port` can be bound on 127.0.0.1 now. */
 export function portFree(port: number): Promise<boolean> {
   return new Promise((res) => {

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { JetStreamClient } from "@nats-io/jetstream";
+import { jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { names as namesFor, type Names } from "../../src/contracts/index.js";
 
@@ -78,6 +78,18 @@ export const publishCommands = (
   );
 
 export { namesFor, type Names };
+
+/**
+ * Deletes a measurement's streams (and KV buckets) once it is done: a server keeping every
+ * earlier run's messages does more background work in each later one, which skews runs late in
+ * the benchmark against runs early in it.
+ */
+export async function dropStreams(nc: NatsConnection, names: Names): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const P = names.prefix.toUpperCase();
+  for await (const s of jsm.streams.names())
+    if (s.includes(P) || s.includes(names.prefix)) await jsm.streams.delete(s);
+}
 
 /** Resolves when `cond()` holds (polled every `everyMs`), rejects after `timeoutMs`. */
 export async function waitFor(

@@ -11,6 +11,7 @@ import {
   benchPrefix,
   commandBody,
   countOutcomes,
+  dropStreams,
   namesFor,
   planCommands,
   publishCommands,
@@ -86,6 +87,7 @@ export async function baselineThroughput(
   await w.stop();
   await wnc.close();
   const { spanMs } = await eventSpan(nc, names);
+  await dropStreams(nc, names);
   return {
     system: "baseline",
     concurrency: c,
@@ -121,6 +123,7 @@ export async function vmqThroughput(
   await worker.drain();
   const { spanMs } = await eventSpan(nc, names);
   const kv = await (await jetstreamManager(nc)).streams.info(`KV_${names.vmsBucket}`);
+  await dropStreams(nc, names);
   return {
     system: "vmq",
     viewWritesPerCommand: round(kv.state.last_seq / cmds.length, 2),
@@ -219,6 +222,7 @@ export async function baselineLatency(
   } finally {
     await w.stop();
     await wnc.close();
+    await dropStreams(nc, names);
   }
 }
 
@@ -241,5 +245,6 @@ export async function vmqLatency(
     return await closedLoop(nc, names, c, perLane, warmup, "vmq");
   } finally {
     await worker.drain();
+    await dropStreams(nc, names);
   }
 }

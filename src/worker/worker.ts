@@ -51,7 +51,10 @@ type StateListener = (state: WorkerState, previous: WorkerState) => void;
  * The command worker of one host. States: starting -> running -> draining -> stopped, or
  * failed. start() provisions, replays, reconciles and only then consumes; drain() stops
  * fetching, lets in-flight commands finish (or abandons them with their intents recorded),
- * then closes. A NATS disconnect is survived and logged.
+ * then closes. A drain while start() runs ends start() after its current step (connect,
+ * provision, replay, reconcile): start() then resolves with the worker stopped. One that comes
+ * before commands are pulled pulls none; a later one drains as usual. A NATS disconnect is
+ * survived and logged.
  */
 export class Worker {
   #state: WorkerState = "starting";
@@ -90,6 +93,9 @@ export class Worker {
   #reconciling = false;
   #stopped: Promise<void>;
   #resolveStopped!: () => void;
+  /** A stop asked for while start() runs: start() ends at its next step and stops cleanly. */
+  readonly #stopWhileStarting = new AbortController();
+  #startCalled = false;
   replayed = false;
 
   constructor(input: WorkerConfigInput, deps: WorkerDeps = {}) {
@@ -138,8 +144,11 @@ export class Worker {
   }
 
   async start(): Promise<this> {
+    if (this.#state !== "starting") return this; // drained before it was started: stays stopped
+    this.#startCalled = true;
     try {
       await this.#start();
+      this.#stepDone();
       this.#setState("running");
       // Say so in the host record now, not at the next heartbeat: placement only picks hosts
       // whose record says running, and a scheduler may act the moment the log line appears.
@@ -154,6 +163,11 @@ export class Worker {
       );
       return this;
     } catch (e) {
+      if (this.#stopWhileStarting.signal.aborted) {
+        // A SIGTERM during a long replay (a rolling update, say) is a stop, not a failure.
+        await this.#drainNow();
+        return this;
+      }
       this.log.error({ err: e, code: toVmqError(e).code }, "worker failed to start");
       this.#setState("failed");
       await this.#teardown();
@@ -186,6 +200,7 @@ export class Worker {
     );
     this.#writeNc = writeNc;
     this.#watchConnection(writeNc, "events");
+    this.#stepDone();
     log.debug("connected; provisioning");
     const jsm = await jetstreamManager(nc);
     const js = jetstream(nc);
@@ -203,6 +218,7 @@ export class Worker {
     };
     const durable = await ensureConsumer(jsm, names, config.host, consumerOptions);
     this.#durable = durable;
+    this.#stepDone();
     // The appends (and the acks) of one event-loop turn go out together (see the publisher).
     const publisher = new JetStreamPublisher(writeNc, inboxPrefix);
     this.#publisher = publisher;
@@ -253,6 +269,7 @@ export class Worker {
       else from = snap;
     }
     const replay = await registry.replayAll(from);
+    this.#stepDone();
     this.stats.replayMs = performance.now() - began;
     this.stats.replayedEvents = replay.count;
     this.stats.replayFrom = from ? "snapshot" : "full";
@@ -269,6 +286,7 @@ export class Worker {
     this.#reconciler = new Reconciler(ctx, (vmId, make) => this.appendSerial(vmId, make));
     const rec = await this.#reconciler.reconcileAll({ adopt: true });
     this.replayed = true;
+    this.#stepDone();
     log.info(rec, "reconciled VMs with the backends");
     void registry.flushView();
 
@@ -316,6 +334,8 @@ export class Worker {
     // What a previous worker of this host held and never acked: its VMs' later commands wait.
     const held = await order.open();
     if (held) log.info({ from: held.from, to: held.to }, "commands a previous worker held");
+    // The last check before commands are pulled: a stop asked for until now pulls none.
+    this.#stepDone();
     await this.#consumer.start();
     if (config.http) await this.#serveHttp(config.http);
     if (config.snapshots === "on") {
@@ -511,6 +531,25 @@ export class Worker {
    */
   async drain(): Promise<void> {
     if (this.#state === "draining" || this.#state === "stopped") return this.#stopped;
+    if (this.#state === "starting") {
+      if (!this.#startCalled) {
+        this.#setState("stopped");
+        return this.#stopped;
+      }
+      if (!this.#stopWhileStarting.signal.aborted)
+        this.log.info("stop asked for while starting: stopping after the current start-up step");
+      this.#stopWhileStarting.abort();
+      return this.#stopped;
+    }
+    await this.#drainNow();
+  }
+
+  /** Ends start() at a step boundary once a stop was asked for (caught in start()). */
+  #stepDone(): void {
+    this.#stopWhileStarting.signal.throwIfAborted();
+  }
+
+  async #drainNow(): Promise<void> {
     this.#setState("draining");
     this.log.info({ inFlight: this.#lanes.running, queued: this.#lanes.queued }, "draining");
     clearInterval(this.#reconcileTimer);
@@ -530,7 +569,7 @@ export class Worker {
       await this.#lanes.idle();
     }
     this.log.info({ requeued: nakked }, "drained");
-    if (finished && this.config.snapshots === "on") await this.snapshot();
+    if (finished && this.replayed && this.config.snapshots === "on") await this.snapshot();
     await this.#teardown();
     this.#setState("stopped");
   }

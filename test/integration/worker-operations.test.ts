@@ -3,8 +3,10 @@ import { after, before, describe, it } from "node:test";
 import { jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { DLQ_HEADERS, names as namesFor } from "../../src/contracts/index.js";
-import { NoopBackend } from "../../src/hypervisor/index.js";
+import { HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
 import { isVmqError } from "../../src/lib/errors.js";
+import { silentLogger } from "../../src/observability/logger.js";
+import { Worker } from "../../src/worker/worker.js";
 import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
 import { testPrefix } from "../helpers/nats-server.js";
 
@@ -53,6 +55,76 @@ describe("worker operations", { timeout: 120_000 }, () => {
     await worker.drain();
     // A drain closes both.
     await eventually(async () => ((await workerConns("cx")).size === 0 ? true : undefined));
+  });
+
+  it("a drain while start() is still reconciling ends the start cleanly: stopped, no command pulled, none lost", async () => {
+    const host = "sws";
+    const vmId = "sws-1";
+    const noop = new NoopBackend();
+    const { worker: first } = await h.worker({ host, backend: noop });
+    await h.client.send(host, { type: "vm.prepare", vmId, spec: SPEC });
+    await first.drain();
+    const { command } = await h.client.publish(host, { type: "vm.start", vmId });
+
+    // The next worker's start() is held inside its reconcile step (adopting the VM).
+    let reached!: () => void;
+    const atAdopt = new Promise<void>((r) => (reached = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const adopt = noop.adopt.bind(noop);
+    noop.adopt = async (vm) => {
+      reached();
+      await gate;
+      return adopt(vm);
+    };
+    const second = new Worker(
+      {
+        nats: h.server.url,
+        prefix: h.prefix,
+        host,
+        dataDir: h.dataDir,
+        reconcileIntervalMs: 0,
+        heartbeatMs: 500,
+      },
+      { router: new HypervisorRouter([noop]), logger: silentLogger() },
+    );
+    const starting = second.start();
+    await atAdopt;
+    const drained = second.drain();
+    release();
+    await starting; // it used to reject: the drain had closed its connections under it
+    await drained;
+    noop.adopt = adopt;
+    assert.equal(second.state, "stopped");
+    assert.equal((await workerConns(host)).size, 0, "both connections are closed");
+
+    // The command was not pulled: it waits on the host's durable, with no outcome yet.
+    const n = namesFor(h.prefix);
+    const info = await (
+      await jetstreamManager(h.nc)
+    ).consumers.info(n.commandsStream, n.durable(host));
+    assert.equal(info.num_ack_pending, 0);
+    assert.equal(info.num_pending, 1);
+    const events = (await h.client.history(host, vmId)).map((e) => e.event.type);
+    assert.deepEqual(events, ["vm.command-accepted", "vm.prepared"]);
+
+    // The next worker runs it.
+    await h.worker({ host, backend: noop });
+    const done = await h.client.waitForOutcome(host, vmId, command.commandId, { fromSeq: 0 });
+    assert.equal(done.outcome.type, "vm.started");
+  });
+
+  it("a worker drained before start() was called stays stopped and connects nowhere", async () => {
+    const w = new Worker(
+      { nats: h.server.url, prefix: h.prefix, host: "swn", dataDir: h.dataDir },
+      { router: new HypervisorRouter([new NoopBackend()]), logger: silentLogger() },
+    );
+    h.workers.push(w); // drained again at the end, should it have started after all
+    await w.drain();
+    assert.equal(w.state, "stopped");
+    await w.start(); // it used to connect and start taking commands after all
+    assert.equal(w.state, "stopped");
+    assert.equal((await workerConns("swn")).size, 0);
   });
 
   it("records changes no command explains (a guest power-off, a crash) as vm.state-observed", async () => {

@@ -142,7 +142,40 @@ export interface LatencyResult extends LatencySummary {
   warmup: number;
   /** Commands per second the closed loop reached (each lane waits for its outcome). */
   cmdPerSec: number;
+  /** Repetitions pooled into this result, and each one's own p99. */
+  reps?: number;
+  p99ByRep?: number[];
 }
+
+/** One closed-loop run: its summary and its raw samples (to pool repetitions). */
+export interface LatencyRun {
+  result: LatencyResult;
+  samples: number[];
+}
+
+/** Repetitions of one system at one concurrency as one result: quantiles over every sample. */
+export function pooled(runs: readonly LatencyRun[]): LatencyResult {
+  const first = runs[0];
+  if (!first) throw new Error("no latency runs to pool");
+  const s = summarize(runs.flatMap((r) => r.samples));
+  const rates = runs.map((r) => r.result.cmdPerSec);
+  return {
+    ...first.result,
+    ...roundedSummary(s),
+    cmdPerSec: round(rates.reduce((a, b) => a + b, 0) / rates.length),
+    reps: runs.length,
+    p99ByRep: runs.map((r) => r.result.p99),
+  };
+}
+
+const roundedSummary = (s: LatencySummary): LatencySummary => ({
+  ...s,
+  p50: round(s.p50, 2),
+  p90: round(s.p90, 2),
+  p99: round(s.p99, 2),
+  max: round(s.max, 2),
+  mean: round(s.mean, 2),
+});
 
 /**
  * `c` lanes, one VM each; every lane publishes a command (JetStream publish, PubAck awaited),
@@ -156,7 +189,7 @@ async function closedLoop(
   perLane: number,
   warmup: number,
   system: "baseline" | "vmq",
-): Promise<LatencyResult> {
+): Promise<LatencyRun> {
   const js = jetstream(nc);
   const waiting = new Map<string, () => void>();
   const sub = countOutcomes(nc, names.evtFilter(HOST), (e) => {
@@ -190,18 +223,15 @@ async function closedLoop(
   await Promise.all(Array.from({ length: c }, (_, i) => lane(i)));
   const elapsed = performance.now() - began;
   sub.stop();
-  const s = summarize(samples);
   return {
-    system,
-    concurrency: c,
-    warmup,
-    ...s,
-    p50: round(s.p50, 2),
-    p90: round(s.p90, 2),
-    p99: round(s.p99, 2),
-    max: round(s.max, 2),
-    mean: round(s.mean, 2),
-    cmdPerSec: round((c * (perLane + warmup) * 1000) / elapsed),
+    result: {
+      system,
+      concurrency: c,
+      warmup,
+      ...roundedSummary(summarize(samples)),
+      cmdPerSec: round((c * (perLane + warmup) * 1000) / elapsed),
+    },
+    samples,
   };
 }
 
@@ -211,7 +241,7 @@ export async function baselineLatency(
   c: number,
   perLane: number,
   warmup: number,
-): Promise<LatencyResult> {
+): Promise<LatencyRun> {
   const names = namesFor(benchPrefix(`lbase${c}`));
   await provisionBaseline(nc, names, HOST, 2048);
   const wnc = await server.connect();
@@ -232,7 +262,7 @@ export async function vmqLatency(
   c: number,
   perLane: number,
   warmup: number,
-): Promise<LatencyResult> {
+): Promise<LatencyRun> {
   const names = namesFor(benchPrefix(`lvmq${c}`));
   const { worker } = makeWorker({
     url: server.url,

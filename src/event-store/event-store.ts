@@ -16,10 +16,14 @@ export interface EventStore {
   append(event: VmEvent, expectedSeq: number): Promise<number>;
   /** Every event of one VM, oldest first. */
   readVm(host: string, vmId: string): Promise<StoredEvent[]>;
-  /** Every event of a host (or all hosts with "*") after `afterSeq`, in one pass. */
+  /**
+   * Every event of a host (or all hosts with "*") after `afterSeq`, in one pass. An aborted
+   * `signal` ends it early, with the signal's reason.
+   */
   replay(
     host: string,
     afterSeq: number,
     onEvent: (e: StoredEvent) => void,
+    signal?: AbortSignal,
   ): Promise<{ lastSeq: number; count: number }>;
 }

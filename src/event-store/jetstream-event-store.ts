@@ -100,11 +100,13 @@ export class JetStreamEventStore implements EventStore {
     host: string,
     afterSeq: number,
     onEvent: (e: StoredEvent) => void,
+    signal?: AbortSignal,
   ): Promise<{ lastSeq: number; count: number }> {
     return this.#scan(
       host === "*" ? `${this.names.prefix}.evt.>` : this.names.evtFilter(host),
       afterSeq,
       onEvent,
+      signal,
     );
   }
 
@@ -113,6 +115,7 @@ export class JetStreamEventStore implements EventStore {
     filter: string,
     afterSeq: number,
     onEvent: (e: StoredEvent) => void,
+    signal?: AbortSignal,
   ): Promise<{ lastSeq: number; count: number }> {
     let lastSeq = afterSeq;
     let count = 0;
@@ -131,6 +134,7 @@ export class JetStreamEventStore implements EventStore {
       try {
         pending = (await oc.info(true)).num_pending;
         while (pending > 0) {
+          signal?.throwIfAborted();
           let got = 0;
           // Big batches: each one is a round trip the replay waits for.
           // A fetch still setting up its consumer after 30 s counts as a stall: start over.
@@ -140,6 +144,7 @@ export class JetStreamEventStore implements EventStore {
           );
           if (!batch) break;
           for await (const m of batch) {
+            if (signal?.aborted) break; // thrown below, once the consumer is deleted
             onEvent({ event: upcast(m.json()), seq: m.seq });
             lastSeq = m.seq;
             count++;
@@ -152,6 +157,7 @@ export class JetStreamEventStore implements EventStore {
       } finally {
         await oc.delete().catch(() => false);
       }
+      signal?.throwIfAborted();
       if (pending === 0) return { lastSeq, count };
       if (restarts >= 10) {
         throw new VmqError(

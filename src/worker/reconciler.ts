@@ -17,7 +17,11 @@ export class Reconciler {
     private readonly append: (vmId: string, make: (vm: Vm) => VmEvent | undefined) => Promise<void>,
   ) {}
 
-  async reconcileAll(opts: { adopt: boolean }): Promise<{ checked: number; corrected: number }> {
+  /** An aborted `signal` takes no further VM and ends with its reason once those under way are done. */
+  async reconcileAll(opts: {
+    adopt: boolean;
+    signal?: AbortSignal;
+  }): Promise<{ checked: number; corrected: number }> {
     const vms = this.ctx.registry
       .all()
       .filter((vm) => vm.state !== null && (vm.state !== "destroyed" || vm.pending));
@@ -25,11 +29,12 @@ export class Reconciler {
     // Bounded parallelism: a host with thousands of VMs should not open thousands of sockets.
     const queue = [...vms];
     const workers = Array.from({ length: Math.min(16, queue.length) }, async () => {
-      for (let vm = queue.shift(); vm; vm = queue.shift()) {
+      for (let vm = queue.shift(); vm && !opts.signal?.aborted; vm = queue.shift()) {
         if (await this.reconcile(vm.vmId, opts)) corrected++;
       }
     });
     await Promise.all(workers);
+    opts.signal?.throwIfAborted();
     return { checked: vms.length, corrected };
   }
 

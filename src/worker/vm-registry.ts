@@ -89,13 +89,19 @@ export class VmRegistry {
    * Rebuilds every VM of this host in one pass: from a snapshot taken at `from.seq` when one is
    * given (replaying only what came after it), otherwise from the start of the stream.
    */
-  async replayAll(from?: { seq: number; vms: Vm[] }): Promise<{ count: number; lastSeq: number }> {
+  async replayAll(
+    from?: { seq: number; vms: Vm[] },
+    signal?: AbortSignal,
+  ): Promise<{ count: number; lastSeq: number }> {
     if (from) {
       for (const vm of from.vms) this.#vms.set(vm.vmId, vm);
       this.lastSeq = from.seq;
     }
-    const r = await this.store.replay(this.host, from?.seq ?? 0, ({ event, seq }) =>
-      this.apply(event, seq, { writeView: false }),
+    const r = await this.store.replay(
+      this.host,
+      from?.seq ?? 0,
+      ({ event, seq }) => this.apply(event, seq, { writeView: false }),
+      signal,
     );
     // A worker that died may not have written its last view updates: rewrite them all.
     for (const id of this.#vms.keys()) this.markDirty(id);

@@ -51,10 +51,10 @@ type StateListener = (state: WorkerState, previous: WorkerState) => void;
  * The command worker of one host. States: starting -> running -> draining -> stopped, or
  * failed. start() provisions, replays, reconciles and only then consumes; drain() stops
  * fetching, lets in-flight commands finish (or abandons them with their intents recorded),
- * then closes. A drain while start() runs ends start() after its current step (connect,
- * provision, replay, reconcile): start() then resolves with the worker stopped. One that comes
- * before commands are pulled pulls none; a later one drains as usual. A NATS disconnect is
- * survived and logged.
+ * then closes. A drain while start() runs ends start() at its next step (connect, provision,
+ * each replay batch, each VM's reconcile): start() then resolves with the worker stopped. One
+ * that comes before commands are pulled pulls none; a later one drains as usual. A NATS
+ * disconnect is survived and logged.
  */
 export class Worker {
   #state: WorkerState = "starting";
@@ -144,7 +144,9 @@ export class Worker {
   }
 
   async start(): Promise<this> {
-    if (this.#state !== "starting") return this; // drained before it was started: stays stopped
+    // Drained before it was started (or while stopping): it stays stopped.
+    if (this.#state === "stopped" || this.#state === "draining") return this;
+    if (this.#state === "failed") this.#setState("starting"); // a retry after a failed start
     this.#startCalled = true;
     try {
       await this.#start();
@@ -164,7 +166,10 @@ export class Worker {
       return this;
     } catch (e) {
       if (this.#stopWhileStarting.signal.aborted) {
-        // A SIGTERM during a long replay (a rolling update, say) is a stop, not a failure.
+        // A SIGTERM during a long replay (a rolling update, say) is a stop, not a failure;
+        // but a step that failed on its own while the stop waited still gets said.
+        if (e !== this.#stopWhileStarting.signal.reason)
+          this.log.warn({ err: e, code: toVmqError(e).code }, "start-up failed while stopping");
         await this.#drainNow();
         return this;
       }
@@ -268,8 +273,7 @@ export class Worker {
         log.info({ reason: snap.reason }, "no usable snapshot: replaying the whole history");
       else from = snap;
     }
-    const replay = await registry.replayAll(from);
-    this.#stepDone();
+    const replay = await registry.replayAll(from, this.#stopWhileStarting.signal);
     this.stats.replayMs = performance.now() - began;
     this.stats.replayedEvents = replay.count;
     this.stats.replayFrom = from ? "snapshot" : "full";
@@ -282,12 +286,16 @@ export class Worker {
       },
       "replayed the host's event stream",
     );
+    this.#stepDone();
 
     this.#reconciler = new Reconciler(ctx, (vmId, make) => this.appendSerial(vmId, make));
-    const rec = await this.#reconciler.reconcileAll({ adopt: true });
+    const rec = await this.#reconciler.reconcileAll({
+      adopt: true,
+      signal: this.#stopWhileStarting.signal,
+    });
     this.replayed = true;
-    this.#stepDone();
     log.info(rec, "reconciled VMs with the backends");
+    this.#stepDone();
     void registry.flushView();
 
     this.#unwatch = this.router.watch((c) => this.#onObserved(c));
@@ -531,6 +539,7 @@ export class Worker {
    */
   async drain(): Promise<void> {
     if (this.#state === "draining" || this.#state === "stopped") return this.#stopped;
+    if (this.#state === "failed") return this.#stopped; // start() has torn down already
     if (this.#state === "starting") {
       if (!this.#startCalled) {
         this.#setState("stopped");

@@ -96,13 +96,6 @@ export const WorkerConfig = z.object({
     .min(1_000)
     .default(300_000)
     .describe("How often an idle worker snapshots changed VMs."),
-  forgetDestroyedAfterMs: z
-    .int()
-    .min(0)
-    .default(3_600_000)
-    .describe(
-      "How long a destroyed VM stays in the worker's memory and snapshots (0: for ever); its history stays in the events stream.",
-    ),
   replicas: z.int().min(1).max(5).default(1).describe("Stream replicas (3 on a NATS cluster)."),
   http: z
     .string()

@@ -11,11 +11,9 @@ export interface EventStore {
   /**
    * Appends to the VM's stream if its last event is still `expectedSeq` (0: none yet).
    * Returns the new sequence. Throws `event-store::conflict` (with `details.actual`) when
-   * another writer moved the VM on. Re-appending the same eventId is harmless: nothing is
-   * stored, and `duplicate` says so (`seq` is then the stored event's, which may differ from
-   * this one: read the VM back rather than apply it).
+   * another writer moved the VM on. Re-appending the same eventId is harmless.
    */
-  append(event: VmEvent, expectedSeq: number): Promise<{ seq: number; duplicate: boolean }>;
+  append(event: VmEvent, expectedSeq: number): Promise<number>;
   /** Every event of one VM, oldest first. */
   readVm(host: string, vmId: string): Promise<StoredEvent[]>;
   /**

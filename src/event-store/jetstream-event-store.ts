@@ -37,7 +37,7 @@ export class JetStreamEventStore implements EventStore {
     this.#publisher = opts.publisher;
   }
 
-  async append(event: VmEvent, expectedSeq: number): Promise<{ seq: number; duplicate: boolean }> {
+  async append(event: VmEvent, expectedSeq: number): Promise<number> {
     const subject = this.names.evt(event.host, event.vmId);
     // Buffer.from takes small strings from Node's pool: cheaper than TextEncoder per event.
     const data = Buffer.from(JSON.stringify(event));
@@ -57,7 +57,7 @@ export class JetStreamEventStore implements EventStore {
               expect: { lastSubjectSequence: expectedSeq },
               timeout: this.#publishTimeoutMs,
             });
-        return { seq: ack.seq, duplicate: ack.duplicate };
+        return ack.seq;
       } catch (e) {
         if (
           e instanceof JetStreamApiError &&

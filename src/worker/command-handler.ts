@@ -390,14 +390,7 @@ export class CommandHandler {
   /** Appends; on a sequence conflict reloads the VM and returns 0 so the caller re-decides. */
   async #tryAppend(event: VmEvent, vm: Vm): Promise<number> {
     try {
-      const { seq, duplicate } = await this.ctx.store.append(event, vm.version);
-      if (duplicate) {
-        // The stream already holds an event with this id: a publish of ours that landed
-        // though its PubAck was lost, or this command decided again on a VM this worker had
-        // forgotten. Decide again on the VM as stored, not as this process decided it.
-        await this.ctx.registry.reload(vm.vmId);
-        return 0;
-      }
+      const seq = await this.ctx.store.append(event, vm.version);
       this.ctx.registry.apply(event, seq);
       return seq;
     } catch (e) {

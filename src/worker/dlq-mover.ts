@@ -77,12 +77,7 @@ export class DlqMover {
     if (!stored) return; // expired from the audit trail: nothing left to copy
     const vmId = stored.subject.split(".")[3] ?? "";
     const parsed = parseCommand(stored.data, vmId);
-    // A VM this worker no longer keeps (destroyed long ago) is read back from its stream.
-    const vm = !isValidId(vmId)
-      ? undefined
-      : ctx.registry.has(vmId)
-        ? ctx.registry.get(vmId)
-        : await ctx.registry.reload(vmId);
+    const vm = isValidId(vmId) ? ctx.registry.get(vmId) : undefined;
     if (parsed.ok && vm?.seenCommands.has(parsed.command.commandId)) {
       // It did get its outcome (only its acks were lost): nothing for an operator to retry.
       ctx.log.info(

@@ -34,11 +34,7 @@ async function answer(msg: Msg, ctx: WorkerContext): Promise<void> {
       `Known: ${QUERY_NAMES.join(", ")}`,
     );
   if (!isValidId(vmId) || !ctx.registry.has(vmId))
-    return fail(
-      "vm::not-found",
-      `VM ${vmId} is not on host ${ctx.host}`,
-      "A VM destroyed more than --forget-destroyed-after-ms ago is no longer kept here; `vmq events <vmId>` shows its history.",
-    );
+    return fail("vm::not-found", `VM ${vmId} is not on host ${ctx.host}`);
   const vm = ctx.registry.get(vmId);
   const view = toView(vm);
   if (!view) return fail("vm::not-found", `VM ${vmId} is not on host ${ctx.host}`);

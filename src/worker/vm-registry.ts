@@ -75,28 +75,6 @@ export class VmRegistry {
     return vm;
   }
 
-  /**
-   * Forgets destroyed VMs with nothing pending whose last event is older than `before`, so a
-   * host that churns through VMs does not keep every one it ever ran. The stream still holds
-   * their history, and nothing here is needed for correctness: a command for a forgotten VM is
-   * decided on an empty one, its append then expects no history and conflicts, and the
-   * conflict reloads the VM from the stream (idempotency set included) before deciding again.
-   * Returns how many were forgotten.
-   */
-  forgetDestroyed(before: Date): number {
-    const cutoff = before.getTime();
-    let n = 0;
-    for (const [id, vm] of this.#vms) {
-      if (vm.state !== "destroyed" || vm.pending !== null || this.#dirty.has(id)) continue;
-      const at = vm.updatedAt === null ? NaN : Date.parse(vm.updatedAt);
-      if (!(at < cutoff)) continue;
-      this.#vms.delete(id);
-      this.changedSinceSnapshot.add(id); // the next snapshot drops it too
-      n++;
-    }
-    return n;
-  }
-
   /** Rebuilds one VM from its stream (after a sequence conflict). */
   async reload(vmId: string): Promise<Vm> {
     let vm = emptyVm(vmId, this.host);

@@ -87,7 +87,6 @@ export class Worker {
   #unwatch: (() => void) | undefined;
   #reconcileTimer: NodeJS.Timeout | undefined;
   #snapshotTimer: NodeJS.Timeout | undefined;
-  #forgetTimer: NodeJS.Timeout | undefined;
   #snapshots: SnapshotStore | undefined;
   #snapshotting = false;
   /** The periodic reconcile pass under way: a pass slower than the interval must not stack up. */
@@ -287,7 +286,6 @@ export class Worker {
       },
       "replayed the host's event stream",
     );
-    this.#forgetDestroyed(); // a full replay brings back every VM the host ever had
     this.#stepDone();
 
     this.#reconciler = new Reconciler(ctx, (vmId, make) => this.appendSerial(vmId, make));
@@ -352,13 +350,6 @@ export class Worker {
       this.#snapshotTimer = setInterval(() => void this.snapshot(), config.snapshotIntervalMs);
       this.#snapshotTimer.unref();
     }
-    if (config.forgetDestroyedAfterMs > 0) {
-      this.#forgetTimer = setInterval(
-        () => this.#forgetDestroyed(),
-        Math.min(60_000, config.forgetDestroyedAfterMs),
-      );
-      this.#forgetTimer.unref();
-    }
     if (config.reconcileIntervalMs > 0) {
       this.#reconcileTimer = setInterval(
         () => void this.#periodicReconcile(),
@@ -366,15 +357,6 @@ export class Worker {
       );
       this.#reconcileTimer.unref();
     }
-  }
-
-  /** Drops long-destroyed VMs from memory (see VmRegistry.forgetDestroyed). */
-  #forgetDestroyed(): void {
-    const after = this.config.forgetDestroyedAfterMs;
-    const registry = this.#ctx?.registry;
-    if (after <= 0 || !registry) return;
-    const n = registry.forgetDestroyed(new Date(Date.now() - after));
-    if (n > 0) this.log.info({ vms: n, afterMs: after }, "forgot long-destroyed VMs");
   }
 
   /** Appends an event made from the VM's current state, in the VM's lane (after its commands). */
@@ -390,12 +372,8 @@ export class Worker {
               const event = make(vm);
               if (!event) break;
               try {
-                const { seq, duplicate } = await ctx.store.append(event, vm.version);
-                if (!duplicate) {
-                  ctx.registry.apply(event, seq);
-                  break;
-                }
-                await ctx.registry.reload(vmId); // already stored: go on from what the stream holds
+                ctx.registry.apply(event, await ctx.store.append(event, vm.version));
+                break;
               } catch (e) {
                 if (!isVmqError(e, "event-store::conflict")) throw e;
                 await ctx.registry.reload(vmId);
@@ -585,7 +563,6 @@ export class Worker {
     this.log.info({ inFlight: this.#lanes.running, queued: this.#lanes.queued }, "draining");
     clearInterval(this.#reconcileTimer);
     clearInterval(this.#snapshotTimer);
-    clearInterval(this.#forgetTimer);
     await this.#bounded(this.#consumer?.stop(), "stopping the command consumer");
     const nakked = this.#lanes.abandonQueued();
     const finished = await Promise.race([

@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { DLQ_HEADERS, names as namesFor } from "../../src/contracts/index.js";
-import { SnapshotStore } from "../../src/event-store/snapshots.js";
 import { HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
 import { isVmqError } from "../../src/lib/errors.js";
 import { silentLogger } from "../../src/observability/logger.js";
@@ -138,56 +137,6 @@ describe("worker operations", { timeout: 120_000 }, () => {
     await w.start(); // it used to connect and start taking commands after all
     assert.equal(w.state, "stopped");
     await connsGone("swn", "no connection");
-  });
-
-  it("forgets a long-destroyed VM yet keeps its word: the same command again is a duplicate, a new prepare works", async () => {
-    const host = "fg";
-    const vmId = "fg-1";
-    const { worker } = await h.worker({ host, forgetDestroyedAfterMs: 300 });
-    await h.client.send(host, { type: "vm.prepare", vmId, spec: SPEC });
-    const destroy = await h.client.send(host, { type: "vm.destroy", vmId });
-    await eventually(
-      () => (worker.registry?.has(vmId) ? undefined : true),
-      15_000,
-      "the destroyed VM to be forgotten",
-    );
-    const history = (await h.client.history(host, vmId)).length;
-    assert.equal(await worker.snapshot(), true);
-    const kv = await new Kvm(h.nc).open(namesFor(h.prefix).snapshotsBucket);
-    const snap = await new SnapshotStore(kv).load(host);
-    assert.ok("vms" in snap, "a snapshot was written");
-    assert.equal(
-      snap.vms.some((v) => v.vmId === vmId),
-      false,
-      "the snapshot drops it too",
-    );
-
-    // The destroy delivered again (same commandId; another Nats-Msg-Id, or the stream's
-    // de-duplication would drop it): decided on an empty VM, its append conflicts, and the
-    // reloaded history says it already has its outcome.
-    const duplicates = worker.stats.duplicates;
-    const body = {
-      type: "vm.destroy",
-      version: 1,
-      commandId: destroy.commandId,
-      vmId,
-      issuedAt: new Date().toISOString(),
-    };
-    await jetstream(h.nc).publish(
-      namesFor(h.prefix).cmd(host, vmId),
-      new TextEncoder().encode(JSON.stringify(body)),
-      { msgID: `${destroy.commandId}-again` },
-    );
-    await eventually(
-      () => (worker.stats.duplicates > duplicates ? true : undefined),
-      15_000,
-      "the repeated destroy to be seen as a duplicate",
-    );
-    assert.equal((await h.client.history(host, vmId)).length, history, "no second outcome");
-
-    const again = await h.client.send(host, { type: "vm.prepare", vmId, spec: SPEC });
-    assert.equal(again.outcome.type, "vm.prepared", "a destroyed VM's id may be prepared again");
-    assert.equal(worker.registry?.get(vmId).state, "prepared");
   });
 
   it("records changes no command explains (a guest power-off, a crash) as vm.state-observed", async () => {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Command, type VmEvent } from "../../../src/contracts/index.js";
-import { decide, emptyVm, evolve, succeeded, type Vm } from "../../../src/domain/index.js";
+import { decide, emptyVm } from "../../../src/domain/index.js";
 import type { EventStore } from "../../../src/event-store/event-store.js";
 import { silentLogger } from "../../../src/observability/logger.js";
 import { VmRegistry, type ViewWriter } from "../../../src/worker/vm-registry.js";
@@ -116,92 +116,5 @@ describe("VmRegistry: the vms view behind the VMs", () => {
     await reg.flushView();
     assert.equal(writes.length, 250, "every record is written");
     assert.equal(afterFirstTurn, 100, "the first turn sent 100 records, not all 250");
-  });
-
-  /** Applies a VM's prepare, then (with `destroy`) its destroy, all at `at`; the last one may stay an intent. */
-  function lifecycle(
-    reg: VmRegistry,
-    vmId: string,
-    at: Date,
-    opts: { destroy?: "done" | "intent"; writeView?: boolean },
-  ): void {
-    let vm: Vm = emptyVm(vmId, "h1");
-    const step = (type: "vm.prepare" | "vm.destroy", outcome: boolean, n: number) => {
-      const command = Command.parse({
-        type,
-        version: 1,
-        commandId: `${vmId}-c${n}`,
-        vmId,
-        issuedAt: at.toISOString(),
-        ...(type === "vm.prepare"
-          ? { spec: { name: vmId, imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 } }
-          : {}),
-      });
-      const d = decide(command, vm, { now: at });
-      assert.equal(d.kind, "accept");
-      const apply = (e: VmEvent) => {
-        vm = evolve(vm, e, vm.version + 1);
-        reg.apply(e, vm.version, { writeView: opts.writeView ?? false });
-      };
-      apply(d.event);
-      if (!outcome) return;
-      const handle = {
-        id: vmId,
-        name: vmId,
-        backend: "noop" as const,
-        workDir: `noop://${vmId}`,
-        vcpus: 1,
-        memoryMb: 256,
-        network: { type: "user" as const },
-        uefi: false,
-      };
-      apply(
-        succeeded(
-          vm,
-          command,
-          command.type === "vm.prepare" ? { handle, spec: command.spec } : { handle },
-          { now: at },
-        ),
-      );
-    };
-    step("vm.prepare", true, 0);
-    if (opts.destroy) step("vm.destroy", opts.destroy === "done", 1);
-  }
-
-  it("forgets destroyed VMs older than the cut-off, and only those", () => {
-    const reg = new VmRegistry("h1", noStore, undefined, silentLogger());
-    const now = Date.now();
-    const hoursAgo = (h: number) => new Date(now - h * 3_600_000);
-    lifecycle(reg, "old", hoursAgo(2), { destroy: "done" });
-    lifecycle(reg, "recent", hoursAgo(0.1), { destroy: "done" });
-    lifecycle(reg, "alive", hoursAgo(2), {});
-    lifecycle(reg, "destroying", hoursAgo(2), { destroy: "intent" });
-    reg.changedSinceSnapshot.clear();
-
-    assert.equal(reg.forgetDestroyed(hoursAgo(1)), 1);
-    assert.deepEqual(
-      reg
-        .all()
-        .map((v) => v.vmId)
-        .sort(),
-      ["alive", "destroying", "recent"],
-    );
-    assert.equal(reg.has("old"), false);
-    assert.equal(reg.get("old").state, null, "a forgotten VM reads as one with no history");
-    assert.deepEqual([...reg.changedSinceSnapshot], ["old"], "so the next snapshot drops it");
-    assert.equal(reg.forgetDestroyed(hoursAgo(1)), 0, "nothing twice");
-  });
-
-  it("keeps a destroyed VM whose view record is not written yet", async () => {
-    const view = new RecordingView();
-    const reg = new VmRegistry("h1", noStore, view, silentLogger());
-    lifecycle(reg, "old", new Date(Date.now() - 7_200_000), { destroy: "done", writeView: true });
-    assert.equal(reg.forgetDestroyed(new Date(Date.now() - 3_600_000)), 0);
-    await reg.flushView();
-    assert.deepEqual(
-      view.batches.flatMap((b) => b.ids),
-      ["old"],
-    );
-    assert.equal(reg.forgetDestroyed(new Date(Date.now() - 3_600_000)), 1);
   });
 });

@@ -273,6 +273,7 @@ export class Worker {
         log.info({ reason: snap.reason }, "no usable snapshot: replaying the whole history");
       else from = snap;
     }
+    // The replay and the reconcile check the stop themselves (and throw its reason).
     const replay = await registry.replayAll(from, this.#stopWhileStarting.signal);
     this.stats.replayMs = performance.now() - began;
     this.stats.replayedEvents = replay.count;
@@ -286,7 +287,6 @@ export class Worker {
       },
       "replayed the host's event stream",
     );
-    this.#stepDone();
 
     this.#reconciler = new Reconciler(ctx, (vmId, make) => this.appendSerial(vmId, make));
     const rec = await this.#reconciler.reconcileAll({
@@ -295,7 +295,6 @@ export class Worker {
     });
     this.replayed = true;
     log.info(rec, "reconciled VMs with the backends");
-    this.#stepDone();
     void registry.flushView();
 
     this.#unwatch = this.router.watch((c) => this.#onObserved(c));

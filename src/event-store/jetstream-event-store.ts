@@ -68,7 +68,6 @@ export class JetStreamEventStore implements EventStore {
             "event-store::conflict",
             `VM ${event.vmId} moved on: expected ${expectedSeq}, found ${actual}`,
             {
-              retryable: true,
               cause: e,
               details: { expected: expectedSeq, actual },
             },
@@ -79,7 +78,6 @@ export class JetStreamEventStore implements EventStore {
             "event-store::append-failed",
             `could not append ${event.type} for ${event.vmId}: ${(e as Error).message}`,
             {
-              retryable: true,
               cause: e,
             },
           );
@@ -163,7 +161,6 @@ export class JetStreamEventStore implements EventStore {
         throw new VmqError(
           "event-store::replay-stalled",
           `replay of ${filter} stopped at ${lastSeq} with ${pending} events left`,
-          { retryable: true },
         );
       }
     }

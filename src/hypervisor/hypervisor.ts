@@ -41,10 +41,23 @@ export interface ObservedChange {
 }
 export type ChangeListener = (change: ObservedChange) => void;
 
+/** What a console session does with the VM's output and with the console's end. */
+export interface ConsoleHandlers {
+  onData(bytes: Uint8Array): void;
+  /** The console ended on the VM's side (closed) or broke (error); never after close(). */
+  onClose(why: "closed" | "error"): void;
+}
+
+/** An open serial console: bytes to the guest, and the end of the session. */
+export interface ConsoleConnection {
+  write(bytes: Uint8Array): void;
+  close(): void;
+}
+
 /**
  * The Hypervisor contract, mirroring the seed trait (prepare, start, stop with a timeout,
- * suspend, resume, destroy, state, guestIp, consoleEndpoint) plus capabilities, cancellation
- * and observed changes. Implementations throw VmqError with `hypervisor::*`/`<backend>::*` codes.
+ * suspend, resume, destroy, state, guestIp, consoleEndpoint) plus capabilities, cancellation,
+ * an opened console and observed changes. Implementations throw VmqError with `hypervisor::*`/`<backend>::*` codes.
  */
 export interface Hypervisor {
   readonly tag: BackendTag;
@@ -60,7 +73,17 @@ export interface Hypervisor {
   /** The state the backend reports now; `unknown` when it cannot tell. */
   state(vm: VmHandle, opts?: CallOptions): Promise<VmState>;
   guestIp(vm: VmHandle, opts?: CallOptions): Promise<string>;
+  /** Where the console is (the `console` query answers with it). */
   consoleEndpoint(vm: VmHandle): ConsoleEndpoint;
+  /**
+   * Opens the VM's serial console (QEMU: its unix socket; Propolis: its websocket); a backend
+   * without one refuses with console::unavailable. Handlers are attached before any byte flows.
+   */
+  openConsole(
+    vm: VmHandle,
+    handlers: ConsoleHandlers,
+    opts?: CallOptions,
+  ): Promise<ConsoleConnection>;
   /**
    * The handle this backend recorded for `vmId` in its own files, or undefined: lets a
    * restarted worker record a prepare that finished in the backend but whose outcome it never

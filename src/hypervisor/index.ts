@@ -5,6 +5,8 @@ export type {
   StopResult,
   ObservedChange,
   ChangeListener,
+  ConsoleHandlers,
+  ConsoleConnection,
 } from "./hypervisor.js";
 export { HypervisorRouter } from "./router.js";
 export {

@@ -10,6 +10,8 @@ import { HypervisorError } from "./errors.js";
 import type {
   CallOptions,
   ChangeListener,
+  ConsoleConnection,
+  ConsoleHandlers,
   Hypervisor,
   StopOptions,
   StopResult,
@@ -95,6 +97,13 @@ export class HypervisorRouter {
   }
   consoleEndpoint(vm: VmHandle): ConsoleEndpoint {
     return this.backend(vm.backend).consoleEndpoint(vm);
+  }
+  async openConsole(
+    vm: VmHandle,
+    handlers: ConsoleHandlers,
+    opts?: CallOptions,
+  ): Promise<ConsoleConnection> {
+    return this.backend(vm.backend).openConsole(vm, handlers, opts);
   }
   /** The handle `tag`'s backend recorded for vmId, when it keeps records (see Hypervisor). */
   async recorded(tag: BackendTag, vmId: string, opts?: CallOptions): Promise<VmHandle | undefined> {

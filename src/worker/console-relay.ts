@@ -1,19 +1,13 @@
 import { randomUUID } from "node:crypto";
-import { createConnection } from "node:net";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { isValidId } from "../contracts/index.js";
-import { connectSerial } from "../hypervisor/backends/propolis/propolis-serial.js";
+import type { ConsoleConnection } from "../hypervisor/index.js";
 import { toVmqError, VmqError } from "../lib/errors.js";
 import type { WorkerContext } from "./context.js";
 
 const encoder = new TextEncoder();
 /** A session with no ping from its client for this long is closed. */
 const IDLE_MS = 30_000;
-
-interface Pipe {
-  write(data: Uint8Array): void;
-  close(): void;
-}
 
 /**
  * Relays a VM's serial console over NATS, so an operator need not log into the host:
@@ -53,18 +47,18 @@ async function open(
   if (!vm?.handle || vm.state === null || vm.state === "destroyed") {
     throw new VmqError("vm::not-found", `VM ${vmId} is not on host ${ctx.host}`);
   }
-  const ep = ctx.router.consoleEndpoint(vm.handle);
   const session = randomUUID().slice(0, 12);
   const base = `${ctx.names.consoleSubject(ctx.host, vmId)}.${session}`;
   const subs: Subscription[] = [];
   let idle: NodeJS.Timeout | undefined;
   let closed = false;
+  let pipe: ConsoleConnection | undefined = undefined; // set once the console is open
   const finish = (why: string) => {
     if (closed) return;
     closed = true;
     clearTimeout(idle);
     subs.forEach((s) => s.unsubscribe());
-    pipe.close();
+    pipe?.close();
     nc.publish(`${base}.closed`, encoder.encode(why));
     ctx.log.info({ vmId, session, why }, "console session closed");
   };
@@ -73,34 +67,15 @@ async function open(
     idle = setTimeout(() => finish("idle"), IDLE_MS);
     idle.unref();
   };
-  const onData = (d: Uint8Array) => nc.publish(`${base}.out`, d);
-
-  let pipe: Pipe;
-  if (ep.type === "unix-socket") {
-    const sock = createConnection(ep.path);
-    await new Promise<void>((resolve, reject) => {
-      sock.once("connect", resolve);
-      sock.once("error", reject);
-    });
-    sock.on("data", onData);
-    sock.on("close", () => finish("console closed"));
-    sock.on("error", () => finish("console error"));
-    pipe = { write: (d) => sock.write(d), close: () => sock.destroy() };
-  } else if (ep.type === "websocket" && vm.handle.propolisAddr) {
-    const ws = await connectSerial(vm.handle.propolisAddr);
-    ws.on("message", (d: Buffer, isBinary: boolean) => {
-      if (isBinary) onData(d);
-    });
-    ws.on("close", () => finish("console closed"));
-    pipe = { write: (d) => ws.send(d), close: () => ws.close() };
-  } else {
-    throw new VmqError(
-      "console::unavailable",
-      `VM ${vmId}'s backend (${vm.handle.backend}) has no serial console`,
-    );
-  }
+  // The backend opens its own kind of console (unix socket, websocket) or refuses.
+  const conn = await ctx.router.openConsole(vm.handle, {
+    onData: (d) => nc.publish(`${base}.out`, d),
+    onClose: (why) => finish(`console ${why}`),
+  });
+  pipe = conn;
+  if (closed) throw new VmqError("console::unavailable", `VM ${vmId}'s console ended as it opened`);
   subs.push(
-    nc.subscribe(`${base}.in`, { callback: (_e, m) => (touch(), pipe.write(m.data)) }),
+    nc.subscribe(`${base}.in`, { callback: (_e, m) => (touch(), conn.write(m.data)) }),
     nc.subscribe(`${base}.ping`, { callback: () => touch() }),
     nc.subscribe(`${base}.close`, { callback: () => finish("client closed") }),
   );

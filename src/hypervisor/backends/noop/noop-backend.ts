@@ -22,6 +22,7 @@ import { checkAborted, HypervisorError, type HypervisorErrorCode } from "../../e
 import type {
   CallOptions,
   ChangeListener,
+  ConsoleConnection,
   Hypervisor,
   StopOptions,
   StopResult,
@@ -94,7 +95,12 @@ export class NoopBackend implements Hypervisor {
     code: HypervisorErrorCode = "hypervisor::injected",
     opts: { retryable?: boolean; ops?: NoopOperation[] } = {},
   ): void {
-    this.#faults.push({ remaining: count, code, retryable: opts.retryable ?? true, ops: opts.ops });
+    this.#faults.push({
+      remaining: count,
+      code,
+      retryable: opts.retryable ?? true,
+      ops: opts.ops,
+    });
   }
   /** Guests (all, or the one named) ignore the graceful stop: stop waits out its timeout, then escalates. */
   hangStop(on = true, vmId?: string): void {
@@ -260,6 +266,14 @@ export class NoopBackend implements Hypervisor {
 
   consoleEndpoint(): ConsoleEndpoint {
     return { type: "none" };
+  }
+
+  async openConsole(vm: VmHandle): Promise<ConsoleConnection> {
+    await Promise.resolve();
+    throw new HypervisorError(
+      "console::unavailable",
+      `VM ${vm.id}'s backend (${this.tag}) has no serial console`,
+    );
   }
 
   async adopt(vm: VmHandle): Promise<void> {

@@ -25,6 +25,8 @@ import { checkAborted, HypervisorError } from "../../errors.js";
 import type {
   CallOptions,
   ChangeListener,
+  ConsoleConnection,
+  ConsoleHandlers,
   Hypervisor,
   ObservedChange,
   StopOptions,
@@ -43,7 +45,7 @@ import {
 } from "./illumos.js";
 import type { InstanceState } from "./propolis-api.js";
 import { parseAddr, PropolisClient } from "./propolis-client.js";
-import { serialUrl } from "./propolis-serial.js";
+import { openSerialConsole, serialUrl } from "./propolis-serial.js";
 import { buildEnsureRequest } from "./propolis-spec.js";
 import { PropolisStateMonitor, type MonitorUpdate } from "./propolis-state-monitor.js";
 
@@ -205,7 +207,9 @@ export class PropolisBackend implements Hypervisor {
     const undo: { what: string; run: () => Promise<unknown> }[] = [];
     let step = "work dir";
     try {
-      await mkdir(this.#opts.workRoot ?? "/var/lib/vmq/propolis", { recursive: true });
+      await mkdir(this.#opts.workRoot ?? "/var/lib/vmq/propolis", {
+        recursive: true,
+      });
       await mkdir(workDir, { mode: 0o700 });
       undo.push({
         what: `work dir ${workDir}`,
@@ -230,7 +234,10 @@ export class PropolisBackend implements Hypervisor {
       step = "zonecfg";
       checkAborted(opts.signal, `prepare of ${vmId}`);
       const cfgFile = join(workDir, "zonecfg.cmd");
-      const attrs: Record<string, string> = { "vmq-propolis-addr": addr, "vmq-vm-id": vmId };
+      const attrs: Record<string, string> = {
+        "vmq-propolis-addr": addr,
+        "vmq-vm-id": vmId,
+      };
       if (this.#opts.bootromPath !== undefined) attrs["vmq-bootrom"] = this.#opts.bootromPath;
       await writeFile(
         cfgFile,
@@ -504,7 +511,10 @@ export class PropolisBackend implements Hypervisor {
         opts.timeoutMs,
         opts.signal,
       );
-      return { handle: rec.handle, how: this.#opts.orderlyStopHow ?? "sigterm" };
+      return {
+        handle: rec.handle,
+        how: this.#opts.orderlyStopHow ?? "sigterm",
+      };
     } catch (e) {
       if (!isVmqError(e, "propolis::timeout")) throw e;
       if (opts.force === "never") {
@@ -646,6 +656,23 @@ export class PropolisBackend implements Hypervisor {
   consoleEndpoint(vm: VmHandle): ConsoleEndpoint {
     if (vm.propolisAddr === undefined) return { type: "none" };
     return { type: "websocket", url: serialUrl(vm.propolisAddr) };
+  }
+
+  async openConsole(
+    vm: VmHandle,
+    handlers: ConsoleHandlers,
+    opts: CallOptions = {},
+  ): Promise<ConsoleConnection> {
+    if (vm.propolisAddr === undefined) {
+      throw new HypervisorError(
+        "console::unavailable",
+        `propolis VM ${vm.id} has no server address, so no serial console`,
+      );
+    }
+    return openSerialConsole(vm.propolisAddr, handlers, {
+      ...opts,
+      ...(this.#opts.apiVersion === undefined ? {} : { apiVersion: this.#opts.apiVersion }),
+    });
   }
 
   /** Re-attaches the monitor to a VM found running after a worker restart. */

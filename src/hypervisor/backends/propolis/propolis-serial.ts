@@ -5,6 +5,8 @@
  */
 import WebSocket from "ws";
 import { HypervisorError } from "../../errors.js";
+import type { CallOptions, ConsoleConnection, ConsoleHandlers } from "../../hypervisor.js";
+import { endOnce } from "../shared/console.js";
 import { PROPOLIS_API_VERSION } from "./propolis-api.js";
 import { parseAddr } from "./propolis-client.js";
 
@@ -95,4 +97,27 @@ export function connectSerial(addr: string, q: SerialConnectOptions = {}): Promi
       );
     });
   });
+}
+
+/** The console as a Hypervisor console: guest bytes to onData, binary frames to the guest. */
+export async function openSerialConsole(
+  addr: string,
+  handlers: ConsoleHandlers,
+  opts: CallOptions & { apiVersion?: string } = {},
+): Promise<ConsoleConnection> {
+  const end = endOnce(handlers);
+  const ws = await connectSerial(addr, {
+    onData: (bytes) => handlers.onData(bytes),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.apiVersion === undefined ? {} : { apiVersion: opts.apiVersion }),
+  });
+  ws.on("close", () => end.ended("closed"));
+  ws.on("error", () => undefined); // a close follows; that is the end reported
+  return {
+    write: (bytes) => ws.send(bytes),
+    close: () => {
+      end.closedByUs();
+      ws.close();
+    },
+  };
 }

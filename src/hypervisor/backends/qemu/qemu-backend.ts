@@ -31,6 +31,8 @@ import { checkAborted, HypervisorError } from "../../errors.js";
 import type {
   CallOptions,
   ChangeListener,
+  ConsoleConnection,
+  ConsoleHandlers,
   Hypervisor,
   ObservedChange,
   StopOptions,
@@ -42,6 +44,7 @@ import {
   type Accelerator,
   type AcceleratorChoice,
 } from "./accelerator.js";
+import { openUnixConsole } from "../shared/console.js";
 import { lookupTapIp } from "./guest-ip.js";
 import { isOurQemu, readPidFile, signalOurQemu, waitForExit } from "./process.js";
 import { buildQemuArgs } from "./qemu-command-line.js";
@@ -152,7 +155,11 @@ export class QemuBackend implements Hypervisor {
       ipTimeoutMs: opts.ipTimeoutMs ?? 60_000,
     };
     this.#log?.info(
-      { accelerator: this.accelerator, cpuModel: this.cpuModel, reason: this.acceleratorReason },
+      {
+        accelerator: this.accelerator,
+        cpuModel: this.cpuModel,
+        reason: this.acceleratorReason,
+      },
       "qemu backend: accelerator chosen",
     );
   }
@@ -274,7 +281,12 @@ export class QemuBackend implements Hypervisor {
           `qemu VM ${vm.id} is already running (pid ${live})`,
         );
       }
-      let handle: VmHandle = { ...vm, workDir: p.dir, qmpSocket: p.qmp, consoleSocket: p.console };
+      let handle: VmHandle = {
+        ...vm,
+        workDir: p.dir,
+        qmpSocket: p.qmp,
+        consoleSocket: p.console,
+      };
       if (
         handle.network.type === "user" &&
         (handle.sshHostPort === undefined || !(await portFree(handle.sshHostPort)))
@@ -337,7 +349,10 @@ export class QemuBackend implements Hypervisor {
             );
           }
           if (this.#o.vnc) {
-            const v = await m.client.execute<{ host?: string; service?: string }>("query-vnc");
+            const v = await m.client.execute<{
+              host?: string;
+              service?: string;
+            }>("query-vnc");
             if (v.host && v.service) handle = { ...handle, vncAddr: `${v.host}:${v.service}` };
           }
         } finally {
@@ -586,6 +601,15 @@ export class QemuBackend implements Hypervisor {
     return { type: "unix-socket", path: this.#paths(vm.id).console };
   }
 
+  /** The serial console's unix socket (QEMU's chardev server). */
+  async openConsole(
+    vm: VmHandle,
+    handlers: ConsoleHandlers,
+    opts: CallOptions = {},
+  ): Promise<ConsoleConnection> {
+    return openUnixConsole(this.#paths(vm.id).console, vm.id, handlers, opts);
+  }
+
   /** Finds a QEMU that outlived a worker again (pid file + /proc identity) and watches it. */
   async adopt(vm: VmHandle, opts: CallOptions = {}): Promise<void> {
     checkAborted(opts.signal, "qemu adopt");
@@ -594,7 +618,13 @@ export class QemuBackend implements Hypervisor {
     const pid = await this.#livePid(vm.id);
     if (pid === undefined) return;
     const m = await this.#monitor(vm.id, pid);
-    m.handle = { ...vm, pid, workDir: p.dir, qmpSocket: p.qmp, consoleSocket: p.console };
+    m.handle = {
+      ...vm,
+      pid,
+      workDir: p.dir,
+      qmpSocket: p.qmp,
+      consoleSocket: p.console,
+    };
     this.#log?.info({ vmId: vm.id, pid }, "qemu: adopted a running VM");
   }
 
@@ -756,7 +786,9 @@ export class QemuBackend implements Hypervisor {
   /** vm.json: the handle, for adoption by a restarted worker (whole file, then rename). */
   async #record(handle: VmHandle): Promise<void> {
     const { record } = this.#paths(handle.id);
-    await writeFile(`${record}.tmp`, `${JSON.stringify(handle, null, 2)}\n`, { mode: 0o600 });
+    await writeFile(`${record}.tmp`, `${JSON.stringify(handle, null, 2)}\n`, {
+      mode: 0o600,
+    });
     await rename(`${record}.tmp`, record);
   }
 

@@ -351,7 +351,7 @@ async function walkAll(dir: string): Promise<string[]> {
 
 /** Kills every QEMU still running under a test's dataDir (pid file + /proc proof), then removes it. */
 export async function cleanupDataDir(dataDir: string): Promise<void> {
-  const { vmPaths } = await import("../../src/hypervisor/backends/qemu/qemu-backend.js");
+  const { vmPaths } = await import("../../src/hypervisor/backends/qemu/index.js");
   const { readPidFile, signalOurQemu, waitForExit } =
     await import("../../src/hypervisor/backends/qemu/process.js");
   // A backend's own data dir, or a worker's (whose QEMU VMs live under <data-dir>/qemu).

@@ -1,0 +1,307 @@
+/**
+ * The illumos side of a VM: its zone (whose boot runs one propolis-server), the ZFS clone of
+ * its image, its work dir (cloud-init seed, zonecfg file) and its server's address. prepare
+ * checks every step and undoes the completed ones, in reverse, when one fails; teardown
+ * removes whatever of it exists.
+ */
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { ID_PATTERN } from "../../../contracts/ids.js";
+import type { VmHandle, VmSpec } from "../../../contracts/index.js";
+import { isVmqError, VmqError } from "../../../lib/errors.js";
+import { checkAborted, HypervisorError } from "../../errors.js";
+import type { CommandRunner } from "./command-runner.js";
+import {
+  checkDataset,
+  checkSafeValue,
+  checkSnapshot,
+  checkZoneName,
+  datasetExists,
+  zonecfgScript,
+  zoneState,
+  type ZoneState,
+} from "./illumos.js";
+import { parseAddr } from "./propolis-client.js";
+import type { PropolisOptions } from "./propolis-options.js";
+
+const invalid = (msg: string) => new HypervisorError("hypervisor::invalid-state", msg);
+const sig = (signal: AbortSignal | undefined) => (signal ? { signal } : {});
+
+export class ZoneProvisioner {
+  readonly #o: PropolisOptions;
+  readonly #runner: CommandRunner;
+  readonly #usedPorts = new Set<number>();
+
+  constructor(o: PropolisOptions, runner: CommandRunner) {
+    this.#o = o;
+    this.#runner = runner;
+    checkDataset(o.vmsDataset, "VM parent dataset");
+    checkDataset(o.imagesDataset, "image dataset");
+    checkSafeValue(o.zonesRoot, "zonesRoot");
+    checkSafeValue(o.workRoot, "workRoot");
+  }
+
+  zoneName(vmId: string): string {
+    if (!ID_PATTERN.test(vmId)) {
+      throw new HypervisorError("hypervisor::invalid-path", `bad vmId ${JSON.stringify(vmId)}`);
+    }
+    const prefix = this.#o.zonePrefix;
+    const name = `${prefix}${vmId}`;
+    if (name.length <= 63) return checkZoneName(name);
+    // Too long for a zone name: keep it unique with a hash of the full id.
+    const h = [...vmId].reduce((a, c) => (a * 33 + c.charCodeAt(0)) >>> 0, 5381).toString(16);
+    return checkZoneName(`${prefix}${vmId.slice(0, 63 - prefix.length - h.length - 1)}-${h}`);
+  }
+
+  /** The VM's disk: a clone of its image under vmsDataset. */
+  dataset(vmId: string): string {
+    return `${this.#o.vmsDataset}/${vmId}`;
+  }
+
+  zoneState(vmId: string, signal?: AbortSignal): Promise<ZoneState> {
+    return zoneState(this.#runner, this.zoneName(vmId), sig(signal));
+  }
+
+  /** Creates the zone, its disk and its work dir; returns the VM's handle. */
+  async provision(vmId: string, spec: VmSpec, signal?: AbortSignal): Promise<VmHandle> {
+    const zone = this.zoneName(vmId);
+    const vnic = vnicOf(spec);
+    const image = this.#imageSnapshot(spec.imagePath);
+    const dataset = this.dataset(vmId);
+    const workDir = this.#workDir(vmId);
+    const zonepath = `${this.#o.zonesRoot}/${zone}`;
+    const run = sig(signal);
+
+    // Never adopt or "continue" over leftovers: they belong to someone else or to a failed run.
+    if ((await zoneState(this.#runner, zone, run)) !== "absent") {
+      throw invalid(`zone ${zone} already exists; destroy ${vmId} first`);
+    }
+    if (await datasetExists(this.#runner, dataset, run)) {
+      throw invalid(`dataset ${dataset} already exists; destroy ${vmId} first`);
+    }
+    const addr = await this.#allocate(vmId);
+
+    const undo: { what: string; run: () => Promise<unknown> }[] = [];
+    let step = "work dir";
+    try {
+      await mkdir(this.#o.workRoot, { recursive: true });
+      await mkdir(workDir, { mode: 0o700 });
+      undo.push({
+        what: `work dir ${workDir}`,
+        run: () => rm(workDir, { recursive: true, force: true }),
+      });
+
+      step = "zfs clone";
+      checkAborted(signal, `prepare of ${vmId}`);
+      await this.#runner.run("zfs", ["clone", image, dataset], run);
+      undo.push({
+        what: `dataset ${dataset}`,
+        run: () => this.#runner.run("zfs", ["destroy", "-r", dataset]),
+      });
+
+      let seedIsoPath: string | undefined;
+      if (spec.cloudInit !== undefined || spec.ssh !== undefined) {
+        step = "cloud-init seed";
+        checkAborted(signal, `prepare of ${vmId}`);
+        seedIsoPath = await this.#writeSeed(vmId, spec, workDir, signal);
+      }
+
+      step = "zonecfg";
+      checkAborted(signal, `prepare of ${vmId}`);
+      const cfgFile = join(workDir, "zonecfg.cmd");
+      const attrs: Record<string, string> = { "vmq-propolis-addr": addr, "vmq-vm-id": vmId };
+      if (this.#o.bootromPath !== undefined) attrs["vmq-bootrom"] = this.#o.bootromPath;
+      await writeFile(
+        cfgFile,
+        zonecfgScript({
+          brand: this.#o.zoneBrand,
+          zonepath,
+          ...(vnic === undefined ? {} : { vnic }),
+          devices: [`/dev/zvol/rdsk/${dataset}`],
+          mounts: seedIsoPath === undefined ? [] : [{ dir: "/vmq", special: workDir }],
+          attrs,
+        }),
+        { mode: 0o600 },
+      );
+      await this.#runner.run("zonecfg", ["-z", zone, "-f", cfgFile], run);
+      undo.push({
+        what: `zone ${zone} (configured)`,
+        run: () => this.#runner.run("zonecfg", ["-z", zone, "delete", "-F"]),
+      });
+
+      step = "zone install";
+      checkAborted(signal, `prepare of ${vmId}`);
+      await this.#runner.run("zoneadm", ["-z", zone, "install"], run);
+      undo.push({
+        what: `zone ${zone} (installed)`,
+        run: () => this.#runner.run("zoneadm", ["-z", zone, "uninstall", "-F"]),
+      });
+      checkAborted(signal, `prepare of ${vmId}`);
+
+      return {
+        id: vmId,
+        name: spec.name,
+        backend: "propolis",
+        workDir,
+        overlayPath: `/dev/zvol/rdsk/${dataset}`,
+        ...(seedIsoPath === undefined ? {} : { seedIsoPath }),
+        vcpus: spec.vcpus,
+        memoryMb: spec.memoryMb,
+        ...(spec.diskGb === undefined ? {} : { diskGb: spec.diskGb }),
+        network: spec.network,
+        uefi: spec.uefi,
+        propolisAddr: addr,
+        zoneName: zone,
+      };
+    } catch (e) {
+      const left = await compensate(undo);
+      this.releaseAddress(addr);
+      throw prepareError(e, vmId, step, left);
+    }
+  }
+
+  /** Removes the (halted) zone, the disk and the work dir; what is already gone is fine. */
+  async teardown(vm: VmHandle, zs: ZoneState, signal?: AbortSignal): Promise<void> {
+    const zone = this.zoneName(vm.id);
+    if (zs !== "absent" && zs !== "configured") {
+      await this.#runner.run("zoneadm", ["-z", zone, "uninstall", "-F"], sig(signal));
+    }
+    if (zs !== "absent")
+      await this.#runner.run("zonecfg", ["-z", zone, "delete", "-F"], sig(signal));
+    const dataset = this.dataset(vm.id);
+    const z = await this.#runner.run("zfs", ["destroy", "-r", dataset], {
+      ...sig(signal),
+      allowFailure: true,
+    });
+    if (z.exitCode !== 0 && !/does not exist/i.test(z.stderr)) {
+      throw new HypervisorError(
+        "image::zfs-failed",
+        `zfs destroy -r ${dataset} failed: ${z.stderr.trim()}`,
+        { details: { stderr: z.stderr, exitCode: z.exitCode } },
+      );
+    }
+    await rm(this.#workDir(vm.id), { recursive: true, force: true });
+    if (vm.propolisAddr !== undefined) this.releaseAddress(vm.propolisAddr);
+  }
+
+  /** Halts the zone: the propolis-server process dies with it. */
+  async haltZone(vmId: string, signal?: AbortSignal): Promise<void> {
+    await this.#runner.run("zoneadm", ["-z", this.zoneName(vmId), "halt"], sig(signal));
+  }
+
+  async bootZone(vmId: string, signal?: AbortSignal): Promise<void> {
+    await this.#runner.run("zoneadm", ["-z", this.zoneName(vmId), "boot"], sig(signal));
+  }
+
+  /** Marks a server address in use (a VM found again after a restart holds its port). */
+  claimAddress(addr: string): void {
+    this.#usedPorts.add(parseAddr(addr).port);
+  }
+
+  releaseAddress(addr: string): void {
+    try {
+      this.#usedPorts.delete(parseAddr(addr).port);
+    } catch {
+      // an address we never parsed was never reserved
+    }
+  }
+
+  #workDir(vmId: string): string {
+    return join(this.#o.workRoot, vmId);
+  }
+
+  #imageSnapshot(imagePath: string): string {
+    const withDataset = imagePath.includes("/")
+      ? imagePath
+      : `${this.#o.imagesDataset}/${imagePath}`;
+    const full = withDataset.includes("@")
+      ? withDataset
+      : `${withDataset}@${this.#o.imageSnapshot}`;
+    return checkSnapshot(full);
+  }
+
+  async #allocate(vmId: string): Promise<string> {
+    const addr = this.#o.allocateAddress
+      ? await this.#o.allocateAddress(vmId)
+      : this.#nextAddress();
+    const { port } = parseAddr(addr);
+    checkSafeValue(addr, "propolis address");
+    this.#usedPorts.add(port);
+    return addr;
+  }
+
+  #nextAddress(): string {
+    const host = this.#o.listenHost;
+    for (let p = this.#o.basePort; p < 65536; p++) {
+      if (!this.#usedPorts.has(p)) return host.includes(":") ? `[${host}]:${p}` : `${host}:${p}`;
+    }
+    throw new HypervisorError("hypervisor::failed", "no free propolis-server port left");
+  }
+
+  async #writeSeed(vmId: string, spec: VmSpec, workDir: string, signal?: AbortSignal) {
+    const ci = spec.cloudInit;
+    const userData =
+      ci?.userData ??
+      (spec.ssh
+        ? `#cloud-config\nusers:\n  - name: ${spec.ssh.user}\n    ssh_authorized_keys:\n      - ${JSON.stringify(spec.ssh.publicKey)}\n`
+        : "#cloud-config\n");
+    const metaData = `instance-id: ${ci?.instanceId ?? vmId}\nlocal-hostname: ${ci?.hostname ?? vmId}\n`;
+    const ud = join(workDir, "user-data");
+    const md = join(workDir, "meta-data");
+    await writeFile(ud, userData, { mode: 0o600 });
+    await writeFile(md, metaData, { mode: 0o600 });
+    const iso = join(workDir, "seed.iso");
+    await this.#runner.run(
+      "mkisofs",
+      ["-output", iso, "-volid", "cidata", "-joliet", "-rock", ud, md],
+      sig(signal),
+    );
+    // propolis-server sees the work dir through the read-only lofs mount at /vmq.
+    return "/vmq/seed.iso";
+  }
+}
+
+function vnicOf(spec: VmSpec): string | undefined {
+  switch (spec.network.type) {
+    case "none":
+      return undefined;
+    case "vnic":
+      return checkSafeValue(spec.network.name, "vnic");
+    default:
+      throw new HypervisorError(
+        "hypervisor::unsupported",
+        `propolis VMs take network "vnic" or "none", not "${spec.network.type}"`,
+      );
+  }
+}
+
+/** Runs the undo steps in reverse; returns what could not be removed. */
+async function compensate(
+  undo: { what: string; run: () => Promise<unknown> }[],
+): Promise<string[]> {
+  const left: string[] = [];
+  for (const u of [...undo].reverse()) {
+    try {
+      await u.run();
+    } catch (e) {
+      left.push(`${u.what}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  return left;
+}
+
+function prepareError(e: unknown, vmId: string, step: string, left: string[]): VmqError {
+  const base = isVmqError(e)
+    ? e
+    : new HypervisorError("hypervisor::failed", `${step} failed: ${String(e)}`, { cause: e });
+  const message =
+    left.length === 0
+      ? `prepare of ${vmId} failed at ${step}: ${base.message} (completed steps were undone)`
+      : `prepare of ${vmId} failed at ${step}: ${base.message}; cleanup failed, left behind: ${left.join("; ")}`;
+  return new VmqError(base.code, message, {
+    // Exception to the table: what was left behind must be cleaned up before a retry.
+    retryable: base.retryable && left.length === 0,
+    cause: e,
+    details: { ...base.details, failedStep: step, leftBehind: left },
+  });
+}

@@ -18,7 +18,7 @@ const dist = (path: string): string => {
 };
 
 export const { Worker } = (await import(dist("worker/worker.js"))) as typeof WorkerModule;
-export const { HypervisorRouter, NoopBackend } = (await import(
+export const { FaultyBackend, HypervisorRouter, NoopBackend } = (await import(
   dist("hypervisor/index.js")
 )) as typeof Hypervisor;
 export const { createLogger, silentLogger } = (await import(

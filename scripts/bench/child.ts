@@ -7,7 +7,7 @@
  *  - profile: run until `commands` outcomes are recorded (for --cpu-prof), print the window.
  */
 import { createInterface } from "node:readline";
-import { NoopBackend } from "./built.js";
+import { FaultyBackend, NoopBackend } from "./built.js";
 import { makeWorker } from "./vmq.js";
 import { recoveryHandle } from "./recovery-data.js";
 import { waitFor } from "./common.js";
@@ -59,11 +59,14 @@ async function recovery(a: ChildArgs): Promise<void> {
   const vms = a.vms ?? 0;
   gc();
   const rss0 = process.memoryUsage().rss;
-  const noop = new NoopBackend({ latencyMs: 0 });
+  const noop = new NoopBackend();
   for (let i = 0; i < vms; i++) noop.seed(recoveryHandle(i), "stopped");
   gc();
   const before = process.memoryUsage();
-  const { worker } = childWorker(a, { backend: noop, snapshots: a.snapshots ?? "off" });
+  const { worker } = childWorker(a, {
+    backend: new FaultyBackend(noop),
+    snapshots: a.snapshots ?? "off",
+  });
   const t0 = performance.now();
   await worker.start();
   const startMs = performance.now() - t0;

@@ -246,7 +246,7 @@ export function markdown(r: BenchResults): string {
         "`JSON.parse`, publish an intent then an outcome to `X.evt.<host>.<vmId>` with `expect.lastSubjectSequence` (last sequence per VM kept in memory from PubAcks) and a `msgID`, then `ack()`.",
     );
     L.push(
-      '- **vmq**: the real `Worker` from the build (`dist/`, what `vmq worker` runs) in-process, `NoopBackend({ latencyMs: 0 })`, `snapshots: "off"`, `reconcileIntervalMs: 0`, `concurrency: c`, logging as `vmq worker` does by default (pino at `info`, written asynchronously, here to `/dev/null`; what logs cost is measured below).',
+      '- **vmq**: the real `Worker` from the build (`dist/`, what `vmq worker` runs) in-process, `FaultyBackend(NoopBackend, { latencyMs: 0 })`, `snapshots: "off"`, `reconcileIntervalMs: 0`, `concurrency: c`, logging as `vmq worker` does by default (pino at `info`, written asynchronously, here to `/dev/null`; what logs cost is measured below).',
     );
     L.push("");
     const rows = concurrencies(r).map((c) => {

@@ -5,10 +5,11 @@ import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { WorkerConfigInput } from "../../src/config/config.js";
-import type { NoopBackend as NoopBackendType } from "../../src/hypervisor/index.js";
+import type { Hypervisor } from "../../src/hypervisor/index.js";
 import type { Logger } from "../../src/observability/logger.js";
 import type { Worker as WorkerType } from "../../src/worker/worker.js";
 import {
+  FaultyBackend,
   HypervisorRouter,
   NoopBackend,
   Worker,
@@ -56,11 +57,11 @@ export function makeWorker(
     concurrency: number;
     latencyMs?: number;
     log?: LogMode;
-    backend?: NoopBackendType;
+    backend?: Hypervisor;
   } & Partial<WorkerConfigInput>,
-): { worker: WorkerType; noop: NoopBackendType } {
+): { worker: WorkerType; noop: Hypervisor } {
   const { url, latencyMs, log, backend, ...rest } = opts;
-  const noop = backend ?? new NoopBackend({ latencyMs: latencyMs ?? 0 });
+  const noop = backend ?? new FaultyBackend(new NoopBackend(), { latencyMs: latencyMs ?? 0 });
   const worker = new Worker(
     {
       nats: url,

@@ -11,7 +11,7 @@ import { writeSync } from "node:fs";
 export const FAILPOINTS = [
   "before-intent",
   "after-intent",
-  /** Inside a backend lifecycle call, before its effect (the noop backend only). */
+  /** Inside a backend lifecycle call, before its effect (a backend wrapped in FaultyBackend). */
   "mid-backend",
   /** The backend call has returned, its outcome is not recorded yet. */
   "in-backend",

@@ -1,6 +1,7 @@
 import { resolve } from "node:path";
 import type { ResolvedConfig } from "../config/config.js";
 import {
+  FaultyBackend,
   HypervisorRouter,
   NoopBackend,
   PropolisBackend,
@@ -15,10 +16,11 @@ export function buildRouter(config: ResolvedConfig, log: Logger): HypervisorRout
   const backends: Hypervisor[] = config.backends.map((tag) => {
     switch (tag) {
       case "noop":
-        return new NoopBackend({
-          latencyMs: config.noopLatencyMs,
-          ...(config.noopStateDir ? { stateDir: config.noopStateDir } : {}),
-        });
+        // Wrapped for --noop-latency-ms and the chaos tests' mid-backend failpoint.
+        return new FaultyBackend(
+          new NoopBackend(config.noopStateDir ? { stateDir: config.noopStateDir } : {}),
+          { latencyMs: config.noopLatencyMs },
+        );
       case "qemu": {
         const qemu = new QemuBackend({
           dataDir: resolve(config.dataDir, "qemu"),

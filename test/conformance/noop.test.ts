@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { NoopBackend } from "../../src/hypervisor/index.js";
+import { FaultyBackend, NoopBackend } from "../../src/hypervisor/index.js";
 import { hypervisorConformance } from "./hypervisor.conformance.js";
 
 const spec = {
@@ -10,23 +10,31 @@ const spec = {
   network: { type: "user" as const },
   uefi: false,
 };
+const vmId = (n: string) => `${n}-${randomUUID().slice(0, 8)}`;
 
-hypervisorConformance("noop", async () => {
-  const backend = new NoopBackend();
+/** The Noop as the worker runs it: wrapped in fault injection (stubborn guests, vanishing VMs). */
+hypervisorConformance("noop (in fault injection)", async () => {
+  const backend = new FaultyBackend(new NoopBackend());
   await Promise.resolve();
   return {
     backend,
     spec,
     stubborn: { spec, setup: (id) => backend.hangStop(true, id) },
-    vmId: (n) => `${n}-${randomUUID().slice(0, 8)}`,
+    vmId,
   };
 });
 
 hypervisorConformance("noop without suspend, with latency", async () => {
+  const backend = new FaultyBackend(new NoopBackend({ suspend: false }), { latencyMs: 5 });
   await Promise.resolve();
   return {
-    backend: new NoopBackend({ suspend: false, latencyMs: 5 }),
+    backend,
     spec,
-    vmId: (n) => `${n}-${randomUUID().slice(0, 8)}`,
+    vmId,
   };
+});
+
+hypervisorConformance("noop alone", async () => {
+  await Promise.resolve();
+  return { backend: new NoopBackend(), spec, vmId };
 });

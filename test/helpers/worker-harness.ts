@@ -5,8 +5,10 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { VmqClient } from "../../src/client/index.js";
 import type { WorkerConfigInput } from "../../src/config/config.js";
 import {
+  FaultyBackend,
   HypervisorRouter,
   NoopBackend,
+  type FaultOptions,
   type Hypervisor,
   type NoopOptions,
 } from "../../src/hypervisor/index.js";
@@ -15,6 +17,18 @@ import { Worker } from "../../src/worker/worker.js";
 import { NatsServer, testPrefix, type NatsServerOptions } from "./nats-server.js";
 
 export const SPEC = { name: "web", imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 };
+
+/** The Noop backend in fault injection (failNext, hangStop, vanish, latencyMs, calls): `noop`. */
+export type TestNoop = FaultyBackend<NoopBackend>;
+
+/** A Noop backend wrapped for tests; its own state (peek, seed) is at `.inner`. */
+export function testNoop(opts: NoopOptions & FaultOptions = {}): TestNoop {
+  const { latencyMs, keepCalls, ...noop } = opts;
+  return new FaultyBackend(new NoopBackend(noop), {
+    ...(latencyMs === undefined ? {} : { latencyMs }),
+    ...(keepCalls === undefined ? {} : { keepCalls }),
+  });
+}
 
 /** A nats-server, an in-process worker on a Noop backend, and a scheduler-side client. */
 export class Harness {
@@ -43,14 +57,14 @@ export class Harness {
 
   async worker(
     opts: Partial<WorkerConfigInput> & {
-      noop?: NoopOptions;
-      backend?: NoopBackend;
+      noop?: NoopOptions & FaultOptions;
+      backend?: TestNoop;
       /** Other backends beside the Noop (e.g. Propolis on fakes). */
       extra?: Hypervisor[];
     } = {},
-  ): Promise<{ worker: Worker; noop: NoopBackend }> {
+  ): Promise<{ worker: Worker; noop: TestNoop }> {
     const { noop: noopOpts, backend, extra, ...config } = opts;
-    const noop = backend ?? new NoopBackend(noopOpts);
+    const noop = backend ?? testNoop(noopOpts);
     const worker = new Worker(
       {
         nats: this.server.url,

@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import type { NoopBackend } from "../../src/hypervisor/index.js";
 import type { Worker } from "../../src/worker/worker.js";
-import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
+import { Harness, SPEC, eventually, type TestNoop } from "../helpers/worker-harness.js";
 
 describe("fault: backends that hang, crawl or fail", { timeout: 120_000 }, () => {
   let h: Harness;
-  let noop: NoopBackend;
+  let noop: TestNoop;
   let worker: Worker;
   before(async () => {
     h = await Harness.start();

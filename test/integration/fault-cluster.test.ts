@@ -7,12 +7,12 @@ import { after, before, describe, it } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { VmqClient, type CommandBody } from "../../src/client/index.js";
-import { HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
+import { HypervisorRouter } from "../../src/hypervisor/index.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { Worker } from "../../src/worker/worker.js";
 import { NatsCluster } from "../helpers/nats-cluster.js";
 import { testPrefix } from "../helpers/nats-server.js";
-import { SPEC, eventually } from "../helpers/worker-harness.js";
+import { SPEC, eventually, testNoop } from "../helpers/worker-harness.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -53,7 +53,7 @@ describe(
           ackWaitMs: 5_000,
         },
         {
-          router: new HypervisorRouter([new NoopBackend({ latencyMs: 5 })]),
+          router: new HypervisorRouter([testNoop({ latencyMs: 5 })]),
           logger: silentLogger(),
         },
       );

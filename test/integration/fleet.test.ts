@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { VmEvent } from "../../src/contracts/index.js";
-import type { NoopBackend } from "../../src/hypervisor/index.js";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
+import { Harness, SPEC, eventually, type TestNoop } from "../helpers/worker-harness.js";
 import { WorkerProcess } from "../helpers/worker-process.js";
 
 const HOSTS = ["fa", "fb", "fc"];
@@ -15,7 +14,7 @@ describe(
   { timeout: 240_000 },
   () => {
     let h: Harness;
-    const backends = new Map<string, NoopBackend>();
+    const backends = new Map<string, TestNoop>();
     before(async () => {
       h = await Harness.start();
       for (const host of HOSTS) {

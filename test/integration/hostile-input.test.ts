@@ -16,9 +16,8 @@ import {
   parseCommand,
   type CommandInput,
 } from "../../src/contracts/index.js";
-import type { NoopBackend } from "../../src/hypervisor/index.js";
 import type { Worker } from "../../src/worker/worker.js";
-import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
+import { Harness, SPEC, eventually, type TestNoop } from "../helpers/worker-harness.js";
 
 const SEED = Number(process.env.VMQ_HOSTILE_SEED ?? 20261125);
 const BAD_COUNT = Number(process.env.VMQ_HOSTILE_COUNT ?? 2500);
@@ -394,7 +393,7 @@ async function readStream(
 describe("hostile input: a generated corpus of bad commands", { timeout: 180_000 }, () => {
   let h: Harness;
   let worker: Worker;
-  let noop: NoopBackend;
+  let noop: TestNoop;
   let jsm: JetStreamManager;
   before(async () => {
     h = await Harness.start();

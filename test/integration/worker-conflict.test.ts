@@ -1,13 +1,12 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import type { NoopBackend } from "../../src/hypervisor/index.js";
 import type { Worker } from "../../src/worker/worker.js";
-import { Harness, SPEC } from "../helpers/worker-harness.js";
+import { Harness, SPEC, type TestNoop } from "../helpers/worker-harness.js";
 
 describe("worker: another writer touched the VM (a sequence conflict)", () => {
   let h: Harness;
   let worker: Worker;
-  let noop: NoopBackend;
+  let noop: TestNoop;
   before(async () => {
     h = await Harness.start();
     ({ worker, noop } = await h.worker());

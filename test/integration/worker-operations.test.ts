@@ -7,7 +7,7 @@ import { HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
 import { isVmqError } from "../../src/lib/errors.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { Worker } from "../../src/worker/worker.js";
-import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
+import { Harness, SPEC, eventually, testNoop } from "../helpers/worker-harness.js";
 import { testPrefix } from "../helpers/nats-server.js";
 
 describe("worker operations", { timeout: 120_000 }, () => {
@@ -64,7 +64,7 @@ describe("worker operations", { timeout: 120_000 }, () => {
     const host = "sws";
     const vmId = "sws-1";
     const vms = 24; // more than the reconcile's 16 at a time
-    const noop = new NoopBackend();
+    const noop = testNoop();
     const { worker: first } = await h.worker({ host, backend: noop });
     for (let i = 1; i <= vms; i++)
       await h.client.send(host, { type: "vm.prepare", vmId: `sws-${i}`, spec: SPEC });
@@ -145,8 +145,8 @@ describe("worker operations", { timeout: 120_000 }, () => {
       await h.client.send("obs", { type: "vm.prepare", vmId: id, spec: SPEC });
       await h.client.send("obs", { type: "vm.start", vmId: id });
     }
-    noop.vanish("obs-1", "guest-poweroff");
-    noop.vanish("obs-2", "crash");
+    await noop.vanish("obs-1", "guest-poweroff");
+    await noop.vanish("obs-2", "crash");
     for (const [id, guest] of [
       ["obs-1", true],
       ["obs-2", false],
@@ -218,7 +218,7 @@ describe("worker operations", { timeout: 120_000 }, () => {
   });
 
   it("a drain that times out abandons the command with its intent kept; the next worker resumes it", async () => {
-    const noop = new NoopBackend({ latencyMs: 0 });
+    const noop = testNoop();
     const first = await h.worker({ host: "ab", backend: noop, drainTimeoutMs: 200 });
     await h.client.send("ab", { type: "vm.prepare", vmId: "ab-1", spec: SPEC });
     noop.latencyMs = 3_000;
@@ -249,11 +249,11 @@ describe("worker operations", { timeout: 120_000 }, () => {
       const v = await h.client.get("ab-1");
       return v?.pending === null ? v : undefined;
     });
-    assert.equal(view.state, noop.peek("ab-1") === "running" ? "running" : "prepared");
+    assert.equal(view.state, noop.inner.peek("ab-1") === "running" ? "running" : "prepared");
   });
 
   it("an unreachable backend at start-up makes a running VM unknown, never failed, and touches nothing", async () => {
-    const noop = new NoopBackend();
+    const noop = testNoop();
     const w1 = await h.worker({ host: "un", backend: noop });
     await h.client.send("un", { type: "vm.prepare", vmId: "un-1", spec: SPEC });
     await h.client.send("un", { type: "vm.start", vmId: "un-1" });
@@ -270,7 +270,7 @@ describe("worker operations", { timeout: 120_000 }, () => {
       ["state"],
       "only asked, never acted",
     );
-    assert.equal(noop.peek("un-1"), "running");
+    assert.equal(noop.inner.peek("un-1"), "running");
   });
 
   it("dead-letters a command that exhausted its deliveries (e.g. the worker died on it each time)", async () => {

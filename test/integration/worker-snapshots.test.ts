@@ -3,9 +3,8 @@ import { after, before, describe, it } from "node:test";
 import { Kvm } from "@nats-io/kv";
 import { emptyVm, toView, type Vm } from "../../src/domain/index.js";
 import { SnapshotStore } from "../../src/event-store/snapshots.js";
-import { NoopBackend } from "../../src/hypervisor/index.js";
 import type { Worker } from "../../src/worker/worker.js";
-import { Harness, SPEC } from "../helpers/worker-harness.js";
+import { Harness, SPEC, testNoop } from "../helpers/worker-harness.js";
 
 const SPEC_FULL = { ...SPEC, network: { type: "user" as const }, uefi: false };
 const SPEC_HANDLE = {
@@ -30,7 +29,7 @@ describe(
   { timeout: 120_000 },
   () => {
     let h: Harness;
-    const noop = new NoopBackend();
+    const noop = testNoop();
     before(async () => {
       h = await Harness.start();
     });

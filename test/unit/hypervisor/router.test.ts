@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { HypervisorRouter, NoopBackend } from "../../../src/hypervisor/index.js";
+import { FaultyBackend, HypervisorRouter, NoopBackend } from "../../../src/hypervisor/index.js";
 import { expectCode } from "../../conformance/hypervisor.conformance.js";
 
 const spec = {
@@ -12,18 +12,14 @@ const spec = {
   uefi: false,
 };
 
-/** Noop backends posing as other tags, to see where the router sends calls. */
-const TaggedNoop = NoopBackend;
-class FakeQemu extends NoopBackend {
-  constructor() {
-    super({ tag: "qemu", suspend: false });
-  }
-}
+/** Noop backends (posing as other tags), their calls logged, to see where the router sends calls. */
+const TaggedNoop = () => new FaultyBackend(new NoopBackend());
+const FakeQemu = () => new FaultyBackend(new NoopBackend({ tag: "qemu", suspend: false }));
 
 describe("HypervisorRouter", () => {
   it("sends prepare to spec.backend, or to the default", async () => {
-    const noop = new TaggedNoop();
-    const qemu = new FakeQemu();
+    const noop = TaggedNoop();
+    const qemu = FakeQemu();
     const r = new HypervisorRouter([noop, qemu], "qemu");
     await r.prepare("a", spec);
     assert.deepEqual(
@@ -37,8 +33,17 @@ describe("HypervisorRouter", () => {
     );
   });
 
+  it("opens the console of the handle's backend, which may refuse it", async () => {
+    const r = new HypervisorRouter([TaggedNoop()]);
+    const h = await r.prepare("c", spec);
+    await expectCode(
+      r.openConsole(h, { onData: () => undefined, onClose: () => undefined }),
+      "console::unavailable",
+    );
+  });
+
   it("dispatches every other call on the handle's tag", async () => {
-    const noop = new NoopBackend();
+    const noop = TaggedNoop();
     const r = new HypervisorRouter([noop]);
     const h = await r.prepare("a", spec);
     await r.start(h);
@@ -73,7 +78,7 @@ describe("HypervisorRouter", () => {
   });
 
   it("refuses suspend on a backend without the capability before touching it", async () => {
-    const q = new FakeQemu();
+    const q = FakeQemu();
     const r = new HypervisorRouter([q]);
     const h = await r.prepare("a", spec);
     await assert.rejects(
@@ -88,36 +93,5 @@ describe("HypervisorRouter", () => {
 
   it("refuses a default backend that is not configured", () => {
     assert.throws(() => new HypervisorRouter([new NoopBackend()], "qemu"), /not configured/);
-  });
-});
-
-describe("NoopBackend fault injection", () => {
-  it("fails the next N calls with the given code, then recovers", async () => {
-    const b = new NoopBackend();
-    b.failNext(2, "hypervisor::timeout", { ops: ["prepare"] });
-    await expectCode(b.prepare("a", spec), "hypervisor::timeout");
-    await expectCode(b.prepare("a", spec), "hypervisor::timeout");
-    const h = await b.prepare("a", spec);
-    assert.equal(await b.state(h), "prepared");
-  });
-
-  it("reports a vanished VM to watchers and in its state", async () => {
-    const b = new NoopBackend();
-    const seen: string[] = [];
-    b.watch((c) => seen.push(`${c.vmId}:${c.state}:${c.guestInitiated ? "guest" : "crash"}`));
-    const h = await b.start(await b.prepare("a", spec));
-    b.vanish("a");
-    assert.deepEqual(seen, ["a:stopped:crash"]);
-    assert.equal(await b.state(h), "stopped");
-  });
-
-  it("an unreachable backend fails every call as retryable", async () => {
-    const b = new NoopBackend();
-    b.setUnreachable();
-    await assert.rejects(
-      async () => b.prepare("a", spec),
-      (e: Error & { code?: string; retryable?: boolean }) =>
-        e.code === "hypervisor::unreachable" && e.retryable === true,
-    );
   });
 });

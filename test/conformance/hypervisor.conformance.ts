@@ -1,12 +1,20 @@
 /**
  * The suite every Hypervisor backend must pass: lifecycle, illegal transitions, idempotent
- * destroy, stop timeout honoured, state after every call. Each backend's *.test.ts calls
+ * destroy, stop timeout honoured, state after every call, and observed changes that are only
+ * what happened behind the backend's back. Each backend's *.test.ts calls
  * hypervisorConformance() with a fixture.
  */
 import assert from "node:assert/strict";
 import { describe, it, before, after } from "node:test";
-import type { StopHow, VmSpec } from "../../src/contracts/index.js";
-import type { Hypervisor } from "../../src/hypervisor/index.js";
+import { setTimeout as delay } from "node:timers/promises";
+import type {
+  ObservationSource,
+  StopHow,
+  VmHandle,
+  VmSpec,
+  VmState,
+} from "../../src/contracts/index.js";
+import type { Hypervisor, ObservedChange } from "../../src/hypervisor/index.js";
 import { isVmqError } from "../../src/lib/errors.js";
 
 export interface ConformanceFixture {
@@ -22,6 +30,14 @@ export interface ConformanceFixture {
   gracefulHow?: StopHow;
   /** How long a boot may take (TCG is slow); default 60 s. */
   bootTimeoutMs?: number;
+  /**
+   * A way to change a running VM behind the backend's back (kill its process, power it off
+   * from the guest, change it in a fake server), and what `watch` must then report.
+   */
+  outside?: {
+    change: (vm: VmHandle) => Promise<void> | void;
+    expect: { state: VmState; source: ObservationSource; guestInitiated: boolean };
+  };
 }
 
 export async function expectCode(p: Promise<unknown>, codes: string | string[]): Promise<void> {
@@ -34,6 +50,19 @@ export async function expectCode(p: Promise<unknown>, codes: string | string[]):
 }
 
 const stopOpts = (timeoutMs = 20_000) => ({ timeoutMs, force: "after-timeout" as const });
+
+/** Long enough for a late effect of our own calls to show (Propolis's halt runs on). */
+const SETTLE_MS = 300;
+
+async function first<T>(what: string, f: () => T | undefined, ms = 30_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await delay(25);
+  }
+}
 
 export function hypervisorConformance(
   name: string,
@@ -162,6 +191,48 @@ export function hypervisorConformance(
       assert.equal(r.how, "forced");
       assert.equal(await b.state(r.handle), "stopped");
       await b.destroy(r.handle, stopOpts(5_000));
+    });
+
+    it("reports through watch what happens behind its back, never what its own calls do", async (t) => {
+      const f = get(t);
+      if (!f) return;
+      const b = f.backend;
+      if (!b.watch) {
+        t.skip(`${name} observes no changes (no watch)`);
+        return;
+      }
+      if (!f.outside) {
+        t.skip(`${name}: the fixture has no way to change a VM behind the backend's back`);
+        return;
+      }
+      const id = f.vmId("observe");
+      const seen: ObservedChange[] = [];
+      const off = b.watch((c) => {
+        if (c.vmId === id) seen.push(c);
+      });
+      try {
+        // Every call of ours changes the VM; none of it is an observation.
+        let h = await b.start(await b.prepare(id, f.spec));
+        if (b.capabilities().suspend) h = await b.resume(await b.suspend(h));
+        h = (await b.stop(h, stopOpts(f.bootTimeoutMs ?? 60_000))).handle;
+        h = await b.start(h);
+        await delay(SETTLE_MS);
+        assert.deepEqual(seen, [], "start, suspend, resume and stop are not observations");
+
+        await f.outside.change(h);
+        const c = await first<ObservedChange>("the change made outside", () => seen[0]);
+        assert.equal(c.backend, b.tag);
+        assert.equal(c.state, f.outside.expect.state);
+        assert.equal(c.source, f.outside.expect.source);
+        assert.equal(c.guestInitiated ?? false, f.outside.expect.guestInitiated);
+        assert.equal(await b.state(h), f.outside.expect.state, "state() agrees with the report");
+
+        await b.destroy(await b.start(c.handle ?? h), stopOpts(5_000));
+        await delay(SETTLE_MS);
+        assert.equal(seen.length, 1, "nor is a destroy of a running VM (only the outside change)");
+      } finally {
+        off();
+      }
     });
 
     it("cancels a call whose signal has already fired, touching nothing", async (t) => {

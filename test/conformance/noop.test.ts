@@ -20,6 +20,10 @@ hypervisorConformance("noop (in fault injection)", async () => {
     backend,
     spec,
     stubborn: { spec, setup: (id) => backend.hangStop(true, id) },
+    outside: {
+      change: (vm) => backend.vanish(vm.id),
+      expect: { state: "stopped", source: "process", guestInitiated: false },
+    },
     vmId,
   };
 });
@@ -30,6 +34,10 @@ hypervisorConformance("noop without suspend, with latency", async () => {
   return {
     backend,
     spec,
+    outside: {
+      change: (vm) => backend.vanish(vm.id, "guest-poweroff"),
+      expect: { state: "stopped", source: "process", guestInitiated: true },
+    },
     vmId,
   };
 });

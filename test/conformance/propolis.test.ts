@@ -24,6 +24,11 @@ hypervisorConformance("propolis (fake server and zones)", async () => {
       spec,
       setup: (vmId) => fx.onFake.set(vmId, (f) => f.wedgeIn("Stopping")),
     },
+    // In-guest power-off: the fake server runs Stopping, Stopped, Destroyed on its own.
+    outside: {
+      change: (vm) => fx.fakes.get(vm.id)?.guestHalt(),
+      expect: { state: "stopped", source: "propolis", guestInitiated: true },
+    },
     vmId: (n) => `${n}-${randomUUID().slice(0, 8)}`,
     cleanup: fx.cleanup,
   };

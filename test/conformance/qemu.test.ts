@@ -31,6 +31,13 @@ hypervisorConformance("qemu", async () => {
     backend,
     spec: spec(guest.image),
     stubborn: { spec: spec(guest.stubbornImage) },
+    // QEMU killed under the guest: the process is gone without a word on QMP.
+    outside: {
+      change: (vm) => {
+        if (vm.pid) process.kill(vm.pid, "SIGKILL");
+      },
+      expect: { state: "stopped", source: "process", guestInitiated: false },
+    },
     vmId: (n) => `${n}-${randomUUID().slice(0, 8)}`,
     bootTimeoutMs: 120_000,
     cleanup: async () => {

@@ -1,0 +1,103 @@
+/**
+ * Per-VM lanes: tasks for one key run strictly one at a time in arrival order; different
+ * keys run in parallel up to `concurrency`. A busy VM never blocks the VMs behind it.
+ */
+export interface LaneTask {
+  run(): Promise<void>;
+  /** Called instead of run() when the lanes are drained before the task started. */
+  abandon(): void;
+}
+
+export class Lanes {
+  readonly #queues = new Map<string, LaneTask[]>();
+  readonly #ready: string[] = [];
+  readonly #active = new Set<string>();
+  #running = 0;
+  #idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly concurrency: number) {}
+
+  get running(): number {
+    return this.#running;
+  }
+
+  get queued(): number {
+    let n = 0;
+    for (const q of this.#queues.values()) n += q.length;
+    return n;
+  }
+
+  push(key: string, task: LaneTask): void {
+    const q = this.#queues.get(key);
+    if (q) q.push(task);
+    else {
+      this.#queues.set(key, [task]);
+      if (!this.#active.has(key)) this.#ready.push(key);
+    }
+    this.#schedule();
+  }
+
+  /**
+   * Runs `fn` in the key's lane (after what is queued there) and resolves with its result, or
+   * with undefined when the lanes are drained before it started.
+   */
+  run<T>(key: string, fn: () => Promise<T>): Promise<T | undefined> {
+    return new Promise((resolve, reject) => {
+      this.push(key, {
+        run: () => fn().then(resolve, reject),
+        abandon: () => resolve(undefined),
+      });
+    });
+  }
+
+  /** Resolves when nothing is queued or running. */
+  idle(): Promise<void> {
+    if (this.#running === 0 && this.#queues.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Removes every task that has not started and calls its abandon(). */
+  abandonQueued(): number {
+    let n = 0;
+    for (const q of this.#queues.values()) {
+      for (const t of q) {
+        t.abandon();
+        n++;
+      }
+    }
+    this.#queues.clear();
+    this.#ready.length = 0;
+    this.#checkIdle();
+    return n;
+  }
+
+  #schedule(): void {
+    while (this.#running < this.concurrency && this.#ready.length > 0) {
+      const key = this.#ready.shift() as string;
+      const q = this.#queues.get(key);
+      const task = q?.shift();
+      if (!task) continue;
+      if (q && q.length === 0) this.#queues.delete(key);
+      this.#active.add(key);
+      this.#running++;
+      void task
+        .run()
+        .catch(() => undefined) // tasks handle their own errors; a lane must never stall
+        .finally(() => {
+          this.#running--;
+          this.#active.delete(key);
+          if (this.#queues.has(key)) this.#ready.push(key);
+          this.#schedule();
+          this.#checkIdle();
+        });
+    }
+  }
+
+  #checkIdle(): void {
+    if (this.#running === 0 && this.#queues.size === 0) {
+      const w = this.#idleWaiters;
+      this.#idleWaiters = [];
+      w.forEach((f) => f());
+    }
+  }
+}

@@ -1,0 +1,95 @@
+import { readFileSync } from "node:fs";
+import {
+  AuthorizationError,
+  connect,
+  credsAuthenticator,
+  nkeyAuthenticator,
+  type ConnectionOptions,
+  type NatsConnection,
+} from "@nats-io/transport-node";
+import type { ResolvedConfig } from "../../config/config.js";
+import { VmqError } from "../../lib/errors.js";
+
+export type ConnectionConfig = Pick<
+  ResolvedConfig,
+  "creds" | "nkeySeed" | "user" | "password" | "token" | "tlsCa" | "tlsCert" | "tlsKey"
+> & { nats?: string | undefined };
+
+/**
+ * NATS connection options from flags/env: creds file, nkey seed, user/password, token, TLS.
+ * `extra` adds client settings of the caller's own (the worker's per-host inbox prefix).
+ */
+export function connectionOptions(
+  c: ConnectionConfig,
+  name: string,
+  extra: Pick<ConnectionOptions, "inboxPrefix"> = {},
+): ConnectionOptions {
+  const opts: ConnectionOptions = {
+    ...extra,
+    servers: (c.nats ?? "nats://127.0.0.1:4222").split(",").map((s) => s.trim()),
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    // nats.js otherwise builds two Errors with stack traces for every request and JetStream
+    // publish, used or not: a fifth of the worker's CPU at load (see docs/benchmark.md).
+    noAsyncTraces: true,
+  };
+  if (c.creds) opts.authenticator = credsAuthenticator(readSecret(c.creds, "--creds"));
+  else if (c.nkeySeed)
+    opts.authenticator = nkeyAuthenticator(
+      new TextEncoder().encode(readSecret(c.nkeySeed, "--nkey-seed").toString("utf8").trim()),
+    );
+  if (c.user !== undefined) opts.user = c.user;
+  if (c.password !== undefined) opts.pass = c.password;
+  if (c.token !== undefined) opts.token = c.token;
+  if (c.tlsCa || c.tlsCert || c.tlsKey) {
+    opts.tls = {
+      ...(c.tlsCa ? { caFile: c.tlsCa } : {}),
+      ...(c.tlsCert ? { certFile: c.tlsCert } : {}),
+      ...(c.tlsKey ? { keyFile: c.tlsKey } : {}),
+    };
+  }
+  return opts;
+}
+
+/** A credentials file, or a config error that names the flag (not "NATS is unreachable"). */
+function readSecret(path: string, flag: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new VmqError(
+      "config::unreadable-file",
+      `cannot read the ${flag} file ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      { cause: e, hint: `Check the path given to ${flag} (or its environment variable).` },
+    );
+  }
+}
+
+/**
+ * Connects, turning a failure into a coded error: refused credentials, TLS, or unreachable
+ * (an unreadable credentials file is a config::unreadable-file error before any connection).
+ */
+export async function connectNats(
+  c: ConnectionConfig,
+  name: string,
+  extra: Pick<ConnectionOptions, "inboxPrefix"> = {},
+): Promise<NatsConnection> {
+  const opts = connectionOptions(c, name, extra);
+  try {
+    return await connect(opts);
+  } catch (e) {
+    const where = (c.nats ?? "nats://127.0.0.1:4222").replace(/\/\/[^@/]*@/, "//"); // no userinfo
+    const text = e instanceof Error ? `${e.message} ${String((e as { code?: unknown }).code)}` : "";
+    const code =
+      e instanceof AuthorizationError || /authori[sz]ation|authentication/i.test(text)
+        ? "nats::auth-failed"
+        : /certificate|tls|ssl|CERT_/i.test(text)
+          ? "nats::tls"
+          : "nats::unreachable";
+    throw new VmqError(
+      code,
+      `cannot connect to NATS at ${where}: ${e instanceof Error ? e.message : String(e)}`,
+      { cause: e, retryable: code === "nats::unreachable" },
+    );
+  }
+}

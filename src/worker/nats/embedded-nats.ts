@@ -1,0 +1,109 @@
+import { existsSync } from "node:fs";
+import { mkdir, readFile, readdir, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
+import { execa } from "execa";
+import { VmqError } from "../../lib/errors.js";
+import type { Logger } from "../../observability/logger.js";
+
+const CANDIDATES = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"];
+
+export interface EmbeddedNats {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * The embedded default: a local `nats-server -js` with its store under the data dir, bound to
+ * loopback, stopped with the worker. One machine works with nothing else installed or running.
+ */
+export async function startEmbeddedNats(
+  dataDir: string,
+  port: number,
+  log: Logger,
+): Promise<EmbeddedNats> {
+  const bin = process.env.NATS_SERVER_BIN ?? CANDIDATES.find((p) => existsSync(p));
+  if (!bin) {
+    throw new VmqError(
+      "nats::server-missing",
+      "no NATS URL was given and nats-server is not installed",
+      {
+        hint: "Run ./setup.sh (installs Debian's nats-server), or pass --nats nats://host:4222.",
+      },
+    );
+  }
+  const store = resolve(dataDir, "nats");
+  const portsDir = resolve(dataDir, "nats-ports");
+  await mkdir(store, { recursive: true });
+  await rm(portsDir, { recursive: true, force: true });
+  await mkdir(portsDir, { recursive: true });
+  const proc = execa(
+    bin,
+    [
+      "-js",
+      "-sd",
+      store,
+      "-a",
+      "127.0.0.1",
+      "-p",
+      String(port === 0 ? -1 : port),
+      "--ports_file_dir",
+      portsDir,
+    ],
+    {
+      reject: false,
+      stdio: ["ignore", "ignore", "pipe"],
+      cleanup: true,
+    },
+  );
+  let stderr = "";
+  proc.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  for (let i = 0; i < 200; i++) {
+    const url = await portsFileUrl(portsDir);
+    if (url) {
+      log.info({ url, store }, "embedded nats-server started");
+      return {
+        url,
+        stop: async () => {
+          proc.kill("SIGTERM");
+          await proc;
+        },
+      };
+    }
+    if (proc.exitCode !== null) break;
+    await delay(50);
+  }
+  proc.kill("SIGKILL");
+  throw new VmqError(
+    "nats::embedded-failed",
+    `the embedded nats-server did not start: ${stderr.trim().split("\n").slice(-3).join(" / ")}`,
+    {
+      hint: `Is port ${port} already in use? Pass --embedded-port 0 for any free port, or --nats to use a running server.`,
+    },
+  );
+}
+
+/**
+ * What nats-server wrote to its ports file in `dir` (`ports_file_dir`): its client URLs and,
+ * with monitoring on, the monitoring ones. Undefined while there is none yet. The server may
+ * still be writing it: half a file reads as undefined, to be read again on the next round.
+ */
+export async function readPortsFile(
+  dir: string,
+): Promise<{ nats?: string[]; monitoring?: string[] } | undefined> {
+  const f = (await readdir(dir).catch(() => [])).find((n) => n.endsWith(".ports"));
+  if (!f) return undefined;
+  try {
+    return JSON.parse(await readFile(join(dir, f), "utf8")) as {
+      nats?: string[];
+      monitoring?: string[];
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The client URL from the ports file in `dir` (see readPortsFile), or undefined. */
+export async function portsFileUrl(dir: string): Promise<string | undefined> {
+  return (await readPortsFile(dir))?.nats?.[0];
+}

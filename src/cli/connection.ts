@@ -4,7 +4,7 @@ import { VmqClient } from "../client/index.js";
 import { WorkerConfig, type WorkerConfigInput } from "../config/config.js";
 import { VmId, describeIssues, names, type Names } from "../contracts/index.js";
 import { isVmqError, toVmqError } from "../lib/errors.js";
-import { connectNats } from "../worker/connect.js";
+import { connectNats } from "../worker/nats/connect.js";
 import { addConfigFlags, configFromFlags, type FlagSelection } from "./config-flags.js";
 import { CliError } from "./errors.js";
 

@@ -11,7 +11,7 @@ import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
 import { registerPermissions } from "./commands/permissions.js";
 import { EXIT_CODES_HELP } from "./connection.js";
-import { VERSION } from "../worker/heartbeat.js";
+import { VERSION } from "../worker/services/heartbeat.js";
 
 /** JetStream's API error code for a stream that does not exist (JetStreamApiCodes.StreamNotFound). */
 const STREAM_NOT_FOUND = 10059;

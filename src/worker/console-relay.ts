@@ -1,10 +1,20 @@
 import { randomUUID } from "node:crypto";
 import { createConnection } from "node:net";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { isValidId } from "../contracts/index.js";
+import { isValidId, type Names } from "../contracts/index.js";
+import type { HypervisorRouter } from "../hypervisor/index.js";
+import type { Logger } from "../observability/logger.js";
 import { connectSerial } from "../hypervisor/backends/propolis/propolis-serial.js";
 import { toVmqError, VmqError } from "../lib/errors.js";
-import type { WorkerContext } from "./context.js";
+import type { VmReader } from "./state/vm-streams.js";
+
+export interface ConsoleDeps {
+  host: string;
+  names: Names;
+  vms: VmReader;
+  router: Pick<HypervisorRouter, "consoleEndpoint">;
+  log: Logger;
+}
 
 const encoder = new TextEncoder();
 /** A session with no ping from its client for this long is closed. */
@@ -21,7 +31,7 @@ interface Pipe {
  * `<session>.out`, the client writes to `<session>.in`, pings `<session>.ping`, ends with
  * `<session>.close`; `<session>.closed` says the worker ended it.
  */
-export function serveConsole(nc: NatsConnection, ctx: WorkerContext): Subscription {
+export function serveConsole(nc: NatsConnection, ctx: ConsoleDeps): Subscription {
   return nc.subscribe(`${ctx.names.prefix}.console.${ctx.host}.*.open`, {
     callback: (err, msg) => {
       if (err) return;
@@ -46,10 +56,10 @@ export function serveConsole(nc: NatsConnection, ctx: WorkerContext): Subscripti
 
 async function open(
   nc: NatsConnection,
-  ctx: WorkerContext,
+  ctx: ConsoleDeps,
   vmId: string,
 ): Promise<{ session: string; subject: string }> {
-  const vm = isValidId(vmId) ? ctx.registry.get(vmId) : undefined;
+  const vm = isValidId(vmId) ? ctx.vms.get(vmId) : undefined;
   if (!vm?.handle || vm.state === null || vm.state === "destroyed") {
     throw new VmqError("vm::not-found", `VM ${vmId} is not on host ${ctx.host}`);
   }

@@ -30,7 +30,8 @@ hypervisorConformance("qemu", async () => {
   return {
     backend,
     spec: spec(guest.image),
-    stubborn: { spec: spec(guest.stubbornImage) },
+    // QEMU itself exits on SIGTERM: a guest that ignores the power button ends there.
+    stubborn: { spec: spec(guest.stubbornImage), how: "sigterm" },
     vmId: (n) => `${n}-${randomUUID().slice(0, 8)}`,
     bootTimeoutMs: 120_000,
     cleanup: async () => {

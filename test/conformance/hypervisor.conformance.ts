@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it, before, after } from "node:test";
-import type { StopHow, VmSpec } from "../../src/contracts/index.js";
+import type { StopHow, VmHandle, VmSpec } from "../../src/contracts/index.js";
 import type { Hypervisor } from "../../src/hypervisor/index.js";
 import { isVmqError } from "../../src/lib/errors.js";
 
@@ -18,6 +18,23 @@ export interface ConformanceFixture {
    * `how` is the step the escalation must record (exactly: a backend that skips a step fails).
    */
   stubborn?: { spec: VmSpec; setup?: (vmId: string) => void; how: StopHow };
+  /**
+   * A VM whose hypervisor process itself is wedged once it runs (QEMU frozen with SIGSTOP acts
+   * on neither the power button nor SIGTERM), to exercise the escalation's last step. `how` is
+   * the step stop must record; `backend` (default: the fixture's) may have short grace periods.
+   */
+  wedged?: {
+    backend?: Hypervisor;
+    spec: VmSpec;
+    /** Wedges the VM `start` returned. */
+    wedge: (running: VmHandle) => Promise<void>;
+    how: StopHow;
+  };
+  /**
+   * What the backend left running of a VM after an escalated stop (a process, a zone), given
+   * the handle `start` returned; undefined when nothing is left. Checked when provided.
+   */
+  leftover?: (running: VmHandle) => Promise<string | undefined>;
   /** Fresh vmIds per test (backends may share state). */
   vmId: (name: string) => string;
   cleanup?: () => Promise<void>;
@@ -152,8 +169,28 @@ export function hypervisorConformance(
         assert.ok(Date.now() - began >= 450, "stop waited for its timeout before escalating");
         assert.equal(r.how, f.stubborn.how, "the escalation recorded the step that stopped it");
         assert.equal(await b.state(r.handle), "stopped");
+        assert.equal(await f.leftover?.(h), undefined, "nothing of the VM is left running");
         await b.destroy(r.handle, stopOpts(5_000));
       }
+    });
+
+    it("escalates to the last step when the hypervisor process itself ignores the orderly stop", async (t) => {
+      const f = get(t);
+      if (!f) return;
+      if (!f.wedged) {
+        t.skip(`${name} has no wedged-VM fixture (a VM whose process ignores SIGTERM too)`);
+        return;
+      }
+      const b = f.wedged.backend ?? f.backend;
+      const h = await b.start(await b.prepare(f.vmId("wedged"), f.wedged.spec));
+      await f.wedged.wedge(h);
+      const began = Date.now();
+      const r = await b.stop(h, { timeoutMs: 500, force: "after-timeout" });
+      assert.ok(Date.now() - began >= 450, "stop waited for its timeout before escalating");
+      assert.equal(r.how, f.wedged.how, "the escalation recorded the step that stopped it");
+      assert.equal(await b.state(r.handle), "stopped");
+      assert.equal(await f.leftover?.(h), undefined, "nothing of the VM is left running");
+      await b.destroy(r.handle, stopOpts(5_000));
     });
 
     it("stops at once with force: now", async (t) => {

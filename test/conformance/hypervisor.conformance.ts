@@ -8,6 +8,7 @@ import { describe, it, before, after } from "node:test";
 import type { StopHow, VmHandle, VmSpec } from "../../src/contracts/index.js";
 import type { Hypervisor } from "../../src/hypervisor/index.js";
 import { isVmqError } from "../../src/lib/errors.js";
+import { skipWhenMissing, type MissingInput } from "../helpers/required.js";
 
 export interface ConformanceFixture {
   backend: Hypervisor;
@@ -57,18 +58,22 @@ const stopOpts = (timeoutMs = 20_000) => ({ timeoutMs, force: "after-timeout" as
 
 export function hypervisorConformance(
   name: string,
-  make: () => Promise<ConformanceFixture | undefined>,
+  /** The fixture, or what it needs and did not find (each case then fails in CI, else skips). */
+  make: () => Promise<ConformanceFixture | { missing: MissingInput }>,
 ): void {
   describe(`Hypervisor conformance: ${name}`, { concurrency: true }, () => {
     let fx: ConformanceFixture | undefined;
+    let missing: MissingInput | undefined;
     before(async () => {
-      fx = await make();
+      const made = await make();
+      if ("missing" in made) missing = made.missing;
+      else fx = made;
     });
     after(async () => {
       await fx?.cleanup?.();
     });
     const get = (t: { skip: (msg: string) => void }): ConformanceFixture | undefined => {
-      if (!fx) t.skip(`${name}: fixture unavailable (see the skip message above)`);
+      skipWhenMissing(t, missing);
       return fx;
     };
 

@@ -17,7 +17,8 @@ hypervisorConformance("noop", async () => {
   return {
     backend,
     spec,
-    stubborn: { spec, setup: (id) => backend.hangStop(true, id) },
+    // Noop's stubborn guest is stopped after the timeout as if by SIGTERM (noop-backend.ts).
+    stubborn: { spec, setup: (id) => backend.hangStop(true, id), how: "sigterm" },
     vmId: (n) => `${n}-${randomUUID().slice(0, 8)}`,
   };
 });

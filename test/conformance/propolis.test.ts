@@ -20,9 +20,11 @@ hypervisorConformance("propolis (fake server and zones)", async () => {
     spec,
     // Propolis's Stop is an orderly halt by the hypervisor, not an ACPI request to the guest.
     gracefulHow: "sigterm",
+    // A server wedged in Stopping never finishes the Stop: the zone is halted (sigkill).
     stubborn: {
       spec,
       setup: (vmId) => fx.onFake.set(vmId, (f) => f.wedgeIn("Stopping")),
+      how: "sigkill",
     },
     vmId: (n) => `${n}-${randomUUID().slice(0, 8)}`,
     cleanup: fx.cleanup,

@@ -1,6 +1,6 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { commandVmToken } from "../../contracts/index.js";
-import { backoffMs, sleep } from "../../lib/time.js";
+import { retry } from "../../lib/retry.js";
 import type { Logger } from "../../observability/logger.js";
 import type { CommandMessage, Settlement } from "../pipeline/settlement.js";
 import type { Lanes } from "./lanes.js";
@@ -83,42 +83,53 @@ export class CommandConsumer {
   }
 
   async #supervise(first: ConsumerMessages): Promise<void> {
-    let messages: ConsumerMessages | undefined = first;
-    for (let attempt = 0; ; attempt++) {
-      if (messages) {
-        try {
-          for await (const msg of messages) {
-            attempt = 0;
-            this.#dispatch(msg);
-          }
-          if (this.#stop.signal.aborted) return;
-          this.log.warn("the command consumer stopped; starting it again");
-        } catch (e) {
-          if (this.#stop.signal.aborted) return;
-          this.log.error({ err: e }, "the command consumer failed; starting it again");
-        }
+    const stop = this.#stop.signal;
+    for (let m: ConsumerMessages | undefined = first; m; m = await this.#restart()) {
+      try {
+        for await (const msg of m) this.#dispatch(msg);
+        if (stop.aborted) return;
+        this.log.warn("the command consumer stopped; starting it again");
+      } catch (e) {
+        if (stop.aborted) return;
+        this.log.error({ err: e }, "the command consumer failed; starting it again");
       }
       this.running = false;
-      messages = undefined;
-      await sleep(backoffMs(attempt + 1, 250, 10_000), this.#stop.signal).catch(() => undefined);
-      if (this.#stop.signal.aborted) return;
-      try {
-        await this.opts.recreate(this.#resumeAt());
-        if (this.#stop.signal.aborted) return; // stopped while recreating: pull nothing more
-        messages = await this.#open();
-        if (this.#stop.signal.aborted) {
-          // stop() came while this restart was under way: it could not stop what it did not see.
-          messages.stop();
-          this.running = false;
-          return;
-        }
-        this.restarts++;
-        this.opts.onRestart?.();
-        this.log.info({ durable: this.durable }, "consuming commands again");
-      } catch (e) {
-        this.log.warn({ err: e, attempt }, "could not consume commands yet; retrying");
-      }
     }
+  }
+
+  /** Recreates the durable and consumes again, backing off while that fails; undefined once stopped. */
+  async #restart(): Promise<ConsumerMessages | undefined> {
+    const stop = this.#stop.signal;
+    let messages: ConsumerMessages;
+    try {
+      messages = await retry(
+        async () => {
+          await this.opts.recreate(this.#resumeAt());
+          stop.throwIfAborted(); // stopped while recreating: pull nothing more
+          return this.#open();
+        },
+        {
+          baseMs: 250,
+          capMs: 10_000,
+          waitFirst: true,
+          signal: stop,
+          onRetry: (e, attempt) =>
+            this.log.warn({ err: e, attempt }, "could not consume commands yet; retrying"),
+        },
+      );
+    } catch {
+      return undefined; // only a stop ends the retrying
+    }
+    if (stop.aborted) {
+      // stop() came while this restart was under way: it could not stop what it did not see.
+      messages.stop();
+      this.running = false;
+      return undefined;
+    }
+    this.restarts++;
+    this.opts.onRestart?.();
+    this.log.info({ durable: this.durable }, "consuming commands again");
+    return messages;
   }
 
   /** A deleted or missing durable is not coming back by itself: end this consume() so #supervise recreates it. */

@@ -25,16 +25,28 @@ describe("NoopBackend call log", () => {
     assert.deepEqual(noop.calls.at(-1), { op: "guestIp", vmId: "k" }, "the newest call is last");
   });
 
-  it("keeps every call below the bound", async () => {
-    const noop = new NoopBackend();
-    const handle = handleOf("a");
-    noop.seed(handle, "stopped");
-    await noop.state(handle);
-    await noop.start(handle);
-    assert.deepEqual(
-      noop.calls.map((c) => c.op),
-      ["state", "start"],
-    );
+  it("keeps every call below the bound, and beyond it drops only the oldest", async () => {
+    const N = 5;
+    const noop = new NoopBackend({ keepCalls: N });
+    // One VM per call, so each call can be told apart (and its order seen).
+    const made: { op: string; vmId: string }[] = [];
+    for (let k = 1; k <= 6 * N; k++) {
+      const handle = handleOf(`v${k}`);
+      noop.seed(handle, "running");
+      await noop.state(handle);
+      made.push({ op: "state", vmId: `v${k}` });
+      const kept = noop.calls.map((c) => ({ op: c.op, vmId: c.vmId }));
+      if (k <= N) {
+        assert.deepEqual(kept, made, `with ${k} <= keepCalls calls, all are kept, in order`);
+        continue;
+      }
+      assert.ok(
+        kept.length >= N && kept.length <= 2 * N,
+        `after ${k} calls it holds between keepCalls and twice that (has ${kept.length})`,
+      );
+      assert.deepEqual(kept, made.slice(-kept.length), `after ${k} calls: the latest, in order`);
+    }
+    assert.notDeepEqual(noop.calls[0], made[0], "the oldest calls were dropped");
   });
 });
 

@@ -5,7 +5,7 @@ import type { EventStore, StoredEvent } from "./event-store.js";
 /**
  * The EventStore contract in memory, for unit tests of everything above the store (the command
  * pipeline, the reconciler): one global sequence, one history per VM, the expected-sequence
- * check per VM and idempotent appends by eventId. It passes the same conformance suite as the
+ * check per VM, and an eventId appended once. It passes the same conformance suite as the
  * JetStream store (test/conformance/event-store.conformance.ts). Its eventIds stay known for
  * ever, where JetStream forgets them after its duplicate window: callers must not rely on either.
  */
@@ -20,12 +20,18 @@ export class InMemoryEventStore implements EventStore {
   }
 
   append(event: VmEvent, expectedSeq: number): Promise<number> {
-    // Like JetStream, a known eventId is answered with its sequence before the expectation is checked.
-    const known = this.#byEventId.get(event.eventId);
-    if (known !== undefined) return Promise.resolve(known);
     const key = keyOf(event.host, event.vmId);
     const history = this.#byVm.get(key) ?? [];
     const actual = history.at(-1)?.seq ?? 0;
+    // Like JetStream, a known eventId is found before the expectation is checked.
+    if (this.#byEventId.has(event.eventId)) {
+      return Promise.reject(
+        new VmqError("event-store::conflict", `VM ${event.vmId} has ${event.eventId} already`, {
+          retryable: true,
+          details: { expected: expectedSeq, actual, duplicate: true },
+        }),
+      );
+    }
     if (actual !== expectedSeq) {
       return Promise.reject(
         new VmqError(

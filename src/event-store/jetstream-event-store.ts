@@ -6,7 +6,7 @@ import {
 } from "@nats-io/jetstream";
 import type { VmEvent } from "../contracts/index.js";
 import type { Names } from "../contracts/subjects.js";
-import { VmqError } from "../lib/errors.js";
+import { isVmqError, VmqError } from "../lib/errors.js";
 import { retry } from "../lib/retry.js";
 import { untilAborted } from "../lib/time.js";
 import type { EventStore, StoredEvent } from "./event-store.js";
@@ -45,8 +45,8 @@ export class JetStreamEventStore implements EventStore {
     try {
       // The same msgID on a retry makes a publish whose PubAck was lost harmless: the server
       // answers duplicate with the original sequence (checked before the expectation).
-      const publish = async (): Promise<number> =>
-        (this.#publisher
+      const publish = async (attempt: number): Promise<number> => {
+        const ack = this.#publisher
           ? await this.#publisher.publish(subject, data, {
               msgId: event.eventId,
               expectedLastSubjectSeq: expectedSeq,
@@ -56,16 +56,28 @@ export class JetStreamEventStore implements EventStore {
               msgID: event.eventId,
               expect: { lastSubjectSequence: expectedSeq },
               timeout: this.#publishTimeoutMs,
-            })
-        ).seq;
+            });
+        // A duplicate on the first attempt was not ours: the stream had this event before the
+        // call (the caller's VM was stale). On a retry it is our own earlier attempt.
+        if (ack.duplicate && attempt === 1) {
+          throw new VmqError(
+            "event-store::conflict",
+            `VM ${event.vmId} has ${event.eventId} already, at ${ack.seq}`,
+            { retryable: true, details: { expected: expectedSeq, duplicate: true, at: ack.seq } },
+          );
+        }
+        return ack.seq;
+      };
       // Timeouts and no-responders while NATS is away are retried; an API error is an answer.
       return await retry(publish, {
         baseMs: 100,
         capMs: 2_000,
         timeoutMs: this.#appendTimeoutMs,
-        retryIf: (e) => !(e instanceof JetStreamApiError),
+        retryIf: (e) =>
+          !(e instanceof JetStreamApiError) && !isVmqError(e, "event-store::conflict"),
       });
     } catch (e) {
+      if (isVmqError(e, "event-store::conflict")) throw e;
       if (e instanceof JetStreamApiError && e.code === JetStreamApiCodes.StreamWrongLastSequence) {
         const actual = Number(/wrong last sequence: (\d+)/.exec(e.message)?.[1] ?? NaN);
         throw new VmqError(

@@ -1,6 +1,6 @@
 /**
  * The suite every EventStore must pass (the in-memory one and the JetStream one): the
- * expected-sequence check per VM, idempotent appends by eventId, replay of a host from a
+ * expected-sequence check per VM, an eventId appended at most once, replay of a host from a
  * sequence, and an abort that stops a replay. Each store's *.test.ts calls eventStoreConformance().
  */
 import assert from "node:assert/strict";
@@ -91,13 +91,17 @@ export function eventStoreConformance(name: string, make: () => Promise<EventSto
       assert.ok(b > a);
     });
 
-    it("makes an append idempotent by eventId: the same event again returns its sequence and adds nothing", async () => {
+    it("refuses an eventId it holds already as a conflict (the caller's VM was stale), adding nothing", async () => {
       host = nextHost();
       const e = eventOf(host, "v1");
       const a = await fx.store.append(e, 0);
-      // Even with an expectation that is stale now (a retried publish whose ack was lost).
-      const again = await fx.store.append(e, 0);
-      assert.equal(again, a);
+      for (const expected of [0, a]) {
+        await assert.rejects(fx.store.append(e, expected), (err: unknown) => {
+          assert.ok(isVmqError(err, "event-store::conflict"), String(err));
+          assert.equal(err.details?.duplicate, true);
+          return true;
+        });
+      }
       assert.equal((await fx.store.readVm(host, "v1")).length, 1);
     });
 

@@ -15,6 +15,7 @@ import {
 import type { EventStore, StoredEvent } from "../../src/event-store/event-store.js";
 import { InMemoryEventStore } from "../../src/event-store/in-memory-event-store.js";
 import { HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
+import { VmqError } from "../../src/lib/errors.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { CommandHandler } from "../../src/worker/pipeline/command-handler.js";
 import { OrderGate, type CommandLog } from "../../src/worker/pipeline/order-gate.js";
@@ -35,13 +36,20 @@ export class ScriptedStore implements EventStore {
   failWith: Error | undefined;
   /** Runs once before the next append (another writer moving a VM on, say). */
   beforeNextAppend: (() => Promise<void>) | undefined;
+  /** The next append lands, but its caller hears a failure (an acknowledgement lost). */
+  loseNextAck = false;
 
   async append(event: VmEvent, expectedSeq: number): Promise<number> {
     const race = this.beforeNextAppend;
     this.beforeNextAppend = undefined;
     await race?.();
     if (this.failWith) throw this.failWith;
-    return this.inner.append(event, expectedSeq);
+    const seq = await this.inner.append(event, expectedSeq);
+    if (this.loseNextAck) {
+      this.loseNextAck = false;
+      throw new VmqError("event-store::append-failed", "PubAck lost", { retryable: true });
+    }
+    return seq;
   }
   readVm(host: string, vmId: string): Promise<StoredEvent[]> {
     return this.inner.readVm(host, vmId);

@@ -206,6 +206,27 @@ describe("command pipeline: concurrency and recording failures", () => {
     ]);
   });
 
+  it("an intent that landed though its append seemed to fail: the redelivery finds it and resumes, one intent, one call", async () => {
+    const p = pipeline();
+    await prepared(p, "a");
+    const start = command({ type: "vm.start", vmId: "a" });
+    p.store.loseNextAck = true;
+    assert.equal((await p.handler.handle(p.message(start, { seq: 40 }))).kind, "nak");
+    assert.equal(p.streams.get("a").pending, null, "this process did not see its intent land");
+    // The redelivery decides on a stale VM, meets its own intent in the stream, and reloads.
+    assert.deepEqual(await p.handler.handle(p.message(start, { seq: 40, delivery: 2 })), {
+      kind: "ack",
+    });
+    assert.deepEqual(await p.history("a"), [
+      "vm.command-accepted",
+      "vm.prepared",
+      "vm.command-accepted",
+      "vm.started",
+    ]);
+    assert.deepEqual(p.effects(), ["prepare:a", "start:a"]);
+    assert.equal(p.stats.conflicts, 1);
+  });
+
   it("NATS trouble while recording: nak with a growing delay, and the VM's view record is written again", async () => {
     const p = pipeline();
     p.store.failWith = new VmqError("event-store::append-failed", "NATS away", { retryable: true });

@@ -1,12 +1,12 @@
 /**
  * Generated documentation: docs/configuration.md from the worker's config schema (the same
- * source as `vmq worker --help`) and docs/events.md from schemas/. Shared by the generator
- * script and the staleness test.
+ * source as `vmq worker --help`) and docs/events.md from schemas/ and the error-code table.
+ * Shared by the generator script and the staleness test.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { flagSpecs } from "../src/cli/config-flags.js";
-import { COMMAND_SCHEMAS, EVENT_SCHEMAS } from "../src/contracts/index.js";
+import { COMMAND_SCHEMAS, ERROR_CODES, EVENT_SCHEMAS } from "../src/contracts/index.js";
 import { buildSchemas } from "./schemas.js";
 
 const ROOT = join(import.meta.dirname, "..");
@@ -56,6 +56,28 @@ function fieldsTable(schema: JsonSchema, skip: Set<string>): string {
   return rows.length
     ? `| field | type | required | meaning |\n| --- | --- | --- | --- |\n${rows.join("\n")}\n`
     : "No fields beyond the envelope.\n";
+}
+
+/** Every code of ERROR_CODES: what a `code` field of an event, reply or DLQ entry can say. */
+function errorCodesMd(): string {
+  const rows = Object.entries(ERROR_CODES).map(
+    ([code, info]) =>
+      `| \`${code}\` | ${info.retryable ? "yes" : "no"} | ${info.hint.replace(/\|/g, "\\|")} |`,
+  );
+  return `## Error codes
+
+The \`code\` of \`vm.command-rejected\`, \`vm.command-failed\`, a query's error reply and a DLQ
+entry's \`Vmq-Dlq-Code\` is one of these (\`src/contracts/error-codes.ts\`); \`cli::\` and
+\`client::\` codes are the CLI's and the client library's own. "retried" is what the worker does
+with a failure of that code by default: retried with backoff, then sent back to the stream
+until its deadline (yes), or recorded at once (no). Two cases decide otherwise, and say so in
+the event's \`retryable\`: a Propolis HTTP 500 is not retried, and neither is a prepare whose
+cleanup left something behind.
+
+| code | retried | hint |
+| --- | --- | --- |
+${rows.join("\n")}
+`;
 }
 
 export function eventsMd(): string {
@@ -109,7 +131,8 @@ worker to \`<prefix>.evt.<host>.<vmId>\`. A command's outcome is the first event
 \`causationId\` is its \`commandId\` and whose type is not \`vm.command-accepted\`.
 See [the wire contract](../../shared/design/wire-contract.md) for the rules.
 
-${sections.join("\n")}`;
+${sections.join("\n")}
+${errorCodesMd()}`;
 }
 
 export function generatedDocs(): Map<string, string> {

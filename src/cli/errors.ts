@@ -1,9 +1,10 @@
-import { VmqError } from "../lib/errors.js";
+import type { ErrorCode } from "../contracts/index.js";
+import { VmqError, type ReceivedCode } from "../lib/errors.js";
 
 /** An error the CLI prints as one readable line and turns into an exit code. */
 export class CliError extends VmqError {
   constructor(
-    code: string,
+    code: ErrorCode | ReceivedCode,
     message: string,
     hint?: string,
     readonly exitCode = 2,

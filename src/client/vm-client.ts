@@ -26,7 +26,7 @@ import {
   type QueryName,
   type QueryReply,
 } from "../contracts/index.js";
-import { VmqError } from "../lib/errors.js";
+import { receivedCode, VmqError } from "../lib/errors.js";
 import { untilAborted } from "../lib/time.js";
 
 export interface VmqClientOptions {
@@ -382,7 +382,11 @@ export class VmqClient {
   async guestIp(vmId: string, opts: { host?: string } = {}): Promise<string> {
     const r = await this.query(await this.hostOf(vmId, opts.host), vmId, "guest-ip");
     if (!r.ok)
-      throw new VmqError(r.error.code, r.error.message, r.error.hint ? { hint: r.error.hint } : {});
+      throw new VmqError(
+        receivedCode(r.error.code),
+        r.error.message,
+        r.error.hint ? { hint: r.error.hint } : {},
+      );
     return r.ip;
   }
 
@@ -390,7 +394,11 @@ export class VmqClient {
   async consoleEndpoint(vmId: string, opts: { host?: string } = {}): Promise<ConsoleEndpoint> {
     const r = await this.query(await this.hostOf(vmId, opts.host), vmId, "console");
     if (!r.ok)
-      throw new VmqError(r.error.code, r.error.message, r.error.hint ? { hint: r.error.hint } : {});
+      throw new VmqError(
+        receivedCode(r.error.code),
+        r.error.message,
+        r.error.hint ? { hint: r.error.hint } : {},
+      );
     return r.console;
   }
 
@@ -405,7 +413,11 @@ export class VmqClient {
       | { ok: false; error: { code: string; message: string; hint?: string } }
     >();
     if (!r.ok)
-      throw new VmqError(r.error.code, r.error.message, r.error.hint ? { hint: r.error.hint } : {});
+      throw new VmqError(
+        receivedCode(r.error.code),
+        r.error.message,
+        r.error.hint ? { hint: r.error.hint } : {},
+      );
     return new ConsoleSession(this.nc, r.subject);
   }
 }

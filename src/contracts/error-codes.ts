@@ -1,9 +1,19 @@
 /**
- * Every stable error code vmq puts on the wire (events, query replies, DLQ headers), in one
- * table, with the hint an operator reads. Codes are `area::reason`; callers branch on the
- * code, never on a message.
+ * Every stable error code vmq uses, in one closed table: whether trying again may help (the
+ * worker retries on this flag) and the hint a person reads. Codes are `area::reason`; callers
+ * branch on the code, never on a message. test/unit/contracts/error-codes.test.ts proves that
+ * every code in src is here, and that every entry here is used.
  */
+export interface ErrorCodeInfo {
+  /** Whether the same call may succeed later without anyone changing anything. */
+  retryable: boolean;
+  hint: string;
+  /** Named by the wire contract although nothing in this version raises it (why, in words). */
+  reserved?: string;
+}
+
 export const ERROR_CODES = {
+  // ---- commands on the wire (rejections, DLQ) --------------------------------------------
   "command::not-json": { retryable: false, hint: "Publish the command as UTF-8 JSON." },
   "command::too-large": {
     retryable: false,
@@ -41,8 +51,48 @@ export const ERROR_CODES = {
     retryable: true,
     hint: "The backend did not finish in time; check the VM's state.",
   },
+
+  // ---- VMs and the worker's answers -------------------------------------------------------
   "vm::exists": { retryable: false, hint: "Destroy the VM first, or choose another vmId." },
   "vm::not-found": { retryable: false, hint: "Prepare the VM first; check the host and vmId." },
+  "vm::no-handle": {
+    retryable: false,
+    hint: "The VM has not been prepared yet: it has no address or console until it is.",
+  },
+  "query::unknown": {
+    retryable: false,
+    hint: "Ask one of the known queries: get, state, guest-ip, console.",
+  },
+  "console::unavailable": {
+    retryable: false,
+    hint: "The VM's backend has no serial console, or it could not be opened; check the VM runs.",
+  },
+  "worker::interrupted": {
+    retryable: true,
+    hint: "The worker restarted during the command; its effect was read back from the backend.",
+  },
+  "internal::unexpected": {
+    retryable: false,
+    hint: "An error vmq does not know; see the worker's log and report it.",
+  },
+
+  // ---- event store and NATS ---------------------------------------------------------------
+  "event-store::conflict": {
+    retryable: true,
+    hint: "Another writer appended to the VM's stream first; vmq re-reads it and decides again.",
+  },
+  "event-store::append-failed": {
+    retryable: true,
+    hint: "JetStream did not take the event; check the server and the VMQ_EVENTS stream.",
+  },
+  "event-store::replay-stalled": {
+    retryable: true,
+    hint: "Reading the event history kept stopping short; check the NATS server's health.",
+  },
+  "event-store::unreadable-event": {
+    retryable: false,
+    hint: "A newer vmq wrote it, or an upcaster is missing.",
+  },
   "nats::auth-failed": {
     retryable: false,
     hint: "The server refused the credentials: check --user/--password, --token, --nkey-seed or --creds.",
@@ -55,21 +105,114 @@ export const ERROR_CODES = {
     retryable: true,
     hint: "Check --nats (or VMQ_NATS_URL): is nats-server running there and reachable?",
   },
-  "worker::interrupted": {
-    retryable: true,
-    hint: "The worker restarted during the command; its effect was read back from the backend.",
+  "nats::closed": {
+    retryable: false,
+    hint: "The connection was closed while the message waited (the process is shutting down).",
   },
-  "worker::draining": {
+  "nats::no-responders": {
     retryable: true,
-    hint: "The worker is shutting down; the command will run when it is back.",
+    hint: "No stream took the message: is JetStream enabled, and were the streams provisioned?",
   },
+  "nats::timeout": {
+    retryable: true,
+    hint: "The server did not acknowledge in time; it may be overloaded or restarting.",
+  },
+  "nats::bad-reply": {
+    retryable: false,
+    hint: "The server's acknowledgement was malformed; check the nats-server version.",
+  },
+  "nats::incompatible-stream": {
+    retryable: false,
+    hint: "A stream exists with settings vmq cannot use: fix or remove it, or use another --prefix.",
+  },
+  "nats::incompatible-bucket": {
+    retryable: false,
+    hint: "A KV bucket exists with settings vmq cannot use: fix or remove it, or use another --prefix.",
+  },
+  "nats::incompatible-consumer": {
+    retryable: false,
+    hint: "The worker's durable consumer exists with other settings: delete it; its position is kept.",
+  },
+  "nats::not-provisioned": {
+    retryable: false,
+    hint: "No vmq worker has started with this prefix on this NATS yet; check --prefix and --nats.",
+  },
+  "nats::server-missing": {
+    retryable: false,
+    hint: "Run ./setup.sh (installs nats-server), or pass --nats nats://host:4222.",
+  },
+  "nats::embedded-failed": {
+    retryable: false,
+    hint: "The embedded nats-server did not start: is its port taken? Try --embedded-port 0 or --nats.",
+  },
+
+  // ---- configuration and the CLI ----------------------------------------------------------
+  "config::invalid": { retryable: false, hint: "See vmq worker --help for the settings." },
+  "config::unreadable-file": {
+    retryable: false,
+    hint: "Check the path given to the flag (or its environment variable) and its permissions.",
+  },
+  "cli::invalid-vm-id": {
+    retryable: false,
+    hint: "vmIds are 1-64 letters, digits, '-' or '_', starting with a letter or digit.",
+  },
+  "cli::invalid-host": {
+    retryable: false,
+    hint: "Host ids follow the vmId rules: letters, digits, '-' or '_'.",
+  },
+  "cli::invalid-option": { retryable: false, hint: "See the command's --help." },
+  "cli::missing-host": { retryable: false, hint: "Pass --host <id>." },
+  "cli::invalid-spec": {
+    retryable: false,
+    hint: "Give --image (and --vcpus, --memory-mb), or a --spec file; see vmq schemas.",
+  },
+  "cli::unreadable-file": {
+    retryable: false,
+    hint: "Check the file's path and permissions.",
+  },
+  "client::no-host": {
+    retryable: false,
+    hint: "Check vmq hosts: a host must be heartbeating and offer the backend asked for.",
+  },
+  "client::not-accepted": {
+    retryable: false,
+    hint: "No worker took the command in time: is the host's worker running (vmq hosts)?",
+  },
+  "client::outcome-timeout": {
+    retryable: false,
+    hint: "The command was accepted and may still finish; follow it with vmq events.",
+  },
+  "client::unreadable-event": {
+    retryable: false,
+    hint: "A newer vmq wrote it: upgrade this client, or pass onUnreadable to skip such events.",
+  },
+  "client::vm-unknown": {
+    retryable: false,
+    hint: "Pass its host explicitly, or check the vmId (vmq list).",
+  },
+  "dlq::not-found": { retryable: false, hint: "See vmq dlq list." },
+  "dlq::no-subject": {
+    retryable: false,
+    hint: "The entry names no command subject; it cannot be retried, drop it (vmq dlq drop).",
+  },
+  "dlq::still-invalid": {
+    retryable: false,
+    hint: "Pass a fixed command with --payload <file>, or --force to publish it as it is.",
+  },
+  "dlq::already-done": {
+    retryable: false,
+    hint: "Add --new-command-id to run it again as a new command.",
+  },
+  "schemas::not-found": { retryable: false, hint: "vmq schemas lists the known schema files." },
+
+  // ---- hypervisors --------------------------------------------------------------------------
   "hypervisor::unsupported": {
     retryable: false,
     hint: "The VM's backend cannot do this; see the host's capabilities.",
   },
   "hypervisor::backend-unavailable": {
     retryable: false,
-    hint: "Start the worker with this backend configured (--backend).",
+    hint: "Start the worker with this backend configured (--backend), and its tools installed.",
   },
   "hypervisor::invalid-state": {
     retryable: false,
@@ -88,18 +231,135 @@ export const ERROR_CODES = {
     retryable: false,
     hint: "The guest ignored the shutdown request; use force after-timeout or now.",
   },
+  "hypervisor::unreachable": {
+    retryable: true,
+    hint: "The hypervisor could not be reached (or its backend is shutting down); try again.",
+  },
   "hypervisor::injected": {
     retryable: true,
-    hint: "A fault injected by the Noop backend for testing.",
+    hint: "A fault injected on purpose by a test (the fault-injecting backend).",
   },
   "hypervisor::failed": { retryable: false, hint: "See the message and the backend's logs." },
   "hypervisor::invalid-path": {
     retryable: false,
-    hint: "Image paths must resolve inside the configured image roots.",
+    hint: "Paths and names must be plain and resolve inside the configured roots.",
   },
-} as const satisfies Record<string, { retryable: boolean; hint: string }>;
+  "qemu::kvm-unavailable": {
+    retryable: false,
+    hint: "Load the kvm module and give the worker read-write access to /dev/kvm, or use accelerator auto/tcg.",
+  },
+  "qemu::spawn-failed": {
+    retryable: false,
+    hint: "Install qemu-system-x86 (and check /dev/kvm access when using KVM); see console.log in the work dir.",
+  },
+  "qemu::uefi-unavailable": {
+    retryable: false,
+    hint: "Install the ovmf package or set ovmfCode/ovmfVars.",
+  },
+  "qemu::qmp-connect-failed": {
+    retryable: true,
+    hint: "QEMU may have exited or not be ready yet; check the VM's state and console.log in its work dir.",
+  },
+  "qemu::qmp-command-failed": {
+    retryable: false,
+    hint: "QEMU refused the command; the message carries its reason.",
+  },
+  "propolis::unreachable": {
+    retryable: true,
+    hint: "propolis-server did not answer; check the VM's zone is running.",
+  },
+  "propolis::busy": {
+    retryable: true,
+    hint: "propolis-server is still initializing; it is asked again.",
+  },
+  "propolis::timeout": {
+    retryable: true,
+    hint: "The instance did not reach the expected state in time; check it with the state query.",
+  },
+  "propolis::server-error": {
+    retryable: true,
+    hint: "propolis-server failed the request; see its log in the VM's zone.",
+  },
+  "propolis::api-version": {
+    retryable: false,
+    hint: "propolis-server rejects the pinned api-version; run a server that supports it.",
+  },
+  "propolis::bad-request": {
+    retryable: false,
+    hint: "propolis-server refused the request as malformed; the message carries its reason.",
+  },
+  "propolis::bad-response": {
+    retryable: false,
+    hint: "propolis-server answered something vmq does not understand; check its version.",
+  },
+  "propolis::invalid-state": {
+    retryable: false,
+    hint: "The instance is not in a state for this request.",
+  },
+  "propolis::gone": {
+    retryable: false,
+    hint: "The instance was torn down (or migrated away) while vmq used it.",
+  },
+  "propolis::no-instance": {
+    retryable: false,
+    hint: "propolis-server runs but holds no instance yet.",
+  },
+  "propolis::start-failed": {
+    retryable: false,
+    hint: "The instance did not reach Running; see propolis-server's log in the VM's zone.",
+  },
+  "propolis::launch-failed": {
+    retryable: false,
+    hint: "propolis-server could not be launched; check its binary and the zone's brand.",
+  },
+  "zone::command-failed": {
+    retryable: false,
+    hint: "A zone tool (zonecfg, zoneadm, zlogin) failed; the message carries its output.",
+  },
+  "zone::bad-output": {
+    retryable: false,
+    hint: "zoneadm answered something vmq cannot read; check the illumos release.",
+  },
+  "image::not-found": {
+    retryable: false,
+    hint: "Put the base image inside an image root and check the spec's imagePath.",
+  },
+  "image::overlay-failed": {
+    retryable: false,
+    hint: "Check the base image is a disk image QEMU can read (install qemu-utils).",
+  },
+  "image::zfs-failed": {
+    retryable: false,
+    hint: "zfs failed (space, a missing snapshot, permissions); the message carries its output.",
+  },
+  "cloudinit::iso-failed": {
+    retryable: false,
+    hint: "Install genisoimage (or xorriso/mkisofs) to build the cloud-init seed.",
+  },
+  "network::no-free-port": {
+    retryable: true,
+    hint: "Every port for SSH forwarding is taken; destroy unused VMs or free ports.",
+  },
+  "network::ip-discovery-timeout": {
+    retryable: true,
+    hint: "Check the guest got a DHCP lease on the bridge (dnsmasq) and is up.",
+  },
+  "network::no-address": {
+    retryable: true,
+    hint: "The guest has no usable address yet; it may still be booting.",
+  },
+} as const satisfies Record<string, ErrorCodeInfo>;
 
-export type ErrorCode = keyof typeof ERROR_CODES | `${string}::${string}`;
+/** A code of the table: the only codes vmq raises. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+const TABLE: Readonly<Record<string, ErrorCodeInfo | undefined>> = ERROR_CODES;
+
+export const isErrorCode = (code: string): code is ErrorCode => Object.hasOwn(ERROR_CODES, code);
 
 export const hintFor = (code: string): string | undefined =>
-  (ERROR_CODES as Record<string, { hint: string } | undefined>)[code]?.hint;
+  isErrorCode(code) ? TABLE[code]?.hint : undefined;
+
+/** The table's word on retrying; a code this version does not know is not retried. */
+export const retryableFor = (code: string): boolean =>
+  isErrorCode(code) ? (TABLE[code]?.retryable ?? false) : false;

@@ -59,6 +59,13 @@ export {
   DLQ_HEADERS,
   type Names,
 } from "./subjects.js";
-export { ERROR_CODES, hintFor, type ErrorCode } from "./error-codes.js";
+export {
+  ERROR_CODES,
+  hintFor,
+  retryableFor,
+  isErrorCode,
+  type ErrorCode,
+  type ErrorCodeInfo,
+} from "./error-codes.js";
 export { upcastEvent, UPCASTERS, type Upcaster, type UpcastResult } from "./upcasters.js";
 export { parseCommand, describeIssues, type ParseResult, type ParseFailure } from "./parse.js";

@@ -27,7 +27,6 @@ export class InMemoryEventStore implements EventStore {
     if (this.#byEventId.has(event.eventId)) {
       return Promise.reject(
         new VmqError("event-store::conflict", `VM ${event.vmId} has ${event.eventId} already`, {
-          retryable: true,
           details: { expected: expectedSeq, actual, duplicate: true },
         }),
       );
@@ -37,7 +36,7 @@ export class InMemoryEventStore implements EventStore {
         new VmqError(
           "event-store::conflict",
           `VM ${event.vmId} moved on: expected ${expectedSeq}, found ${actual}`,
-          { retryable: true, details: { expected: expectedSeq, actual } },
+          { details: { expected: expectedSeq, actual } },
         ),
       );
     }

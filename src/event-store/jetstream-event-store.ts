@@ -63,7 +63,7 @@ export class JetStreamEventStore implements EventStore {
           throw new VmqError(
             "event-store::conflict",
             `VM ${event.vmId} has ${event.eventId} already, at ${ack.seq}`,
-            { retryable: true, details: { expected: expectedSeq, duplicate: true, at: ack.seq } },
+            { details: { expected: expectedSeq, duplicate: true, at: ack.seq } },
           );
         }
         return ack.seq;
@@ -83,13 +83,13 @@ export class JetStreamEventStore implements EventStore {
         throw new VmqError(
           "event-store::conflict",
           `VM ${event.vmId} moved on: expected ${expectedSeq}, found ${actual}`,
-          { retryable: true, cause: e, details: { expected: expectedSeq, actual } },
+          { cause: e, details: { expected: expectedSeq, actual } },
         );
       }
       throw new VmqError(
         "event-store::append-failed",
         `could not append ${event.type} for ${event.vmId}: ${(e as Error).message}`,
-        { retryable: true, cause: e },
+        { cause: e },
       );
     }
   }
@@ -167,7 +167,6 @@ export class JetStreamEventStore implements EventStore {
         throw new VmqError(
           "event-store::replay-stalled",
           `replay of ${filter} stopped at ${lastSeq} with ${pending} events left`,
-          { retryable: true },
         );
       }
     }

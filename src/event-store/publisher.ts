@@ -140,9 +140,7 @@ export class JetStreamPublisher {
     if (!p) return; // timed out already
     if (m.data.length === 0 && m.headers?.code === 503) {
       p.reject(
-        new VmqError("nats::no-responders", "no stream took the message (is JetStream up?)", {
-          retryable: true,
-        }),
+        new VmqError("nats::no-responders", "no stream took the message (is JetStream up?)"),
       );
       return;
     }
@@ -173,11 +171,7 @@ export class JetStreamPublisher {
       for (const [id, p] of this.#pending) {
         if (p.expires > now) continue;
         this.#pending.delete(id);
-        p.reject(
-          new VmqError("nats::timeout", "no PubAck in time", {
-            retryable: true,
-          }),
-        );
+        p.reject(new VmqError("nats::timeout", "no PubAck in time"));
       }
       if (this.#pending.size === 0) {
         clearInterval(this.#sweep);

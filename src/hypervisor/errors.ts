@@ -1,24 +1,11 @@
+import type { ErrorCode } from "../contracts/index.js";
 import { VmqError, type VmqErrorOptions } from "../lib/errors.js";
 
-/** Codes of the hypervisor layer (see also contracts/error-codes.ts for hints). */
-export type HypervisorErrorCode =
-  | "hypervisor::unsupported"
-  | "hypervisor::backend-unavailable"
-  | "hypervisor::invalid-state"
-  | "hypervisor::not-found"
-  | "hypervisor::timeout"
-  | "hypervisor::aborted"
-  | "hypervisor::stop-timeout"
-  | "hypervisor::unreachable"
-  | "hypervisor::injected"
-  | "hypervisor::failed"
-  | "hypervisor::invalid-path"
-  | `qemu::${string}`
-  | `propolis::${string}`
-  | `image::${string}`
-  | `cloudinit::${string}`
-  | `network::${string}`
-  | `zone::${string}`;
+/** The codes of the hypervisor layer: the areas of ERROR_CODES a backend may raise. */
+export type HypervisorErrorCode = Extract<
+  ErrorCode,
+  `${"hypervisor" | "qemu" | "propolis" | "image" | "cloudinit" | "network" | "zone" | "console"}::${string}`
+>;
 
 export class HypervisorError extends VmqError {
   constructor(code: HypervisorErrorCode, message: string, opts: VmqErrorOptions = {}) {
@@ -33,7 +20,6 @@ export { isVmqError as isHypervisorError } from "../lib/errors.js";
 export function checkAborted(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted) {
     throw new HypervisorError("hypervisor::aborted", `${what} was cancelled`, {
-      retryable: true,
       cause: signal.reason,
     });
   }

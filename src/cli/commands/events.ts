@@ -4,7 +4,6 @@ import type { VmEvent } from "../../contracts/index.js";
 import { addConnectionFlags, hostArg, printJson, vmIdArg, withClient } from "../connection.js";
 import { CliError } from "../errors.js";
 
-
 /** vmq events: the event stream of one VM, one host or the fleet; history, then optionally live. */
 export function registerEvents(program: Command): void {
   addConnectionFlags(

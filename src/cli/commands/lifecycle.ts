@@ -9,7 +9,7 @@ import {
   describeIssues,
   type VmEvent,
 } from "../../contracts/index.js";
-import { isVmqError } from "../../lib/errors.js";
+import { isVmqError, receivedCode } from "../../lib/errors.js";
 import {
   EXIT,
   EXIT_CODES_HELP,
@@ -314,14 +314,14 @@ async function run(
     );
   if (outcome.type === "vm.command-rejected")
     throw new CliError(
-      outcome.code,
+      receivedCode(outcome.code),
       `${command.type} of ${command.vmId} was rejected: ${outcome.message}`,
       undefined,
       EXIT.rejected,
     );
   if (outcome.type === "vm.command-failed")
     throw new CliError(
-      outcome.code,
+      receivedCode(outcome.code),
       `${command.type} of ${command.vmId} failed (attempt ${outcome.attempt}${outcome.retryable ? ", retryable" : ""}): ${outcome.message}`,
       undefined,
       EXIT.failed,

@@ -14,7 +14,6 @@ import { CliError } from "../errors.js";
 const PREFIX_ONLY: FlagSelection = { only: ["prefix"] };
 const PrefixConfig = WorkerConfig.pick({ prefix: true });
 
-
 /**
  * vmq permissions: the NATS permissions of a host's worker (or of a scheduler), from
  * src/contracts/permissions.ts, as a nats-server `permissions` block or as JSON. Offline: it

@@ -8,7 +8,6 @@ import { vmTable } from "./inspect.js";
 import { latestValues } from "../../client/kv-scan.js";
 import { jetstreamManager } from "@nats-io/jetstream";
 
-
 /**
  * vmq replay: rebuilds the VM handles from the event stream alone (the same fold the worker
  * uses), prints them, and with --rewrite-view writes them into the vmq-vms view.

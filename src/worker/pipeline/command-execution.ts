@@ -51,7 +51,7 @@ export class CommandExecution {
             err = new VmqError(
               "command::deadline-exceeded",
               `${command.type} did not finish by its deadline ${deadline.toISOString()}`,
-              { retryable: true, cause: err },
+              { cause: err },
             );
           }
           const step = afterBackendFailure({

@@ -91,9 +91,7 @@ export class VmStreams implements VmReader {
         await this.reload(vmId);
       }
     }
-    throw new VmqError("event-store::conflict", `VM ${vmId} kept changing under this update`, {
-      retryable: true,
-    });
+    throw new VmqError("event-store::conflict", `VM ${vmId} kept changing under this update`);
   }
 
   /** Rebuilds one VM from its stream (after a conflict, or before trusting the cache). */

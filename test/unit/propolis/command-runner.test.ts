@@ -48,8 +48,8 @@ describe("CommandRunner", () => {
 
   it("uses the caller's error code when given", async () => {
     await assert.rejects(
-      runner.run("zfs", ["destroy", "rpool/none"], { errorCode: "image::destroy-failed" }),
-      (e: unknown) => isVmqError(e, "image::destroy-failed"),
+      runner.run("zfs", ["destroy", "rpool/none"], { errorCode: "hypervisor::failed" }),
+      (e: unknown) => isVmqError(e, "hypervisor::failed"),
     );
   });
 

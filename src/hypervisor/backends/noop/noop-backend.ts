@@ -317,7 +317,6 @@ export class NoopBackend implements Hypervisor {
         await sleep(this.latencyMs, opts.signal);
       } catch (e) {
         throw new HypervisorError("hypervisor::aborted", `noop ${op} of ${vmId} was cancelled`, {
-          retryable: true,
           cause: e,
         });
       }
@@ -326,7 +325,6 @@ export class NoopBackend implements Hypervisor {
       throw new HypervisorError(
         "hypervisor::unreachable",
         "the noop hypervisor is unreachable (injected)",
-        { retryable: true },
       );
     }
     const fault = this.#faults.find(

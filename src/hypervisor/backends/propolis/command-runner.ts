@@ -80,9 +80,7 @@ export class CommandRunner {
     const file = this.binary(tool);
     const what = `${tool} ${args.join(" ")}`;
     if (opts.signal?.aborted) {
-      throw new HypervisorError("hypervisor::aborted", `${what} was cancelled before it ran`, {
-        retryable: true,
-      });
+      throw new HypervisorError("hypervisor::aborted", `${what} was cancelled before it ran`, {});
     }
     const timeoutMs = opts.timeoutMs ?? this.#opts.timeoutMs ?? 60_000;
     const r = await execa(file, [...args], {
@@ -101,13 +99,11 @@ export class CommandRunner {
     const details = { tool, binary: file, args: [...args], stderr: clip(stderr) };
     if (r.isCanceled) {
       throw new HypervisorError("hypervisor::aborted", `${what} was cancelled`, {
-        retryable: true,
         details,
       });
     }
     if (r.timedOut) {
       throw new HypervisorError("hypervisor::timeout", `${what} timed out after ${timeoutMs} ms`, {
-        retryable: true,
         details,
       });
     }

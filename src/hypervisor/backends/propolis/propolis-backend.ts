@@ -19,9 +19,9 @@ import type {
   VmSpec,
   VmState,
 } from "../../../contracts/index.js";
-import { isVmqError } from "../../../lib/errors.js";
+import { isVmqError, VmqError } from "../../../lib/errors.js";
 import { backoffMs, sleep } from "../../../lib/time.js";
-import { checkAborted, HypervisorError, type HypervisorErrorCode } from "../../errors.js";
+import { checkAborted, HypervisorError } from "../../errors.js";
 import type {
   CallOptions,
   ChangeListener,
@@ -318,7 +318,7 @@ export class PropolisBackend implements Hypervisor {
     return left;
   }
 
-  #prepareError(e: unknown, vmId: string, step: string, left: string[]): HypervisorError {
+  #prepareError(e: unknown, vmId: string, step: string, left: string[]): VmqError {
     const base = isVmqError(e)
       ? e
       : new HypervisorError("hypervisor::failed", `${step} failed: ${String(e)}`, { cause: e });
@@ -326,7 +326,8 @@ export class PropolisBackend implements Hypervisor {
       left.length === 0
         ? `prepare of ${vmId} failed at ${step}: ${base.message} (completed steps were undone)`
         : `prepare of ${vmId} failed at ${step}: ${base.message}; cleanup failed, left behind: ${left.join("; ")}`;
-    return new HypervisorError(base.code as HypervisorErrorCode, message, {
+    return new VmqError(base.code, message, {
+      // Exception to the table: what was left behind must be cleaned up before a retry.
       retryable: base.retryable && left.length === 0,
       cause: e,
       details: { ...base.details, failedStep: step, leftBehind: left },
@@ -453,7 +454,7 @@ export class PropolisBackend implements Hypervisor {
       throw new HypervisorError(
         "propolis::timeout",
         `${rec.handle.id} did not reach the expected state in ${timeoutMs} ms (now ${rec.monitor.latest?.state ?? "unknown"})`,
-        { retryable: true, cause: e },
+        { cause: e },
       );
     }
   }
@@ -510,7 +511,7 @@ export class PropolisBackend implements Hypervisor {
         throw new HypervisorError(
           "hypervisor::stop-timeout",
           `${vm.id} did not stop within ${opts.timeoutMs} ms (Propolis: ${rec.monitor.latest?.state ?? "unknown"})`,
-          { retryable: true, cause: e },
+          { cause: e },
         );
       }
       return { handle: await this.#haltZone(rec, opts), how: "sigkill" };
@@ -635,7 +636,6 @@ export class PropolisBackend implements Hypervisor {
     const ip = pickGuestIp(r.stdout);
     if (ip === undefined) {
       throw new HypervisorError("network::no-address", `${vm.id} has no usable address yet`, {
-        retryable: true,
         details: { output: r.stdout.slice(0, 500) },
       });
     }

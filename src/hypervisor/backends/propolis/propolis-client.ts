@@ -137,9 +137,7 @@ export class PropolisClient {
   ): Promise<RawResponse> {
     const what = `${method} ${path}`;
     if (opts.signal?.aborted) {
-      return Promise.reject(
-        new HypervisorError("hypervisor::aborted", `${what} was cancelled`, { retryable: true }),
-      );
+      return Promise.reject(new HypervisorError("hypervisor::aborted", `${what} was cancelled`));
     }
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = {
@@ -168,9 +166,7 @@ export class PropolisClient {
         agent: false,
       });
       const onAbort = () => {
-        finish(
-          new HypervisorError("hypervisor::aborted", `${what} was cancelled`, { retryable: true }),
-        );
+        finish(new HypervisorError("hypervisor::aborted", `${what} was cancelled`));
         req.destroy();
       };
       opts.signal?.addEventListener("abort", onAbort, { once: true });
@@ -180,7 +176,6 @@ export class PropolisClient {
             new HypervisorError(
               "propolis::unreachable",
               `${what} on ${this.addr} got no answer in ${timeoutMs} ms`,
-              { retryable: true },
             ),
           );
           req.destroy();
@@ -231,7 +226,7 @@ export class PropolisClient {
     return new HypervisorError(
       "propolis::unreachable",
       `${what} on propolis-server ${this.addr} failed: ${e.code ?? e.message}`,
-      { retryable: true, cause: e, details: { addr: this.addr, errno: e.code, known } },
+      { cause: e, details: { addr: this.addr, errno: e.code, known } },
     );
   }
 
@@ -264,12 +259,13 @@ export class PropolisClient {
       case 424:
         return new HypervisorError("propolis::no-instance", msg, { details });
       case 503:
-        return new HypervisorError("propolis::busy", msg, { details, retryable: true });
+        return new HypervisorError("propolis::busy", msg, { details });
       default:
         return new HypervisorError(
           status >= 500 ? "propolis::server-error" : "propolis::bad-request",
           msg,
-          // A 500 is opaque (init failure, bug): not worth retrying blindly; gateways are.
+          // Exception to the table: a 500 is opaque (init failure, bug), not worth retrying
+          // blindly; gateway errors (502-504) are.
           { details, retryable: status > 500 },
         );
     }

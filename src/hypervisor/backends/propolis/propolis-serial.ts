@@ -90,7 +90,6 @@ export function connectSerial(addr: string, q: SerialConnectOptions = {}): Promi
       q.signal?.removeEventListener("abort", onAbort);
       reject(
         new HypervisorError("propolis::unreachable", `serial console at ${addr}: ${e.message}`, {
-          retryable: true,
           cause: e,
         }),
       );

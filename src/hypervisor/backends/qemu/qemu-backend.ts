@@ -568,7 +568,6 @@ export class QemuBackend implements Hypervisor {
           "network::ip-discovery-timeout",
           `no address for ${vm.macAddr} on ${net.bridge}`,
           {
-            retryable: true,
             hint: "Check the guest got a DHCP lease on the bridge (dnsmasq) and is up.",
           },
         );
@@ -577,7 +576,6 @@ export class QemuBackend implements Hypervisor {
         await sleep(1000, opts.signal);
       } catch (e) {
         throw new HypervisorError("hypervisor::aborted", "qemu guestIp was cancelled", {
-          retryable: true,
           cause: e,
         });
       }
@@ -839,7 +837,6 @@ async function connectWithRetry(
     }
   }
   throw new HypervisorError("qemu::qmp-connect-failed", `cannot reach QMP at ${path}`, {
-    retryable: true,
     hint: "QEMU may have died before its socket was ready, or another client holds the QMP socket.",
     cause: last,
   });

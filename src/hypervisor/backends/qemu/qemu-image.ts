@@ -226,9 +226,7 @@ export async function freePort(vmId: string): Promise<number> {
       return port;
     }
   }
-  throw new HypervisorError("network::no-free-port", "no free port for SSH forwarding", {
-    retryable: true,
-  });
+  throw new HypervisorError("network::no-free-port", "no free port for SSH forwarding", {});
 }
 
 /** Lets go of the port handed out for `vmId` (its VM is destroyed, or its prepare failed). */

@@ -107,7 +107,6 @@ export class QmpClient {
     const sock = this.#socket;
     if (!sock || this.#closed) {
       throw new HypervisorError("qemu::qmp-connect-failed", `QMP ${this.path} is not connected`, {
-        retryable: true,
         hint: "QEMU may have exited; check the VM's state and console.log in its work dir.",
       });
     }
@@ -137,11 +136,7 @@ export class QmpClient {
     return new Promise((resolve, reject) => {
       const onAbort = (): void => {
         this.#settle(id);
-        reject(
-          new HypervisorError("hypervisor::aborted", `QMP ${command} was cancelled`, {
-            retryable: true,
-          }),
-        );
+        reject(new HypervisorError("hypervisor::aborted", `QMP ${command} was cancelled`, {}));
       };
       const timer = setTimeout(() => {
         this.#settle(id);
@@ -150,9 +145,7 @@ export class QmpClient {
           new HypervisorError(
             "hypervisor::timeout",
             `QMP ${command} got no answer in ${timeoutMs} ms`,
-            {
-              retryable: true,
-            },
+            {},
           ),
         );
       }, timeoutMs);
@@ -189,7 +182,6 @@ export class QmpClient {
       this.#settle(id);
       p.reject(
         new HypervisorError("qemu::qmp-connect-failed", `QMP ${p.command}: ${why}`, {
-          retryable: true,
           hint: "QEMU may have exited; check the VM's state.",
         }),
       );
@@ -207,7 +199,6 @@ export class QmpClient {
         sock.destroy();
         reject(
           new HypervisorError("qemu::qmp-connect-failed", `QMP ${this.path}: ${why}`, {
-            retryable: true,
             hint: "QEMU may have died before its socket was ready; look at console.log in the work dir.",
             cause,
           }),

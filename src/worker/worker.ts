@@ -113,6 +113,8 @@ export class Worker {
     this.#life.move("starting");
     try {
       await assemble(this.#stack, this.#core(), this.#parts);
+      // A stop asked for during the last service's start: it drains now, as one while running.
+      this.#stack.stopping.throwIfAborted();
       this.#life.move("running");
       // Say so in the host record now, not at the next heartbeat: placement only picks hosts
       // whose record says running, and a scheduler may act the moment the log line appears.

@@ -73,6 +73,7 @@ export class NatsLink implements Service {
 
   async start(): Promise<void> {
     const { config } = this;
+    this.#away.clear(); // a retried start: the last attempt's connections are gone
     if (!config.nats)
       this.#embedded = await startEmbeddedNats(config.dataDir, config.embeddedPort, this.log);
     const c = { ...config, nats: this.url };

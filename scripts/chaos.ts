@@ -31,6 +31,7 @@ const rows: [string, string | number][] = [
   ["scheduled kills that did not fire", s.scheduleNotFired.join(", ") || 0],
   ["intents pending past their deadline", s.pendingPastDeadline],
   ["double backend effects", s.doubleEffects.length],
+  ["successes missing from the backend call log", s.missingEffects.length],
   ["view entries differing from a replay", s.viewMismatches.length],
   ["VMs whose commands took effect out of order", s.outOfOrder.length],
   ["seconds", (s.ms / 1000).toFixed(1)],
@@ -43,6 +44,7 @@ const ok =
   s.duplicateOutcomes === 0 &&
   s.pendingPastDeadline === 0 &&
   s.doubleEffects.length === 0 &&
+  s.missingEffects.length === 0 &&
   s.viewMismatches.length === 0 &&
   s.outOfOrder.length === 0;
 console.log(ok ? "\nchaos: all guarantees held" : "\nchaos: A GUARANTEE WAS BROKEN");

@@ -3,7 +3,10 @@
 // Usage: node scripts/run-tests.mjs [tier...]   tiers: unit conformance integration e2e
 // Files that boot real guests (QEMU under TCG) run in a second phase with less parallelism, so
 // they do not compete for the 2 cores with everything else; a combined closing line follows.
-import { readdirSync, statSync } from "node:fs";
+// Tests that lack an input (../shared, QEMU; test/helpers/required.ts) fail under CI=true and
+// otherwise skip, recording why under VMQ_SKIP_DIR: the summary prints each reason once.
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { clearTimeout, setTimeout } from "node:timers";
@@ -34,6 +37,7 @@ const phases = [
   { files: files.filter(heavy), concurrency: "2" },
 ].filter((p) => p.files.length > 0);
 
+const skipDir = mkdtempSync(join(tmpdir(), "vmq-skips-"));
 const totals = { pass: 0, fail: 0, skipped: 0, cancelled: 0 };
 let status = 0;
 // A test that hangs must fail, not stall CI: every test gets a deadline (--test-timeout), and a
@@ -56,7 +60,11 @@ for (const [i, p] of phases.entries()) {
       "--test-reporter=spec",
       ...p.files,
     ],
-    { stdio: ["inherit", "pipe", "inherit"], detached: true },
+    {
+      stdio: ["inherit", "pipe", "inherit"],
+      detached: true,
+      env: { ...process.env, VMQ_SKIP_DIR: skipDir },
+    },
   );
   // The spec reporter's closing lines ("ℹ pass N") give the counts.
   let text = "";
@@ -86,7 +94,33 @@ for (const [i, p] of phases.entries()) {
   for (const k of Object.keys(totals))
     totals[k] += Number(new RegExp(`^ℹ ${k} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
 }
+/** One line per distinct reason: how many tests it skipped, which checks they were, the fix. */
+function skipReasons(dir) {
+  const groups = new Map();
+  for (const f of readdirSync(dir).sort()) {
+    for (const line of readFileSync(join(dir, f), "utf8").split("\n")) {
+      let record;
+      try {
+        record = JSON.parse(line);
+      } catch {
+        continue; // empty, or cut short by a killed test file
+      }
+      const { missing, needed, fix } = record;
+      const key = `${missing}\0${fix}`;
+      const g = groups.get(key) ?? { missing, fix, count: 0, needed: [] };
+      g.count += 1;
+      if (!g.needed.includes(needed)) g.needed.push(needed);
+      groups.set(key, g);
+    }
+  }
+  return [...groups.values()].map(
+    (g) => `vmq: ${g.count} skipped: ${g.missing} (${g.needed.join(", ")}); ${g.fix}`,
+  );
+}
+const reasons = skipReasons(skipDir);
+rmSync(skipDir, { recursive: true, force: true });
+console.log(reasons.length ? `\n${reasons.join("\n")}` : "");
 console.log(
-  `\nvmq: ${totals.pass} passed, ${totals.fail + totals.cancelled} failed, ${totals.skipped} skipped`,
+  `vmq: ${totals.pass} passed, ${totals.fail + totals.cancelled} failed, ${totals.skipped} skipped`,
 );
 process.exit(status);

@@ -1,4 +1,4 @@
-import type { Command } from "commander";
+import type { Command, OptionValues } from "@commander-js/extra-typings";
 import { z } from "zod";
 import { WorkerConfig, type WorkerConfigInput } from "../config/config.js";
 
@@ -54,7 +54,14 @@ export interface FlagSelection {
 const selected = (sel: FlagSelection): FlagSpec[] =>
   flagSpecs().filter((f) => !sel.only || sel.only.includes(f.key));
 
-export function addConfigFlags(cmd: Command, sel: FlagSelection = {}): Command {
+/**
+ * Adds the selected config flags to a command. Their values are read by name from the parsed
+ * options (configFromFlags), so the command's own option types stay as they were.
+ */
+export function addConfigFlags<A extends unknown[], O extends OptionValues>(
+  cmd: Command<A, O>,
+  sel: FlagSelection = {},
+): Command<A, O> {
   for (const f of selected(sel)) {
     const shown =
       f.default === undefined || f.key === "host"
@@ -68,14 +75,16 @@ export function addConfigFlags(cmd: Command, sel: FlagSelection = {}): Command {
 
 /** Flags win over environment variables, which win over defaults (applied by the schema). */
 export function configFromFlags(
-  opts: Record<string, unknown>,
+  opts: object,
   env: NodeJS.ProcessEnv = process.env,
   sel: FlagSelection = {},
 ): WorkerConfigInput {
   const out: Record<string, unknown> = {};
+  // These flags were added by name (addConfigFlags), so they are read by name.
+  const given = opts as Record<string, unknown>;
   for (const f of selected(sel)) {
     const camelFlag = f.flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-    const raw = opts[camelFlag] ?? env[f.env];
+    const raw = given[camelFlag] ?? env[f.env];
     if (raw === undefined || raw === "") continue;
     const s = typeof raw === "string" ? raw : JSON.stringify(raw);
     out[f.key] =

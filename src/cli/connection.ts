@@ -1,10 +1,10 @@
-import type { Command } from "commander";
+import type { Command, OptionValues } from "@commander-js/extra-typings";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { VmqClient } from "../client/index.js";
 import { WorkerConfig, type WorkerConfigInput } from "../config/config.js";
 import { VmId, describeIssues, names, type Names } from "../contracts/index.js";
 import { isVmqError, toVmqError } from "../lib/errors.js";
-import { connectNats } from "../worker/connect.js";
+import { connectNats } from "../worker/nats/connect.js";
 import { addConfigFlags, configFromFlags, type FlagSelection } from "./config-flags.js";
 import { CliError } from "./errors.js";
 
@@ -53,7 +53,9 @@ Exit codes:
 `;
 
 /** Adds the connection flags (--nats, --prefix, --creds, ...) of `vmq worker` to a command. */
-export function addConnectionFlags(cmd: Command): Command {
+export function addConnectionFlags<A extends unknown[], O extends OptionValues>(
+  cmd: Command<A, O>,
+): Command<A, O> {
   return addConfigFlags(cmd, SELECTION);
 }
 
@@ -64,10 +66,7 @@ export interface Connected {
 }
 
 /** Connects with the flags/env of `addConnectionFlags`, runs `fn`, and always closes. */
-export async function withClient<T>(
-  opts: Record<string, unknown>,
-  fn: (c: Connected) => Promise<T>,
-): Promise<T> {
+export async function withClient<T>(opts: object, fn: (c: Connected) => Promise<T>): Promise<T> {
   const parsed = ConnectionConfig.safeParse(configFromFlags(opts, process.env, SELECTION));
   if (!parsed.success)
     throw new CliError(

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, CommanderError } from "commander";
+import { Command, CommanderError, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { isVmqError } from "../lib/errors.js";
 import { registerWorker } from "./commands/worker.js";
 import { registerSchemas } from "./commands/schemas.js";
@@ -11,7 +11,7 @@ import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
 import { registerPermissions } from "./commands/permissions.js";
 import { EXIT_CODES_HELP } from "./connection.js";
-import { VERSION } from "../worker/heartbeat.js";
+import { VERSION } from "../worker/services/heartbeat.js";
 
 /** JetStream's API error code for a stream that does not exist (JetStreamApiCodes.StreamNotFound). */
 const STREAM_NOT_FOUND = 10059;
@@ -41,9 +41,9 @@ registerReplay(program);
 registerDlq(program);
 registerPermissions(program);
 
-const usageHint = (cmd: Command): void => {
+const usageHint = (cmd: CommandUnknownOpts): void => {
   const path: string[] = [];
-  for (let c: Command | null = cmd; c; c = c.parent) path.unshift(c.name());
+  for (let c: CommandUnknownOpts | null = cmd; c; c = c.parent) path.unshift(c.name());
   cmd.showHelpAfterError(` — hint: see ${path.join(" ")} --help for the usage`);
   cmd.commands.forEach(usageHint);
 };

@@ -1,4 +1,5 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
+import pMap from "p-map";
 
 const PARALLEL = 32;
 
@@ -16,17 +17,17 @@ export async function latestValues(
   const prefix = `$KV.${bucket}.`;
   const info = await jsm.streams.info(stream, { subjects_filter: `${prefix}>` });
   const subjects = Object.keys(info.state.subjects ?? {});
-  const out: { key: string; data: Uint8Array }[] = [];
-  await Promise.all(
-    Array.from({ length: Math.min(PARALLEL, subjects.length) }, async () => {
-      for (let s = subjects.pop(); s !== undefined; s = subjects.pop()) {
-        // Gone since the listing (a host record's TTL ran out): simply not there any more.
-        const m = await jsm.streams.getMessage(stream, { last_by_subj: s }).catch(() => null);
-        const op = m?.header?.get("KV-Operation");
-        if (m && op !== "DEL" && op !== "PURGE")
-          out.push({ key: s.slice(prefix.length), data: m.data });
-      }
-    }),
+  const found = await pMap(
+    subjects,
+    async (s) => {
+      // Gone since the listing (a host record's TTL ran out): simply not there any more.
+      const m = await jsm.streams.getMessage(stream, { last_by_subj: s }).catch(() => null);
+      const op = m?.header?.get("KV-Operation");
+      return m && op !== "DEL" && op !== "PURGE"
+        ? { key: s.slice(prefix.length), data: m.data }
+        : undefined;
+    },
+    { concurrency: PARALLEL },
   );
-  return out;
+  return found.filter((f) => f !== undefined);
 }

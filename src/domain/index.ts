@@ -17,4 +17,12 @@ export {
   type CommandResult,
 } from "./vm-decider.js";
 export { evolve, replayVm, toView, withoutUserData } from "./vm-projection.js";
+export { refusal, type HostFacts } from "./vm-refusals.js";
+export { observedChange, driftAfterFailure, type Observation } from "./vm-observations.js";
+export {
+  reconcile,
+  interruptedPrepareState,
+  type BackendReport,
+  type Reconciliation,
+} from "./vm-reconciliation.js";
 export type { Rejection, RejectionCode, Failure } from "./errors.js";

@@ -198,9 +198,16 @@ export function failed(
   ctx: DecideContext,
   opts: { state?: VmState } = {},
 ): EventOf<"vm.command-failed"> {
-  // A failed prepare leaves a VM that exists only as a failure; anything else keeps its state
+  // A failed prepare leaves a VM that exists only as a failure (unknown when its backend could
+  // not be reached: it may or may not have left something); anything else keeps its state
   // unless the caller observed otherwise.
-  const state = opts.state ?? (command.type === "vm.prepare" ? "failed" : (vm.state ?? "failed"));
+  const state =
+    opts.state ??
+    (command.type === "vm.prepare"
+      ? failure.code.endsWith("::unreachable")
+        ? "unknown"
+        : "failed"
+      : (vm.state ?? "failed"));
   const hint = failure.hint ?? hintFor(failure.code);
   return {
     type: "vm.command-failed",

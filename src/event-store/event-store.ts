@@ -11,7 +11,9 @@ export interface EventStore {
   /**
    * Appends to the VM's stream if its last event is still `expectedSeq` (0: none yet).
    * Returns the new sequence. Throws `event-store::conflict` (with `details.actual`) when
-   * another writer moved the VM on. Re-appending the same eventId is harmless.
+   * another writer moved the VM on, and also (with `details.duplicate: true`) when the stream
+   * already holds an event with this eventId: the caller decided on a VM that had moved on. A
+   * retry inside one append of a publish whose acknowledgement was lost returns its sequence.
    */
   append(event: VmEvent, expectedSeq: number): Promise<number>;
   /** Every event of one VM, oldest first. */

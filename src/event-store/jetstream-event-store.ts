@@ -6,8 +6,9 @@ import {
 } from "@nats-io/jetstream";
 import type { VmEvent } from "../contracts/index.js";
 import type { Names } from "../contracts/subjects.js";
-import { VmqError } from "../lib/errors.js";
-import { backoffMs, sleep, untilAborted } from "../lib/time.js";
+import { isVmqError, VmqError } from "../lib/errors.js";
+import { retry } from "../lib/retry.js";
+import { untilAborted } from "../lib/time.js";
 import type { EventStore, StoredEvent } from "./event-store.js";
 import type { JetStreamPublisher } from "./publisher.js";
 import { upcast } from "./upcasters.js";
@@ -41,11 +42,10 @@ export class JetStreamEventStore implements EventStore {
     const subject = this.names.evt(event.host, event.vmId);
     // Buffer.from takes small strings from Node's pool: cheaper than TextEncoder per event.
     const data = Buffer.from(JSON.stringify(event));
-    const giveUp = Date.now() + this.#appendTimeoutMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        // The same msgID on a retry makes a publish whose PubAck was lost harmless: the
-        // server answers duplicate with the original sequence (checked before the expectation).
+    try {
+      // The same msgID on a retry makes a publish whose PubAck was lost harmless: the server
+      // answers duplicate with the original sequence (checked before the expectation).
+      const publish = async (attempt: number): Promise<number> => {
         const ack = this.#publisher
           ? await this.#publisher.publish(subject, data, {
               msgId: event.eventId,
@@ -57,34 +57,40 @@ export class JetStreamEventStore implements EventStore {
               expect: { lastSubjectSequence: expectedSeq },
               timeout: this.#publishTimeoutMs,
             });
-        return ack.seq;
-      } catch (e) {
-        if (
-          e instanceof JetStreamApiError &&
-          e.code === JetStreamApiCodes.StreamWrongLastSequence
-        ) {
-          const actual = Number(/wrong last sequence: (\d+)/.exec(e.message)?.[1] ?? NaN);
+        // A duplicate on the first attempt was not ours: the stream had this event before the
+        // call (the caller's VM was stale). On a retry it is our own earlier attempt.
+        if (ack.duplicate && attempt === 1) {
           throw new VmqError(
             "event-store::conflict",
-            `VM ${event.vmId} moved on: expected ${expectedSeq}, found ${actual}`,
-            {
-              cause: e,
-              details: { expected: expectedSeq, actual },
-            },
+            `VM ${event.vmId} has ${event.eventId} already, at ${ack.seq}`,
+            { details: { expected: expectedSeq, duplicate: true, at: ack.seq } },
           );
         }
-        if (e instanceof JetStreamApiError || Date.now() > giveUp) {
-          throw new VmqError(
-            "event-store::append-failed",
-            `could not append ${event.type} for ${event.vmId}: ${(e as Error).message}`,
-            {
-              cause: e,
-            },
-          );
-        }
-        // Timeouts and no-responders while NATS is away: retry with the same msgID.
-        await sleep(backoffMs(attempt, 100, 2_000));
+        return ack.seq;
+      };
+      // Timeouts and no-responders while NATS is away are retried; an API error is an answer.
+      return await retry(publish, {
+        baseMs: 100,
+        capMs: 2_000,
+        timeoutMs: this.#appendTimeoutMs,
+        retryIf: (e) =>
+          !(e instanceof JetStreamApiError) && !isVmqError(e, "event-store::conflict"),
+      });
+    } catch (e) {
+      if (isVmqError(e, "event-store::conflict")) throw e;
+      if (e instanceof JetStreamApiError && e.code === JetStreamApiCodes.StreamWrongLastSequence) {
+        const actual = Number(/wrong last sequence: (\d+)/.exec(e.message)?.[1] ?? NaN);
+        throw new VmqError(
+          "event-store::conflict",
+          `VM ${event.vmId} moved on: expected ${expectedSeq}, found ${actual}`,
+          { cause: e, details: { expected: expectedSeq, actual } },
+        );
       }
+      throw new VmqError(
+        "event-store::append-failed",
+        `could not append ${event.type} for ${event.vmId}: ${(e as Error).message}`,
+        { cause: e },
+      );
     }
   }
 

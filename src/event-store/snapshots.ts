@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { KV } from "@nats-io/kv";
+import pMap from "p-map";
 import { z } from "zod";
 import { withoutUserData, type Vm } from "../domain/index.js";
 
@@ -83,14 +84,13 @@ export class SnapshotStore {
       }
       const sums = same && this.#layout ? [...this.#layout.sums] : new Array<string>(chunks);
       this.#layout = undefined; // until the manifest is written, the next save rewrites all
-      const queue = [...bodies];
-      await Promise.all(
-        Array.from({ length: Math.min(PARALLEL, queue.length) }, async () => {
-          for (let b = queue.shift(); b; b = queue.shift()) {
-            await this.kv.put(`${host}.chunk.${b.i}`, b.body);
-            sums[b.i] = sha256(b.body);
-          }
-        }),
+      await pMap(
+        bodies,
+        async (b) => {
+          await this.kv.put(`${host}.chunk.${b.i}`, b.body);
+          sums[b.i] = sha256(b.body);
+        },
+        { concurrency: PARALLEL },
       );
       const manifest: Manifest = {
         format: FORMAT,
@@ -116,21 +116,22 @@ export class SnapshotStore {
     if (manifest.sums.length !== manifest.chunks) return { reason: "corrupt manifest" };
     const vms: Vm[] = [];
     let bad: string | undefined;
-    const queue = Array.from({ length: manifest.chunks }, (_, i) => i);
-    await Promise.all(
-      Array.from({ length: Math.min(PARALLEL, queue.length) }, async () => {
-        for (let i = queue.shift(); i !== undefined && !bad; i = queue.shift()) {
-          const e = await this.kv.get(`${host}.chunk.${i}`).catch(() => null);
-          const body = e?.operation === "PUT" ? e.string() : undefined;
-          if (body === undefined) bad ??= `chunk ${i} is missing`;
-          else if (sha256(body) !== manifest.sums[i]) bad ??= `chunk ${i} does not match its hash`;
-          else {
-            const list = safeJson(body);
-            if (!Array.isArray(list)) bad ??= `chunk ${i} is not a list`;
-            else for (const s of list as StoredVm[]) vms.push(fromStored(s));
-          }
+    const chunks = Array.from({ length: manifest.chunks }, (_, i) => i);
+    await pMap(
+      chunks,
+      async (i) => {
+        if (bad) return; // one bad chunk spoils the snapshot: read no more
+        const e = await this.kv.get(`${host}.chunk.${i}`).catch(() => null);
+        const body = e?.operation === "PUT" ? e.string() : undefined;
+        if (body === undefined) bad ??= `chunk ${i} is missing`;
+        else if (sha256(body) !== manifest.sums[i]) bad ??= `chunk ${i} does not match its hash`;
+        else {
+          const list = safeJson(body);
+          if (!Array.isArray(list)) bad ??= `chunk ${i} is not a list`;
+          else for (const s of list as StoredVm[]) vms.push(fromStored(s));
         }
-      }),
+      },
+      { concurrency: PARALLEL },
     );
     if (bad) return { reason: bad };
     if (vms.length !== manifest.count)

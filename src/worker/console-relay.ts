@@ -1,9 +1,18 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { isValidId } from "../contracts/index.js";
-import type { ConsoleConnection } from "../hypervisor/index.js";
+import { isValidId, type Names } from "../contracts/index.js";
+import type { ConsoleConnection, HypervisorRouter } from "../hypervisor/index.js";
+import type { Logger } from "../observability/logger.js";
 import { toVmqError, VmqError } from "../lib/errors.js";
-import type { WorkerContext } from "./context.js";
+import type { VmReader } from "./state/vm-streams.js";
+
+export interface ConsoleDeps {
+  host: string;
+  names: Names;
+  vms: VmReader;
+  router: Pick<HypervisorRouter, "openConsole">;
+  log: Logger;
+}
 
 const encoder = new TextEncoder();
 /** A session with no ping from its client for this long is closed. */
@@ -15,7 +24,7 @@ const IDLE_MS = 30_000;
  * `<session>.out`, the client writes to `<session>.in`, pings `<session>.ping`, ends with
  * `<session>.close`; `<session>.closed` says the worker ended it.
  */
-export function serveConsole(nc: NatsConnection, ctx: WorkerContext): Subscription {
+export function serveConsole(nc: NatsConnection, ctx: ConsoleDeps): Subscription {
   return nc.subscribe(`${ctx.names.prefix}.console.${ctx.host}.*.open`, {
     callback: (err, msg) => {
       if (err) return;
@@ -40,10 +49,10 @@ export function serveConsole(nc: NatsConnection, ctx: WorkerContext): Subscripti
 
 async function open(
   nc: NatsConnection,
-  ctx: WorkerContext,
+  ctx: ConsoleDeps,
   vmId: string,
 ): Promise<{ session: string; subject: string }> {
-  const vm = isValidId(vmId) ? ctx.registry.get(vmId) : undefined;
+  const vm = isValidId(vmId) ? ctx.vms.get(vmId) : undefined;
   if (!vm?.handle || vm.state === null || vm.state === "destroyed") {
     throw new VmqError("vm::not-found", `VM ${vmId} is not on host ${ctx.host}`);
   }

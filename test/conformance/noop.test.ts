@@ -19,7 +19,8 @@ hypervisorConformance("noop (in fault injection)", async () => {
   return {
     backend,
     spec,
-    stubborn: { spec, setup: (id) => backend.hangStop(true, id) },
+    // A stubborn guest is stopped after the timeout as if by SIGTERM (faulty-backend.ts).
+    stubborn: { spec, setup: (id) => backend.hangStop(true, id), how: "sigterm" },
     outside: {
       change: (vm) => backend.vanish(vm.id),
       expect: { state: "stopped", source: "process", guestInitiated: false },

@@ -20,9 +20,11 @@ hypervisorConformance("propolis (fake server and zones)", async () => {
     spec,
     // Propolis's Stop is an orderly halt by the hypervisor, not an ACPI request to the guest.
     gracefulHow: "sigterm",
+    // A server wedged in Stopping never finishes the Stop: the zone is halted (sigkill).
     stubborn: {
       spec,
       setup: (vmId) => fx.onFake.set(vmId, (f) => f.wedgeIn("Stopping")),
+      how: "sigkill",
     },
     // In-guest power-off: the fake server runs Stopping, Stopped, Destroyed on its own.
     outside: {

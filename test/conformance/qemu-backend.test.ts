@@ -20,6 +20,7 @@ import { QemuBackend, type QemuBackendOptions } from "../../src/hypervisor/backe
 import { portHeldBy } from "../../src/hypervisor/backends/qemu/qemu-image.js";
 import { isVmqError } from "../../src/lib/errors.js";
 import { cleanupDataDir, qemuTestGuest, type QemuGuestImages } from "../helpers/qemu-guest.js";
+import { skipWhenMissing, type MissingInput } from "../helpers/required.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -58,14 +59,13 @@ async function waitFor<T>(what: string, f: () => T | undefined, ms: number): Pro
 
 describe("QEMU backend specifics", { concurrency: true }, () => {
   let ctx: Ctx | undefined;
-  let skip: string | undefined;
+  let missing: MissingInput | undefined;
   let unwatch: (() => void) | undefined;
   const extraBackends: QemuBackend[] = [];
   before(async () => {
     const guest = await qemuTestGuest();
-    if ("skip" in guest) {
-      skip = guest.skip;
-      process.stderr.write(`SKIPPED qemu backend tests: ${skip}\n`);
+    if ("unavailable" in guest) {
+      missing = { ...guest.unavailable, needed: "QEMU backend specifics" };
       return;
     }
     const dataDir = await mkdtemp(join(tmpdir(), "vmq-qemu-be-"));
@@ -83,7 +83,7 @@ describe("QEMU backend specifics", { concurrency: true }, () => {
     }
   });
   const get = (t: { skip: (m: string) => void }): Ctx | undefined => {
-    if (!ctx) t.skip(skip ?? "no QEMU fixture");
+    skipWhenMissing(t, missing);
     return ctx;
   };
   const other = (c: Ctx, over: Partial<QemuBackendOptions> = {}): QemuBackend => {
@@ -232,10 +232,13 @@ describe("QEMU backend specifics", { concurrency: true }, () => {
   it("boots UEFI with a per-VM copy of the OVMF vars and reports the VNC address", async (t) => {
     const c = get(t);
     if (!c) return;
-    if (!existsSync("/usr/share/OVMF/OVMF_CODE_4M.fd")) {
-      t.skip("OVMF is not installed (package ovmf)");
-      return;
-    }
+    const ovmf = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+    const noOvmf = {
+      missing: `OVMF not installed: no ${ovmf}`,
+      needed: "QEMU UEFI boot",
+      fix: "run ./setup.sh, which installs ovmf",
+    };
+    if (skipWhenMissing(t, existsSync(ovmf) ? undefined : noOvmf)) return;
     const b = other(c, { vnc: true });
     const h = await b.prepare(id("uefi"), spec(c.guest.image, { uefi: true }));
     const vars = join(h.workDir, "OVMF_VARS.fd");

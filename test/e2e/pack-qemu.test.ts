@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { cleanupDataDir, qemuTestGuest, type QemuGuestImages } from "../helpers/qemu-guest.js";
+import { skipWhenMissing, type MissingInput } from "../helpers/required.js";
 import { eventually } from "../helpers/worker-harness.js";
 
 /**
@@ -79,6 +80,7 @@ describe("the packed vmq package, run as a user would", { timeout: 600_000 }, ()
 
   describe("with a real QEMU guest", () => {
     let guest: QemuGuestImages | undefined;
+    let missing: MissingInput | undefined;
     let server: NatsServer;
     let worker: ReturnType<typeof vmqProcess> | undefined;
     let conn: string[];
@@ -86,8 +88,8 @@ describe("the packed vmq package, run as a user would", { timeout: 600_000 }, ()
 
     before(async () => {
       const g = await qemuTestGuest();
-      if ("skip" in g) {
-        process.stderr.write(`SKIPPED packed vmq with QEMU: ${g.skip}\n`);
+      if ("unavailable" in g) {
+        missing = { ...g.unavailable, needed: "packed vmq with QEMU" };
         return;
       }
       guest = g;
@@ -126,8 +128,7 @@ describe("the packed vmq package, run as a user would", { timeout: 600_000 }, ()
     });
 
     it("boots the guest and relays its serial console both ways through `vmq console`", async (t) => {
-      if (!guest)
-        return t.skip("QEMU or the guest tools are not installed (./setup.sh installs them)");
+      if (skipWhenMissing(t, missing) || !guest) return;
       const spec = join(dir, "spec.json");
       await writeFile(spec, JSON.stringify({ name: "pk", imagePath: guest.image, memoryMb: 128 }));
       const prepared = await vmq([

@@ -35,6 +35,12 @@ const EFFECT: Partial<Record<CommandType, string>> = {
   "vm.destroy": "destroy",
 };
 
+/** An outcome that says the command took effect (not accepted, failed or rejected). */
+const isSuccess = (e: VmEvent): boolean =>
+  e.type !== "vm.command-accepted" &&
+  e.type !== "vm.command-failed" &&
+  e.type !== "vm.command-rejected";
+
 /** One worker per entry, each dying the Kth time it reaches that step (K varied). */
 export const SCHEDULE: string[] = [
   "before-intent@2",
@@ -71,6 +77,8 @@ export interface ChaosSummary {
   otherDeaths: number;
   pendingPastDeadline: number;
   doubleEffects: string[];
+  /** Successful commands the backend's call log does not show (the log would prove nothing). */
+  missingEffects: string[];
   viewMismatches: string[];
   /** VMs whose commands took effect in another order than they were published. */
   outOfOrder: string[];
@@ -205,12 +213,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       otherDeaths,
       pendingPastDeadline: 0,
       doubleEffects: [],
+      missingEffects: [],
       viewMismatches: [],
       outOfOrder: [],
       outcomeTypes: {},
       ms: 0,
     };
-    const calls = (await readFile(join(dir, "noop", "calls.log"), "utf8").catch(() => ""))
+    // The Noop's call log is the only witness of backend effects: a missing one must not read
+    // as "no effect, so no double effect".
+    const callLog = join(dir, "noop", "calls.log");
+    const calls = (
+      await readFile(callLog, "utf8").catch((e: unknown) => {
+        throw new Error(`chaos: the Noop call log ${callLog} cannot be read`, { cause: e });
+      })
+    )
       .split("\n")
       .filter(Boolean);
     for (const [vmId, cmds] of sent) {
@@ -238,11 +254,18 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
         .map((e) => order.indexOf(e.event.causationId as string));
       if (positions.some((i, k) => k > 0 && i < (positions[k - 1] as number)))
         s.outOfOrder.push(`${vmId}: outcomes in command order ${positions.join(",")}`);
-      // No guest was started or stopped twice: backend effects never exceed the commands asking for them.
+      // No guest was started or stopped twice: backend effects never exceed the commands asking
+      // for them. And the log did see them: every command that succeeded had its effect.
       for (const [cmd, op] of Object.entries(EFFECT)) {
         const asked = cmds.filter((c) => c.type === cmd).length;
+        const succeeded = cmds.filter(
+          (c) =>
+            c.type === cmd && h.some((e) => e.event.causationId === c.id && isSuccess(e.event)),
+        ).length;
         const done = calls.filter((l) => l === `${op} ${vmId}`).length;
         if (done > asked) s.doubleEffects.push(`${vmId}: ${op} x${done} for ${asked} command(s)`);
+        if (done < succeeded)
+          s.missingEffects.push(`${vmId}: ${op} x${done} logged for ${succeeded} success(es)`);
       }
       const replayed = replayVm(vmId, "cx", h);
       if (replayed.pending && Date.parse(replayed.pending.deadline) < Date.now())

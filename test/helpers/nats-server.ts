@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { execa, type ResultPromise } from "execa";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { readPortsFile } from "../../src/worker/embedded-nats.js";
+import { readPortsFile } from "../../src/worker/nats/embedded-nats.js";
 
 export interface NatsServerOptions {
   /** Extra config lines (auth, accounts, TLS...). */

@@ -28,6 +28,7 @@ import { fileURLToPath } from "node:url";
 import { setTimeout as delay } from "node:timers/promises";
 import { gzipSync } from "node:zlib";
 import { execa } from "execa";
+import type { MissingInput } from "./required.js";
 
 export interface QemuGuestImages {
   /** Answers the ACPI power button. */
@@ -39,7 +40,8 @@ export interface QemuGuestImages {
   /** The folder holding the images (an image root for the backend). */
   dir: string;
 }
-export type QemuGuestResult = QemuGuestImages | { skip: string };
+/** Without QEMU or the guest tools: what is missing and how to fix it (see required.ts). */
+export type QemuGuestResult = QemuGuestImages | { unavailable: Omit<MissingInput, "needed"> };
 
 export const READY_MARKER = "VMQ-GUEST-READY";
 export const SELFOFF_SECONDS = 2;
@@ -83,8 +85,9 @@ const log = (msg: string): void => {
 let building: Promise<QemuGuestResult> | undefined;
 
 /**
- * The test guest's disks, built on first use; `{ skip }` when QEMU or the guest tools are not
- * installed. With them installed, a build that fails rejects (the tests fail, never skip).
+ * The test guest's disks, built on first use; `{ unavailable }` when QEMU or the guest tools
+ * are not installed (tests pass it to skipWhenMissing: a failure under CI, else a skip). With
+ * them installed, a build that fails rejects (the tests fail, never skip).
  */
 export function qemuTestGuest(): Promise<QemuGuestResult> {
   building ??= build();
@@ -97,9 +100,12 @@ async function build(): Promise<QemuGuestResult> {
   if (!existsSync("/bin/busybox")) missing.push("busybox (busybox-static)");
   if (missing.length > 0) {
     return {
-      skip:
-        `QEMU tests skipped: missing ${missing.join(", ")} ` +
-        "(install: qemu-system-x86 qemu-utils busybox-static cpio dosfstools mtools syslinux syslinux-common)",
+      unavailable: {
+        missing: `QEMU or the test guest's tools not installed: no ${missing.join(", ")}`,
+        fix:
+          "run ./setup.sh, which installs qemu-system-x86 qemu-utils busybox-static cpio " +
+          "dosfstools mtools syslinux syslinux-common",
+      },
     };
   }
   const dir = GUEST_CACHE_DIR;

@@ -16,7 +16,7 @@ import { VmqClient } from "../../src/client/index.js";
 import type { HostRecord, VmView } from "../../src/contracts/index.js";
 import { HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
 import { silentLogger } from "../../src/observability/logger.js";
-import { connectNats, type ConnectionConfig } from "../../src/worker/connect.js";
+import { connectNats, type ConnectionConfig } from "../../src/worker/nats/connect.js";
 import { Worker } from "../../src/worker/worker.js";
 import { runVmq } from "../helpers/cli.js";
 import { makeJwt, makeTls, tlsConfig, usersConfig, type TlsFiles } from "../helpers/nats-auth.js";

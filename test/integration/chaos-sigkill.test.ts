@@ -25,6 +25,11 @@ describe(
       assert.equal(s.outcomes, s.commandsSent);
       assert.equal(s.pendingPastDeadline, 0);
       assert.deepEqual(s.doubleEffects, [], "no guest was started or stopped twice");
+      assert.deepEqual(
+        s.missingEffects,
+        [],
+        "the call log holds every successful command's effect",
+      );
       assert.deepEqual(s.viewMismatches, [], "the vms view equals a fresh replay");
       assert.deepEqual(s.outOfOrder, [], "every VM's commands took effect in stream order");
     });

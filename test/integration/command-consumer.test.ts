@@ -5,9 +5,14 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { names as namesFor, type Names } from "../../src/contracts/index.js";
 import { ensureConsumer, ensureTopology } from "../../src/event-store/provision.js";
 import { silentLogger } from "../../src/observability/logger.js";
-import { CommandConsumer } from "../../src/worker/command-consumer.js";
-import { Lanes } from "../../src/worker/lanes.js";
-import type { CommandMessage } from "../../src/worker/order-gate.js";
+import { CommandConsumer } from "../../src/worker/consumer/command-consumer.js";
+import { Lanes } from "../../src/worker/consumer/lanes.js";
+import {
+  ACK,
+  nak,
+  type CommandMessage,
+  type Settlement,
+} from "../../src/worker/pipeline/settlement.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { eventually } from "../helpers/worker-harness.js";
 
@@ -35,7 +40,7 @@ describe("command consumer", { timeout: 60_000 }, () => {
   /** The host's consumer with a stand-in handler; `beforeRecreate` runs as recreating begins. */
   function consumerFor(
     host: string,
-    handler: { handle: (m: CommandMessage) => Promise<void> },
+    handler: { handle: (m: CommandMessage) => Promise<Settlement> },
     beforeRecreate: (startSeq: number | undefined) => Promise<void> | void,
   ): CommandConsumer {
     return new CommandConsumer(
@@ -66,15 +71,13 @@ describe("command consumer", { timeout: 60_000 }, () => {
     // The consumer's bookkeeping is under test, so this handler only naks vm-a (on every
     // delivery, the last included) and acks vm-b.
     const handler = {
-      handle: (m: CommandMessage): Promise<void> => {
+      handle: (m: CommandMessage): Promise<Settlement> => {
         if (m.seq === naked.seq) {
           deliveries.push(m.info.deliveryCount);
-          m.nak();
-        } else {
-          m.ack();
-          ackedB++;
+          return Promise.resolve(nak(0));
         }
-        return Promise.resolve();
+        ackedB++;
+        return Promise.resolve(ACK);
       },
     };
     const restarts: (number | undefined)[] = [];
@@ -117,10 +120,9 @@ describe("command consumer", { timeout: 60_000 }, () => {
     const js = jetstream(nc);
     const handled: number[] = [];
     const handler = {
-      handle: (m: CommandMessage): Promise<void> => {
+      handle: (m: CommandMessage): Promise<Settlement> => {
         handled.push(m.seq);
-        m.ack();
-        return Promise.resolve();
+        return Promise.resolve(ACK);
       },
     };
     let recreating!: () => void;

@@ -1,22 +1,25 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
+import { jetstreamManager } from "@nats-io/jetstream";
 import type { CommandBody } from "../../src/client/index.js";
 import type { VmEvent } from "../../src/contracts/index.js";
 import type { Worker } from "../../src/worker/worker.js";
-import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
+import { Harness, SPEC, eventually, type TestNoop } from "../helpers/worker-harness.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("fault: nats-server killed and restarted under load", { timeout: 180_000 }, () => {
   let h: Harness;
   let worker: Worker;
+  let noop: TestNoop;
   before(async () => {
     h = await Harness.start();
-    ({ worker } = await h.worker({
+    ({ worker, noop } = await h.worker({
       host: "nr",
       concurrency: 8,
-      noop: { latencyMs: 5 },
+      // Every call kept: the test counts them.
+      noop: { latencyMs: 5, keepCalls: 1_000_000 },
       ackWaitMs: 5_000,
     }));
   });
@@ -82,6 +85,33 @@ describe("fault: nats-server killed and restarted under load", { timeout: 180_00
         (e) => e.event.causationId === c.commandId && e.event.type !== "vm.command-accepted",
       );
       assert.equal(outs.length, 1, `${c.commandId} has exactly one outcome`);
+    }
+    // Each command ran once: per VM, the backend was called exactly as often for each
+    // operation as that operation's success outcome was recorded. Counted once the host's
+    // consumer holds nothing (redeliveries included), so no second run is still on its way.
+    const jsm = await jetstreamManager(h.nc);
+    await eventually(
+      async () => {
+        const c = await jsm.consumers.info(
+          h.client.names.commandsStream,
+          h.client.names.durable("nr"),
+        );
+        return c.num_pending === 0 && c.num_ack_pending === 0 ? true : undefined;
+      },
+      60_000,
+      "the host's consumer drained",
+    );
+    const OUTCOME = { prepare: "vm.prepared", start: "vm.started", stop: "vm.stopped" } as const;
+    for (let i = 0; i < VMS; i++) {
+      const vmId = `nr-${i}`;
+      const history = await h.client.history("nr", vmId);
+      const calls: Record<string, number> = {};
+      const outcomes: Record<string, number> = {};
+      for (const [op, type] of Object.entries(OUTCOME)) {
+        calls[op] = noop.calls.filter((c) => c.vmId === vmId && c.op === op).length;
+        outcomes[op] = history.filter((e) => e.event.type === type).length;
+      }
+      assert.deepEqual(calls, outcomes, `${vmId}: backend calls per operation vs. its outcomes`);
     }
     assert.equal(worker.state, "running", "the worker never restarted itself");
     assert.ok(worker.connected);

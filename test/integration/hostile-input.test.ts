@@ -17,6 +17,7 @@ import {
   type CommandInput,
 } from "../../src/contracts/index.js";
 import type { Worker } from "../../src/worker/worker.js";
+import { AckAdvisories } from "../helpers/ack-advisories.js";
 import { Harness, SPEC, eventually, type TestNoop } from "../helpers/worker-harness.js";
 
 const SEED = Number(process.env.VMQ_HOSTILE_SEED ?? 20261125);
@@ -395,12 +396,21 @@ describe("hostile input: a generated corpus of bad commands", { timeout: 180_000
   let worker: Worker;
   let noop: TestNoop;
   let jsm: JetStreamManager;
+  let adv: AckAdvisories;
   before(async () => {
     h = await Harness.start();
+    adv = await AckAdvisories.watch(
+      h.nc,
+      h.client.names.commandsStream,
+      h.client.names.durable("h1"),
+    );
     ({ worker, noop } = await h.worker());
     jsm = await jetstreamManager(h.nc);
   });
-  after(async () => h.stop());
+  after(async () => {
+    adv.close();
+    await h.stop();
+  });
 
   it("rejects and dead-letters every bad command with its stable code, never touches the backend, and keeps serving valid commands; replayed commandIds have no effect", async () => {
     const began = Date.now();
@@ -482,6 +492,9 @@ describe("hostile input: a generated corpus of bad commands", { timeout: 180_000
       90_000,
       "every bad command in the DLQ",
     );
+    // Each bad command was terminated on its first delivery, never nak'd: the DLQ copies and
+    // rejections are de-duplicated, so they alone would not show a redelivery.
+    for (const seq of expected.keys()) await adv.terminatedOnce(seq, 10_000);
     await eventually(
       async () => {
         const c = await jsm.consumers.info(h.client.names.commandsStream, "worker-h1");

@@ -10,7 +10,8 @@ import {
   type Names,
 } from "../../src/contracts/index.js";
 import { ensureConsumer, ensureTopology } from "../../src/event-store/provision.js";
-import { OrderGate } from "../../src/worker/order-gate.js";
+import { jetStreamCommandLog } from "../../src/worker/nats/command-log.js";
+import { OrderGate } from "../../src/worker/pipeline/order-gate.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { SPEC } from "../helpers/worker-harness.js";
 
@@ -60,7 +61,11 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
     }
     assert.equal(held.length, 4);
 
-    const gate = new OrderGate(jsm, names.commandsStream, durable, parse, 600_000);
+    const gate = new OrderGate(
+      jetStreamCommandLog(jsm, names.commandsStream, durable),
+      parse,
+      600_000,
+    );
     const window = await gate.open();
     assert.deepEqual(window, { from: prepare.seq, to: held.at(-1)?.seq });
 
@@ -98,7 +103,11 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
   });
 
   it("makes a VM's later commands wait for one this process sent back, until it has an outcome", async () => {
-    const gate = new OrderGate(jsm, names.commandsStream, durable, parse, 600_000);
+    const gate = new OrderGate(
+      jetStreamCommandLog(jsm, names.commandsStream, durable),
+      parse,
+      600_000,
+    );
     assert.equal(await gate.open(), undefined, "nothing held: no window");
     const first = await client.publish("g1", { type: "vm.prepare", vmId: "c", spec: SPEC });
     const second = await client.publish("g1", { type: "vm.start", vmId: "c" });
@@ -138,7 +147,7 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
     const stuck = await client.publish("g2", { type: "vm.prepare", vmId: "d", spec: SPEC });
     const m = await consumer.next({ expires: 2_000 });
     assert.equal(m?.seq, stuck.seq, "held, never acked");
-    const gate = new OrderGate(jsm, names.commandsStream, g2, parse, 1);
+    const gate = new OrderGate(jetStreamCommandLog(jsm, names.commandsStream, g2), parse, 1);
     assert.ok(await gate.open());
     await new Promise((r) => setTimeout(r, 2_100));
     const later = await client.publish("g2", { type: "vm.start", vmId: "d" });

@@ -13,7 +13,7 @@ import { createUser } from "@nats-io/nkeys";
 import { Kvm } from "@nats-io/kv";
 import { VmqClient } from "../../src/client/index.js";
 import { names as namesFor } from "../../src/contracts/index.js";
-import { connectNats, type ConnectionConfig } from "../../src/worker/connect.js";
+import { connectNats, type ConnectionConfig } from "../../src/worker/nats/connect.js";
 import { makeJwt, usersConfig } from "../helpers/nats-auth.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { SPEC, eventually } from "../helpers/worker-harness.js";

@@ -3,6 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { headers } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { DLQ_HEADERS } from "../../src/contracts/index.js";
+import { AckAdvisories } from "../helpers/ack-advisories.js";
 import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
 
 const enc = new TextEncoder();
@@ -10,12 +11,21 @@ const enc = new TextEncoder();
 describe("worker: bad input is rejected, dead-lettered and never blocks other VMs", () => {
   let h: Harness;
   let noopCalls: () => number;
+  let adv: AckAdvisories;
   before(async () => {
     h = await Harness.start();
+    adv = await AckAdvisories.watch(
+      h.nc,
+      h.client.names.commandsStream,
+      h.client.names.durable("h1"),
+    );
     const { noop } = await h.worker();
     noopCalls = () => noop.calls.length;
   });
-  after(async () => h.stop());
+  after(async () => {
+    adv.close();
+    await h.stop();
+  });
 
   const good = (vmId: string, extra: Record<string, unknown> = {}) => ({
     type: "vm.start",
@@ -143,14 +153,10 @@ describe("worker: bad input is rejected, dead-lettered and never blocks other VM
         if (e?.type === "vm.command-rejected") assert.equal(e.code, c.code);
       }
       assert.equal(noopCalls(), before, "the backend was never touched");
-      // The command is not redelivered (terminated): the consumer has nothing pending for it.
-      const info = await jsm.consumers.info(h.client.names.commandsStream, "worker-h1");
-      await eventually(async () =>
-        (await jsm.consumers.info(h.client.names.commandsStream, "worker-h1")).num_ack_pending === 0
-          ? true
-          : undefined,
-      );
-      assert.ok(info.delivered.stream_seq >= ack.seq);
+      // Terminated on its first delivery: the server's MSG_TERMINATED advisory for this message,
+      // with deliveries 1, and no MSG_NAKED (a nak would also empty num_ack_pending in the end,
+      // once its deliveries run out, and the DLQ copy and rejection are de-duplicated).
+      assert.deepEqual(await adv.terminatedOnce(ack.seq, 10_000), [1]);
     });
   }
 
@@ -175,7 +181,7 @@ describe("worker: bad input is rejected, dead-lettered and never blocks other VM
     // Same commandId, now with a bad field, and with another msgID so JetStream stores it.
     const hdrs = headers();
     hdrs.set("Nats-Msg-Id", `${commandId}-again`);
-    await h.client.js.publish(
+    const again = await h.client.js.publish(
       h.client.names.cmd("h1", "bad-again"),
       enc.encode(
         JSON.stringify(good("bad-again", { commandId, type: "vm.stop", timeoutMs: "soon" })),
@@ -193,18 +199,22 @@ describe("worker: bad input is rejected, dead-lettered and never blocks other VM
       ["vm.prepared"],
       "exactly one outcome for the commandId",
     );
+    await adv.terminatedOnce(again.seq, 10_000);
   });
 
   it("valid commands for other VMs complete while poison arrives in between", async () => {
     const sends = [];
+    const poison: number[] = [];
     for (let i = 0; i < 20; i++) {
-      await h.client.js.publish(
+      const { seq } = await h.client.js.publish(
         h.client.names.cmd("h1", `poison-${i}`),
         enc.encode("\u0000not json"),
       );
+      poison.push(seq);
       sends.push(h.client.send("h1", { type: "vm.prepare", vmId: `fine-${i}`, spec: SPEC }));
     }
     const results = await Promise.all(sends);
     assert.ok(results.every((r) => r.outcome.type === "vm.prepared"));
+    for (const seq of poison) await adv.terminatedOnce(seq, 10_000);
   });
 });

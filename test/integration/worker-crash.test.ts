@@ -3,12 +3,16 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { VmqClient } from "../../src/client/index.js";
 import type { VmEvent } from "../../src/contracts/index.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { WorkerProcess } from "../helpers/worker-process.js";
 import { SPEC, eventually } from "../helpers/worker-harness.js";
+
+const DUPLICATE_WINDOW_MS = 1_000;
 
 describe("worker: SIGKILL mid-command, then restart", { timeout: 120_000 }, () => {
   let server: NatsServer;
@@ -36,6 +40,21 @@ describe("worker: SIGKILL mid-command, then restart", { timeout: 120_000 }, () =
     const prefix = testPrefix();
     client = new VmqClient(nc, { prefix, timeoutMs: 30_000 });
     dir = await mkdtemp(join(tmpdir(), "vmq-crash-"));
+    // The events stream as the worker makes it, but with a duplicate window of 1 s: the worker's
+    // event ids are deterministic, so within the default 2 min a command's second outcome would
+    // be dropped by JetStream without a word, and "not run again" could not fail.
+    await (
+      await jetstreamManager(nc)
+    ).streams.add({
+      name: client.names.eventsStream,
+      subjects: [`${prefix}.evt.>`],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      max_age: 0,
+      duplicate_window: DUPLICATE_WINDOW_MS * 1_000_000,
+      allow_direct: true,
+      deny_delete: true,
+    });
     args = [
       "--nats",
       server.url,
@@ -124,28 +143,35 @@ describe("worker: SIGKILL mid-command, then restart", { timeout: 120_000 }, () =
 
   it("a command killed after its outcome but before its ack is not run again", async () => {
     await client.send("h1", { type: "vm.prepare", vmId: "late", spec: SPEC });
+    // A worker that dies at its first ack, i.e. right after the start's outcome is recorded.
+    await worker.kill("SIGTERM");
+    const dying = new WorkerProcess(args, { VMQ_FAILPOINTS: "before-ack@1" }).start();
+    await ready();
     const { command } = await client.publish("h1", { type: "vm.start", vmId: "late" });
-    await eventually(
-      async () =>
-        (await client.history("h1", "late")).some(
-          (e) => e.event.causationId === command.commandId && e.event.type === "vm.started",
-        )
-          ? true
-          : undefined,
-      20_000,
-    );
-    await worker.kill("SIGKILL");
+    await dying.ended();
+    assert.deepEqual(dying.failpoints, ["before-ack"], dying.output);
+    const consumer = await (
+      await jetstreamManager(nc)
+    ).consumers.info(client.names.commandsStream, client.names.durable("h1"));
+    assert.equal(consumer.num_ack_pending, 1, "the start is unacked: it will be delivered again");
+    // The redelivered start comes after the events' duplicate window: a second intent or
+    // outcome (a rejection: the VM is running) would be stored and seen below.
+    await sleep(2 * DUPLICATE_WINDOW_MS + 500);
     worker = new WorkerProcess(args).start();
     await ready();
     const marker = await client.send("h1", { type: "vm.suspend", vmId: "late" });
     assert.equal(marker.outcome.type, "vm.suspended");
     const events: VmEvent[] = (await client.history("h1", "late")).map((e) => e.event);
-    assert.equal(
-      events.filter((e) => e.causationId === command.commandId).length,
-      2,
+    assert.deepEqual(
+      events.filter((e) => e.causationId === command.commandId).map((e) => e.type),
+      ["vm.command-accepted", "vm.started"],
       "one intent, one outcome",
     );
     assert.equal((await noopState("late")).state, "suspended");
+    const calls = (await readFile(join(dir, "noop", "calls.log"), "utf8"))
+      .split("\n")
+      .filter((l) => l.endsWith(" late"));
+    assert.deepEqual(calls, ["prepare late", "start late", "suspend late"], "one start");
   });
 
   it("a prepare that finished in the backend but died before its outcome is recorded as prepared, from the backend's record", async () => {

@@ -195,6 +195,31 @@ describe("worker operations", { timeout: 120_000 }, () => {
     await worker.drain();
   });
 
+  it("records drift found by a periodic pass, and the VM's next command still runs", async () => {
+    const { worker, noop } = await h.worker({ host: "pd", reconcileIntervalMs: 100 });
+    await h.client.send("pd", { type: "vm.prepare", vmId: "pd-1", spec: SPEC });
+    await h.client.send("pd", { type: "vm.start", vmId: "pd-1" });
+    const handle = worker.registry?.get("pd-1").handle;
+    assert.ok(handle);
+    // The guest stops behind the worker's back, and nothing tells it: only a pass can find it.
+    noop.inner.seed(handle, "stopped");
+    const drift = await eventually(
+      async () =>
+        (await h.client.history("pd", "pd-1")).find((e) => e.event.type === "vm.state-observed"),
+      10_000,
+      "the periodic pass records the drift",
+    );
+    assert.equal(drift.event.state, "stopped");
+    // The pass recorded it from inside the VM's lane: the lane must be free for its commands.
+    const started = await h.client.send(
+      "pd",
+      { type: "vm.start", vmId: "pd-1" },
+      { timeoutMs: 10_000 },
+    );
+    assert.equal(started.outcome.type, "vm.started");
+    await worker.drain();
+  });
+
   it("drains on request: in-flight commands finish, then the worker stops and its host record leaves", async () => {
     const { worker } = await h.worker({ host: "dr", noop: { latencyMs: 600 } });
     await h.client.send("dr", { type: "vm.prepare", vmId: "dr-1", spec: SPEC });

@@ -7,6 +7,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { VmqClient } from "../../src/client/index.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { cleanupDataDir, qemuTestGuest, type QemuGuestImages } from "../helpers/qemu-guest.js";
+import { skipWhenMissing, type MissingInput } from "../helpers/required.js";
 import { WorkerProcess } from "../helpers/worker-process.js";
 import { eventually } from "../helpers/worker-harness.js";
 
@@ -21,6 +22,7 @@ const alive = (pid: number): boolean => {
 
 describe("worker with the QEMU backend booting a real guest", { timeout: 300_000 }, () => {
   let guest: QemuGuestImages | undefined;
+  let missing: MissingInput | undefined;
   let server: NatsServer;
   let nc: NatsConnection;
   let client: VmqClient;
@@ -40,8 +42,8 @@ describe("worker with the QEMU backend booting a real guest", { timeout: 300_000
 
   before(async () => {
     const g = await qemuTestGuest();
-    if ("skip" in g) {
-      process.stderr.write(`SKIPPED worker-qemu integration: ${g.skip}\n`);
+    if ("unavailable" in g) {
+      missing = { ...g.unavailable, needed: "worker with QEMU" };
       return;
     }
     guest = g;
@@ -79,8 +81,7 @@ describe("worker with the QEMU backend booting a real guest", { timeout: 300_000
   });
 
   it("takes a VM through prepare, start, suspend, resume, stop and destroy from commands on NATS; a worker SIGKILL leaves the guest running and re-adopted", async (t) => {
-    if (!guest)
-      return t.skip("QEMU or the guest tools are not installed (./setup.sh installs them)");
+    if (skipWhenMissing(t, missing) || !guest) return;
     const spec = { name: "q", imagePath: guest.image, vcpus: 1, memoryMb: 128 };
     const run = async (body: Parameters<VmqClient["send"]>[1], type: string, state: string) => {
       const r = await client.send("q1", body);

@@ -1,4 +1,4 @@
-import type { Command } from "commander";
+import type { Command } from "@commander-js/extra-typings";
 import { addConnectionFlags, hostArg, vmIdArg, withClient } from "../connection.js";
 
 /** Ctrl-] ends the session, as in telnet. */
@@ -14,10 +14,10 @@ export function registerConsole(program: Command): void {
       )
       .argument("<vmId>", "the VM's id")
       .option("--host <host>", "the VM's host (default: from the vmq-vms view)"),
-  ).action(async (rawVmId: string, flags: { host?: string }) => {
+  ).action(async (rawVmId, flags) => {
     const vmId = vmIdArg(rawVmId);
     const host = hostArg(flags.host);
-    await withClient(flags as Record<string, unknown>, async ({ client }) => {
+    await withClient(flags, async ({ client }) => {
       const session = await client.openConsole(vmId, host ? { host } : {});
       const stdin = process.stdin;
       const tty = stdin.isTTY;

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
-import type { Command } from "commander";
+import type { Command } from "@commander-js/extra-typings";
 import { jetstreamManager, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import {
@@ -46,9 +46,9 @@ export function registerDlq(program: Command): void {
       .description("List the dead-lettered commands")
       .option("--host <host>", "only this host's dead letters")
       .option("--json", "print a JSON array of entries (headers and payload)"),
-  ).action(async (flags: { host?: string; json?: boolean }) => {
+  ).action(async (flags) => {
     const host = hostArg(flags.host);
-    await withClient(flags as Record<string, unknown>, async (c) => {
+    await withClient(flags, async (c) => {
       const entries = await listEntries(c, host);
       if (flags.json) {
         printJson(entries);
@@ -78,8 +78,8 @@ export function registerDlq(program: Command): void {
       )
       .argument("<seq>", "its sequence in the DLQ stream (vmq dlq list)", intOption("<seq>"))
       .option("--json", "print it as JSON"),
-  ).action(async (seq: number, flags: { json?: boolean }) => {
-    await withClient(flags as Record<string, unknown>, async (c) => {
+  ).action(async (seq, flags) => {
+    await withClient(flags, async (c) => {
       const e = toEntry(await getEntry(await jetstreamManager(c.nc), c.names, seq));
       if (flags.json) {
         printJson(e);
@@ -116,81 +116,75 @@ export function registerDlq(program: Command): void {
       )
       .option("--force", "publish even if the command is still invalid or already has an outcome")
       .option("--json", "print the result as JSON"),
-  ).action(
-    async (
-      seq: number,
-      flags: { payload?: string; newCommandId?: boolean; force?: boolean; json?: boolean },
-    ) => {
-      await withClient(flags as Record<string, unknown>, async (c) => {
-        const jsm = await jetstreamManager(c.nc);
-        const stored = await getEntry(jsm, c.names, seq);
-        const original = stored.header?.get(DLQ_HEADERS.subject) ?? "";
-        const target = parseSubject(original);
-        if (
-          !target ||
-          target.kind !== "cmd" ||
-          target.prefix !== c.names.prefix ||
-          target.rest.length > 0 ||
-          !isValidId(target.host) ||
-          !isValidId(target.vmId)
-        )
+  ).action(async (seq, flags) => {
+    await withClient(flags, async (c) => {
+      const jsm = await jetstreamManager(c.nc);
+      const stored = await getEntry(jsm, c.names, seq);
+      const original = stored.header?.get(DLQ_HEADERS.subject) ?? "";
+      const target = parseSubject(original);
+      if (
+        !target ||
+        target.kind !== "cmd" ||
+        target.prefix !== c.names.prefix ||
+        target.rest.length > 0 ||
+        !isValidId(target.host) ||
+        !isValidId(target.vmId)
+      )
+        throw new CliError(
+          "dlq::no-subject",
+          `DLQ entry ${seq} names no command subject of prefix ${c.names.prefix} (${DLQ_HEADERS.subject}: ${JSON.stringify(original)})`,
+          "It cannot be retried; drop it (vmq dlq drop).",
+          EXIT.failed,
+        );
+      let data: Uint8Array = flags.payload ? readPayload(flags.payload) : stored.data;
+      const parsed = parseCommand(data, target.vmId);
+      if (!parsed.ok && !flags.force)
+        throw new CliError(
+          "dlq::still-invalid",
+          `the command is still invalid: ${parsed.message} [${parsed.code}]`,
+          "Pass a fixed command with --payload <file>, or --force to publish it as it is.",
+        );
+      let commandId = parsed.ok ? parsed.command.commandId : undefined;
+      if (parsed.ok && flags.newCommandId) {
+        commandId = randomUUID();
+        data = new TextEncoder().encode(JSON.stringify({ ...parsed.command, commandId }));
+      } else if (parsed.ok && !flags.force) {
+        const done = (await c.client.history(target.host, target.vmId)).find(
+          ({ event }) =>
+            event.causationId === parsed.command.commandId && event.type !== "vm.command-accepted",
+        );
+        if (done)
           throw new CliError(
-            "dlq::no-subject",
-            `DLQ entry ${seq} names no command subject of prefix ${c.names.prefix} (${DLQ_HEADERS.subject}: ${JSON.stringify(original)})`,
-            "It cannot be retried; drop it (vmq dlq drop).",
-            EXIT.failed,
+            "dlq::already-done",
+            `command ${parsed.command.commandId} already has an outcome (${done.event.type} at ${done.seq}); re-publishing it would have no effect`,
+            "Add --new-command-id to run it again as a new command.",
           );
-        let data: Uint8Array = flags.payload ? readPayload(flags.payload) : stored.data;
-        const parsed = parseCommand(data, target.vmId);
-        if (!parsed.ok && !flags.force)
-          throw new CliError(
-            "dlq::still-invalid",
-            `the command is still invalid: ${parsed.message} [${parsed.code}]`,
-            "Pass a fixed command with --payload <file>, or --force to publish it as it is.",
-          );
-        let commandId = parsed.ok ? parsed.command.commandId : undefined;
-        if (parsed.ok && flags.newCommandId) {
-          commandId = randomUUID();
-          data = new TextEncoder().encode(JSON.stringify({ ...parsed.command, commandId }));
-        } else if (parsed.ok && !flags.force) {
-          const done = (await c.client.history(target.host, target.vmId)).find(
-            ({ event }) =>
-              event.causationId === parsed.command.commandId &&
-              event.type !== "vm.command-accepted",
-          );
-          if (done)
-            throw new CliError(
-              "dlq::already-done",
-              `command ${parsed.command.commandId} already has an outcome (${done.event.type} at ${done.seq}); re-publishing it would have no effect`,
-              "Add --new-command-id to run it again as a new command.",
-            );
-        }
-        const ack = await c.client.js.publish(original, data, {
-          msgID: `dlq-retry:${randomUUID()}`,
-          ...headersOpt(stored.header),
-        });
-        await jsm.streams.deleteMessage(c.names.dlqStream, seq);
-        const result = {
-          dlqSeq: seq,
-          subject: original,
-          commandSeq: ack.seq,
-          ...(commandId ? { commandId } : {}),
-        };
-        if (flags.json) printJson(result);
-        else
-          process.stdout.write(
-            `re-published DLQ entry ${seq} to ${original} (stream sequence ${ack.seq}${commandId ? `, commandId ${commandId}` : ""}) and removed it from the DLQ\n`,
-          );
+      }
+      const ack = await c.client.js.publish(original, data, {
+        msgID: `dlq-retry:${randomUUID()}`,
+        ...headersOpt(stored.header),
       });
-    },
-  );
+      await jsm.streams.deleteMessage(c.names.dlqStream, seq);
+      const result = {
+        dlqSeq: seq,
+        subject: original,
+        commandSeq: ack.seq,
+        ...(commandId ? { commandId } : {}),
+      };
+      if (flags.json) printJson(result);
+      else
+        process.stdout.write(
+          `re-published DLQ entry ${seq} to ${original} (stream sequence ${ack.seq}${commandId ? `, commandId ${commandId}` : ""}) and removed it from the DLQ\n`,
+        );
+    });
+  });
 
   addConnectionFlags(
     dlq
       .command("drop")
       .description("Delete a dead letter for good")
       .argument("<seq>", "its sequence in the DLQ stream", intOption("<seq>")),
-  ).action(async (seq: number, flags: Record<string, unknown>) => {
+  ).action(async (seq, flags) => {
     await withClient(flags, async (c) => {
       const jsm = await jetstreamManager(c.nc);
       await getEntry(jsm, c.names, seq);

@@ -1,15 +1,8 @@
-import type { Command } from "commander";
+import type { Command } from "@commander-js/extra-typings";
 import type { WatchOptions } from "../../client/index.js";
 import type { VmEvent } from "../../contracts/index.js";
 import { addConnectionFlags, hostArg, printJson, vmIdArg, withClient } from "../connection.js";
 import { CliError } from "../errors.js";
-
-interface EventsFlags {
-  host?: string;
-  follow?: boolean;
-  since?: string;
-  json?: boolean;
-}
 
 /** vmq events: the event stream of one VM, one host or the fleet; history, then optionally live. */
 export function registerEvents(program: Command): void {
@@ -24,7 +17,7 @@ export function registerEvents(program: Command): void {
       .option("--follow", "keep printing new events until interrupted")
       .option("--since <seq|time>", "start at this stream sequence, or at this ISO time")
       .option("--json", "print JSON lines: the event plus its stream sequence as seq"),
-  ).action(async (rawVmId: string | undefined, flags: EventsFlags) => {
+  ).action(async (rawVmId, flags) => {
     const vmId = rawVmId === undefined ? undefined : vmIdArg(rawVmId);
     const host = hostArg(flags.host);
     const start = since(flags.since);
@@ -33,7 +26,7 @@ export function registerEvents(program: Command): void {
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
     try {
-      await withClient(flags as Record<string, unknown>, async ({ client }) => {
+      await withClient(flags, async ({ client }) => {
         const opts: WatchOptions = { ...start, signal: abort.signal, toEnd: !flags.follow };
         for await (const { event, seq } of client.watch(
           { ...(host ? { host } : {}), ...(vmId ? { vmId } : {}) },

@@ -1,4 +1,4 @@
-import { Option, type Command } from "commander";
+import { Option, type Command } from "@commander-js/extra-typings";
 import { VmState, type HostRecord, type VmView } from "../../contracts/index.js";
 import {
   EXIT,
@@ -21,9 +21,9 @@ export function registerInspect(program: Command): void {
       )
       .argument("<vmId>", "the VM's id")
       .option("--json", "print the view record as JSON"),
-  ).action(async (rawVmId: string, flags: { json?: boolean }) => {
+  ).action(async (rawVmId, flags) => {
     const vmId = vmIdArg(rawVmId);
-    await withClient(flags as Record<string, unknown>, async ({ client, names }) => {
+    await withClient(flags, async ({ client, names }) => {
       const v = await client.get(vmId);
       if (!v)
         throw new CliError(
@@ -44,9 +44,9 @@ export function registerInspect(program: Command): void {
       .option("--host <host>", "only VMs of this host")
       .addOption(new Option("--state <state>", "only VMs in this state").choices(VmState.options))
       .option("--json", "print a JSON array of view records"),
-  ).action(async (flags: { host?: string; state?: string; json?: boolean }) => {
+  ).action(async (flags) => {
     const host = hostArg(flags.host);
-    await withClient(flags as Record<string, unknown>, async ({ client }) => {
+    await withClient(flags, async ({ client }) => {
       const vms = await client.list({
         ...(host ? { host } : {}),
         ...(flags.state ? { state: flags.state } : {}),
@@ -63,8 +63,8 @@ export function registerInspect(program: Command): void {
         "List live hosts from the vmq-hosts registry (a host that stops beating expires)",
       )
       .option("--json", "print a JSON array of host records"),
-  ).action(async (flags: { json?: boolean }) => {
-    await withClient(flags as Record<string, unknown>, async ({ client }) => {
+  ).action(async (flags) => {
+    await withClient(flags, async ({ client }) => {
       const hosts = await client.hosts();
       if (flags.json) printJson(hosts);
       else process.stdout.write(hostTable(hosts));

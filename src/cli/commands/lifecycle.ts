@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { Option, type Command } from "commander";
+import { Option, type Command, type OptionValues } from "@commander-js/extra-typings";
 import type { CommandBody, VmqClient } from "../../client/index.js";
 import {
   DEFAULT_STOP_TIMEOUT_MS,
@@ -59,10 +59,10 @@ export function registerLifecycle(program: Command): void {
         ]),
       ),
   );
-  prepare.action(async (rawVmId: string, flags: CommonFlags & PrepareFlags) => {
+  prepare.action(async (rawVmId, flags) => {
     const vmId = vmIdArg(rawVmId);
     const spec = specFrom(vmId, flags);
-    await withClient(flags as unknown as Record<string, unknown>, async ({ client }) => {
+    await withClient(flags, async ({ client }) => {
       let host = hostArg(flags.host);
       if (!host) {
         const p = await client.placer.place(spec.backend ? { backend: spec.backend } : {});
@@ -85,9 +85,9 @@ export function registerLifecycle(program: Command): void {
     ["resume", "vm.resume", "Resume a suspended VM"],
   ] as const) {
     common(program.command(name).description(what).argument("<vmId>", "the VM's id")).action(
-      async (rawVmId: string, flags: CommonFlags) => {
+      async (rawVmId, flags) => {
         const vmId = vmIdArg(rawVmId);
-        await withClient(flags as unknown as Record<string, unknown>, async ({ client }) => {
+        await withClient(flags, async ({ client }) => {
           const host = await client.hostOf(vmId, hostArg(flags.host));
           await run(client, host, { type, vmId, ...envelope(flags) }, flags);
         });
@@ -112,22 +112,20 @@ export function registerLifecycle(program: Command): void {
           StopForce.options,
         ),
       ),
-  ).action(
-    async (rawVmId: string, flags: CommonFlags & { timeoutMs?: number; force?: StopForce }) => {
-      const vmId = vmIdArg(rawVmId);
-      await withClient(flags as unknown as Record<string, unknown>, async ({ client }) => {
-        const host = await client.hostOf(vmId, hostArg(flags.host));
-        const body: CommandBody = {
-          type: "vm.stop",
-          vmId,
-          ...(flags.timeoutMs === undefined ? {} : { timeoutMs: flags.timeoutMs }),
-          ...(flags.force ? { force: flags.force } : {}),
-          ...envelope(flags),
-        };
-        await run(client, host, body, flags, stopWait(flags.timeoutMs));
-      });
-    },
-  );
+  ).action(async (rawVmId, flags) => {
+    const vmId = vmIdArg(rawVmId);
+    await withClient(flags, async ({ client }) => {
+      const host = await client.hostOf(vmId, hostArg(flags.host));
+      const body: CommandBody = {
+        type: "vm.stop",
+        vmId,
+        ...(flags.timeoutMs === undefined ? {} : { timeoutMs: flags.timeoutMs }),
+        ...(flags.force ? { force: flags.force } : {}),
+        ...envelope(flags),
+      };
+      await run(client, host, body, flags, stopWait(flags.timeoutMs));
+    });
+  });
 
   common(
     program
@@ -139,9 +137,9 @@ export function registerLifecycle(program: Command): void {
         `how long the graceful stop before destroying may take (default ${DEFAULT_STOP_TIMEOUT_MS})`,
         intOption("--timeout-ms"),
       ),
-  ).action(async (rawVmId: string, flags: CommonFlags & { timeoutMs?: number }) => {
+  ).action(async (rawVmId, flags) => {
     const vmId = vmIdArg(rawVmId);
-    await withClient(flags as unknown as Record<string, unknown>, async ({ client }) => {
+    await withClient(flags, async ({ client }) => {
       const host = await client.hostOf(vmId, hostArg(flags.host));
       const body: CommandBody = {
         type: "vm.destroy",
@@ -155,7 +153,8 @@ export function registerLifecycle(program: Command): void {
 }
 
 /** Flags every lifecycle command has. */
-function common(cmd: Command): Command {
+/** The flags every lifecycle command has; their types join the command's own. */
+function common<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
   return addConnectionFlags(
     cmd
       .option("--host <host>", "the VM's host (default: from the vmq-vms view)")

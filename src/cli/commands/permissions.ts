@@ -1,4 +1,4 @@
-import { Option, type Command } from "commander";
+import { Option, type Command } from "@commander-js/extra-typings";
 import { WorkerConfig } from "../../config/config.js";
 import { describeIssues } from "../../contracts/index.js";
 import {
@@ -13,14 +13,6 @@ import { CliError } from "../errors.js";
 /** Only --prefix (and VMQ_PREFIX), exactly as the other commands take it. */
 const PREFIX_ONLY: FlagSelection = { only: ["prefix"] };
 const PrefixConfig = WorkerConfig.pick({ prefix: true });
-
-interface Flags {
-  host?: string;
-  role: "worker" | "scheduler";
-  provision: boolean;
-  json?: boolean;
-  prefix?: string;
-}
 
 /**
  * vmq permissions: the NATS permissions of a host's worker (or of a scheduler), from
@@ -37,8 +29,8 @@ export function registerPermissions(program: Command): void {
       .option("--host <host>", "the worker's host id (required for --role worker)")
       .addOption(
         new Option("--role <role>", "whose permissions")
-          .choices(["worker", "scheduler"])
-          .default("worker"),
+          .choices(["worker", "scheduler"] as const)
+          .default("worker" as const),
       )
       .option(
         "--no-provision",
@@ -46,10 +38,8 @@ export function registerPermissions(program: Command): void {
       )
       .option("--json", "print the permissions object as JSON"),
     PREFIX_ONLY,
-  ).action((flags: Flags) => {
-    const parsed = PrefixConfig.safeParse(
-      configFromFlags(flags as unknown as Record<string, unknown>, process.env, PREFIX_ONLY),
-    );
+  ).action((flags) => {
+    const parsed = PrefixConfig.safeParse(configFromFlags(flags, process.env, PREFIX_ONLY));
     if (!parsed.success)
       throw new CliError(
         "config::invalid",

@@ -1,4 +1,4 @@
-import type { Command } from "commander";
+import type { Command } from "@commander-js/extra-typings";
 import { Kvm } from "@nats-io/kv";
 import { VmView } from "../../contracts/index.js";
 import { emptyVm, evolve, toView, type Vm } from "../../domain/index.js";
@@ -7,12 +7,6 @@ import { addConnectionFlags, hostArg, printJson, withClient } from "../connectio
 import { vmTable } from "./inspect.js";
 import { latestValues } from "../../client/kv-scan.js";
 import { jetstreamManager } from "@nats-io/jetstream";
-
-interface ReplayFlags {
-  host?: string;
-  rewriteView?: boolean;
-  json?: boolean;
-}
 
 /**
  * vmq replay: rebuilds the VM handles from the event stream alone (the same fold the worker
@@ -31,9 +25,9 @@ export function registerReplay(program: Command): void {
         "write the rebuilt records into the vmq-vms view (entries newer than the replay are left alone; entries with no events are removed)",
       )
       .option("--json", "print a JSON array of the rebuilt view records"),
-  ).action(async (flags: ReplayFlags) => {
+  ).action(async (flags) => {
     const host = hostArg(flags.host);
-    await withClient(flags as Record<string, unknown>, async ({ client, nc, names }) => {
+    await withClient(flags, async ({ client, nc, names }) => {
       const store = new JetStreamEventStore(client.js, names);
       const vms = new Map<string, Vm>();
       const { count, lastSeq } = await store.replay(host ?? "*", 0, ({ event, seq }) => {

@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Command } from "commander";
+import type { Command } from "@commander-js/extra-typings";
 import { CliError } from "../errors.js";
 
 /** schemas/ ships with the package, next to dist/. */

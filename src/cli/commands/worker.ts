@@ -1,4 +1,4 @@
-import type { Command } from "commander";
+import type { Command } from "@commander-js/extra-typings";
 import { WorkerConfig } from "../../config/config.js";
 import { describeIssues } from "../../contracts/index.js";
 import { addConfigFlags, configFromFlags } from "../config-flags.js";
@@ -11,7 +11,7 @@ export function registerWorker(program: Command): void {
       .description(
         "Run the worker of this host: consume its VM commands, run them, publish events. With no --nats it starts an embedded nats-server.",
       ),
-  ).action(async (opts: Record<string, unknown>) => {
+  ).action(async (opts) => {
     const parsed = WorkerConfig.safeParse(configFromFlags(opts));
     if (!parsed.success)
       throw new CliError(

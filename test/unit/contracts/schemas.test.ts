@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -7,10 +6,11 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
 import { buildSchemas } from "../../../scripts/schemas.js";
 import { VmSpec } from "../../../src/contracts/index.js";
+import { sharedFile, skipWhenMissing } from "../../helpers/required.js";
 
 const root = join(import.meta.dirname, "..", "..", "..");
 const schemasDir = join(root, "schemas");
-const contractDoc = join(root, "..", "shared", "design", "wire-contract.md");
+const contract = sharedFile("design/wire-contract.md", "wire contract");
 const addFormats = addFormatsModule as unknown as (a: Ajv2020) => void;
 
 async function listFiles(dir: string, base = ""): Promise<string[]> {
@@ -62,11 +62,8 @@ describe("schemas/", () => {
   });
 
   it("validates every JSON example of the wire contract", async (t) => {
-    if (!existsSync(contractDoc)) {
-      t.skip(`wire contract not found at ${contractDoc}: shared/ is not beside this checkout`);
-      return;
-    }
-    const md = await readFile(contractDoc, "utf8");
+    if (skipWhenMissing(t, contract.missing)) return;
+    const md = await readFile(contract.path, "utf8");
     const examples = [...md.matchAll(/```json\n([\s\S]*?)```/g)].map(
       (m) => JSON.parse(m[1] ?? "") as { type: string },
     );

@@ -61,14 +61,27 @@ describe("FaultyBackend around a backend", () => {
     );
   });
 
-  it("keeps the latest calls in order and stays bounded (a long-running worker reconciles)", async () => {
-    const b = wrapped({ keepCalls: 4 });
-    const h = await running(b, "k");
-    for (let i = 0; i < 50; i++) await b.state(h);
-    await b.guestIp(h);
-    assert.ok(b.calls.length >= 4, `keeps at least keepCalls (has ${b.calls.length})`);
-    assert.ok(b.calls.length <= 8, `holds at most twice keepCalls (has ${b.calls.length})`);
-    assert.deepEqual(b.calls.at(-1), { op: "guestIp", vmId: "k" }, "the newest call is last");
+  it("keeps every call below the bound, and beyond it drops only the oldest", async () => {
+    const N = 5;
+    const b = wrapped({ keepCalls: N });
+    // One VM per call, so each call can be told apart (and its order seen).
+    const made: { op: string; vmId: string }[] = [];
+    for (let k = 1; k <= 6 * N; k++) {
+      const handle = await b.inner.prepare(`v${k}`, spec);
+      await b.state(handle);
+      made.push({ op: "state", vmId: `v${k}` });
+      const kept = b.calls.map((c) => ({ op: c.op, vmId: c.vmId }));
+      if (k <= N) {
+        assert.deepEqual(kept, made, `with ${k} <= keepCalls calls, all are kept, in order`);
+        continue;
+      }
+      assert.ok(
+        kept.length >= N && kept.length <= 2 * N,
+        `after ${k} calls it holds between keepCalls and twice that (has ${kept.length})`,
+      );
+      assert.deepEqual(kept, made.slice(-kept.length), `after ${k} calls: the latest, in order`);
+    }
+    assert.notDeepEqual(b.calls[0], made[0], "the oldest calls were dropped");
     const all = wrapped();
     await all.state(await all.prepare("a", spec));
     assert.deepEqual(

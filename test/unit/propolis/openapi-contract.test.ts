@@ -4,18 +4,19 @@
  * from ../shared/propolis/ beside the repository and never copied into it.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { Ajv, type ValidateFunction } from "ajv";
 import addFormatsModule from "ajv-formats";
 import { PropolisClient } from "../../../src/hypervisor/backends/propolis/propolis-client.js";
 import { buildEnsureRequest } from "../../../src/hypervisor/backends/propolis/propolis-spec.js";
 import { FakePropolisServer } from "../../helpers/fake-propolis/fake-propolis-server.js";
+import { sharedFile, skipWhenMissing } from "../../helpers/required.js";
 
-const DOC = fileURLToPath(
-  new URL("../../../../shared/propolis/propolis-server-5.0.0-0c6dd9.json", import.meta.url),
+const { path: DOC, missing } = sharedFile(
+  "propolis/propolis-server-5.0.0-0c6dd9.json",
+  "Propolis OpenAPI",
 );
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
@@ -94,7 +95,6 @@ function rawRequest(
 }
 
 describe("OpenAPI contract (propolis-server 5.0.0)", () => {
-  const present = existsSync(DOC);
   let ajv: Ajv;
   let fake: FakePropolisServer;
   const schema = (name: string): ValidateFunction => {
@@ -108,7 +108,7 @@ describe("OpenAPI contract (propolis-server 5.0.0)", () => {
   };
 
   before(async () => {
-    if (!present) return;
+    if (missing) return;
     const doc = rewrite(JSON.parse(readFileSync(DOC, "utf8"))) as Json;
     ajv = new Ajv({ strict: true, strictTypes: false, allErrors: true });
     addFormats(ajv);
@@ -135,10 +135,7 @@ describe("OpenAPI contract (propolis-server 5.0.0)", () => {
   });
 
   it("validates what the client sends and what the fake answers", async (t) => {
-    if (!present) {
-      t.skip(`OpenAPI document not found at ${DOC}; contract not checked`);
-      return;
-    }
+    if (skipWhenMissing(t, missing)) return;
     const c = new PropolisClient(fake.addr);
     const full = buildEnsureRequest({
       vmId: "contract",
@@ -200,10 +197,7 @@ describe("OpenAPI contract (propolis-server 5.0.0)", () => {
   });
 
   it("rejects bodies the real server would reject (the check has teeth)", (t) => {
-    if (!present) {
-      t.skip(`OpenAPI document not found at ${DOC}; contract not checked`);
-      return;
-    }
+    if (skipWhenMissing(t, missing)) return;
     // vm-manager's legacy body: no init, no metadata.
     const legacy = {
       properties: { id: "propolis-x", name: "a", description: "b" },

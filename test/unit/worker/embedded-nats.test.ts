@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { portsFileUrl } from "../../../src/worker/embedded-nats.js";
+import { portsFileUrl } from "../../../src/worker/nats/embedded-nats.js";
 
 describe("portsFileUrl (how the embedded NATS and the test helper learn the server's URL)", () => {
   it("is undefined until a whole ports file is there, then its first client URL", async () => {

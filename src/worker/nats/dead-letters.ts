@@ -1,25 +1,18 @@
-import { headers, type MsgHdrs } from "@nats-io/transport-node";
+import { headers } from "@nats-io/transport-node";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { DLQ_HEADERS, INVALID_VM_TOKEN, isValidId, type Names } from "../contracts/index.js";
-
-export interface DeadLetter {
-  subject: string;
-  data: Uint8Array;
-  headers?: MsgHdrs | undefined;
-  streamSeq: number;
-  code: string;
-  reason: string;
-  attempts: number;
-  lastError?: string;
-  vmState?: string;
-}
+import { DLQ_HEADERS, INVALID_VM_TOKEN, isValidId, type Names } from "../../contracts/index.js";
+import type { DeadLetter, DeadLetters } from "../ports.js";
 
 /**
- * Copies a command that could not be handled to VMQ_DLQ: the raw payload byte for byte, its
- * headers, and why. The msgID makes the copy unique per command message, so the handler and
+ * VMQ_DLQ: a command that could not be handled is copied there, the raw payload byte for byte,
+ * its headers, and why. The msgID makes the copy unique per command message, so the handler and
  * the max-deliveries mover can both try without making two copies.
  */
-export async function deadLetter(
+export function jetStreamDeadLetters(js: JetStreamClient, names: Names, host: string): DeadLetters {
+  return { put: (d) => deadLetter(js, names, host, d) };
+}
+
+async function deadLetter(
   js: JetStreamClient,
   names: Names,
   host: string,

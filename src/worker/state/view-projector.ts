@@ -1,7 +1,6 @@
-import type { VmEvent } from "../contracts/index.js";
-import { emptyVm, evolve, toView, type Vm } from "../domain/index.js";
-import type { EventStore } from "../event-store/event-store.js";
-import type { Logger } from "../observability/logger.js";
+import { toView } from "../../domain/index.js";
+import type { Logger } from "../../observability/logger.js";
+import type { VmReader } from "./vm-streams.js";
 
 /** How long view writes wait to coalesce (the view is eventually consistent by design). */
 const VIEW_FLUSH_MS = 25;
@@ -24,92 +23,27 @@ export interface ViewWriter {
 }
 
 /**
- * The worker's VMs, folded from the event stream, and the `vmq-vms` view kept behind them.
- * View writes are coalesced per VM (latest wins) and never on the command's critical path:
- * the view is a projection that `vmq replay` can always rebuild.
+ * Keeps the `vmq-vms` view behind the VMs: a changed VM is marked dirty, and its record is
+ * written after a short window (latest wins), never on a command's critical path. The view is
+ * a projection that `vmq replay` can always rebuild.
  */
-export class VmRegistry {
-  readonly #vms = new Map<string, Vm>();
+export class ViewProjector {
   readonly #dirty = new Set<string>();
-  /** VMs changed since the last snapshot. */
-  readonly changedSinceSnapshot = new Set<string>();
   #flushing: Promise<void> | undefined;
   #windowMs = VIEW_FLUSH_MS;
-  /** Ends the current coalescing window early (flushView). */
+  /** Ends the current coalescing window early (flush). */
   #wake: (() => void) | undefined;
   #urgent = false;
-  lastSeq = 0;
 
   constructor(
-    readonly host: string,
-    private readonly store: EventStore,
+    private readonly vms: VmReader,
     private readonly view: ViewWriter | undefined,
     private readonly log: Logger,
-    /** Whether commands are waiting for a lane (widens the view's coalescing window). */
+    /** Whether commands are waiting for a lane (widens the coalescing window). */
     private readonly backlog: () => boolean = () => false,
   ) {}
 
-  get size(): number {
-    return this.#vms.size;
-  }
-
-  get(vmId: string): Vm {
-    return this.#vms.get(vmId) ?? emptyVm(vmId, this.host);
-  }
-
-  has(vmId: string): boolean {
-    return this.#vms.has(vmId);
-  }
-
-  all(): Vm[] {
-    return [...this.#vms.values()];
-  }
-
-  /** Applies an event that is now at `seq` in the stream. */
-  apply(event: VmEvent, seq: number, opts: { writeView?: boolean } = {}): Vm {
-    const vm = evolve(this.get(event.vmId), event, seq);
-    this.#vms.set(event.vmId, vm);
-    this.changedSinceSnapshot.add(event.vmId);
-    if (seq > this.lastSeq) this.lastSeq = seq;
-    if (opts.writeView !== false) this.markDirty(event.vmId);
-    return vm;
-  }
-
-  /** Rebuilds one VM from its stream (after a sequence conflict). */
-  async reload(vmId: string): Promise<Vm> {
-    let vm = emptyVm(vmId, this.host);
-    for (const { event, seq } of await this.store.readVm(this.host, vmId))
-      vm = evolve(vm, event, seq);
-    this.#vms.set(vmId, vm);
-    this.markDirty(vmId);
-    return vm;
-  }
-
-  /**
-   * Rebuilds every VM of this host in one pass: from a snapshot taken at `from.seq` when one is
-   * given (replaying only what came after it), otherwise from the start of the stream.
-   */
-  async replayAll(
-    from?: { seq: number; vms: Vm[] },
-    signal?: AbortSignal,
-  ): Promise<{ count: number; lastSeq: number }> {
-    if (from) {
-      for (const vm of from.vms) this.#vms.set(vm.vmId, vm);
-      this.lastSeq = from.seq;
-    }
-    const r = await this.store.replay(
-      this.host,
-      from?.seq ?? 0,
-      ({ event, seq }) => this.apply(event, seq, { writeView: false }),
-      signal,
-    );
-    // A worker that died may not have written its last view updates: rewrite them all.
-    for (const id of this.#vms.keys()) this.markDirty(id);
-    // What a snapshot already holds need not be written again.
-    if (from && r.count === 0) this.changedSinceSnapshot.clear();
-    return r;
-  }
-
+  /** The VM's record is written at the end of the current window. */
   markDirty(vmId: string): void {
     this.#dirty.add(vmId);
     // A short delay lets a command's intent and outcome (and a busy VM's next commands)
@@ -118,7 +52,7 @@ export class VmRegistry {
   }
 
   /** Waits until every pending view write is done (without waiting out the window). */
-  async flushView(): Promise<void> {
+  async flush(): Promise<void> {
     while (this.#flushing) {
       this.#urgent = true;
       this.#wake?.();
@@ -135,7 +69,7 @@ export class VmRegistry {
         if (!this.view) continue;
         for (let i = 0; i < batch.length; i++) {
           const id = batch[i] as string;
-          const view = toView(this.get(id));
+          const view = toView(this.vms.get(id));
           if (view) this.view.write(id, JSON.stringify(view));
           // The records share the connection with the commands' appends, and the server takes
           // a connection's messages in order: a window's worth of records (thousands under a

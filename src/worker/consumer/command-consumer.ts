@@ -1,10 +1,14 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
-import { commandVmToken } from "../contracts/index.js";
-import { backoffMs, sleep } from "../lib/time.js";
-import type { Logger } from "../observability/logger.js";
-import type { CommandHandler } from "./command-handler.js";
+import { commandVmToken } from "../../contracts/index.js";
+import { retry } from "../../lib/retry.js";
+import type { Logger } from "../../observability/logger.js";
+import type { CommandMessage, Settlement } from "../pipeline/settlement.js";
 import type { Lanes } from "./lanes.js";
-import type { CommandMessage } from "./order-gate.js";
+
+/** Handles one delivered command and says what is to happen to its message. */
+export interface CommandSink {
+  handle(msg: CommandMessage): Promise<Settlement>;
+}
 
 export interface CommandConsumerOptions {
   ackWaitMs: number;
@@ -51,9 +55,9 @@ export class CommandConsumer {
   constructor(
     private readonly js: JetStreamClient,
     private readonly stream: string,
-    private readonly durable: string,
+    readonly durable: string,
     private readonly lanes: Lanes,
-    private readonly handler: Pick<CommandHandler, "handle">,
+    private readonly handler: CommandSink,
     private readonly log: Logger,
     private readonly opts: CommandConsumerOptions,
   ) {}
@@ -79,42 +83,53 @@ export class CommandConsumer {
   }
 
   async #supervise(first: ConsumerMessages): Promise<void> {
-    let messages: ConsumerMessages | undefined = first;
-    for (let attempt = 0; ; attempt++) {
-      if (messages) {
-        try {
-          for await (const msg of messages) {
-            attempt = 0;
-            this.#dispatch(msg);
-          }
-          if (this.#stop.signal.aborted) return;
-          this.log.warn("the command consumer stopped; starting it again");
-        } catch (e) {
-          if (this.#stop.signal.aborted) return;
-          this.log.error({ err: e }, "the command consumer failed; starting it again");
-        }
+    const stop = this.#stop.signal;
+    for (let m: ConsumerMessages | undefined = first; m; m = await this.#restart()) {
+      try {
+        for await (const msg of m) this.#dispatch(msg);
+        if (stop.aborted) return;
+        this.log.warn("the command consumer stopped; starting it again");
+      } catch (e) {
+        if (stop.aborted) return;
+        this.log.error({ err: e }, "the command consumer failed; starting it again");
       }
       this.running = false;
-      messages = undefined;
-      await sleep(backoffMs(attempt + 1, 250, 10_000), this.#stop.signal).catch(() => undefined);
-      if (this.#stop.signal.aborted) return;
-      try {
-        await this.opts.recreate(this.#resumeAt());
-        if (this.#stop.signal.aborted) return; // stopped while recreating: pull nothing more
-        messages = await this.#open();
-        if (this.#stop.signal.aborted) {
-          // stop() came while this restart was under way: it could not stop what it did not see.
-          messages.stop();
-          this.running = false;
-          return;
-        }
-        this.restarts++;
-        this.opts.onRestart?.();
-        this.log.info({ durable: this.durable }, "consuming commands again");
-      } catch (e) {
-        this.log.warn({ err: e, attempt }, "could not consume commands yet; retrying");
-      }
     }
+  }
+
+  /** Recreates the durable and consumes again, backing off while that fails; undefined once stopped. */
+  async #restart(): Promise<ConsumerMessages | undefined> {
+    const stop = this.#stop.signal;
+    let messages: ConsumerMessages;
+    try {
+      messages = await retry(
+        async () => {
+          await this.opts.recreate(this.#resumeAt());
+          stop.throwIfAborted(); // stopped while recreating: pull nothing more
+          return this.#open();
+        },
+        {
+          baseMs: 250,
+          capMs: 10_000,
+          waitFirst: true,
+          signal: stop,
+          onRetry: (e, attempt) =>
+            this.log.warn({ err: e, attempt }, "could not consume commands yet; retrying"),
+        },
+      );
+    } catch {
+      return undefined; // only a stop ends the retrying
+    }
+    if (stop.aborted) {
+      // stop() came while this restart was under way: it could not stop what it did not see.
+      messages.stop();
+      this.running = false;
+      return undefined;
+    }
+    this.restarts++;
+    this.opts.onRestart?.();
+    this.log.info({ durable: this.durable }, "consuming commands again");
+    return messages;
   }
 
   /** A deleted or missing durable is not coming back by itself: end this consume() so #supervise recreates it. */
@@ -151,11 +166,15 @@ export class CommandConsumer {
     const vmKey = commandVmToken(msg.subject);
     const entry = { msg, since: Date.now() };
     this.#held.set(msg.seq, entry);
-    const handle = new Delivery(entry, this.#unsettled, this.opts.send ?? now);
+    const delivery = new Delivery(entry, this.#unsettled, this.opts.send ?? now);
     this.lanes.push(vmKey, {
       run: async () => {
         try {
-          await this.handler.handle(handle);
+          delivery.settle(await this.handler.handle(delivery));
+        } catch (e) {
+          // The handler settles every path itself; this is a bug, and the message comes back.
+          this.log.error({ err: e, seq: msg.seq }, "command handler failed");
+          delivery.settle({ kind: "nak", delayMs: 1_000 });
         } finally {
           this.#held.delete(msg.seq);
         }
@@ -198,8 +217,9 @@ const now = (settle: () => void): void => settle();
 
 /**
  * What the handler gets for a delivered command: the newest delivery of the message (a
- * redelivery while queued replaces it), and ack/term also mark it settled, so a recreated
- * durable knows where to start. A class, not a literal with closures: one per command.
+ * redelivery while queued replaces it). Settling it acks, terms or naks that delivery; ack and
+ * term also mark it settled, so a recreated durable knows where to start. A class, not a
+ * literal with closures: one per command.
  */
 class Delivery implements CommandMessage {
   constructor(
@@ -222,20 +242,23 @@ class Delivery implements CommandMessage {
   get info(): JsMsg["info"] {
     return this.entry.msg.info;
   }
-  ack(): void {
+  settle(s: Settlement): void {
     const { msg } = this.entry;
-    this.unsettled.delete(msg.seq);
-    this.send(() => msg.ack());
-  }
-  term(): void {
-    const { msg } = this.entry;
-    this.unsettled.delete(msg.seq);
-    this.send(() => msg.term());
-  }
-  nak(millis?: number): void {
-    this.entry.msg.nak(millis);
-  }
-  working(): void {
-    this.entry.msg.working();
+    switch (s.kind) {
+      case "ack":
+        this.unsettled.delete(msg.seq);
+        this.send(() => msg.ack());
+        return;
+      case "term":
+        this.unsettled.delete(msg.seq);
+        this.send(() => msg.term());
+        return;
+      case "nak":
+        msg.nak(s.delayMs);
+        return;
+      case "abandon":
+        msg.nak(); // straight back, for the next worker of this host to resume
+        return;
+    }
   }
 }

@@ -37,6 +37,19 @@ export class Lanes {
     this.#schedule();
   }
 
+  /**
+   * Runs `fn` in the key's lane (after what is queued there) and resolves with its result, or
+   * with undefined when the lanes are drained before it started.
+   */
+  run<T>(key: string, fn: () => Promise<T>): Promise<T | undefined> {
+    return new Promise((resolve, reject) => {
+      this.push(key, {
+        run: () => fn().then(resolve, reject),
+        abandon: () => resolve(undefined),
+      });
+    });
+  }
+
   /** Resolves when nothing is queued or running. */
   idle(): Promise<void> {
     if (this.#running === 0 && this.#queues.size === 0) return Promise.resolve();

@@ -7,8 +7,8 @@ import {
   type ConnectionOptions,
   type NatsConnection,
 } from "@nats-io/transport-node";
-import type { ResolvedConfig } from "../config/config.js";
-import { VmqError } from "../lib/errors.js";
+import type { ResolvedConfig } from "../../config/config.js";
+import { VmqError } from "../../lib/errors.js";
 
 export type ConnectionConfig = Pick<
   ResolvedConfig,

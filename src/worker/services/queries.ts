@@ -1,14 +1,24 @@
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
-import { QUERY_NAMES, isValidId, type QueryName } from "../contracts/index.js";
-import { toView } from "../domain/index.js";
-import { toVmqError } from "../lib/errors.js";
-import type { WorkerContext } from "./context.js";
+import { QUERY_NAMES, isValidId, type Names, type QueryName } from "../../contracts/index.js";
+import { toView } from "../../domain/index.js";
+import type { HypervisorRouter } from "../../hypervisor/index.js";
+import { toVmqError } from "../../lib/errors.js";
+import type { Logger } from "../../observability/logger.js";
+import type { VmReader } from "../state/vm-streams.js";
+
+export interface QueryDeps {
+  host: string;
+  names: Names;
+  vms: VmReader;
+  router: Pick<HypervisorRouter, "state" | "guestIp" | "consoleEndpoint">;
+  log: Logger;
+}
 
 const encoder = new TextEncoder();
 const QUERY_TIMEOUT_MS = 10_000;
 
 /** Answers `<prefix>.api.<host>.<vmId>.get|state|guest-ip|console` with request-reply. */
-export function serveQueries(nc: NatsConnection, ctx: WorkerContext): Subscription {
+export function serveQueries(nc: NatsConnection, ctx: QueryDeps): Subscription {
   return nc.subscribe(ctx.names.apiFilter(ctx.host), {
     callback: (err, msg) => {
       if (err) {
@@ -20,7 +30,7 @@ export function serveQueries(nc: NatsConnection, ctx: WorkerContext): Subscripti
   });
 }
 
-async function answer(msg: Msg, ctx: WorkerContext): Promise<void> {
+async function answer(msg: Msg, ctx: QueryDeps): Promise<void> {
   const [, , , vmId = "", query = ""] = msg.subject.split(".");
   const reply = (body: unknown) => {
     if (msg.reply) msg.respond(encoder.encode(JSON.stringify(body)));
@@ -33,9 +43,9 @@ async function answer(msg: Msg, ctx: WorkerContext): Promise<void> {
       `unknown query ${JSON.stringify(query)}`,
       `Known: ${QUERY_NAMES.join(", ")}`,
     );
-  if (!isValidId(vmId) || !ctx.registry.has(vmId))
+  if (!isValidId(vmId) || !ctx.vms.has(vmId))
     return fail("vm::not-found", `VM ${vmId} is not on host ${ctx.host}`);
-  const vm = ctx.registry.get(vmId);
+  const vm = ctx.vms.get(vmId);
   const view = toView(vm);
   if (!view) return fail("vm::not-found", `VM ${vmId} is not on host ${ctx.host}`);
   try {

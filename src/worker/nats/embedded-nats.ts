@@ -1,10 +1,10 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, readdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { setTimeout as delay } from "node:timers/promises";
 import { execa } from "execa";
-import { VmqError } from "../lib/errors.js";
-import type { Logger } from "../observability/logger.js";
+import { VmqError } from "../../lib/errors.js";
+import { waitFor } from "../../lib/retry.js";
+import type { Logger } from "../../observability/logger.js";
 
 const CANDIDATES = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"];
 
@@ -58,20 +58,20 @@ export async function startEmbeddedNats(
   );
   let stderr = "";
   proc.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  for (let i = 0; i < 200; i++) {
-    const url = await portsFileUrl(portsDir);
-    if (url) {
-      log.info({ url, store }, "embedded nats-server started");
-      return {
-        url,
-        stop: async () => {
-          proc.kill("SIGTERM");
-          await proc;
-        },
-      };
-    }
-    if (proc.exitCode !== null) break;
-    await delay(50);
+  // Up to 10 s for the ports file; a server that exited (a port in use, say) ends the wait.
+  const url = await waitFor(
+    async () => (await portsFileUrl(portsDir)) ?? (proc.exitCode !== null ? "" : undefined),
+    { intervalMs: 50, timeoutMs: 10_000 },
+  );
+  if (url) {
+    log.info({ url, store }, "embedded nats-server started");
+    return {
+      url,
+      stop: async () => {
+        proc.kill("SIGTERM");
+        await proc;
+      },
+    };
   }
   proc.kill("SIGKILL");
   throw new VmqError(

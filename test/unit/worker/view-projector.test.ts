@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Command, type VmEvent } from "../../../src/contracts/index.js";
-import { decide, emptyVm } from "../../../src/domain/index.js";
-import type { EventStore } from "../../../src/event-store/event-store.js";
+import { decide, emptyVm, evolve, type Vm } from "../../../src/domain/index.js";
 import { silentLogger } from "../../../src/observability/logger.js";
-import { VmRegistry, type ViewWriter } from "../../../src/worker/vm-registry.js";
+import { ViewProjector, type ViewWriter } from "../../../src/worker/state/view-projector.js";
+import type { VmReader } from "../../../src/worker/state/vm-streams.js";
 
 /** The intent of a prepare: enough to give a VM a state, so it has a view record. */
 function preparing(vmId: string): VmEvent {
@@ -35,13 +35,35 @@ class RecordingView implements ViewWriter {
   }
 }
 
-const noStore = {} as EventStore; // these tests never read the stream
+/** VMs in a map, each change marked dirty in the projector, as the worker's VmStreams does. */
+function registry(view: ViewWriter, backlog?: () => boolean) {
+  const vms = new Map<string, Vm>();
+  const reader: VmReader = {
+    get size() {
+      return vms.size;
+    },
+    lastSeq: 0,
+    get: (id) => vms.get(id) ?? emptyVm(id, "h1"),
+    has: (id) => vms.has(id),
+    all: () => [...vms.values()],
+  };
+  const projector = new ViewProjector(reader, view, silentLogger(), backlog);
+  return {
+    apply(event: VmEvent, seq: number): void {
+      vms.set(event.vmId, evolve(reader.get(event.vmId), event, seq));
+      projector.markDirty(event.vmId);
+    },
+    markDirty: (id: string) => projector.markDirty(id),
+    flushView: () => projector.flush(),
+  };
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe("VmRegistry: the vms view behind the VMs", () => {
+describe("ViewProjector: the vms view behind the VMs", () => {
   it("coalesces one VM's changes within the window into one write", async () => {
     const view = new RecordingView();
-    const reg = new VmRegistry("h1", noStore, view, silentLogger());
+    const reg = registry(view);
     reg.apply(preparing("a"), 1);
     reg.markDirty("a");
     reg.apply(preparing("b"), 2);
@@ -55,7 +77,7 @@ describe("VmRegistry: the vms view behind the VMs", () => {
   it("widens the window while commands wait for a lane, and narrows it again after", async () => {
     const view = new RecordingView();
     let backlog = true;
-    const reg = new VmRegistry("h1", noStore, view, silentLogger(), () => backlog);
+    const reg = registry(view, () => backlog);
     // One VM changing every 5 ms, for 600 ms, with a backlog the whole time.
     const t0 = performance.now();
     for (let i = 0; performance.now() - t0 < 600; i++) {
@@ -84,7 +106,7 @@ describe("VmRegistry: the vms view behind the VMs", () => {
 
   it("flushView() writes what is pending without waiting out the window", async () => {
     const view = new RecordingView();
-    const reg = new VmRegistry("h1", noStore, view, silentLogger(), () => true);
+    const reg = registry(view, () => true);
     // Grow the window: a few flushes under a backlog.
     for (let i = 0; i < 4; i++) {
       reg.apply(preparing("w"), i + 1);
@@ -111,7 +133,7 @@ describe("VmRegistry: the vms view behind the VMs", () => {
       },
       flush: () => Promise.resolve(),
     };
-    const reg = new VmRegistry("h1", noStore, view, silentLogger());
+    const reg = registry(view);
     for (let i = 0; i < 250; i++) reg.apply(preparing(`c${i}`), i + 1);
     await reg.flushView();
     assert.equal(writes.length, 250, "every record is written");

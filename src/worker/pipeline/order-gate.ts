@@ -1,18 +1,20 @@
-import type { JetStreamManager, MsgRequest } from "@nats-io/jetstream";
 import type { MsgHdrs } from "@nats-io/transport-node";
-import type { Command } from "../contracts/index.js";
+import type { Command } from "../../contracts/index.js";
 
-/** The parts of a command message the handler uses: a JsMsg, or an earlier command read back. */
-export interface CommandMessage {
-  readonly subject: string;
-  readonly data: Uint8Array;
-  readonly seq: number;
-  readonly headers?: MsgHdrs | undefined;
-  readonly info: { readonly redelivered: boolean; readonly deliveryCount: number };
-  ack(): void;
-  nak(millis?: number): void;
-  term(): void;
-  working(): void;
+/** A command message read back from the stream. */
+export interface StoredCommand {
+  seq: number;
+  subject: string;
+  data: Uint8Array;
+  headers?: MsgHdrs | undefined;
+}
+
+/** The host's command stream and consumer, as the gate reads them. */
+export interface CommandLog {
+  /** The consumer's ack floor and the last stream sequence it delivered. */
+  position(): Promise<{ ackFloor: number; delivered: number }>;
+  /** The first message on `subject` at or after `fromSeq`, or null. */
+  next(subject: string, fromSeq: number): Promise<StoredCommand | null>;
 }
 
 /** A valid command of the VM, earlier in the stream, with no outcome yet. */
@@ -57,9 +59,7 @@ export class OrderGate {
   readonly #tried = new Set<number>();
 
   constructor(
-    private readonly jsm: JetStreamManager,
-    private readonly stream: string,
-    private readonly durable: string,
+    private readonly log: CommandLog,
     /** The valid command in a stream message, or undefined for bad input (never reordered). */
     private readonly parse: (data: Uint8Array, subject: string) => Command | undefined,
     /**
@@ -74,9 +74,7 @@ export class OrderGate {
    * flight) may still hold: at start before consuming, and again after every reconnect.
    */
   async open(): Promise<{ from: number; to: number } | undefined> {
-    const info = await this.jsm.consumers.info(this.stream, this.durable);
-    const floor = info.ack_floor.stream_seq;
-    const delivered = info.delivered.stream_seq;
+    const { ackFloor: floor, delivered } = await this.log.position();
     const now = Date.now();
     if (delivered > floor) {
       const w = this.#window;
@@ -159,11 +157,7 @@ export class OrderGate {
     if (w && from <= until) {
       let found = false;
       for (;;) {
-        // next_by_subj works on 2.9.10 though the client's type only names seq and last_by_subj.
-        const m = await this.jsm.streams.getMessage(this.stream, {
-          seq: from,
-          next_by_subj: subject,
-        } as unknown as MsgRequest);
+        const m = await this.log.next(subject, from);
         if (!m || m.seq > until) break;
         const command = this.parse(m.data, m.subject);
         if (command && !seen.has(command.commandId) && !out.has(m.seq)) {
@@ -172,7 +166,7 @@ export class OrderGate {
             seq: m.seq,
             subject: m.subject,
             data: m.data,
-            headers: m.header,
+            headers: m.headers,
             command,
           });
           found = true;
@@ -192,11 +186,11 @@ export class OrderGate {
       this.#close();
       return;
     }
-    this.#refreshing ??= this.jsm.consumers
-      .info(this.stream, this.durable)
-      .then((info) => {
+    this.#refreshing ??= this.log
+      .position()
+      .then((p) => {
         w.checkedAt = Date.now();
-        if (info.ack_floor.stream_seq >= w.to && this.#window === w) this.#close();
+        if (p.ackFloor >= w.to && this.#window === w) this.#close();
       })
       .catch(() => undefined) // asked again at the next check
       .finally(() => (this.#refreshing = undefined));

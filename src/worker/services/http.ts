@@ -1,6 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { Registry } from "prom-client";
-import { VmqError } from "../lib/errors.js";
+import { VmqError } from "../../lib/errors.js";
 
 export interface Health {
   /** alive: the process works (false only when the worker failed). */
@@ -55,4 +55,31 @@ export async function startHttp(
     server.listen(port, host, resolve);
   });
   return server;
+}
+
+/** /metrics, /healthz and /readyz on `listen`, for as long as the worker runs. */
+export class HttpService {
+  readonly name = "HTTP";
+  #server: Server | undefined;
+  /** The port it listens on (when started). */
+  port: number | undefined;
+
+  constructor(
+    private readonly listen: string,
+    private readonly registry: Registry,
+    private readonly health: Health,
+    private readonly log: { info(o: object, m: string): void },
+  ) {}
+
+  async start(): Promise<void> {
+    this.#server = await startHttp(this.listen, this.registry, this.health);
+    const a = this.#server.address();
+    this.port = typeof a === "object" && a ? a.port : undefined;
+    this.log.info({ listen: this.listen, port: this.port }, "serving /metrics, /healthz, /readyz");
+  }
+
+  stop(): Promise<void> {
+    this.#server?.close();
+    return Promise.resolve();
+  }
 }

@@ -1,5 +1,5 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { ViewWriter } from "./vm-registry.js";
+import type { ViewWriter } from "../state/view-projector.js";
 
 /**
  * Writes `vmq-vms` records as plain publishes to the bucket's subject (what a KV put publishes),

@@ -1,0 +1,55 @@
+import type { BackendTag, Command } from "../contracts/index.js";
+import type { Rejection } from "./errors.js";
+import type { Vm } from "./vm.js";
+
+/** What the host knows that the decider cannot: its backends, their capabilities, the fleet view. */
+export interface HostFacts {
+  host: string;
+  backends: readonly BackendTag[];
+  /** The backend of a prepare whose spec names none. */
+  defaultBackend: BackendTag;
+  canSuspend: (tag: BackendTag) => boolean;
+  /** For a prepare: the other live host that holds this vmId in the fleet view, if any. */
+  ownerElsewhere?: string | undefined;
+}
+
+/**
+ * The refusals of a command the decider accepted, from what only the host knows. Checked
+ * before the intent is recorded, so a refused command touches nothing.
+ */
+export function refusal(command: Command, vm: Vm, facts: HostFacts): Rejection | undefined {
+  if (command.type === "vm.prepare") {
+    const tag = command.spec.backend ?? facts.defaultBackend;
+    if (!facts.backends.includes(tag)) {
+      return {
+        code: "hypervisor::backend-unavailable",
+        message: `backend ${tag} is not configured on host ${facts.host} (it has ${facts.backends.join(", ")})`,
+      };
+    }
+    // Contract: a vmId that the view holds under another (live) host is taken.
+    if (facts.ownerElsewhere !== undefined)
+      return {
+        code: "vm::exists",
+        message: `VM ${command.vmId} exists on host ${facts.ownerElsewhere}`,
+      };
+    return undefined;
+  }
+  const tag = vm.handle?.backend ?? vm.spec?.backend;
+  if (tag && !facts.backends.includes(tag)) {
+    return {
+      code: "hypervisor::backend-unavailable",
+      message: `VM ${vm.vmId} runs on backend ${tag}, which is not configured on host ${facts.host}`,
+    };
+  }
+  if (
+    (command.type === "vm.suspend" || command.type === "vm.resume") &&
+    tag &&
+    !facts.canSuspend(tag)
+  ) {
+    return {
+      code: "hypervisor::unsupported",
+      message: `backend ${tag} cannot ${command.type.slice(3)} a VM`,
+    };
+  }
+  return undefined;
+}

@@ -1,0 +1,266 @@
+import { randomUUID } from "node:crypto";
+import {
+  commandVmToken,
+  names as namesFor,
+  parseCommand,
+  type WorkerState,
+} from "../contracts/index.js";
+import type { ResolvedConfig } from "../config/config.js";
+import { JetStreamEventStore } from "../event-store/jetstream-event-store.js";
+import { ensureConsumer, ensureTopology } from "../event-store/provision.js";
+import { SnapshotStore } from "../event-store/snapshots.js";
+import type { HypervisorRouter } from "../hypervisor/index.js";
+import type { Logger } from "../observability/logger.js";
+import { createMetrics } from "../observability/metrics.js";
+import { serveConsole } from "./console-relay.js";
+import { CommandConsumer } from "./consumer/command-consumer.js";
+import { CommandPipeline } from "./consumer/command-pipeline.js";
+import type { Lanes } from "./consumer/lanes.js";
+import { jetStreamCommandLog } from "./nats/command-log.js";
+import { jetStreamDeadLetters } from "./nats/dead-letters.js";
+import { kvFleetView } from "./nats/fleet-view.js";
+import type { NatsLink } from "./nats/nats-link.js";
+import { viewWriter } from "./nats/view-writer.js";
+import { CommandHandler } from "./pipeline/command-handler.js";
+import { OrderGate } from "./pipeline/order-gate.js";
+import { systemClock, type Ids } from "./ports.js";
+import type { Service, ServiceStack } from "./service-stack.js";
+import { DlqMover } from "./services/dlq-mover.js";
+import { Heartbeat } from "./services/heartbeat.js";
+import { HttpService } from "./services/http.js";
+import { Observer } from "./services/observer.js";
+import { serveQueries } from "./services/queries.js";
+import { Reconciler } from "./services/reconciler.js";
+import { HostState } from "./state/host-state.js";
+import { Snapshotter } from "./state/snapshotter.js";
+import { ViewProjector } from "./state/view-projector.js";
+import { VmStreams, type Decide } from "./state/vm-streams.js";
+import type { WorkerStats } from "./stats.js";
+
+const ids: Ids = { newId: () => randomUUID() };
+
+/** What the worker owns before it starts, and what it tells the services about itself. */
+export interface WorkerCore {
+  config: ResolvedConfig;
+  log: Logger;
+  router: HypervisorRouter;
+  stats: WorkerStats;
+  lanes: Lanes;
+  link: NatsLink;
+  /** Aborted when a drain gives up on in-flight commands. */
+  abandon: AbortController;
+  state: () => WorkerState;
+  /** Draining (a last snapshot is for a stop, not a failure). */
+  draining: () => boolean;
+  alive: () => boolean;
+  notReady: () => string[];
+}
+
+/** The parts start-up built that the worker reads (filled in as they start). */
+export interface Parts {
+  streams?: VmStreams;
+  order?: OrderGate;
+  heartbeat?: Heartbeat;
+  http?: HttpService;
+  consumer?: CommandConsumer;
+  pipeline?: CommandPipeline;
+  snapshotter?: Snapshotter | undefined;
+  /** Replayed and reconciled: ready to take commands. */
+  replayed?: boolean;
+}
+
+/**
+ * Starts the worker's services in order on `stack` (which stops them in reverse): NATS, the
+ * backends, provisioning, the host's VMs (snapshot + replay), the reconcile, observed changes,
+ * heartbeat, queries and console, the DLQ mover, HTTP, and last the command consumer.
+ */
+export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts): Promise<void> {
+  const { config, log, router, stats, lanes } = w;
+  const names = namesFor(config.prefix);
+  const link = await stack.start(w.link);
+  await stack.start(service("backends", () => () => router.close()));
+  const jsm = await link.jsm();
+  const js = link.js;
+  log.debug("connected; provisioning");
+  const topology = await ensureTopology(link.commands, jsm, names, {
+    replicas: config.replicas,
+    hostTtlMs: config.hostTtlMs,
+  });
+  const consumerOptions = {
+    ackWaitMs: config.ackWaitMs,
+    maxDeliver: config.maxDeliver,
+    maxAckPending: config.maxAckPending,
+    onUpdate: (changes: string[]) =>
+      log.warn({ changes }, "updating the host's consumer to this worker's settings"),
+  };
+  const durable = await ensureConsumer(jsm, names, config.host, consumerOptions);
+
+  const store = new JetStreamEventStore(js, names, { publisher: link.publisher });
+  const streams = new VmStreams(config.host, store, log, () => stats.conflicts++);
+  parts.streams = streams;
+  const view = new ViewProjector(
+    streams,
+    viewWriter(link.events, names.vmsBucket),
+    log,
+    () => lanes.queued > 0,
+  );
+  const busy = (): boolean => lanes.running > 0 || lanes.queued > 0;
+  const snapshotter =
+    config.snapshots === "on"
+      ? new Snapshotter(new SnapshotStore(topology.snapshots), streams, log, busy)
+      : undefined;
+  parts.snapshotter = snapshotter;
+  await stack.start(
+    new HostState({
+      streams,
+      view,
+      snapshotter,
+      snapshotIntervalMs: config.snapshotIntervalMs,
+      // After a clean drain only: an abandoned command's lane may still have been busy.
+      snapshotOnStop: () =>
+        w.draining() && parts.replayed === true && (parts.pipeline?.drainedCleanly ?? true),
+      stats,
+      log,
+    }),
+  );
+
+  const running = (): boolean => w.state() === "running";
+  const clock = systemClock;
+  const intervalMs = config.reconcileIntervalMs;
+  await stack.start(
+    new Reconciler({ streams, router, lanes, clock, ids, log, running, intervalMs }),
+  );
+  parts.replayed = true;
+  void view.flush();
+  const updateInLane = (vmId: string, decide: Decide) =>
+    lanes.run(vmId, () => streams.update(vmId, decide));
+  const heard = () => stats.observed++;
+  await stack.start(new Observer({ router, vms: streams, updateInLane, clock, ids, log, heard }));
+  parts.heartbeat = await stack.start(
+    new Heartbeat({
+      host: config.host,
+      hosts: topology.hosts,
+      router,
+      labels: config.labels,
+      concurrency: config.concurrency,
+      intervalMs: config.heartbeatMs,
+      accelerator: acceleratorOf(router),
+      state: w.state,
+      vms: streams,
+      busy: () => stats.inFlight + lanes.queued,
+      log,
+    }),
+  );
+  const api = { host: config.host, names, vms: streams, router, log };
+  await stack.start(
+    service("queries and console", () => {
+      const subs = [serveQueries(link.commands, api), serveConsole(link.commands, api)];
+      return () => subs.forEach((s) => s.unsubscribe());
+    }),
+  );
+  const deadLetters = jetStreamDeadLetters(js, names, config.host);
+  await stack.start(
+    new DlqMover({
+      host: config.host,
+      names,
+      js,
+      jsm,
+      vms: streams,
+      deadLetters,
+      updateInLane,
+      clock,
+      log,
+      deadLettered: () => stats.deadLettered++,
+      givenUp: (seq) => parts.consumer?.givenUp(seq),
+    }),
+  );
+  if (config.http) parts.http = await stack.start(httpService(config.http, w, parts));
+
+  const order = new OrderGate(
+    jetStreamCommandLog(jsm, names.commandsStream, durable),
+    (data, subject) => {
+      const p = parseCommand(data, commandVmToken(subject));
+      return p.ok ? p.command : undefined;
+    },
+    config.ackWaitMs * (config.maxDeliver + 1),
+  );
+  parts.order = order;
+  const handler = new CommandHandler({
+    host: config.host,
+    streams,
+    router,
+    order,
+    deadLetters,
+    fleet: kvFleetView(topology.vms, config.host, (vmId) => view.markDirty(vmId)),
+    clock,
+    ids,
+    stats,
+    log,
+    abandon: w.abandon.signal,
+    limits: { maxAttempts: config.maxAttempts, maxDeliver: config.maxDeliver },
+  });
+  parts.consumer = new CommandConsumer(js, names.commandsStream, durable, lanes, handler, log, {
+    ackWaitMs: config.ackWaitMs,
+    batch: Math.min(config.maxAckPending, Math.max(64, config.concurrency * 8)),
+    recreate: (startSeq) =>
+      ensureConsumer(jsm, names, config.host, { ...consumerOptions, startSeq }),
+    onRestart: () => stats.consumerRestarts++,
+    send: (settle) => link.publisher.later(settle),
+  });
+  parts.pipeline = await stack.start(
+    new CommandPipeline({
+      consumer: parts.consumer,
+      order,
+      lanes,
+      abandon: w.abandon,
+      drainTimeoutMs: config.drainTimeoutMs,
+      log,
+    }),
+  );
+}
+
+/** /metrics, /healthz and /readyz; the metrics read the worker's counters at scrape time. */
+function httpService(listen: string, w: WorkerCore, parts: Parts): HttpService {
+  const { stats } = w;
+  const { registry, observeDuration } = createMetrics({
+    commands: () => stats.commands,
+    counters: () => stats,
+    inFlight: () => stats.inFlight,
+    queued: () => w.lanes.queued,
+    waiting: () => parts.order?.waiting ?? 0,
+    vmsByState: () => {
+      const out: Record<string, number> = {};
+      for (const vm of parts.streams?.all() ?? [])
+        if (vm.state) out[vm.state] = (out[vm.state] ?? 0) + 1;
+      return out;
+    },
+    natsConnected: () => w.link.connected,
+    workerState: w.state,
+    replay: () => ({ ms: stats.replayMs, events: stats.replayedEvents, from: stats.replayFrom }),
+  });
+  stats.onDuration = observeDuration;
+  return new HttpService(listen, registry, { alive: w.alive, notReady: w.notReady }, w.log);
+}
+
+/** The QEMU backend's accelerator, for the host record. */
+function acceleratorOf(router: HypervisorRouter): "kvm" | "tcg" | undefined {
+  const qemu = router.has("qemu") ? router.backend("qemu") : undefined;
+  return qemu && "accelerator" in qemu && (qemu.accelerator === "kvm" || qemu.accelerator === "tcg")
+    ? qemu.accelerator
+    : undefined;
+}
+
+/** A service made of a start step that returns its stop. */
+function service(name: string, start: () => (() => unknown) | void): Service {
+  let stop: (() => unknown) | void;
+  return {
+    name,
+    start: () => {
+      stop = start();
+      return Promise.resolve();
+    },
+    stop: async () => {
+      await stop?.();
+    },
+  };
+}

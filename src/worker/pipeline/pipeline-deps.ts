@@ -1,0 +1,39 @@
+import type { HypervisorRouter } from "../../hypervisor/index.js";
+import type { Logger } from "../../observability/logger.js";
+import type { Clock, DeadLetters, FleetView, Ids } from "../ports.js";
+import type { WorkerStats } from "../stats.js";
+import type { VmStreams } from "../state/vm-streams.js";
+import type { OrderGate } from "./order-gate.js";
+
+/** What the command pipeline calls on the router. */
+export type CommandRouter = Pick<
+  HypervisorRouter,
+  | "prepare"
+  | "start"
+  | "stop"
+  | "suspend"
+  | "resume"
+  | "destroy"
+  | "state"
+  | "has"
+  | "tags"
+  | "defaultBackend"
+  | "capabilities"
+>;
+
+/** Everything the command pipeline uses, and nothing else (a unit test builds it from fakes). */
+export interface PipelineDeps {
+  host: string;
+  streams: VmStreams;
+  router: CommandRouter;
+  order: OrderGate;
+  deadLetters: DeadLetters;
+  fleet: FleetView;
+  clock: Clock;
+  ids: Ids;
+  stats: WorkerStats;
+  log: Logger;
+  /** Fires when a drain gives up waiting: in-flight commands are abandoned, intents kept. */
+  abandon: AbortSignal;
+  limits: { maxAttempts: number; maxDeliver: number };
+}

@@ -1,0 +1,139 @@
+import type { VmEvent } from "../../contracts/index.js";
+import { emptyVm, evolve, type Vm } from "../../domain/index.js";
+import type { EventStore } from "../../event-store/event-store.js";
+import { isVmqError, VmqError } from "../../lib/errors.js";
+import type { Logger } from "../../observability/logger.js";
+
+/** Rounds of decide-append before a VM that keeps changing is given up on. */
+const MAX_ROUNDS = 8;
+
+/** Decides the event to append to a VM at its current state, or nothing. */
+export type Decide = (vm: Vm) => VmEvent | undefined | Promise<VmEvent | undefined>;
+
+export interface Updated {
+  /** The VM after the update (as it was when nothing was appended). */
+  vm: Vm;
+  /** What was appended, if anything. */
+  event: VmEvent | undefined;
+}
+
+/** How a VM in the cache changed: a new event, a replayed one, or a reload from its stream. */
+export type Change = "appended" | "replayed" | "reloaded";
+
+/** What the rest of the worker may read of the cache. */
+export interface VmReader {
+  readonly size: number;
+  readonly lastSeq: number;
+  get(vmId: string): Vm;
+  has(vmId: string): boolean;
+  all(): Vm[];
+}
+
+/**
+ * The host's VMs, folded from their event streams, and the one way to change them: update()
+ * reads the VM, asks `decide` for an event, appends it with the VM's version as the expected
+ * sequence, and on a conflict (another writer moved the VM on) reloads the VM from its stream
+ * and decides again (emmett's command handler). Nothing else writes events or the cache.
+ */
+export class VmStreams implements VmReader {
+  readonly #vms = new Map<string, Vm>();
+  readonly #listeners: ((vmId: string, change: Change) => void)[] = [];
+  #lastSeq = 0;
+
+  constructor(
+    readonly host: string,
+    private readonly store: EventStore,
+    private readonly log: Logger,
+    /** Told of every conflict (a metric). */
+    private readonly onConflict: () => void = () => undefined,
+  ) {}
+
+  get size(): number {
+    return this.#vms.size;
+  }
+  /** The highest stream sequence applied. */
+  get lastSeq(): number {
+    return this.#lastSeq;
+  }
+  get(vmId: string): Vm {
+    return this.#vms.get(vmId) ?? emptyVm(vmId, this.host);
+  }
+  has(vmId: string): boolean {
+    return this.#vms.has(vmId);
+  }
+  all(): Vm[] {
+    return [...this.#vms.values()];
+  }
+  ids(): IterableIterator<string> {
+    return this.#vms.keys();
+  }
+
+  /** Called after every change of a VM in the cache (the view and the snapshots follow it). */
+  onChange(listener: (vmId: string, change: Change) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  async update(vmId: string, decide: Decide): Promise<Updated> {
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const vm = this.get(vmId);
+      const event = await decide(vm);
+      if (!event) return { vm, event };
+      try {
+        const seq = await this.store.append(event, vm.version);
+        return { vm: this.#apply(event, seq, "appended"), event };
+      } catch (e) {
+        if (!isVmqError(e, "event-store::conflict")) throw e;
+        this.onConflict();
+        this.log.warn(
+          { vmId, details: e.details },
+          "another writer touched the VM: reloading and deciding again",
+        );
+        await this.reload(vmId);
+      }
+    }
+    throw new VmqError("event-store::conflict", `VM ${vmId} kept changing under this update`);
+  }
+
+  /** Rebuilds one VM from its stream (after a conflict, or before trusting the cache). */
+  async reload(vmId: string): Promise<Vm> {
+    let vm = emptyVm(vmId, this.host);
+    for (const { event, seq } of await this.store.readVm(this.host, vmId))
+      vm = evolve(vm, event, seq);
+    this.#vms.set(vmId, vm);
+    this.#emit(vmId, "reloaded");
+    return vm;
+  }
+
+  /**
+   * Rebuilds every VM of this host in one pass: from a snapshot taken at `from.seq` when one is
+   * given (replaying only what came after it), otherwise from the start of the stream. An
+   * aborted `signal` ends it with the signal's reason.
+   */
+  async replayAll(
+    from?: { seq: number; vms: Vm[] },
+    signal?: AbortSignal,
+  ): Promise<{ count: number; lastSeq: number }> {
+    if (from) {
+      for (const vm of from.vms) this.#vms.set(vm.vmId, vm);
+      this.#lastSeq = from.seq;
+    }
+    return this.store.replay(
+      this.host,
+      from?.seq ?? 0,
+      ({ event, seq }) => this.#apply(event, seq, "replayed"),
+      signal,
+    );
+  }
+
+  #apply(event: VmEvent, seq: number, change: Change): Vm {
+    const vm = evolve(this.get(event.vmId), event, seq);
+    this.#vms.set(event.vmId, vm);
+    if (seq > this.#lastSeq) this.#lastSeq = seq;
+    this.#emit(event.vmId, change);
+    return vm;
+  }
+
+  #emit(vmId: string, change: Change): void {
+    for (const l of this.#listeners) l(vmId, change);
+  }
+}

@@ -69,7 +69,7 @@ export default tseslint.config(
             zone("domain", ["contracts"]),
             zone("lib", ["contracts"]),
             zone("observability", ["lib", "contracts"]),
-            zone("config", ["contracts", "lib"]),
+            zone("config", ["contracts", "lib", "hypervisor"]),
             zone("hypervisor", ["domain", "contracts", "lib", "observability"]),
             zone("event-store", ["domain", "contracts", "lib"]),
             zone("client", ["contracts", "lib"]),

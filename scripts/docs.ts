@@ -22,9 +22,12 @@ export function configurationMd(): string {
   );
   return `${HEADER}# Configuration of \`vmq worker\`
 
-Every option is a flag and an environment variable (flags win); defaults come from the zod
-schema in \`src/config/config.ts\`, the same source as \`vmq worker --help\`. Lists are
-comma-separated; labels are \`key=value,key=value\`.
+Every option is a flag and an environment variable (flags win); the options and their defaults
+come from the zod schemas of the sections in \`src/config/config.ts\` (the worker, NATS) and
+beside each backend (\`src/hypervisor/backends/<name>/<name>-config.ts\`, with the backend's
+own defaults): the same source as \`vmq worker --help\`. A backend option is
+\`--<backend>-<option>\` (four QEMU flags keep their older names). Lists are comma-separated;
+labels are \`key=value,key=value\`.
 
 | flag | environment | default | meaning |
 | --- | --- | --- | --- |

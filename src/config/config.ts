@@ -1,6 +1,10 @@
 import { hostname } from "node:os";
 import { z } from "zod";
 import { BackendTag, HostId, Prefix } from "../contracts/index.js";
+import { NoopConfig } from "../hypervisor/backends/noop/noop-config.js";
+import { PropolisConfig } from "../hypervisor/backends/propolis/propolis-config.js";
+import { QEMU_UNPREFIXED, QemuConfig } from "../hypervisor/backends/qemu/qemu-config.js";
+import { flatSection, unflatSection } from "./sections.js";
 
 const sanitizedHostname = (): string => {
   const h =
@@ -11,17 +15,8 @@ const sanitizedHostname = (): string => {
   return h.slice(0, 64) || "host";
 };
 
-/**
- * Every worker option with its default and help text, parsed once into a ResolvedConfig. The
- * CLI's flags and environment variables, and docs/configuration.md, come from this schema.
- */
-export const WorkerConfig = z.object({
-  nats: z
-    .string()
-    .optional()
-    .describe(
-      "NATS server URL(s), comma-separated. Unset: start an embedded nats-server under the data dir.",
-    ),
+/** The worker itself: who it is, what it offers, how it consumes, when it snapshots. */
+export const WorkerSection = z.object({
   host: HostId.default(sanitizedHostname).describe(
     "This worker's host id (default: the machine's hostname).",
   ),
@@ -105,46 +100,22 @@ export const WorkerConfig = z.object({
     .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
     .default("info")
     .describe("Log level."),
+});
+
+/** How it reaches NATS: a URL (or an embedded server), credentials, TLS. */
+export const NatsSection = z.object({
+  nats: z
+    .string()
+    .optional()
+    .describe(
+      "NATS server URL(s), comma-separated. Unset: start an embedded nats-server under the data dir.",
+    ),
   embeddedPort: z
     .int()
     .min(0)
     .max(65535)
     .default(4222)
     .describe("Port of the embedded nats-server (0: any free port)."),
-  noopLatencyMs: z.int().min(0).default(0).describe("Noop backend: latency of every call."),
-  noopStateDir: z
-    .string()
-    .optional()
-    .describe("Noop backend: keep VMs in files here so they outlive the worker process."),
-  imageRoots: z
-    .array(z.string())
-    .optional()
-    .describe("QEMU: directories base images must resolve inside (default: <data-dir>/images)."),
-  accelerator: z
-    .enum(["auto", "kvm", "tcg"])
-    .default("auto")
-    .describe(
-      "QEMU: KVM when /dev/kvm opens and the CPU has VMX/SVM (a nested kvm-pvm is not used), else TCG; or force one.",
-    ),
-  cpuModel: z
-    .string()
-    .optional()
-    .describe("QEMU: CPU model (default: max under TCG, kvm64 under KVM; never host)."),
-  vnc: z.enum(["on", "off"]).default("off").describe("QEMU: VNC display on 127.0.0.1 per VM."),
-  propolisVmsDataset: z
-    .string()
-    .default("rpool/vms")
-    .describe("Propolis: ZFS dataset under which VM disks are cloned."),
-  propolisImagesDataset: z
-    .string()
-    .default("rpool/images")
-    .describe("Propolis: ZFS dataset holding base images (<name>@latest)."),
-  propolisBasePort: z
-    .int()
-    .min(1)
-    .max(65535)
-    .default(12400)
-    .describe("Propolis: first port of the per-VM propolis-server addresses."),
   creds: z.string().optional().describe("NATS credentials file (JWT + nkey seed)."),
   nkeySeed: z.string().optional().describe("File holding an nkey seed."),
   user: z.string().optional().describe("NATS user."),
@@ -154,9 +125,53 @@ export const WorkerConfig = z.object({
   tlsCert: z.string().optional().describe("Client certificate file for NATS TLS."),
   tlsKey: z.string().optional().describe("Client key file for NATS TLS."),
 });
+
+export type NatsConfig = z.infer<typeof NatsSection>;
+
+const noopFlat = flatSection("noop", NoopConfig);
+const qemuFlat = flatSection("qemu", QemuConfig, QEMU_UNPREFIXED);
+const propolisFlat = flatSection("propolis", PropolisConfig);
+
+/**
+ * Every option of `vmq worker` as one flat object: one flag and one environment variable each
+ * (the CLI's flags, `--help` and docs/configuration.md come from this schema). The sections are
+ * the worker's, NATS's, and one per backend, each backend's schema beside the backend
+ * (src/hypervisor/backends/<name>/<name>-config.ts) with the backend's own defaults; a backend
+ * option's flag is --<backend>-<option>.
+ */
+export const WorkerConfig = z.object({
+  ...NatsSection.pick({ nats: true }).shape,
+  ...WorkerSection.shape,
+  ...NatsSection.omit({ nats: true }).shape,
+  ...noopFlat.shape,
+  ...qemuFlat.shape,
+  ...propolisFlat.shape,
+});
 export type WorkerConfigInput = z.input<typeof WorkerConfig>;
-export type ResolvedConfig = z.infer<typeof WorkerConfig>;
+type FlatConfig = z.infer<typeof WorkerConfig>;
+
+/** The options once parsed, in their sections, every default applied. */
+export interface ResolvedConfig extends z.infer<typeof WorkerSection> {
+  /** How it reaches NATS (the URL is `connection.nats`). */
+  connection: NatsConfig;
+  noop: NoopConfig;
+  qemu: QemuConfig;
+  propolis: PropolisConfig;
+}
 
 export function resolveConfig(input: WorkerConfigInput): ResolvedConfig {
-  return WorkerConfig.parse(input);
+  const flat: FlatConfig = WorkerConfig.parse(input);
+  const pick = <S extends z.ZodObject>(s: S): z.infer<S> =>
+    Object.fromEntries(
+      Object.keys(s.shape).flatMap((k) =>
+        flat[k as keyof FlatConfig] === undefined ? [] : [[k, flat[k as keyof FlatConfig]]],
+      ),
+    ) as z.infer<S>;
+  return {
+    ...pick(WorkerSection),
+    connection: pick(NatsSection),
+    noop: unflatSection("noop", NoopConfig, flat),
+    qemu: unflatSection("qemu", QemuConfig, flat, QEMU_UNPREFIXED),
+    propolis: unflatSection("propolis", PropolisConfig, flat),
+  };
 }

@@ -18,19 +18,18 @@ export function buildRouter(config: ResolvedConfig, log: Logger): HypervisorRout
       case "noop":
         // Wrapped for --noop-latency-ms and the chaos tests' mid-backend failpoint.
         return new FaultyBackend(
-          new NoopBackend(config.noopStateDir ? { stateDir: config.noopStateDir } : {}),
-          { latencyMs: config.noopLatencyMs },
+          new NoopBackend(config.noop.stateDir ? { stateDir: config.noop.stateDir } : {}),
+          { latencyMs: config.noop.latencyMs },
         );
       case "qemu": {
+        const { imageRoots, vnc, cpuModel, ...q } = config.qemu;
         const qemu = new QemuBackend({
+          ...q,
           dataDir: resolve(config.dataDir, "qemu"),
-          imageRoots: (config.imageRoots ?? [resolve(config.dataDir, "images")]).map((r) =>
-            resolve(r),
-          ),
-          accelerator: config.accelerator,
-          vnc: config.vnc === "on",
+          imageRoots: (imageRoots ?? [resolve(config.dataDir, "images")]).map((r) => resolve(r)),
+          vnc: vnc === "on",
           logger: log.child({ backend: "qemu" }),
-          ...(config.cpuModel ? { cpuModel: config.cpuModel } : {}),
+          ...(cpuModel ? { cpuModel } : {}),
         });
         log.info(
           { accelerator: qemu.accelerator, why: qemu.acceleratorReason },
@@ -38,15 +37,17 @@ export function buildRouter(config: ResolvedConfig, log: Logger): HypervisorRout
         );
         return qemu;
       }
-      case "propolis":
+      case "propolis": {
+        const { workRoot, bootromPath, binDir, commandTimeoutMs, ...p } = config.propolis;
         return new PropolisBackend({
-          vmsDataset: config.propolisVmsDataset,
-          imagesDataset: config.propolisImagesDataset,
-          basePort: config.propolisBasePort,
-          workRoot: resolve(config.dataDir, "propolis"),
+          ...p,
+          workRoot: workRoot ?? resolve(config.dataDir, "propolis"),
+          ...(bootromPath ? { bootromPath } : {}),
+          runnerOptions: { timeoutMs: commandTimeoutMs, ...(binDir ? { binDir } : {}) },
           hostLabel: config.host,
           onError: (e, vmId) => log.warn({ err: e, vmId }, "propolis monitor"),
         });
+      }
       default: {
         const unknown: never = tag; // every BackendTag has a case above
         throw new VmqError("hypervisor::backend-unavailable", `unknown backend ${String(unknown)}`);

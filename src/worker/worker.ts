@@ -50,13 +50,17 @@ export class Worker {
     this.#lanes = new Lanes(this.config.concurrency);
     setMaxListeners(0, this.#abandon.signal); // one listener per in-flight command: not a leak
     this.#stack = new ServiceStack(this.log);
-    this.#link = new NatsLink(this.config, this.log, (connection) => {
-      // Messages in flight at the disconnect come back only after ack_wait: keep order.
-      if (connection === "commands")
-        this.#parts.order
-          ?.open()
-          .catch((e: unknown) => this.log.warn({ err: e }, "could not read the consumer state"));
-    });
+    this.#link = new NatsLink(
+      { ...this.config.connection, host: this.config.host, dataDir: this.config.dataDir },
+      this.log,
+      (connection) => {
+        // Messages in flight at the disconnect come back only after ack_wait: keep order.
+        if (connection === "commands")
+          this.#parts.order
+            ?.open()
+            .catch((e: unknown) => this.log.warn({ err: e }, "could not read the consumer state"));
+      },
+    );
   }
 
   get state(): WorkerState {

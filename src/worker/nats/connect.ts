@@ -7,13 +7,11 @@ import {
   type ConnectionOptions,
   type NatsConnection,
 } from "@nats-io/transport-node";
-import type { ResolvedConfig } from "../../config/config.js";
+import type { NatsConfig } from "../../config/config.js";
 import { VmqError } from "../../lib/errors.js";
 
-export type ConnectionConfig = Pick<
-  ResolvedConfig,
-  "creds" | "nkeySeed" | "user" | "password" | "token" | "tlsCa" | "tlsCert" | "tlsKey"
-> & { nats?: string | undefined };
+/** The connection section without the embedded server's port, every field optional. */
+export type ConnectionConfig = Partial<Omit<NatsConfig, "embeddedPort">>;
 
 /**
  * NATS connection options from flags/env: creds file, nkey seed, user/password, token, TLS.

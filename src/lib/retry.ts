@@ -11,7 +11,7 @@ export interface RetryOptions {
   /** Wait before the first attempt too (a restart after a failure, say). */
   waitFirst?: boolean;
   /** Whether this error is worth another attempt (default: every error is). */
-  retryIf?: (e: unknown, attempt: number) => boolean;
+  retryIf?: (e: unknown, attempt: number) => boolean | Promise<boolean>;
   /** Ends the waiting with the signal's reason. */
   signal?: AbortSignal;
   /** Told before each wait (for a log line). */
@@ -36,7 +36,8 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, o: RetryOpti
       const wait = backoffMs(attempt + (o.waitFirst ? 1 : 0), o.baseMs, o.capMs);
       const spent = o.attempts !== undefined && attempt >= o.attempts;
       const late = o.timeoutMs !== undefined && Date.now() + wait - began > o.timeoutMs;
-      if (spent || late || o.signal?.aborted || (o.retryIf && !o.retryIf(e, attempt))) throw e;
+      if (spent || late || o.signal?.aborted) throw e;
+      if (o.retryIf && !(await o.retryIf(e, attempt))) throw e;
       o.onRetry?.(e, attempt, wait);
       await pause(wait, o.signal);
     }

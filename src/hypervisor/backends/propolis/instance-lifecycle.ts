@@ -6,7 +6,7 @@
  */
 import type { VmHandle } from "../../../contracts/index.js";
 import { isVmqError } from "../../../lib/errors.js";
-import { backoffMs, sleep } from "../../../lib/time.js";
+import { retry } from "../../../lib/retry.js";
 import { checkAborted, HypervisorError } from "../../errors.js";
 import type { CallOptions, StopOptions, StopResult } from "../../hypervisor.js";
 import type { OwnCalls } from "../shared/own-calls.js";
@@ -170,31 +170,34 @@ export class InstanceLifecycle {
 
   /** Waits until the server answers GET /instance; returns its state (undefined: no VM yet). */
   async #waitReady(rec: PropolisVm, signal?: AbortSignal): Promise<InstanceState | undefined> {
-    const deadline = Date.now() + this.#d.options.readyTimeoutMs;
-    for (let attempt = 1; ; attempt++) {
-      checkAborted(signal, `start of ${rec.handle.id}`);
-      try {
-        return (await rec.client.get(sig(signal))).state;
-      } catch (e) {
-        if (isVmqError(e, "propolis::no-instance")) return undefined;
-        if (!isVmqError(e, "propolis::unreachable") || Date.now() >= deadline) throw e;
-      }
-      await sleep(
-        Math.min(backoffMs(attempt, 25, 500), Math.max(0, deadline - Date.now())),
-        signal,
-      ).catch(() => undefined);
-    }
+    // A booting zone's server refuses connections until it listens: ask again, briefly.
+    return retry(
+      async () => {
+        checkAborted(signal, `start of ${rec.handle.id}`);
+        try {
+          return (await rec.client.get(sig(signal))).state;
+        } catch (e) {
+          if (isVmqError(e, "propolis::no-instance")) return undefined;
+          throw e;
+        }
+      },
+      {
+        baseMs: 25,
+        capMs: 500,
+        timeoutMs: this.#d.options.readyTimeoutMs,
+        retryIf: (e) => isVmqError(e, "propolis::unreachable"),
+      },
+    );
   }
 
-  async #retryBusy(fn: () => Promise<void>, signal?: AbortSignal): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (e) {
-        if (!isVmqError(e, "propolis::busy") || attempt >= 20) throw e;
-        await sleep(backoffMs(attempt, 50, 1_000), signal);
-      }
-    }
+  #retryBusy(fn: () => Promise<void>, signal?: AbortSignal): Promise<void> {
+    return retry(fn, {
+      attempts: 20,
+      baseMs: 50,
+      capMs: 1_000,
+      ...(signal ? { signal } : {}),
+      retryIf: (e) => isVmqError(e, "propolis::busy"),
+    });
   }
 
   /** Waits on the monitor; timeout → propolis::timeout (the caller decides what it means). */

@@ -16,6 +16,7 @@ import {
   type InstanceEnsureRequest,
   type InstanceStateRequested,
 } from "./propolis-api.js";
+import { retry } from "../../../lib/retry.js";
 
 export interface PropolisClientOptions {
   /** The pinned API version sent in `api-version` (≤ the server's latest). */
@@ -209,16 +210,16 @@ export class PropolisClient {
    * A read that the connection dropped mid-way (a server restarting, a loaded host) is simply
    * asked again, twice at most; refusals and HTTP errors are answers and are not retried.
    */
-  async #idempotent<T>(call: () => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await call();
-      } catch (e) {
+  #idempotent<T>(call: () => Promise<T>): Promise<T> {
+    return retry(call, {
+      attempts: 3,
+      baseMs: 50,
+      capMs: 100,
+      retryIf: (e) => {
         const errno = (e as HypervisorError).details?.errno;
-        if (attempt >= 3 || (errno !== "ECONNRESET" && errno !== "EPIPE")) throw e;
-        await new Promise((r) => setTimeout(r, 50 * attempt));
-      }
-    }
+        return errno === "ECONNRESET" || errno === "EPIPE";
+      },
+    });
   }
 
   #transportError(what: string, e: NodeJS.ErrnoException): HypervisorError {

@@ -19,7 +19,7 @@ import type {
   VmState,
 } from "../../../contracts/index.js";
 import { isVmqError } from "../../../lib/errors.js";
-import { sleep } from "../../../lib/time.js";
+import { waitFor } from "../../../lib/retry.js";
 import { checkAborted, HypervisorError } from "../../errors.js";
 import type {
   CallOptions,
@@ -335,24 +335,23 @@ export class QemuBackend implements Hypervisor {
         `qemu VM ${vm.id} has no network address (${net.type})`,
       );
     }
-    const deadline = Date.now() + this.#o.ipTimeoutMs;
-    for (;;) {
-      const ip = await lookupTapIp(net.bridge, vm.macAddr);
-      if (ip) return ip;
-      if (Date.now() >= deadline) {
-        throw new HypervisorError(
-          "network::ip-discovery-timeout",
-          `no address for ${vm.macAddr} on ${net.bridge}`,
-        );
-      }
-      try {
-        await sleep(1000, opts.signal);
-      } catch (e) {
-        throw new HypervisorError("hypervisor::aborted", "qemu guestIp was cancelled", {
-          cause: e,
-        });
-      }
+    const mac = vm.macAddr;
+    let ip: string | undefined;
+    try {
+      ip = await waitFor(() => lookupTapIp(net.bridge, mac), {
+        intervalMs: 1000,
+        timeoutMs: this.#o.ipTimeoutMs,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+    } catch (e) {
+      if (!opts.signal?.aborted) throw e;
+      throw new HypervisorError("hypervisor::aborted", "qemu guestIp was cancelled", { cause: e });
     }
+    if (ip) return ip;
+    throw new HypervisorError(
+      "network::ip-discovery-timeout",
+      `no address for ${vm.macAddr} on ${net.bridge}`,
+    );
   }
 
   consoleEndpoint(vm: VmHandle): ConsoleEndpoint {

@@ -7,7 +7,7 @@
  * is gone.
  */
 import type { VmHandle, VmState } from "../../../contracts/index.js";
-import { sleep } from "../../../lib/time.js";
+import { retry } from "../../../lib/retry.js";
 import { HypervisorError } from "../../errors.js";
 import type { ObservedChange } from "../../hypervisor.js";
 import type { ChangeEmitter } from "../shared/change-emitter.js";
@@ -196,18 +196,24 @@ async function connectWithRetry(
 ): Promise<QmpClient> {
   const deadline = Date.now() + totalMs;
   let last: unknown;
-  for (let i = 1; Date.now() < deadline; i++) {
-    try {
-      return await QmpClient.connect(path, {
-        connectTimeoutMs: Math.max(500, Math.min(5000, deadline - Date.now())),
-        commandTimeoutMs,
-        shouldReconnect: () => isOurQemu(pid, path),
-      });
-    } catch (e) {
-      last = e;
-      if (!(await isOurQemu(pid, path))) break;
-      await sleep(Math.min(50 * i, 500));
-    }
+  try {
+    return await retry(
+      () =>
+        QmpClient.connect(path, {
+          connectTimeoutMs: Math.max(500, Math.min(5000, deadline - Date.now())),
+          commandTimeoutMs,
+          shouldReconnect: () => isOurQemu(pid, path),
+        }),
+      {
+        baseMs: 50,
+        capMs: 500,
+        timeoutMs: totalMs,
+        // A QEMU that died will never open its socket: stop asking.
+        retryIf: (e) => ((last = e), isOurQemu(pid, path)),
+      },
+    );
+  } catch (e) {
+    last ??= e;
   }
   throw new HypervisorError("qemu::qmp-connect-failed", `cannot reach QMP at ${path}`, {
     hint: "QEMU may have died before its socket was ready, or another client holds the QMP socket.",

@@ -5,7 +5,7 @@
  * reconnects with backoff. QEMU's socket serves one client at a time.
  */
 import { createConnection, type Socket } from "node:net";
-import { backoffMs, sleep } from "../../../lib/time.js";
+import { retry } from "../../../lib/retry.js";
 import { HypervisorError } from "../../errors.js";
 
 export interface QmpEvent {
@@ -287,31 +287,37 @@ export class QmpClient {
     void this.#reconnect();
   }
 
+  /** Reconnects while the VM lives (and this client is not closed); otherwise closes. */
   async #reconnect(): Promise<void> {
-    for (let attempt = 1; attempt <= this.#opts.maxReconnectAttempts; attempt++) {
-      if (this.#closed) return;
-      let live = false;
-      try {
-        live = (await this.#opts.shouldReconnect?.()) ?? false;
-      } catch {
-        live = false;
-      }
-      if (!live || this.#closed) break;
-      await sleep(backoffMs(attempt, this.#opts.reconnectBaseMs, 2000));
-      if (this.#closed) return;
-      try {
-        const sock = await this.#open();
-        if (this.#closed) {
-          sock.destroy();
-          return;
-        }
-        this.#socket = sock;
-        for (const l of this.#reconnects) l();
-        return;
-      } catch {
-        /* try again while the VM lives */
-      }
+    const gone = new Error("the VM is gone or the client closed");
+    const live = async (): Promise<boolean> =>
+      !this.#closed &&
+      ((await Promise.resolve(this.#opts.shouldReconnect?.()).catch(() => false)) ?? false);
+    let sock: Socket;
+    try {
+      if (!(await live())) throw gone;
+      sock = await retry(
+        async () => {
+          if (!(await live())) throw gone;
+          return this.#open();
+        },
+        {
+          attempts: this.#opts.maxReconnectAttempts,
+          baseMs: this.#opts.reconnectBaseMs,
+          capMs: 2000,
+          waitFirst: true,
+          retryIf: (e) => e !== gone,
+        },
+      );
+    } catch {
+      if (!this.#closed) this.close();
+      return;
     }
-    this.close();
+    if (this.#closed) {
+      sock.destroy();
+      return;
+    }
+    this.#socket = sock;
+    for (const l of this.#reconnects) l();
   }
 }

@@ -9,6 +9,7 @@ import {
   HostRecord,
   QUERY_REPLY_SCHEMAS,
   VmView,
+  VmTombstone,
 } from "../src/contracts/index.js";
 
 const ID_BASE = "https://vmq.dev/schemas/";
@@ -41,6 +42,10 @@ export function buildSchemas(): Map<string, string> {
     queries[q] = path;
   }
   files.set("records/vm-view.v1.json", toSchema(VmView, "records/vm-view.v1.json", "output"));
+  files.set(
+    "records/vm-tombstone.v1.json",
+    toSchema(VmTombstone, "records/vm-tombstone.v1.json", "output"),
+  );
   files.set(
     "records/host-record.v1.json",
     toSchema(HostRecord, "records/host-record.v1.json", "output"),
@@ -76,6 +81,11 @@ export function buildSchemas(): Map<string, string> {
   index.buckets = [
     { bucket: "<prefix>-vms", key: "<vmId>", schema: "records/vm-view.v1.json" },
     { bucket: "<prefix>-hosts", key: "<host>", schema: "records/host-record.v1.json" },
+    {
+      bucket: "<prefix>-tombstones",
+      key: "<host>.<vmId>",
+      schema: "records/vm-tombstone.v1.json",
+    },
   ];
   files.set(
     "index.json",

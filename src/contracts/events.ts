@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { CommandId, HostId, VmId } from "./ids.js";
 import { Command } from "./commands.js";
+import { CommandDigest } from "./tombstones.js";
 import { VmHandle, VmSpec, VmState } from "./vm.js";
 
 const base = {
@@ -88,6 +89,20 @@ export const StateObservedEvent = z.object({
   handle: VmHandle.optional(),
 });
 
+/**
+ * The first event of a VM used again after its earlier life was compacted to a tombstone: it
+ * carries the tombstone onto the VM's subject, so a replay knows every command of both lives.
+ */
+export const TombstonedEvent = z.object({
+  type: z.literal("vm.tombstoned"),
+  ...base,
+  destroyedAt: z.iso.datetime({ offset: true }).describe("When the earlier life was destroyed."),
+  lastEventSeq: z.int().min(0).describe("The last event of the earlier life, now purged."),
+  seen: z
+    .array(CommandDigest)
+    .describe("The digests of every commandId the earlier life had an outcome for."),
+});
+
 export const EVENT_SCHEMAS = {
   "vm.command-accepted": CommandAcceptedEvent,
   "vm.prepared": PreparedEvent,
@@ -99,6 +114,7 @@ export const EVENT_SCHEMAS = {
   "vm.command-rejected": CommandRejectedEvent,
   "vm.command-failed": CommandFailedEvent,
   "vm.state-observed": StateObservedEvent,
+  "vm.tombstoned": TombstonedEvent,
 } as const;
 
 export const VmEvent = z.discriminatedUnion("type", [
@@ -112,6 +128,7 @@ export const VmEvent = z.discriminatedUnion("type", [
   CommandRejectedEvent,
   CommandFailedEvent,
   StateObservedEvent,
+  TombstonedEvent,
 ]);
 export type VmEvent = z.infer<typeof VmEvent>;
 export type VmEventType = VmEvent["type"];
@@ -119,4 +136,5 @@ export type EventOf<T extends VmEventType> = Extract<VmEvent, { type: T }>;
 export const EVENT_TYPES = Object.keys(EVENT_SCHEMAS) as VmEventType[];
 
 /** Outcome: the first event for a commandId that is not vm.command-accepted. */
-export const isOutcome = (e: VmEvent): boolean => e.type !== "vm.command-accepted";
+export const isOutcome = (e: VmEvent): boolean =>
+  e.type !== "vm.command-accepted" && e.type !== "vm.tombstoned";

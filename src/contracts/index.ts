@@ -69,3 +69,4 @@ export {
 } from "./error-codes.js";
 export { upcastEvent, UPCASTERS, type Upcaster, type UpcastResult } from "./upcasters.js";
 export { parseCommand, describeIssues, type ParseResult, type ParseFailure } from "./parse.js";
+export { VmTombstone, CommandDigest } from "./tombstones.js";

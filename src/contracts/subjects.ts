@@ -10,6 +10,8 @@ export interface Names {
   hostsBucket: string;
   /** Snapshots of VM handles tied to a stream sequence (an addition to the v1 contract). */
   snapshotsBucket: string;
+  /** What is left of destroyed VMs whose events were purged, `<host>.<vmId>` (an addition). */
+  tombstonesBucket: string;
   cmd(host: string, vmId: string): string;
   cmdFilter(host: string): string;
   evt(host: string, vmId: string): string;
@@ -35,6 +37,7 @@ export function names(prefix: string = DEFAULT_PREFIX): Names {
     vmsBucket: `${prefix}-vms`,
     hostsBucket: `${prefix}-hosts`,
     snapshotsBucket: `${prefix}-snapshots`,
+    tombstonesBucket: `${prefix}-tombstones`,
     cmd: (host, vmId) => `${prefix}.cmd.${host}.${vmId}`,
     cmdFilter: (host) => `${prefix}.cmd.${host}.>`,
     evt: (host, vmId) => `${prefix}.evt.${host}.${vmId}`,

@@ -1,5 +1,7 @@
 /** The pure VM model: decide and evolve, free of I/O. */
-export { emptyVm, type Vm } from "./vm.js";
+export { emptyVm, hasSeen, type Vm } from "./vm.js";
+export { commandDigest } from "./command-digest.js";
+export { isForgettable, tombstoneOf, vmFromTombstone, tombstonedEvent } from "./vm-tombstones.js";
 export { TRANSITIONS, isAllowed, targetState, isLive } from "./vm-state.js";
 export {
   decide,
@@ -16,7 +18,7 @@ export {
   type DecideContext,
   type CommandResult,
 } from "./vm-decider.js";
-export { evolve, replayVm, toView, withoutUserData } from "./vm-projection.js";
+export { evolve, replayVm, toView, withoutUserData, digestsOf } from "./vm-projection.js";
 export { refusal, type HostFacts } from "./vm-refusals.js";
 export { observedChange, driftAfterFailure, type Observation } from "./vm-observations.js";
 export {

@@ -11,7 +11,7 @@ import {
   type ObservationSource,
 } from "../contracts/index.js";
 import type { Failure, Rejection } from "./errors.js";
-import type { Vm } from "./vm.js";
+import { hasSeen, type Vm } from "./vm.js";
 import { isAllowed, targetState, TRANSITIONS } from "./vm-state.js";
 
 /** What the decider needs from the outside world, passed in so it stays pure. */
@@ -68,7 +68,7 @@ export function deadlineFor(command: Command, ctx: DecideContext): Date {
 
 /** decide(command, vm) -> intent event | rejection | nothing new. */
 export function decide(command: Command, vm: Vm, ctx: DecideContext): Decision {
-  if (vm.seenCommands.has(command.commandId)) return { kind: "duplicate" };
+  if (hasSeen(vm, command.commandId)) return { kind: "duplicate" };
   if (vm.pending?.commandId === command.commandId)
     return { kind: "resume", deadline: vm.pending.deadline };
 

@@ -1,5 +1,13 @@
 import type { VmEvent, VmView } from "../contracts/index.js";
+import { commandDigest } from "./command-digest.js";
 import { emptyVm, type Vm } from "./vm.js";
+
+/** Every command the VM saw, in any life, as digests. */
+export function digestsOf(vm: Vm): string[] {
+  const out = new Set(vm.seenDigests ?? []);
+  for (const id of vm.seenCommands) out.add(commandDigest(id));
+  return [...out];
+}
 
 /**
  * evolve(vm, event, seq) -> vm. The same fold serves the live path and replay. The event's own
@@ -39,6 +47,21 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
     case "vm.command-rejected":
       // A rejection never changes state; a VM that only ever saw rejections stays absent.
       return settled(vm, event, seq, vm.state, vm.handle, vm.spec);
+    case "vm.tombstoned":
+      // A life before this one, compacted: only what it saw is kept (nothing else is used again).
+      return {
+        vmId: vm.vmId,
+        host: vm.host,
+        state: event.state,
+        handle: null,
+        spec: null,
+        pending: null,
+        pendingCommand: null,
+        version: seq,
+        seenCommands: new Set(),
+        seenDigests: new Set([...digestsOf(vm), ...event.seen]),
+        updatedAt: event.at,
+      };
     case "vm.state-observed":
       return vmAt(vm, event, seq, {
         state: event.state,
@@ -91,6 +114,7 @@ function vmAt(
     pendingCommand: c.pendingCommand,
     version: seq,
     seenCommands: vm.seenCommands,
+    seenDigests: vm.seenDigests,
     updatedAt: event.at,
   };
 }

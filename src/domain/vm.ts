@@ -1,4 +1,5 @@
 import type { Command, Pending, VmHandle, VmSpec, VmState } from "../contracts/index.js";
+import { commandDigest } from "./command-digest.js";
 
 /**
  * One VM as rebuilt from its event stream. `state` is null until the first event.
@@ -18,6 +19,11 @@ export interface Vm {
   /** Stream sequence of the VM's last event (0: none). */
   readonly version: number;
   readonly seenCommands: Set<string>;
+  /**
+   * Digests of the commands of earlier lives compacted to a tombstone (commandDigest), or null:
+   * a command is seen when its id is in seenCommands or its digest here (hasSeen).
+   */
+  readonly seenDigests: ReadonlySet<string> | null;
   readonly updatedAt: string | null;
 }
 
@@ -31,5 +37,11 @@ export const emptyVm = (vmId: string, host: string): Vm => ({
   pendingCommand: null,
   version: 0,
   seenCommands: new Set(),
+  seenDigests: null,
   updatedAt: null,
 });
+
+/** Whether the VM has an outcome for this commandId, in this life or one compacted before it. */
+export const hasSeen = (vm: Vm, commandId: string): boolean =>
+  vm.seenCommands.has(commandId) ||
+  (vm.seenDigests !== null && vm.seenDigests.has(commandDigest(commandId)));

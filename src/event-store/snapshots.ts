@@ -33,13 +33,21 @@ const Manifest = z.object({
 });
 type Manifest = z.infer<typeof Manifest>;
 
-type StoredVm = Omit<Vm, "seenCommands"> & { seenCommands: string[] };
-const toStored = (vm: Vm): StoredVm => ({ ...vm, seenCommands: [...vm.seenCommands] });
+type StoredVm = Omit<Vm, "seenCommands" | "seenDigests"> & {
+  seenCommands: string[];
+  seenDigests?: string[] | null;
+};
+const toStored = (vm: Vm): StoredVm => ({
+  ...vm,
+  seenCommands: [...vm.seenCommands],
+  seenDigests: vm.seenDigests === null ? null : [...vm.seenDigests],
+});
 const fromStored = (s: StoredVm): Vm => ({
   ...s,
   // Snapshots written before destroyed VMs dropped their cloud-init data: as a replay gives them.
   ...(s.state === "destroyed" ? { spec: withoutUserData(s.spec) } : {}),
   seenCommands: new Set(s.seenCommands),
+  seenDigests: s.seenDigests ? new Set(s.seenDigests) : null,
 });
 
 const sha256 = (s: string): string => createHash("sha256").update(s).digest("hex");

@@ -4,7 +4,7 @@ import {
   isValidId,
   type ParseFailure,
 } from "../../contracts/index.js";
-import { rejectInvalid } from "../../domain/index.js";
+import { hasSeen, rejectInvalid } from "../../domain/index.js";
 import type { PipelineDeps } from "./pipeline-deps.js";
 import { redeliveryDelay } from "./retry-policy.js";
 import { nak, TERM, type CommandMessage, type Settlement } from "./settlement.js";
@@ -29,7 +29,7 @@ export async function rejectBadInput(
     if (isValidId(vmToken)) {
       await deps.streams.update(vmToken, (vm) => {
         // A commandId that already has an outcome gets no second one (it is still dead-lettered).
-        if (p.commandId !== undefined && vm.seenCommands.has(p.commandId)) {
+        if (p.commandId !== undefined && hasSeen(vm, p.commandId)) {
           deps.stats.duplicates++;
           return undefined;
         }

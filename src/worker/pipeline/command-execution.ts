@@ -1,5 +1,5 @@
 import type { Command, VmEvent } from "../../contracts/index.js";
-import { driftAfterFailure, failed, succeeded, type Vm } from "../../domain/index.js";
+import { driftAfterFailure, failed, hasSeen, succeeded, type Vm } from "../../domain/index.js";
 import { toVmqError, VmqError } from "../../lib/errors.js";
 import { failpoint } from "../../lib/failpoints.js";
 import { DeadlineSignals, sleep } from "../../lib/time.js";
@@ -117,7 +117,7 @@ export class CommandExecution {
   /** The action happened (or failed for good): its outcome must land, unless it has one already. */
   async recordOutcome(event: VmEvent, command: Command): Promise<void> {
     await this.deps.streams.update(command.vmId, (vm) =>
-      vm.seenCommands.has(command.commandId) ? undefined : event,
+      hasSeen(vm, command.commandId) ? undefined : event,
     );
   }
 

@@ -1,5 +1,5 @@
 import { commandVmToken, parseCommand, type Command } from "../../contracts/index.js";
-import { decide, failed, refusal, rejected, type Decision } from "../../domain/index.js";
+import { decide, failed, hasSeen, refusal, rejected, type Decision } from "../../domain/index.js";
 import { toVmqError } from "../../lib/errors.js";
 import { failpoint } from "../../lib/failpoints.js";
 import { withBindings, type BoundLogger } from "../../observability/logger.js";
@@ -105,7 +105,8 @@ export class CommandHandler {
     let reloaded = false;
     for (;;) {
       deps.abandon.throwIfAborted(); // a drain sends this one back as it is
-      const seen = deps.streams.get(command.vmId).seenCommands;
+      const vm = deps.streams.get(command.vmId);
+      const seen = { has: (id: string) => hasSeen(vm, id) };
       const [first] = await deps.order.earlier(command.vmId, msg.subject, msg.seq, seen);
       if (!first) return undefined;
       if (first.kind === "held" && !reloaded) {

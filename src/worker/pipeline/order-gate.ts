@@ -137,7 +137,7 @@ export class OrderGate {
     vmId: string,
     subject: string,
     seq: number,
-    seen: ReadonlySet<string>,
+    seen: { has(commandId: string): boolean },
   ): Promise<EarlierCommand[]> {
     const out = new Map<number, EarlierCommand>();
     const mine = this.#deferred.get(vmId);

@@ -1,7 +1,7 @@
 import type { ConsumerMessages, JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { isValidId, parseCommand, type Names } from "../../contracts/index.js";
-import { failed } from "../../domain/index.js";
+import { failed, hasSeen } from "../../domain/index.js";
 import { advisoryStream } from "../../event-store/provision.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Clock, DeadLetters } from "../ports.js";
@@ -87,7 +87,7 @@ export class DlqMover implements Service {
     const vmId = stored.subject.split(".")[3] ?? "";
     const parsed = parseCommand(stored.data, vmId);
     const vm = isValidId(vmId) ? deps.vms.get(vmId) : undefined;
-    if (parsed.ok && vm?.seenCommands.has(parsed.command.commandId)) {
+    if (parsed.ok && vm && hasSeen(vm, parsed.command.commandId)) {
       // It did get its outcome (only its acks were lost): nothing for an operator to retry.
       deps.log.info(
         { vmId, seq: a.stream_seq, deliveries: a.deliveries },
@@ -118,7 +118,7 @@ export class DlqMover implements Service {
       retryable: false,
     };
     await deps.updateInLane(vmId, (v) =>
-      v.seenCommands.has(command.commandId)
+      hasSeen(v, command.commandId)
         ? undefined
         : failed(v, command, failure, a.deliveries, { now: deps.clock.now() }),
     );

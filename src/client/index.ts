@@ -8,3 +8,4 @@ export {
 } from "./vm-client.js";
 export * as contracts from "../contracts/index.js";
 export { VmqError, isVmqError } from "../lib/errors.js";
+export { findTombstone } from "./tombstones.js";

@@ -80,6 +80,18 @@ export const WorkerSection = z.object({
     .min(0)
     .default(30_000)
     .describe("On SIGTERM, how long in-flight commands may finish."),
+  retentionMs: z
+    .int()
+    .min(0)
+    .default(86_400_000)
+    .describe(
+      "How long a destroyed VM keeps its events; then it is reduced to its tombstone and its events are purged (0: keep them for ever).",
+    ),
+  compactIntervalMs: z
+    .int()
+    .min(1_000)
+    .default(60_000)
+    .describe("How often destroyed VMs past --retention-ms are compacted."),
   snapshots: z
     .enum(["on", "off"])
     .default("on")

@@ -20,6 +20,13 @@ export interface PermissionOptions {
    * configuration is refused by the server. Default true; false once an admin has provisioned.
    */
   provision?: boolean;
+  /**
+   * Also allow purging the events stream, which compaction needs to bound it. NATS scopes a
+   * purge by stream only (the subject is in the request's body), so this lets the host purge
+   * any host's events: off by default. Without it the worker still writes tombstones and
+   * forgets compacted VMs, and their events stay until an admin purges them (security.md).
+   */
+  compaction?: boolean;
 }
 
 const API = "$JS.API";
@@ -39,6 +46,7 @@ export function workerPermissions(
     vms: `KV_${n.vmsBucket}`,
     hosts: `KV_${n.hostsBucket}`,
     snaps: `KV_${n.snapshotsBucket}`,
+    tombs: `KV_${n.tombstonesBucket}`,
   };
   const streams = [
     n.commandsStream,
@@ -48,6 +56,7 @@ export function workerPermissions(
     kv.vms,
     kv.hosts,
     kv.snaps,
+    kv.tombs,
   ];
   const durable = n.durable(host);
   const dlqDurable = `dlq-${host}`;
@@ -62,6 +71,7 @@ export function workerPermissions(
         `$KV.${n.hostsBucket}.${host}`,
         `$KV.${n.snapshotsBucket}.${host}`,
         `$KV.${n.snapshotsBucket}.${host}.>`,
+        `$KV.${n.tombstonesBucket}.${host}.>`,
         `$KV.${n.vmsBucket}.>`,
         // JetStream API: look at the streams, (optionally) create the missing ones
         `${API}.INFO`,
@@ -87,6 +97,10 @@ export function workerPermissions(
         `${API}.DIRECT.GET.${kv.vms}.$KV.${n.vmsBucket}.>`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}.>`,
+        // compaction: its tombstones, and (opt-in) purging a compacted VM's events: a purge
+        // request names its subject in the body, so that right is stream-wide (security.md)
+        `${API}.DIRECT.GET.${kv.tombs}.$KV.${n.tombstonesBucket}.${host}.>`,
+        ...(opts.compaction ? [`${API}.STREAM.PURGE.${n.eventsStream}`] : []),
       ],
     },
     subscribe: {
@@ -103,7 +117,11 @@ export function workerPermissions(
  */
 export function schedulerPermissions(prefix: string): NatsPermissions {
   const n = namesFor(prefix);
-  const kv = { vms: `KV_${n.vmsBucket}`, hosts: `KV_${n.hostsBucket}` };
+  const kv = {
+    vms: `KV_${n.vmsBucket}`,
+    hosts: `KV_${n.hostsBucket}`,
+    tombs: `KV_${n.tombstonesBucket}`,
+  };
   return {
     publish: {
       allow: [
@@ -127,6 +145,9 @@ export function schedulerPermissions(prefix: string): NatsPermissions {
         `${API}.STREAM.MSG.GET.${kv.hosts}`,
         `${API}.DIRECT.GET.${kv.vms}.>`,
         `${API}.DIRECT.GET.${kv.hosts}.>`,
+        // what is left of compacted VMs (vmq events on a VM whose events were purged)
+        `${API}.STREAM.INFO.${kv.tombs}`,
+        `${API}.DIRECT.GET.${kv.tombs}.>`,
         // ordered consumers to follow events, views and host records (never durable ones)
         ...[n.eventsStream, kv.vms, kv.hosts, n.dlqStream].flatMap((s) => [
           `${API}.CONSUMER.CREATE.${s}.*.>`,

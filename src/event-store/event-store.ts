@@ -16,6 +16,11 @@ export interface EventStore {
    * retry inside one append of a publish whose acknowledgement was lost returns its sequence.
    */
   append(event: VmEvent, expectedSeq: number): Promise<number>;
+  /**
+   * Removes the VM's events up to and including `throughSeq` (later ones stay): the history of
+   * a VM compacted to its tombstone. Returns how many went.
+   */
+  purgeVm(host: string, vmId: string, throughSeq: number): Promise<number>;
   /** Every event of one VM, oldest first. */
   readVm(host: string, vmId: string): Promise<StoredEvent[]>;
   /**

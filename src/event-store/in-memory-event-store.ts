@@ -10,13 +10,14 @@ import type { EventStore, StoredEvent } from "./event-store.js";
  * ever, where JetStream forgets them after its duplicate window: callers must not rely on either.
  */
 export class InMemoryEventStore implements EventStore {
-  readonly #log: StoredEvent[] = [];
+  /** By sequence - 1; a purged event leaves a hole (sequences are never reused). */
+  readonly #log: (StoredEvent | undefined)[] = [];
   readonly #byVm = new Map<string, StoredEvent[]>();
   readonly #byEventId = new Map<string, number>();
 
   /** Every event appended, oldest first (a copy). */
   get events(): StoredEvent[] {
-    return [...this.#log];
+    return this.#log.filter((e) => e !== undefined);
   }
 
   append(event: VmEvent, expectedSeq: number): Promise<number> {
@@ -48,6 +49,18 @@ export class InMemoryEventStore implements EventStore {
     return Promise.resolve(stored.seq);
   }
 
+  purgeVm(host: string, vmId: string, throughSeq: number): Promise<number> {
+    const key = keyOf(host, vmId);
+    const history = this.#byVm.get(key) ?? [];
+    const gone = history.filter((e) => e.seq <= throughSeq);
+    for (const e of gone) this.#log[e.seq - 1] = undefined;
+    this.#byVm.set(
+      key,
+      history.filter((e) => e.seq > throughSeq),
+    );
+    return Promise.resolve(gone.length);
+  }
+
   readVm(host: string, vmId: string): Promise<StoredEvent[]> {
     return Promise.resolve((this.#byVm.get(keyOf(host, vmId)) ?? []).map(copy));
   }
@@ -64,7 +77,7 @@ export class InMemoryEventStore implements EventStore {
       // Yields between events, so an abort can land mid-replay as it can on a real server.
       await Promise.resolve();
       signal?.throwIfAborted();
-      if (host !== "*" && stored.event.host !== host) continue;
+      if (!stored || (host !== "*" && stored.event.host !== host)) continue;
       onEvent(copy(stored));
       lastSeq = stored.seq;
       count++;

@@ -94,6 +94,15 @@ export class JetStreamEventStore implements EventStore {
     }
   }
 
+  async purgeVm(host: string, vmId: string, throughSeq: number): Promise<number> {
+    const jsm = await this.js.jetstreamManager();
+    const r = await jsm.streams.purge(this.names.eventsStream, {
+      filter: this.names.evt(host, vmId),
+      seq: throughSeq + 1, // up to, not including
+    });
+    return r.purged;
+  }
+
   async readVm(host: string, vmId: string): Promise<StoredEvent[]> {
     const out: StoredEvent[] = [];
     await this.#scan(this.names.evt(host, vmId), 0, (e) => out.push(e));

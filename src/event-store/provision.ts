@@ -40,6 +40,7 @@ export interface Topology {
   vms: KV;
   hosts: KV;
   snapshots: KV;
+  tombstones: KV;
 }
 
 /** The advisory subjects the DLQ mover listens to, captured by a stream so none is missed. */
@@ -116,7 +117,13 @@ export async function ensureTopology(
     replicas,
   });
   await checkBucket(jsm, names.snapshotsBucket, { ttlMs: 0 });
-  return { vms, hosts, snapshots };
+  const tombstones = await kvm.create(names.tombstonesBucket, {
+    history: 1,
+    storage: StorageType.File,
+    replicas,
+  });
+  await checkBucket(jsm, names.tombstonesBucket, { ttlMs: 0 });
+  return { vms, hosts, snapshots, tombstones };
 }
 
 /**

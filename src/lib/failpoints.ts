@@ -17,6 +17,10 @@ export const FAILPOINTS = [
   "in-backend",
   "after-outcome",
   "before-ack",
+  /** Compaction: the tombstone is written, the VM's events are not purged yet. */
+  "after-tombstone",
+  /** Compaction: the events are purged, the VM is still in the worker's cache. */
+  "after-purge",
 ] as const;
 export type Failpoint = (typeof FAILPOINTS)[number];
 

@@ -11,6 +11,9 @@ export interface MetricsSource {
     reordered: number;
     observed: number;
     consumerRestarts: number;
+    compacted: number;
+    purgedEvents: number;
+    purgeRefused: number;
     retried: number;
   };
   inFlight(): number;
@@ -84,6 +87,17 @@ export function createMetrics(source: MetricsSource): {
     "vmq_consumer_restarts_total",
     "Times the command consumer was started again (durable deleted or lost, loop ended).",
     "consumerRestarts",
+  );
+  counter(
+    "vmq_vms_compacted_total",
+    "Destroyed VMs past the retention window reduced to their tombstone (events purged).",
+    "compacted",
+  );
+  counter("vmq_events_purged_total", "Events purged by compaction.", "purgedEvents");
+  counter(
+    "vmq_compaction_purges_refused_total",
+    "Purges NATS refused for want of the right (the compacted VMs' events stay).",
+    "purgeRefused",
   );
   counter(
     "vmq_observed_changes_total",

@@ -18,13 +18,15 @@ import { CommandPipeline } from "./consumer/command-pipeline.js";
 import type { Lanes } from "./consumer/lanes.js";
 import { jetStreamCommandLog } from "./nats/command-log.js";
 import { jetStreamDeadLetters } from "./nats/dead-letters.js";
-import { kvFleetView } from "./nats/fleet-view.js";
+import { dropOwnRecord, kvFleetView } from "./nats/fleet-view.js";
+import { kvTombstones } from "./nats/tombstones.js";
 import type { NatsLink } from "./nats/nats-link.js";
 import { viewWriter } from "./nats/view-writer.js";
 import { CommandHandler } from "./pipeline/command-handler.js";
 import { OrderGate } from "./pipeline/order-gate.js";
 import { systemClock, type Ids } from "./ports.js";
 import type { Service, ServiceStack } from "./service-stack.js";
+import { Compactor } from "./services/compactor.js";
 import { DlqMover } from "./services/dlq-mover.js";
 import { Heartbeat } from "./services/heartbeat.js";
 import { HttpService } from "./services/http.js";
@@ -96,7 +98,11 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   const durable = await ensureConsumer(jsm, names, config.host, consumerOptions);
 
   const store = new JetStreamEventStore(js, names, { publisher: link.publisher });
-  const streams = new VmStreams(config.host, store, log, () => stats.conflicts++);
+  const streams = new VmStreams(config.host, store, {
+    log,
+    onConflict: () => stats.conflicts++,
+    tombstones: kvTombstones(topology.tombstones, config.host),
+  });
   parts.streams = streams;
   const view = new ViewProjector(
     streams,
@@ -131,6 +137,22 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     new Reconciler({ streams, router, lanes, clock, ids, log, running, intervalMs }),
   );
   parts.replayed = true;
+  await stack.start(
+    new Compactor({
+      host: config.host,
+      streams,
+      store,
+      tombstones: kvTombstones(topology.tombstones, config.host),
+      dropView: (vmId) => dropOwnRecord(topology.vms, config.host, vmId),
+      lanes,
+      clock,
+      log,
+      stats,
+      retentionMs: config.retentionMs,
+      intervalMs: config.compactIntervalMs,
+      running,
+    }),
+  );
   void view.flush();
   const updateInLane = (vmId: string, decide: Decide) =>
     lanes.run(vmId, () => streams.update(vmId, decide));

@@ -3,6 +3,7 @@
  * part names what it uses, and a unit test hands it an in-memory or fake implementation.
  */
 import type { MsgHdrs } from "@nats-io/transport-node";
+import type { VmTombstone } from "../contracts/index.js";
 
 export interface Clock {
   now(): Date;
@@ -40,3 +41,9 @@ export interface FleetView {
 }
 
 export const systemClock: Clock = { now: () => new Date() };
+
+/** What is left of this host's compacted VMs (the `<prefix>-tombstones` bucket). */
+export interface Tombstones {
+  get(vmId: string): Promise<VmTombstone | undefined>;
+  put(t: VmTombstone): Promise<void>;
+}

@@ -11,6 +11,11 @@ export class WorkerStats {
   retried = 0;
   /** The command consumer was started again (its durable was gone, or its loop ended). */
   consumerRestarts = 0;
+  /** Destroyed VMs reduced to their tombstone, and the events that went with them. */
+  compacted = 0;
+  purgedEvents = 0;
+  /** Purges the NATS permissions refused (the events of compacted VMs stay). */
+  purgeRefused = 0;
   inFlight = 0;
   observed = 0;
   replayMs = 0;

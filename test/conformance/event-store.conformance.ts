@@ -142,6 +142,31 @@ export function eventStoreConformance(name: string, make: () => Promise<EventSto
       );
     });
 
+    it("purges a VM's events through a sequence: later ones and other VMs stay; an emptied subject starts again at 0", async () => {
+      host = nextHost();
+      const a1 = await fx.store.append(eventOf(host, "v1"), 0);
+      const a2 = await fx.store.append(eventOf(host, "v1"), a1);
+      const b1 = await fx.store.append(eventOf(host, "v2"), 0);
+      const a3 = await fx.store.append(eventOf(host, "v1"), a2);
+      assert.equal(await fx.store.purgeVm(host, "v1", a2), 2);
+      assert.deepEqual(
+        (await fx.store.readVm(host, "v1")).map((e) => e.seq),
+        [a3],
+      );
+      const replayed: number[] = [];
+      await fx.store.replay(host, 0, (e) => replayed.push(e.seq));
+      assert.deepEqual(replayed, [b1, a3], "the purged events are gone from a replay too");
+      assert.equal(await fx.store.purgeVm(host, "v1", a3), 1);
+      assert.deepEqual(await fx.store.readVm(host, "v1"), []);
+      assert.equal(await fx.store.purgeVm(host, "v1", a3), 0, "purging again is harmless");
+      const again = await fx.store.append(eventOf(host, "v1"), 0);
+      assert.ok(again > a3, "a new life appends at 0 and gets a new sequence");
+      assert.deepEqual(
+        (await fx.store.readVm(host, "v2")).map((e) => e.seq),
+        [b1],
+      );
+    });
+
     it("stops a replay when its signal aborts, with the signal's reason, applying nothing after", async () => {
       host = nextHost();
       let last = 0;

@@ -21,6 +21,7 @@ import { CommandHandler } from "../../src/worker/pipeline/command-handler.js";
 import { OrderGate, type CommandLog } from "../../src/worker/pipeline/order-gate.js";
 import type { CommandMessage } from "../../src/worker/pipeline/settlement.js";
 import type { DeadLetter } from "../../src/worker/ports.js";
+import { memoryTombstones } from "../../src/worker/nats/tombstones.js";
 import { VmStreams } from "../../src/worker/state/vm-streams.js";
 import { WorkerStats } from "../../src/worker/stats.js";
 
@@ -54,6 +55,9 @@ export class ScriptedStore implements EventStore {
   readVm(host: string, vmId: string): Promise<StoredEvent[]> {
     return this.inner.readVm(host, vmId);
   }
+  purgeVm(host: string, vmId: string, throughSeq: number): Promise<number> {
+    return this.inner.purgeVm(host, vmId, throughSeq);
+  }
   replay(
     host: string,
     afterSeq: number,
@@ -76,7 +80,12 @@ export interface PipelineOptions {
 export function pipeline(opts: PipelineOptions = {}) {
   const store = new ScriptedStore();
   const stats = new WorkerStats();
-  const streams = new VmStreams(HOST, store, silentLogger(), () => stats.conflicts++);
+  const tombstones = memoryTombstones();
+  const streams = new VmStreams(HOST, store, {
+    log: silentLogger(),
+    onConflict: () => stats.conflicts++,
+    tombstones,
+  });
   const noop = opts.noop ?? new FaultyBackend(new NoopBackend());
   const router = new HypervisorRouter([noop]);
   const nothingHeld: CommandLog = {
@@ -124,6 +133,7 @@ export function pipeline(opts: PipelineOptions = {}) {
   return {
     handler,
     store,
+    tombstones,
     streams,
     noop,
     order,

@@ -26,7 +26,7 @@ import { silentLogger } from "../../src/observability/logger.js";
 import { Worker } from "../../src/worker/worker.js";
 import { usersConfig } from "../helpers/nats-auth.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
-import { SPEC } from "../helpers/worker-harness.js";
+import { SPEC, eventually } from "../helpers/worker-harness.js";
 
 import { setTimeout as delay } from "node:timers/promises";
 
@@ -39,6 +39,11 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
     admin: { password: "admin-pw" },
     "worker-a": { password: "a-pw", permissions: workerPermissions(prefix, "A") },
     "worker-b": { password: "b-pw", permissions: workerPermissions(prefix, "B") },
+    "worker-c": { password: "c-pw", permissions: workerPermissions(prefix, "C") },
+    "worker-d": {
+      password: "d-pw",
+      permissions: workerPermissions(prefix, "D", { compaction: true }),
+    },
     scheduler: { password: "s-pw", permissions: schedulerPermissions(prefix) },
   };
   let dir: string;
@@ -62,7 +67,7 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
   const startWorker = async (
     host: string,
     user: string,
-    extra: { snapshots?: "on" | "off" } = {},
+    extra: { snapshots?: "on" | "off"; retentionMs?: number; compactIntervalMs?: number } = {},
   ) => {
     const w = new Worker(
       {
@@ -266,5 +271,42 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       .split("\n")
       .filter((l) => /violation/i.test(l) && l.includes("attacker"));
     assert.ok(violationsSeen.length >= attempts.length, violationsSeen.join("\n"));
+  });
+
+  it("compaction: without the purge right a worker forgets compacted VMs and leaves their events; with it, it purges them", async () => {
+    const subjectCount = async (host: string, vmId: string) => {
+      const subject = n.evt(host, vmId);
+      const info = await jsm.streams.info(n.eventsStream, { subjects_filter: subject });
+      return info.state.subjects?.[subject] ?? 0;
+    };
+    const compacting = { retentionMs: 200, compactIntervalMs: 1_000 };
+    for (const [host, user, purges] of [
+      ["C", "worker-c", false],
+      ["D", "worker-d", true],
+    ] as const) {
+      const w = await startWorker(host, user, compacting);
+      const vmId = `vm-${host.toLowerCase()}`;
+      const first = await client.send(host, { type: "vm.prepare", vmId, spec: SPEC });
+      await client.send(host, { type: "vm.destroy", vmId, timeoutMs: 1000 });
+      await eventually(() => (w.registry?.has(vmId) ? undefined : true), 15_000, "forgotten");
+      assert.equal(w.stats.purgeRefused > 0, !purges);
+      assert.equal((await subjectCount(host, vmId)) > 0, !purges, `${host}: events purged?`);
+      // Either way an old command has no second effect or outcome (the tombstone, or a reload).
+      await client.js.publish(
+        n.cmd(host, vmId),
+        enc.encode(
+          JSON.stringify({
+            type: "vm.prepare",
+            version: 1,
+            commandId: first.commandId,
+            vmId,
+            issuedAt: new Date().toISOString(),
+            spec: SPEC,
+          }),
+        ),
+      );
+      const before = w.stats.duplicates;
+      await eventually(() => (w.stats.duplicates > before ? true : undefined), 15_000, "dupe");
+    }
   });
 });

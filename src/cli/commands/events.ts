@@ -1,5 +1,6 @@
 import type { Command } from "@commander-js/extra-typings";
-import type { WatchOptions } from "../../client/index.js";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { findTombstone, type WatchOptions } from "../../client/index.js";
 import type { VmEvent } from "../../contracts/index.js";
 import { addConnectionFlags, hostArg, printJson, vmIdArg, withClient } from "../connection.js";
 import { CliError } from "../errors.js";
@@ -26,14 +27,24 @@ export function registerEvents(program: Command): void {
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
     try {
-      await withClient(flags, async ({ client }) => {
+      await withClient(flags, async ({ client, nc, names }) => {
         const opts: WatchOptions = { ...start, signal: abort.signal, toEnd: !flags.follow };
+        let printed = 0;
         for await (const { event, seq } of client.watch(
           { ...(host ? { host } : {}), ...(vmId ? { vmId } : {}) },
           opts,
         )) {
+          printed++;
           if (flags.json) printJson({ seq, ...event });
           else process.stdout.write(`${eventLine(event, seq)}\n`);
+        }
+        // A VM with no events left may have been compacted: say so rather than print nothing.
+        if (vmId && printed === 0 && !flags.follow) {
+          const t = await findTombstone(await jetstreamManager(nc), names, vmId, host);
+          if (t)
+            process.stderr.write(
+              `vmq: VM ${vmId} was destroyed at ${t.destroyedAt} and compacted at ${t.compactedAt} on host ${t.host}: its ${t.lastEventSeq > 0 ? "events were purged" : "history is gone"}; ${t.seen.length} command(s) are remembered, so none of them runs again\n`,
+            );
         }
       });
     } finally {
@@ -72,6 +83,8 @@ export function eventLine(e: VmEvent, seq: number): string {
         return `how=${e.how}`;
       case "vm.state-observed":
         return `${e.previous} -> ${e.observed} (${e.source})`;
+      case "vm.tombstoned":
+        return `an earlier life, destroyed at ${e.destroyedAt}, remembers ${e.seen.length} command(s)`;
       default:
         return "";
     }

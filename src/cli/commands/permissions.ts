@@ -36,6 +36,10 @@ export function registerPermissions(program: Command): void {
         "--no-provision",
         "worker: without the right to create missing streams and buckets (once an admin has provisioned them)",
       )
+      .option(
+        "--compaction",
+        "worker: also the right to purge the events stream, which compaction needs to bound it (stream-wide: it could purge other hosts' events)",
+      )
       .option("--json", "print the permissions object as JSON"),
     PREFIX_ONLY,
   ).action((flags) => {
@@ -62,7 +66,10 @@ export function registerPermissions(program: Command): void {
     const perms =
       host === undefined
         ? schedulerPermissions(prefix)
-        : workerPermissions(prefix, host, { provision: flags.provision });
+        : workerPermissions(prefix, host, {
+            provision: flags.provision,
+            compaction: flags.compaction === true,
+          });
     if (flags.json) {
       printJson(perms);
       return;

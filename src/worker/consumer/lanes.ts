@@ -50,6 +50,11 @@ export class Lanes {
     });
   }
 
+  /** Whether the key has a task running or waiting. */
+  busy(key: string): boolean {
+    return this.#active.has(key) || this.#queues.has(key);
+  }
+
   /** Resolves when nothing is queued or running. */
   idle(): Promise<void> {
     if (this.#running === 0 && this.#queues.size === 0) return Promise.resolve();

@@ -20,3 +20,11 @@ export function kvFleetView(vms: KV, host: string, refresh: (vmId: string) => vo
     },
   };
 }
+
+/** Drops the VM's record from the view, when it is this host's (another may hold the vmId now). */
+export async function dropOwnRecord(vms: KV, host: string, vmId: string): Promise<void> {
+  const entry = await vms.get(vmId);
+  if (!entry || entry.operation !== "PUT") return;
+  const view = VmView.safeParse(entry.json());
+  if (view.success && view.data.host === host) await vms.purge(vmId);
+}

@@ -27,7 +27,7 @@ export class HostState implements Service {
     },
   ) {
     deps.streams.onChange((vmId, change) => {
-      if (change !== "replayed") deps.view.markDirty(vmId);
+      if (change === "appended" || change === "reloaded") deps.view.markDirty(vmId);
     });
   }
 

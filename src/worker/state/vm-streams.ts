@@ -1,8 +1,10 @@
 import type { VmEvent } from "../../contracts/index.js";
-import { emptyVm, evolve, type Vm } from "../../domain/index.js";
+import type { VmTombstone } from "../../contracts/index.js";
+import { emptyVm, evolve, tombstonedEvent, vmFromTombstone, type Vm } from "../../domain/index.js";
 import type { EventStore } from "../../event-store/event-store.js";
 import { isVmqError, VmqError } from "../../lib/errors.js";
 import type { Logger } from "../../observability/logger.js";
+import type { Tombstones } from "../ports.js";
 
 /** Rounds of decide-append before a VM that keeps changing is given up on. */
 const MAX_ROUNDS = 8;
@@ -18,7 +20,7 @@ export interface Updated {
 }
 
 /** How a VM in the cache changed: a new event, a replayed one, or a reload from its stream. */
-export type Change = "appended" | "replayed" | "reloaded";
+export type Change = "appended" | "replayed" | "reloaded" | "forgotten";
 
 /** What the rest of the worker may read of the cache. */
 export interface VmReader {
@@ -38,15 +40,28 @@ export interface VmReader {
 export class VmStreams implements VmReader {
   readonly #vms = new Map<string, Vm>();
   readonly #listeners: ((vmId: string, change: Change) => void)[] = [];
+  /** VMs known from their tombstone whose subject does not hold it yet (see #revive). */
+  readonly #revived = new Map<string, VmTombstone>();
   #lastSeq = 0;
+  readonly #log: Logger;
+  readonly #onConflict: () => void;
+  readonly #tombstones: Tombstones | undefined;
 
   constructor(
     readonly host: string,
     private readonly store: EventStore,
-    private readonly log: Logger,
-    /** Told of every conflict (a metric). */
-    private readonly onConflict: () => void = () => undefined,
-  ) {}
+    opts: {
+      log: Logger;
+      /** Told of every conflict (a metric). */
+      onConflict?: () => void;
+      /** Where compacted VMs are remembered: a VM not in the cache is looked up there first. */
+      tombstones?: Tombstones | undefined;
+    },
+  ) {
+    this.#log = opts.log;
+    this.#onConflict = opts.onConflict ?? (() => undefined);
+    this.#tombstones = opts.tombstones;
+  }
 
   get size(): number {
     return this.#vms.size;
@@ -74,17 +89,20 @@ export class VmStreams implements VmReader {
   }
 
   async update(vmId: string, decide: Decide): Promise<Updated> {
+    // A VM this worker does not hold may have been compacted: decide on what is left of it.
+    if (!this.#vms.has(vmId)) await this.#revive(vmId);
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const vm = this.get(vmId);
       const event = await decide(vm);
       if (!event) return { vm, event };
       try {
-        const seq = await this.store.append(event, vm.version);
+        const base = await this.#restoreTombstone(vm);
+        const seq = await this.store.append(event, base.version);
         return { vm: this.#apply(event, seq, "appended"), event };
       } catch (e) {
         if (!isVmqError(e, "event-store::conflict")) throw e;
-        this.onConflict();
-        this.log.warn(
+        this.#onConflict();
+        this.#log.warn(
           { vmId, details: e.details },
           "another writer touched the VM: reloading and deciding again",
         );
@@ -96,12 +114,43 @@ export class VmStreams implements VmReader {
 
   /** Rebuilds one VM from its stream (after a conflict, or before trusting the cache). */
   async reload(vmId: string): Promise<Vm> {
+    const history = await this.store.readVm(this.host, vmId);
+    this.#revived.delete(vmId);
+    if (history.length === 0 && (await this.#revive(vmId))) return this.get(vmId);
     let vm = emptyVm(vmId, this.host);
-    for (const { event, seq } of await this.store.readVm(this.host, vmId))
-      vm = evolve(vm, event, seq);
+    for (const { event, seq } of history) vm = evolve(vm, event, seq);
     this.#vms.set(vmId, vm);
     this.#emit(vmId, "reloaded");
     return vm;
+  }
+
+  /** Drops a compacted VM from the cache (its tombstone stands for it from now on). */
+  forget(vmId: string): void {
+    if (!this.#vms.delete(vmId)) return;
+    this.#revived.delete(vmId);
+    this.#emit(vmId, "forgotten");
+  }
+
+  /** Caches a compacted VM from its tombstone; false when there is none. */
+  async #revive(vmId: string): Promise<boolean> {
+    const t = await this.#tombstones?.get(vmId);
+    if (!t) return false;
+    this.#vms.set(vmId, vmFromTombstone(t));
+    this.#revived.set(vmId, t);
+    return true;
+  }
+
+  /**
+   * Before the first event of a VM used again after compaction, its tombstone goes onto its
+   * subject (vm.tombstoned), so a later replay knows the commands of its earlier lives.
+   */
+  async #restoreTombstone(vm: Vm): Promise<Vm> {
+    const t = this.#revived.get(vm.vmId);
+    if (!t || vm.version !== 0) return vm;
+    const event = tombstonedEvent(t, new Date());
+    const seq = await this.store.append(event, 0);
+    this.#revived.delete(vm.vmId);
+    return this.#apply(event, seq, "appended");
   }
 
   /**

@@ -10,7 +10,7 @@ import { ScriptedStore } from "../../helpers/pipeline-fixture.js";
 function streams() {
   const store = new ScriptedStore();
   let conflicts = 0;
-  const s = new VmStreams("h1", store, silentLogger(), () => conflicts++);
+  const s = new VmStreams("h1", store, { log: silentLogger(), onConflict: () => conflicts++ });
   const changes: [string, Change][] = [];
   s.onChange((id, c) => changes.push([id, c]));
   return { s, store, changes, conflicts: () => conflicts };

@@ -92,6 +92,26 @@ export const WorkerSection = z.object({
     .min(1_000)
     .default(60_000)
     .describe("How often destroyed VMs past --retention-ms are compacted."),
+  commandsMaxAgeMs: z
+    .int()
+    .min(60_000)
+    .default(7 * 24 * 3_600_000)
+    .describe("How long the commands stream keeps commands (the audit trail)."),
+  commandsMaxBytes: z
+    .int()
+    .min(-1)
+    .default(1024 ** 3)
+    .describe("Bytes the commands stream keeps at most, oldest dropped first (-1: no limit)."),
+  dlqMaxAgeMs: z
+    .int()
+    .min(60_000)
+    .default(30 * 24 * 3_600_000)
+    .describe("How long the DLQ keeps dead letters."),
+  dlqMaxBytes: z
+    .int()
+    .min(-1)
+    .default(256 * 1024 ** 2)
+    .describe("Bytes the DLQ keeps at most, oldest dropped first (-1: no limit)."),
   snapshots: z
     .enum(["on", "off"])
     .default("on")

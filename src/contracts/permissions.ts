@@ -77,6 +77,10 @@ export function workerPermissions(
         `${API}.INFO`,
         ...streams.map((s) => `${API}.STREAM.INFO.${s}`),
         ...(opts.provision === false ? [] : streams.map((s) => `${API}.STREAM.CREATE.${s}`)),
+        // the commands' and dead letters' age and size limits follow the worker's flags
+        ...(opts.provision === false
+          ? []
+          : [n.commandsStream, n.dlqStream].map((s) => `${API}.STREAM.UPDATE.${s}`)),
         // its command consumer: create/update with its own filter only, pull, ack
         `${API}.CONSUMER.INFO.${n.commandsStream}.${durable}`,
         `${API}.CONSUMER.CREATE.${n.commandsStream}.${durable}.${n.cmdFilter(host)}`,

@@ -18,8 +18,14 @@ const ns = (ms: number): number => ms * 1_000_000;
 export interface TopologyOptions {
   /** Stream replicas (3 in a NATS cluster). */
   replicas?: number;
-  /** How long VMQ_COMMANDS keeps commands (the audit trail). */
+  /** How long VMQ_COMMANDS keeps commands (the audit trail), and how many bytes at most. */
   commandsMaxAgeMs?: number;
+  commandsMaxBytes?: number;
+  /** How long VMQ_DLQ keeps dead letters, and how many bytes at most. */
+  dlqMaxAgeMs?: number;
+  dlqMaxBytes?: number;
+  /** Told when an existing stream's limits were brought to these (or could not be). */
+  onLimits?: (stream: string, change: string) => void;
   /** The JetStream duplicate window (msgID dedupe; idempotency beyond it comes from history). */
   duplicateWindowMs?: number;
   /** How long a host record lives without a heartbeat. */
@@ -60,15 +66,20 @@ export async function ensureTopology(
 ): Promise<Topology> {
   const replicas = opts.replicas ?? 1;
   const dupe = ns(opts.duplicateWindowMs ?? 120_000);
-  await ensureStream(jsm, {
-    name: names.commandsStream,
-    subjects: [`${names.prefix}.cmd.>`],
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    max_age: ns(opts.commandsMaxAgeMs ?? 7 * 24 * 3_600_000),
-    duplicate_window: dupe,
-    num_replicas: replicas,
-  });
+  await ensureStream(
+    jsm,
+    {
+      name: names.commandsStream,
+      subjects: [`${names.prefix}.cmd.>`],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      max_age: ns(opts.commandsMaxAgeMs ?? 7 * 24 * 3_600_000),
+      max_bytes: opts.commandsMaxBytes ?? -1,
+      duplicate_window: dupe,
+      num_replicas: replicas,
+    },
+    opts.onLimits,
+  );
   await ensureStream(jsm, {
     name: names.eventsStream,
     subjects: [`${names.prefix}.evt.>`],
@@ -80,14 +91,20 @@ export async function ensureTopology(
     deny_delete: true,
     num_replicas: replicas,
   });
-  await ensureStream(jsm, {
-    name: names.dlqStream,
-    subjects: [`${names.prefix}.dlq.>`],
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    duplicate_window: dupe,
-    num_replicas: replicas,
-  });
+  await ensureStream(
+    jsm,
+    {
+      name: names.dlqStream,
+      subjects: [`${names.prefix}.dlq.>`],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      max_age: ns(opts.dlqMaxAgeMs ?? 30 * 24 * 3_600_000),
+      max_bytes: opts.dlqMaxBytes ?? -1,
+      duplicate_window: dupe,
+      num_replicas: replicas,
+    },
+    opts.onLimits,
+  );
   await ensureStream(jsm, {
     name: advisoryStream(names),
     subjects: [maxDeliveriesSubject(names)],
@@ -159,6 +176,7 @@ async function checkBucket(
 async function ensureStream(
   jsm: JetStreamManager,
   want: Partial<StreamConfig> & { name: string; subjects: string[] },
+  onLimits?: (stream: string, change: string) => void,
 ): Promise<StreamInfo> {
   let info: StreamInfo;
   try {
@@ -189,6 +207,7 @@ async function ensureStream(
   ) {
     problems.push("max_age would expire VM history; vmq keeps events until you decide otherwise");
   }
+  if (problems.length === 0 && onLimits) return updateLimits(jsm, info, want, onLimits);
   if (problems.length) {
     throw new VmqError(
       "nats::incompatible-stream",
@@ -265,4 +284,35 @@ export async function ensureConsumer(
     );
   }
   return durable;
+}
+
+/**
+ * The age and size limits of the commands and DLQ streams follow the worker's flags: a limit is
+ * safe to change on a live stream. Without the right to (an administrator provisioned it), the
+ * stream keeps its own, and that is said.
+ */
+async function updateLimits(
+  jsm: JetStreamManager,
+  info: StreamInfo,
+  want: Partial<StreamConfig> & { name: string },
+  onLimits: (stream: string, change: string) => void,
+): Promise<StreamInfo> {
+  const have = info.config;
+  const changes: string[] = [];
+  if (want.max_age !== undefined && have.max_age !== want.max_age)
+    changes.push(`max_age ${have.max_age / 1e6} -> ${want.max_age / 1e6} ms`);
+  if (want.max_bytes !== undefined && have.max_bytes !== want.max_bytes)
+    changes.push(`max_bytes ${have.max_bytes} -> ${want.max_bytes}`);
+  if (changes.length === 0) return info;
+  try {
+    const updated = await jsm.streams.update(want.name, {
+      ...(want.max_age !== undefined ? { max_age: want.max_age } : {}),
+      ...(want.max_bytes !== undefined ? { max_bytes: want.max_bytes } : {}),
+    });
+    onLimits(want.name, changes.join(", "));
+    return updated;
+  } catch (e) {
+    onLimits(want.name, `kept (${changes.join(", ")} refused: ${(e as Error).message})`);
+    return info;
+  }
 }

@@ -1,5 +1,15 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
+export interface StreamUse {
+  stream: string;
+  messages: number;
+  bytes: number;
+  /** -1: none. */
+  maxBytes: number;
+  /** 0: none. */
+  maxAgeMs: number;
+}
+
 /** What the metrics read at scrape time; the worker provides it (no hot-path cost). */
 export interface MetricsSource {
   commands(): Map<string, number>; // `${type}|${outcome}` -> count
@@ -23,6 +33,8 @@ export interface MetricsSource {
   natsConnected(): boolean;
   workerState(): string;
   replay(): { ms: number; events: number; from: string };
+  /** Size and limits of the streams the host writes (read at scrape time; a failure skips them). */
+  streams?(): Promise<StreamUse[]>;
 }
 
 const WORKER_STATES = ["starting", "running", "draining", "stopped", "failed"];
@@ -103,6 +115,27 @@ export function createMetrics(source: MetricsSource): {
     "vmq_observed_changes_total",
     "Changes backends reported that no command explains.",
     "observed",
+  );
+  const streams = async (): Promise<StreamUse[]> =>
+    (await source.streams?.().catch(() => [])) ?? [];
+  const streamGauge = (name: string, help: string, value: (u: StreamUse) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["stream"],
+      ...reg,
+      async collect() {
+        this.reset();
+        for (const u of await streams()) this.set({ stream: u.stream }, value(u));
+      },
+    });
+  streamGauge("vmq_stream_messages", "Messages in a stream the worker writes.", (u) => u.messages);
+  streamGauge("vmq_stream_bytes", "Bytes in a stream the worker writes.", (u) => u.bytes);
+  streamGauge("vmq_stream_max_bytes", "A stream's size limit (-1: none).", (u) => u.maxBytes);
+  streamGauge(
+    "vmq_stream_max_age_seconds",
+    "A stream's age limit (0: none).",
+    (u) => u.maxAgeMs / 1000,
   );
   new Gauge({
     name: "vmq_commands_in_flight",

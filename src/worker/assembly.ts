@@ -87,6 +87,11 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   const topology = await ensureTopology(link.commands, jsm, names, {
     replicas: config.replicas,
     hostTtlMs: config.hostTtlMs,
+    commandsMaxAgeMs: config.commandsMaxAgeMs,
+    commandsMaxBytes: config.commandsMaxBytes,
+    dlqMaxAgeMs: config.dlqMaxAgeMs,
+    dlqMaxBytes: config.dlqMaxBytes,
+    onLimits: (stream, change) => log.info({ stream, change }, "stream limits"),
   });
   const consumerOptions = {
     ackWaitMs: config.ackWaitMs,
@@ -259,6 +264,23 @@ function httpService(listen: string, w: WorkerCore, parts: Parts): HttpService {
     natsConnected: () => w.link.connected,
     workerState: w.state,
     replay: () => ({ ms: stats.replayMs, events: stats.replayedEvents, from: stats.replayFrom }),
+    streams: async () => {
+      const jsm = await w.link.jsm();
+      const n = namesFor(w.config.prefix);
+      const names = [n.commandsStream, n.eventsStream, n.dlqStream, `KV_${n.vmsBucket}`];
+      return Promise.all(
+        [...names, `KV_${n.tombstonesBucket}`].map(async (stream) => {
+          const { state, config } = await jsm.streams.info(stream);
+          return {
+            stream,
+            messages: state.messages,
+            bytes: state.bytes,
+            maxBytes: config.max_bytes,
+            maxAgeMs: config.max_age / 1e6,
+          };
+        }),
+      );
+    },
   });
   stats.onDuration = observeDuration;
   return new HttpService(listen, registry, { alive: w.alive, notReady: w.notReady }, w.log);

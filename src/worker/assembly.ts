@@ -102,7 +102,10 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   };
   const durable = await ensureConsumer(jsm, names, config.host, consumerOptions);
 
-  const store = new JetStreamEventStore(js, names, { publisher: link.publisher });
+  const store = new JetStreamEventStore(js, names, {
+    publisher: link.publisher,
+    connection: link.commands,
+  });
   const streams = new VmStreams(config.host, store, {
     log,
     onConflict: () => stats.conflicts++,

@@ -6,16 +6,17 @@ import { ensureTopology } from "../../src/event-store/provision.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { eventStoreConformance } from "./event-store.conformance.js";
 
-eventStoreConformance("jetstream", async () => {
-  const server = await NatsServer.start();
-  const nc = await server.connect();
-  const names = namesFor(testPrefix());
-  await ensureTopology(nc, await jetstreamManager(nc), names);
-  return {
-    store: new JetStreamEventStore(jetstream(nc), names),
-    cleanup: async () => {
-      await nc.close();
-      await server.stop();
-    },
-  };
-});
+for (const via of ["push", "fetch"] as const)
+  eventStoreConformance(`jetstream (replay by ${via})`, async () => {
+    const server = await NatsServer.start();
+    const nc = await server.connect();
+    const names = namesFor(testPrefix());
+    await ensureTopology(nc, await jetstreamManager(nc), names);
+    return {
+      store: new JetStreamEventStore(jetstream(nc), names, { connection: nc, replayVia: via }),
+      cleanup: async () => {
+        await nc.close();
+        await server.stop();
+      },
+    };
+  });

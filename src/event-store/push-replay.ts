@@ -33,7 +33,7 @@ export async function pushReplay(
   let lastSeq = afterSeq;
   let count = 0;
   let nextConsumerSeq = 1;
-  let fail: unknown;
+  let fail: Error | undefined;
   let ended = false;
   let finish!: (complete: boolean) => void;
   const finished = new Promise<boolean>((r) => {
@@ -77,7 +77,7 @@ export async function pushReplay(
       try {
         onEvent({ event: upcast(m.json()), seq });
       } catch (e) {
-        fail = e;
+        fail = e instanceof Error ? e : new Error(String(e));
         return finish(false);
       }
       lastSeq = seq;

@@ -55,7 +55,9 @@ export async function pushReplay(
     callback: (_err, m: Msg) => {
       if (ended) return; // late deliveries before the unsubscribe: not ours to apply
       if (signal?.aborted) return finish(false);
-      if (m.headers?.code === 100) {
+      // Status messages (flow control, heartbeats) are empty; an event never is. Checking the
+      // length first spares parsing every event's headers.
+      if (m.data.length === 0 && m.headers?.code === 100) {
         // Flow control asks for a reply; a heartbeat of a stalled consumer names where to send it.
         if (m.reply) m.respond();
         const stalled = m.headers.get("Nats-Consumer-Stalled");

@@ -26,6 +26,8 @@ export default {
       "test/unit/domain/vm-reconciliation.test.ts",
       "test/unit/domain/vm-rules.test.ts",
       "test/unit/contracts/contracts.test.ts",
+      "test/unit/contracts/parse-command.test.ts",
+      "test/unit/contracts/wire-names.test.ts",
       "test/unit/contracts/permissions.test.ts",
       "test/unit/contracts/schemas.test.ts",
       "test/unit/contracts/upcasters.test.ts",

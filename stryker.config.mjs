@@ -49,6 +49,9 @@ export default {
     "src/worker/pipeline/**/*.ts",
     "src/worker/state/vm-streams.ts",
   ],
+  // Mutants inside log calls are skipped (scripts/stryker-ignore-logging.mjs says why).
+  appendPlugins: [resolve(root, "scripts", "stryker-ignore-logging.mjs")],
+  ignorers: ["vmq-logging"],
   ignorePatterns: ["dist", "coverage", "reports", ".vmq", "bench-results", "test/.cache"],
   // The machine is shared (2 cores): `npm run mutate -- --concurrency 1` to leave one free.
   concurrency: 2,

@@ -31,6 +31,8 @@ export default tseslint.config(
       "coverage/**",
       "test/.cache/**",
       "bench-results/**",
+      ".stryker-tmp/**",
+      "reports/**",
     ],
   },
   js.configs.recommended,

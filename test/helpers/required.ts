@@ -54,8 +54,14 @@ export function skipWhenMissing(
 }
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-/** ../shared beside this clone: design documents and reference data never copied into it. */
-export const SHARED_DIR = resolve(REPO, "..", "shared");
+/**
+ * ../shared beside this clone: design documents and reference data never copied into it.
+ * VMQ_SHARED_DIR overrides it for copies of the clone that live elsewhere (Stryker's sandboxes
+ * under .stryker-tmp; stryker.config.mjs points it at the clone's own ../shared).
+ */
+export const SHARED_DIR = process.env.VMQ_SHARED_DIR
+  ? resolve(process.env.VMQ_SHARED_DIR)
+  : resolve(REPO, "..", "shared");
 
 /**
  * A file in ../shared (`rel`, e.g. "design/wire-contract.md"): its path, and what is missing

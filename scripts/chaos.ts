@@ -2,7 +2,7 @@
 // suite's, with a summary table (commands sent, outcomes, duplicates suppressed, lost = 0, kills
 // per step). One worker is first killed at each step in turn, then every step has probability p.
 import { parseArgs } from "node:util";
-import { FAILPOINTS } from "../src/lib/failpoints.js";
+import { COMMAND_FAILPOINTS as FAILPOINTS } from "../src/lib/failpoints.js";
 import { runChaos } from "../test/helpers/chaos.js";
 
 const { values } = parseArgs({

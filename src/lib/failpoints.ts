@@ -8,7 +8,8 @@ import { writeSync } from "node:fs";
  * `vmq-failpoint: <name>` to stderr, so a supervisor knows which step fired. Unset (always, in
  * production), every check is one Map lookup on an empty map.
  */
-export const FAILPOINTS = [
+/** The steps of a command, in order: what the chaos run kills the worker at. */
+export const COMMAND_FAILPOINTS = [
   "before-intent",
   "after-intent",
   /** Inside a backend lifecycle call, before its effect (a backend wrapped in FaultyBackend). */
@@ -17,11 +18,16 @@ export const FAILPOINTS = [
   "in-backend",
   "after-outcome",
   "before-ack",
+] as const;
+/** The steps of a compaction (tested in worker-compaction; the chaos run never compacts). */
+export const COMPACTION_FAILPOINTS = [
   /** Compaction: the tombstone is written, the VM's events are not purged yet. */
   "after-tombstone",
   /** Compaction: the events are purged, the VM is still in the worker's cache. */
   "after-purge",
 ] as const;
+export const FAILPOINTS = [...COMMAND_FAILPOINTS, ...COMPACTION_FAILPOINTS] as const;
+export type CommandFailpoint = (typeof COMMAND_FAILPOINTS)[number];
 export type Failpoint = (typeof FAILPOINTS)[number];
 
 interface Point {

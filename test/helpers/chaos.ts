@@ -11,7 +11,10 @@ import { join } from "node:path";
 import { VmqClient } from "../../src/client/index.js";
 import type { CommandType, VmEvent } from "../../src/contracts/index.js";
 import { replayVm, toView } from "../../src/domain/index.js";
-import { FAILPOINTS, type Failpoint } from "../../src/lib/failpoints.js";
+import {
+  COMMAND_FAILPOINTS as FAILPOINTS,
+  type CommandFailpoint as Failpoint,
+} from "../../src/lib/failpoints.js";
 import { NatsServer, testPrefix } from "./nats-server.js";
 import { WorkerProcess } from "./worker-process.js";
 import { SPEC, eventually } from "./worker-harness.js";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { FAILPOINTS } from "../../src/lib/failpoints.js";
+import { COMMAND_FAILPOINTS as FAILPOINTS } from "../../src/lib/failpoints.js";
 import { runChaos } from "../helpers/chaos.js";
 
 describe(

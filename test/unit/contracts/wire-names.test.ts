@@ -93,12 +93,12 @@ describe("subjects", () => {
 });
 
 describe("permissions", () => {
-  it("without provisioning: the same list minus the stream creations", () => {
+  it("without provisioning: the same list minus the stream creations and limit updates", () => {
     const all = workerPermissions("vmq", "h1");
     const fixed = workerPermissions("vmq", "h1", { provision: false });
     assert.deepEqual(
       fixed.publish.allow,
-      all.publish.allow.filter((s) => !s.includes(".STREAM.CREATE.")),
+      all.publish.allow.filter((s) => !/\.STREAM\.(CREATE|UPDATE)\./.test(s)),
     );
     assert.ok(all.publish.allow.length > fixed.publish.allow.length);
   });

@@ -42,6 +42,9 @@ class GatedStore implements EventStore {
     await gate;
     return seq;
   }
+  purgeVm(host: string, vmId: string, throughSeq: number): Promise<number> {
+    return this.inner.purgeVm(host, vmId, throughSeq);
+  }
   readVm(host: string, vmId: string): Promise<StoredEvent[]> {
     return this.inner.readVm(host, vmId);
   }
@@ -56,7 +59,7 @@ class GatedStore implements EventStore {
 }
 
 function streams(store: EventStore = new InMemoryEventStore()) {
-  const s = new VmStreams("h1", store, silentLogger());
+  const s = new VmStreams("h1", store, { log: silentLogger() });
   const changes: [string, Change][] = [];
   s.onChange((id, c) => changes.push([id, c]));
   return { s, changes };

@@ -42,6 +42,7 @@ export default {
       "test/unit/worker/pipeline-paths.test.ts",
       "test/unit/worker/pipeline-order.test.ts",
       "test/unit/worker/vm-streams-cache.test.ts",
+      "test/unit/worker/vm-streams-tombstones.test.ts",
     ],
     // node's own runner prints TAP (Stryker reads it); tsx loads the TypeScript.
     nodeArgs: ["--test-reporter=tap", "-r", "{{hookFile}}", "--import", "tsx", "{{testFile}}"],

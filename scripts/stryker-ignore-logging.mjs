@@ -6,11 +6,14 @@
 
 const LEVELS = new Set(["trace", "debug", "info", "warn", "error", "fatal", "child"]);
 
-/** `log`, `this.log`, `deps.log`, `this.deps.log`: a logger by the project's naming. */
+/** `log`, `this.log`, `this.#log`, `deps.log`, `this.deps.log`: a logger by the project's naming. */
 function isLogger(node) {
   if (node.type === "Identifier") return node.name === "log";
-  if (node.type === "MemberExpression" && !node.computed)
-    return node.property.type === "Identifier" && node.property.name === "log";
+  if (node.type === "MemberExpression" && !node.computed) {
+    const p = node.property;
+    if (p.type === "PrivateName") return p.id.name === "log";
+    return p.type === "Identifier" && p.name === "log";
+  }
   return false;
 }
 

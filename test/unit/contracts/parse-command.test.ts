@@ -209,5 +209,7 @@ describe("reading events", () => {
   it("an outcome is any event of a command but its intent", () => {
     assert.equal(isOutcome(started as VmEvent), true);
     assert.equal(isOutcome({ ...started, type: "vm.command-accepted" } as VmEvent), false);
+    // A tombstone restored onto a VM's subject carries no command's outcome.
+    assert.equal(isOutcome({ ...started, type: "vm.tombstoned" } as VmEvent), false);
   });
 });

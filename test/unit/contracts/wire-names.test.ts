@@ -17,6 +17,7 @@ import {
   isValidId,
   names,
   parseSubject,
+  VmTombstone,
 } from "../../../src/contracts/index.js";
 import { permissionsConfig, workerPermissions } from "../../../src/contracts/permissions.js";
 
@@ -101,6 +102,27 @@ describe("permissions", () => {
       all.publish.allow.filter((s) => !/\.STREAM\.(CREATE|UPDATE)\./.test(s)),
     );
     assert.ok(all.publish.allow.length > fixed.publish.allow.length);
+  });
+
+  it("compaction: purging the events stream only when granted", () => {
+    const purge = "$JS.API.STREAM.PURGE.VMQ_EVENTS";
+    assert.equal(workerPermissions("vmq", "h1").publish.allow.includes(purge), false);
+    assert.ok(workerPermissions("vmq", "h1", { compaction: true }).publish.allow.includes(purge));
+  });
+
+  it("a tombstone's digests are 16 lower-case hex digits, and the error says so", () => {
+    const t = {
+      version: 1,
+      vmId: "a",
+      host: "h1",
+      destroyedAt: "2026-01-01T00:00:00.000Z",
+      compactedAt: "2026-01-02T00:00:00.000Z",
+      lastEventSeq: 3,
+      seen: ["0123456789abcdef"],
+    };
+    assert.equal(VmTombstone.safeParse(t).success, true);
+    const bad = VmTombstone.safeParse({ ...t, seen: ["0123456789ABCDEF"] });
+    assert.equal(firstMessage(bad), "16 lower-case hex digits");
   });
 
   it("as a nats-server configuration value: JSON of the same sets", () => {

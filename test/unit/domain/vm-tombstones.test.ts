@@ -132,4 +132,26 @@ describe("tombstones", () => {
     const t2 = tombstoneOf({ ...life2, state: "destroyed", pending: null }, NOW);
     for (const id of ids) assert.ok(t2.seen.includes(commandDigest(id)), "the first life's");
   });
+
+  it("a VM that was only ever rejected (no state) may be forgotten too; no time recorded counts as long ago", () => {
+    const { vm } = destroyedVm();
+    const at = Date.parse(vm.updatedAt ?? "");
+    const rejectedOnly = { ...vm, state: null };
+    assert.equal(isForgettable(rejectedOnly, new Date(at + 1_000), 1_000), true);
+    assert.equal(isForgettable(rejectedOnly, new Date(at + 999), 1_000), false);
+    const undated = { ...vm, updatedAt: null };
+    assert.equal(isForgettable(undated, new Date(at), 1_000), true);
+  });
+
+  it("the tombstone: destroyed at the VM's last change (now when it has none), digests sorted", () => {
+    const { vm } = destroyedVm();
+    const t = tombstoneOf(vm, NOW);
+    assert.equal(t.destroyedAt, vm.updatedAt);
+    assert.equal(t.compactedAt, NOW.toISOString());
+    assert.equal(tombstoneOf({ ...vm, updatedAt: null }, NOW).destroyedAt, NOW.toISOString());
+    const unsorted = { ...vm, seenDigests: new Set(["ffffffffffffffff", "0000000000000000"]) };
+    const seen = tombstoneOf(unsorted, NOW).seen;
+    assert.deepEqual(seen, [...seen].sort(), "stored in one order, whatever the VM's");
+    assert.equal(seen[0], "0000000000000000");
+  });
 });

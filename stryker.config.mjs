@@ -5,10 +5,8 @@ import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = dirname(fileURLToPath(import.meta.url));
-// Stryker runs the tests in a copy of the clone under .stryker-tmp/, where ../shared is not
-// beside it: the contract-document tests find the clone's own through this (test/helpers/required.ts).
-// Set before the test-runner processes are forked, which inherit it.
-process.env.VMQ_SHARED_DIR ??= resolve(root, "..", "shared");
+// Stryker runs the tests in a copy of the clone under .stryker-tmp/. None of its test files
+// needs ../shared: the wire contract they check is the repository's own docs/wire-contract.md.
 
 /** @type {import("@stryker-mutator/api/core").PartialStrykerOptions} */
 export default {

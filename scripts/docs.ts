@@ -132,7 +132,7 @@ Generated from \`schemas/\` (itself generated from \`src/contracts\`). Commands 
 \`<prefix>.cmd.<host>.<vmId>\` with \`Nats-Msg-Id: <commandId>\`; events are appended by the host's
 worker to \`<prefix>.evt.<host>.<vmId>\`. A command's outcome is the first event whose
 \`causationId\` is its \`commandId\` and whose type is not \`vm.command-accepted\`.
-See [the wire contract](../../shared/design/wire-contract.md) for the rules.
+See [the wire contract](wire-contract.md) for the rules.
 
 ${sections.join("\n")}
 ${errorCodesMd()}`;

@@ -1,6 +1,7 @@
 /**
- * Required in CI means required. A test whose input is missing (../shared beside the clone,
- * QEMU and the guest tools, OVMF) calls skipWhenMissing(t, missing):
+ * Required in CI means required. A test whose input is missing (the Propolis OpenAPI document
+ * in ../shared beside the clone, QEMU and the guest tools, OVMF) calls
+ * skipWhenMissing(t, missing):
  *  - under CI (env CI is "true" or "1") the test FAILS: "required in CI: <what>; <how to fix>";
  *  - otherwise it is skipped with that reason, and the reason is recorded, one JSON line in a
  *    file under $VMQ_SKIP_DIR (scripts/run-tests.mjs sets it and prints each distinct reason
@@ -55,16 +56,16 @@ export function skipWhenMissing(
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /**
- * ../shared beside this clone: design documents and reference data never copied into it.
- * VMQ_SHARED_DIR overrides it for copies of the clone that live elsewhere (Stryker's sandboxes
- * under .stryker-tmp; stryker.config.mjs points it at the clone's own ../shared).
+ * ../shared beside this clone: reference data never copied into it (the Propolis OpenAPI
+ * document; the wire contract is the repository's own docs/wire-contract.md). VMQ_SHARED_DIR
+ * overrides it for copies of the clone that live elsewhere.
  */
 export const SHARED_DIR = process.env.VMQ_SHARED_DIR
   ? resolve(process.env.VMQ_SHARED_DIR)
   : resolve(REPO, "..", "shared");
 
 /**
- * A file in ../shared (`rel`, e.g. "design/wire-contract.md"): its path, and what is missing
+ * A file in ../shared (`rel`, e.g. "propolis/<document>.json"): its path, and what is missing
  * when it is not there (../shared itself, or only that file).
  */
 export function sharedFile(rel: string, needed: string): { path: string; missing?: MissingInput } {

@@ -1,10 +1,23 @@
 /** given(events) / when(command) / then(events | rejection | nothing): emmett-style decider tests. */
 import assert from "node:assert/strict";
-import type { Command, CommandInput, VmEvent } from "../../src/contracts/index.js";
+import type { Command, CommandInput, VmEvent, VmHandle } from "../../src/contracts/index.js";
 import { Command as CommandSchema } from "../../src/contracts/index.js";
 import { decide, emptyVm, evolve, type Decision, type Vm } from "../../src/domain/index.js";
 
 export const NOW = new Date("2026-11-25T10:00:00.000Z");
+
+/** A small spec, and the handle a Noop backend makes of it for vm1. */
+export const SPEC = { name: "web", imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 };
+export const HANDLE: VmHandle = {
+  id: "vm1",
+  name: "web",
+  backend: "noop",
+  workDir: "noop://vm1",
+  vcpus: 1,
+  memoryMb: 256,
+  network: { type: "user" },
+  uefi: false,
+};
 let n = 0;
 export const cmd = (
   c: Omit<CommandInput, "version" | "commandId" | "vmId" | "issuedAt"> & Partial<CommandInput>,

@@ -13,7 +13,6 @@ import {
   type CommandOf,
   type CommandType,
   type VmEvent,
-  type VmHandle,
 } from "../../../src/contracts/index.js";
 import {
   decide,
@@ -30,19 +29,8 @@ import {
   type HostFacts,
   type Vm,
 } from "../../../src/domain/index.js";
-import { NOW, cmd } from "../../helpers/decider-spec.js";
+import { NOW, cmd, HANDLE as handle, SPEC as spec } from "../../helpers/decider-spec.js";
 
-const spec = { name: "web", imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 };
-const handle: VmHandle = {
-  id: "vm1",
-  name: "web",
-  backend: "noop",
-  workDir: "noop://vm1",
-  vcpus: 1,
-  memoryMb: 256,
-  network: { type: "user" },
-  uefi: false,
-};
 const ctx = { now: NOW };
 const at = (ms: number) => new Date(NOW.getTime() + ms).toISOString();
 

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { CommandOf, VmEvent, VmHandle } from "../../../src/contracts/index.js";
+import type { CommandOf, VmEvent } from "../../../src/contracts/index.js";
 import {
   decide,
   emptyVm,
@@ -16,19 +16,8 @@ import {
   withoutUserData,
   type Vm,
 } from "../../../src/domain/index.js";
-import { NOW, cmd } from "../../helpers/decider-spec.js";
+import { NOW, cmd, HANDLE as handle, SPEC as spec } from "../../helpers/decider-spec.js";
 
-const spec = { name: "web", imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 };
-const handle: VmHandle = {
-  id: "vm1",
-  name: "web",
-  backend: "noop",
-  workDir: "noop://vm1",
-  vcpus: 1,
-  memoryMb: 256,
-  network: { type: "user" },
-  uefi: false,
-};
 const ctx = { now: NOW };
 
 /** A tiny event log: accept(c) appends the intent, then(e) any event, each at the next seq. */

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { CommandType, VmEvent, VmHandle } from "../../../src/contracts/index.js";
+import type { CommandType, VmEvent } from "../../../src/contracts/index.js";
 import {
   decide,
   emptyVm,
@@ -17,19 +17,8 @@ import {
   type Reconciliation,
   type Vm,
 } from "../../../src/domain/index.js";
-import { NOW, cmd } from "../../helpers/decider-spec.js";
+import { NOW, cmd, HANDLE as handle, SPEC as spec } from "../../helpers/decider-spec.js";
 
-const spec = { name: "web", imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 };
-const handle: VmHandle = {
-  id: "vm1",
-  name: "web",
-  backend: "noop",
-  workDir: "noop://vm1",
-  vcpus: 1,
-  memoryMb: 256,
-  network: { type: "user" },
-  uefi: false,
-};
 const START_BUDGET_MS = 5 * 60_000;
 const ctxAt = (ms: number) => ({ now: new Date(NOW.getTime() + ms), eventId: "vm1:obs:r" });
 

@@ -18,19 +18,8 @@ import {
   type HostFacts,
   type Vm,
 } from "../../../src/domain/index.js";
-import { NOW, cmd, given } from "../../helpers/decider-spec.js";
+import { NOW, cmd, given, HANDLE as handle, SPEC as spec } from "../../helpers/decider-spec.js";
 
-const spec = { name: "web", imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 };
-const handle: VmHandle = {
-  id: "vm1",
-  name: "web",
-  backend: "noop",
-  workDir: "noop://vm1",
-  vcpus: 1,
-  memoryMb: 256,
-  network: { type: "user" },
-  uefi: false,
-};
 const ctx = { now: NOW, eventId: "vm1:obs:1" };
 const facts: HostFacts = {
   host: "h1",

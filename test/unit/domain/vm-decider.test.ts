@@ -7,19 +7,7 @@ import {
   VmState as VmStateSchema,
 } from "../../../src/contracts/index.js";
 import { emptyVm, evolve, failed, succeeded, type Vm } from "../../../src/domain/index.js";
-import { NOW, cmd, given } from "../../helpers/decider-spec.js";
-
-const spec = { name: "web", imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 };
-const handle = {
-  id: "vm1",
-  name: "web",
-  backend: "noop" as const,
-  workDir: "noop://vm1",
-  vcpus: 1,
-  memoryMb: 256,
-  network: { type: "user" as const },
-  uefi: false,
-};
+import { HANDLE as handle, NOW, SPEC as spec, cmd, given } from "../../helpers/decider-spec.js";
 
 function commandOf(type: CommandType) {
   return type === "vm.prepare" ? cmd({ type, spec }) : cmd({ type });

@@ -13,7 +13,7 @@ import {
   vmFromTombstone,
   type Vm,
 } from "../../../src/domain/index.js";
-import { NOW, cmd, given } from "../../helpers/decider-spec.js";
+import { HANDLE as handle, NOW, SPEC as spec, cmd, given } from "../../helpers/decider-spec.js";
 
 /** The reference 64-bit FNV-1a, with BigInt, to check the two-lane version against. */
 function fnv1a64(s: string): string {
@@ -24,18 +24,6 @@ function fnv1a64(s: string): string {
   }
   return h.toString(16).padStart(16, "0");
 }
-
-const spec = { name: "web", imagePath: "/images/base.qcow2", vcpus: 1, memoryMb: 256 };
-const handle = {
-  id: "vm1",
-  name: "web",
-  backend: "noop" as const,
-  workDir: "noop://vm1",
-  vcpus: 1,
-  memoryMb: 256,
-  network: { type: "user" as const },
-  uefi: false,
-};
 
 /** A VM prepared and destroyed through the decider; returns it and the commands it ran. */
 function destroyedVm(): { vm: Vm; ids: string[] } {

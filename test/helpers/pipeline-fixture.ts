@@ -68,6 +68,24 @@ export class ScriptedStore implements EventStore {
   }
 }
 
+/** A command log a previous worker left nothing in. */
+export const NOTHING_HELD: CommandLog = {
+  position: () => Promise.resolve({ ackFloor: 0, delivered: 0 }),
+  next: () => Promise.resolve(null),
+};
+
+/** The worker's order gate over `log`, parsing what it reads back as the consumer does. */
+export function orderGate(log: CommandLog = NOTHING_HELD): OrderGate {
+  return new OrderGate(
+    log,
+    (data, subject) => {
+      const p = parseCommand(data, commandVmToken(subject));
+      return p.ok ? p.command : undefined;
+    },
+    600_000,
+  );
+}
+
 export interface PipelineOptions {
   maxAttempts?: number;
   maxDeliver?: number;
@@ -88,18 +106,7 @@ export function pipeline(opts: PipelineOptions = {}) {
   });
   const noop = opts.noop ?? new FaultyBackend(new NoopBackend());
   const router = new HypervisorRouter([noop]);
-  const nothingHeld: CommandLog = {
-    position: () => Promise.resolve({ ackFloor: 0, delivered: 0 }),
-    next: () => Promise.resolve(null),
-  };
-  const order = new OrderGate(
-    nothingHeld,
-    (data, subject) => {
-      const p = parseCommand(data, commandVmToken(subject));
-      return p.ok ? p.command : undefined;
-    },
-    600_000,
-  );
+  const order = orderGate();
   const deadLetters: DeadLetter[] = [];
   const dlq = { failing: false };
   const refreshed: string[] = [];

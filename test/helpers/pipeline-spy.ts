@@ -4,9 +4,7 @@
  * scripted store, a Noop backend with faults, an order gate over a held command log.
  */
 import {
-  commandVmToken,
   names as namesFor,
-  parseCommand,
   type Command,
   type VmEvent,
   type VmHandle,
@@ -19,16 +17,12 @@ import type { CallOptions, StopResult } from "../../src/hypervisor/hypervisor.js
 import { FaultyBackend } from "../../src/hypervisor/testing/faulty-backend.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { CommandHandler } from "../../src/worker/pipeline/command-handler.js";
-import {
-  OrderGate,
-  type CommandLog,
-  type StoredCommand,
-} from "../../src/worker/pipeline/order-gate.js";
+import { type CommandLog, type StoredCommand } from "../../src/worker/pipeline/order-gate.js";
 import type { CommandMessage, Settlement } from "../../src/worker/pipeline/settlement.js";
 import type { DeadLetter } from "../../src/worker/ports.js";
 import { VmStreams, type Change } from "../../src/worker/state/vm-streams.js";
 import { WorkerStats } from "../../src/worker/stats.js";
-import { command, HOST, ScriptedStore, SPEC } from "./pipeline-fixture.js";
+import { command, HOST, orderGate, ScriptedStore, SPEC } from "./pipeline-fixture.js";
 
 export const names = namesFor("vmq");
 export const enc = new TextEncoder();
@@ -125,18 +119,7 @@ export function build(
   streams.onChange((vmId, c) => changes.push([vmId, c]));
   const noop = o.noop ?? new FaultyBackend(new NoopBackend());
   const router = new SpyRouter([noop]);
-  const log = o.log ?? {
-    position: () => Promise.resolve({ ackFloor: 0, delivered: 0 }),
-    next: () => Promise.resolve(null),
-  };
-  const order = new OrderGate(
-    log,
-    (data, subject) => {
-      const p = parseCommand(data, commandVmToken(subject));
-      return p.ok ? p.command : undefined;
-    },
-    600_000,
-  );
+  const order = orderGate(o.log);
   const deadLetters: DeadLetter[] = [];
   const dlq: { onPut?: () => void } = {};
   const fleet = { owner: undefined as string | undefined, asked: [] as string[] };

@@ -96,7 +96,8 @@ export class VmStreams implements VmReader {
       const event = await decide(vm);
       if (!event) return { vm, event };
       try {
-        const base = await this.#restoreTombstone(vm);
+        // Only a VM revived from its tombstone has one to restore: no await on the hot path.
+        const base = this.#revived.has(vmId) ? await this.#restoreTombstone(vm) : vm;
         const seq = await this.store.append(event, base.version);
         return { vm: this.#apply(event, seq, "appended"), event };
       } catch (e) {

@@ -19,6 +19,18 @@ const STREAM_NOT_FOUND = 10059;
 /** Every error is printed as ONE line: newlines inside a message or a hint are folded. */
 const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, " ").trim();
 
+// `vmq events | head -1`: the reader went away. That is the reader's choice, not an error.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code === "EPIPE") process.exit(0);
+  throw e;
+});
+
+/** Codes that mean the input was wrong (exit 2) although they are not config::/cli:: codes. */
+const BAD_INPUT = new Set(["command::invalid", "command::too-large"]);
+
+/** What nats.js says when the server has no JetStream or no stream answers under this prefix. */
+const NOT_PROVISIONED = /jetstream (is )?not enabled|no responders|stream not found/i;
+
 const program = new Command("vmq")
   .description("vmq: an event-sourced NATS JetStream worker that manages the VMs of a host")
   .version(VERSION)
@@ -61,11 +73,15 @@ try {
     const hint = e.hint ? ` — hint: ${oneLine(e.hint)}` : "";
     process.stderr.write(`vmq: ${oneLine(e.message)} [${e.code}]${hint}\n`);
     process.exitCode =
-      (e as { exitCode?: number }).exitCode ?? (e.code.startsWith("config::") ? 2 : 1);
-  } else if ((e as { name?: unknown; code?: unknown }).code === STREAM_NOT_FOUND) {
-    // JetStream's "stream not found": nothing was provisioned under this prefix yet.
+      (e as { exitCode?: number }).exitCode ??
+      (e.code.startsWith("config::") || BAD_INPUT.has(e.code) ? 2 : 1);
+  } else if (
+    (e as { code?: unknown }).code === STREAM_NOT_FOUND ||
+    NOT_PROVISIONED.test(e instanceof Error ? e.message : "")
+  ) {
+    // Nothing was provisioned under this prefix yet, or the server runs without JetStream.
     process.stderr.write(
-      `vmq: ${oneLine((e as Error).message)} [nats::not-provisioned] — hint: no vmq worker has started with this prefix on this NATS yet (workers create the streams and buckets); check --prefix / VMQ_PREFIX and --nats\n`,
+      `vmq: vmq is not provisioned on this server (${oneLine((e as Error).message)}) [nats::not-provisioned] — hint: start a vmq worker with this prefix on this NATS first (workers create the streams and buckets; the server needs JetStream, nats-server -js); check --prefix / VMQ_PREFIX and --nats\n`,
     );
     process.exitCode = 1;
   } else {

@@ -13,6 +13,7 @@ import { Placer, type PlacementRequest } from "./placement.js";
 import {
   Command,
   HostRecord,
+  describeIssues,
   QUERY_REPLY_SCHEMAS,
   type VmEvent,
   VmView,
@@ -118,12 +119,22 @@ export class VmqClient {
     host: string,
     body: CommandBody,
   ): Promise<{ command: Command; seq: number; duplicate: boolean }> {
-    const command = Command.parse({
+    const parsed = Command.safeParse({
       version: 1,
       commandId: randomUUID(),
       issuedAt: new Date().toISOString(),
       ...body,
     });
+    // Refused here, before publishing: the worker would only reject it (and dead-letter it).
+    if (!parsed.success)
+      throw new VmqError(
+        "command::invalid",
+        `invalid ${body.type}: ${describeIssues(parsed.error)}`,
+        {
+          hint: `Check the command against schemas/commands/${body.type}.v1.json.`,
+        },
+      );
+    const command = parsed.data;
     const ack = await this.js.publish(
       this.names.cmd(host, command.vmId),
       encoder.encode(JSON.stringify(command)),

@@ -152,6 +152,10 @@ export const ERROR_CODES = {
     retryable: false,
     hint: "Check the path given to the flag (or its environment variable) and its permissions.",
   },
+  "config::invalid-creds": {
+    retryable: false,
+    hint: "Give the .creds file nsc or your operator generated for this account.",
+  },
   "cli::invalid-vm-id": {
     retryable: false,
     hint: "vmIds are 1-64 letters, digits, '-' or '_', starting with a letter or digit.",
@@ -189,6 +193,10 @@ export const ERROR_CODES = {
   "client::vm-unknown": {
     retryable: false,
     hint: "Pass its host explicitly, or check the vmId (vmq list).",
+  },
+  "client::host-unknown": {
+    retryable: false,
+    hint: "Check the host id (vmq hosts); pass --queue-for-unknown-host to queue for a host that has not started yet.",
   },
   "dlq::not-found": { retryable: false, hint: "See vmq dlq list." },
   "dlq::no-subject": {

@@ -58,6 +58,8 @@ describe("the packed vmq package, run as a user would", { timeout: 600_000 }, ()
       assert.ok(files.includes(f), `${f} is in the package`);
     assert.ok(files.includes("schemas/index.json"), "the JSON Schemas are in the package");
     assert.ok(files.includes("README.md"));
+    assert.ok(files.includes("LICENSE"), "the licence package.json names is in the package");
+    assert.ok(files.includes("docs/wire-contract.md"), "the docs README links are in the package");
     const stray = files.filter((f) => /^(src|test|scripts)\//.test(f) || f.endsWith(".ts.map"));
     assert.deepEqual(stray, [], "no sources, tests or scripts");
   });

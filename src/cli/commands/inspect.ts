@@ -4,6 +4,7 @@ import {
   EXIT,
   addConnectionFlags,
   hostArg,
+  intOption,
   printJson,
   table,
   vmIdArg,
@@ -40,17 +41,26 @@ export function registerInspect(program: Command): void {
   addConnectionFlags(
     program
       .command("list")
-      .description("List VMs from the vmq-vms view")
+      .description("List the VMs of the vmq-vms view that are not destroyed (--all for every one)")
       .option("--host <host>", "only VMs of this host")
       .addOption(new Option("--state <state>", "only VMs in this state").choices(VmState.options))
-      .option("--json", "print a JSON array of view records"),
+      .option("--all", "include destroyed VMs")
+      .option("--limit <n>", "print at most this many (by vmId)", intOption("--limit"))
+      .option("--json", "print a JSON array of view records")
+      .addHelpText(
+        "after",
+        "\nExamples:\n  vmq list\n  vmq list --host h1 --state running\n  vmq list --all --limit 50 --json\n",
+      ),
   ).action(async (flags) => {
     const host = hostArg(flags.host);
     await withClient(flags, async ({ client }) => {
-      const vms = await client.list({
+      const all = await client.list({
         ...(host ? { host } : {}),
         ...(flags.state ? { state: flags.state } : {}),
       });
+      // A destroyed VM's record stays until compaction; asked for by state, it is shown.
+      const live = flags.all || flags.state ? all : all.filter((v) => v.state !== "destroyed");
+      const vms = flags.limit === undefined ? live : live.slice(0, flags.limit);
       if (flags.json) printJson(vms);
       else process.stdout.write(vmTable(vms));
     });

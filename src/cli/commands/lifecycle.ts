@@ -24,6 +24,7 @@ import { CliError } from "../errors.js";
 
 interface CommonFlags {
   host?: string;
+  queueForUnknownHost?: boolean;
   wait: boolean;
   json?: boolean;
   waitTimeoutMs?: number;
@@ -58,12 +59,13 @@ export function registerLifecycle(program: Command): void {
           "noop",
         ]),
       ),
+    "the VM's host (default: one chosen by placement among live hosts offering the backend)",
   );
   prepare.action(async (rawVmId, flags) => {
     const vmId = vmIdArg(rawVmId);
     const spec = specFrom(vmId, flags);
     await withClient(flags, async ({ client }) => {
-      let host = hostArg(flags.host);
+      let host = await knownHost(client, flags);
       if (!host) {
         const p = await client.placer.place(spec.backend ? { backend: spec.backend } : {});
         if (!p)
@@ -88,7 +90,7 @@ export function registerLifecycle(program: Command): void {
       async (rawVmId, flags) => {
         const vmId = vmIdArg(rawVmId);
         await withClient(flags, async ({ client }) => {
-          const host = await client.hostOf(vmId, hostArg(flags.host));
+          const host = await client.hostOf(vmId, await knownHost(client, flags));
           await run(client, host, { type, vmId, ...envelope(flags) }, flags);
         });
       },
@@ -115,7 +117,7 @@ export function registerLifecycle(program: Command): void {
   ).action(async (rawVmId, flags) => {
     const vmId = vmIdArg(rawVmId);
     await withClient(flags, async ({ client }) => {
-      const host = await client.hostOf(vmId, hostArg(flags.host));
+      const host = await client.hostOf(vmId, await knownHost(client, flags));
       const body: CommandBody = {
         type: "vm.stop",
         vmId,
@@ -140,7 +142,7 @@ export function registerLifecycle(program: Command): void {
   ).action(async (rawVmId, flags) => {
     const vmId = vmIdArg(rawVmId);
     await withClient(flags, async ({ client }) => {
-      const host = await client.hostOf(vmId, hostArg(flags.host));
+      const host = await client.hostOf(vmId, await knownHost(client, flags));
       const body: CommandBody = {
         type: "vm.destroy",
         vmId,
@@ -152,12 +154,18 @@ export function registerLifecycle(program: Command): void {
   });
 }
 
-/** Flags every lifecycle command has. */
 /** The flags every lifecycle command has; their types join the command's own. */
-function common<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
+function common<A extends unknown[], O extends OptionValues>(
+  cmd: Command<A, O>,
+  hostHelp = "the VM's host (default: the one its vmq-vms record names)",
+) {
   return addConnectionFlags(
     cmd
-      .option("--host <host>", "the VM's host (default: from the vmq-vms view)")
+      .option("--host <host>", hostHelp)
+      .option(
+        "--queue-for-unknown-host",
+        "publish even if --host is not a live host in vmq-hosts (it runs when that worker starts)",
+      )
       .option("--no-wait", "publish and print the commandId, without waiting for the outcome")
       .option("--json", "print the result as JSON on stdout")
       .option(
@@ -172,6 +180,23 @@ function common<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>)
         intOption("--expected-version"),
       ),
   ).addHelpText("after", EXIT_CODES_HELP);
+}
+
+/**
+ * The --host given, checked against the live hosts: a typo would otherwise queue a command
+ * that nobody ever takes. --queue-for-unknown-host keeps that possible on purpose.
+ */
+async function knownHost(client: VmqClient, flags: CommonFlags): Promise<string | undefined> {
+  const host = hostArg(flags.host);
+  if (!host || flags.queueForUnknownHost) return host;
+  const live = await client.hosts();
+  if (live.some((h) => h.host === host)) return host;
+  throw new CliError(
+    "client::host-unknown",
+    `host ${host} is not a live host in the vmq-hosts registry (live: ${live.map((h) => h.host).join(", ") || "none"})`,
+    "Check the host id (vmq hosts); pass --queue-for-unknown-host to queue the command for a worker that has not started yet.",
+    EXIT.usage,
+  );
 }
 
 const envelope = (f: CommonFlags) => ({
@@ -279,6 +304,15 @@ async function run(
       ? new Progress(command.type, command.vmId, host)
       : undefined;
   let result: { outcome: VmEvent; outcomeSeq: number; accepted: boolean };
+  // Ctrl-C leaves the command where it is (queued or running): say which one and how to follow.
+  const onInterrupt = (): void => {
+    progress?.done();
+    process.stderr.write(
+      `vmq: interrupted; ${command.type} ${command.vmId} (command ${command.commandId}) was published to ${host} and still runs when its worker takes it — follow it: vmq events ${command.vmId} --follow\n`,
+    );
+    process.exit(130);
+  };
+  process.once("SIGINT", onInterrupt);
   try {
     result = await client.waitForOutcome(host, command.vmId, command.commandId, {
       timeoutMs,
@@ -294,6 +328,7 @@ async function run(
     }
     throw e;
   } finally {
+    process.off("SIGINT", onInterrupt);
     progress?.done();
   }
   const { outcome, outcomeSeq, accepted } = result;
@@ -316,7 +351,7 @@ async function run(
     throw new CliError(
       receivedCode(outcome.code),
       `${command.type} of ${command.vmId} was rejected: ${outcome.message}`,
-      undefined,
+      rejectionHint(outcome.code, outcome.state, command.vmId),
       EXIT.rejected,
     );
   if (outcome.type === "vm.command-failed")
@@ -326,6 +361,13 @@ async function run(
       undefined,
       EXIT.failed,
     );
+}
+
+/** The table's hint suits most rejections; a destroyed VM is not something to wait for. */
+function rejectionHint(code: string, state: string, vmId: string): string | undefined {
+  if (code === "command::illegal-transition" && state === "destroyed")
+    return `VM ${vmId} is destroyed: nothing will bring it back; vmq prepare ${vmId} makes a new VM with this id.`;
+  return undefined;
 }
 
 /** One line on stderr, rewritten in place, while a command is on its way (terminals only). */

@@ -32,7 +32,7 @@ export function connectionOptions(
     // publish, used or not: a fifth of the worker's CPU at load (see docs/benchmark.md).
     noAsyncTraces: true,
   };
-  if (c.creds) opts.authenticator = credsAuthenticator(readSecret(c.creds, "--creds"));
+  if (c.creds) opts.authenticator = credsAuthenticator(checkedCreds(c.creds));
   else if (c.nkeySeed)
     opts.authenticator = nkeyAuthenticator(
       new TextEncoder().encode(readSecret(c.nkeySeed, "--nkey-seed").toString("utf8").trim()),
@@ -41,6 +41,10 @@ export function connectionOptions(
   if (c.password !== undefined) opts.pass = c.password;
   if (c.token !== undefined) opts.token = c.token;
   if (c.tlsCa || c.tlsCert || c.tlsKey) {
+    // Read now so a wrong path is a config error naming the flag, not a failed TLS handshake.
+    if (c.tlsCa) readSecret(c.tlsCa, "--tls-ca");
+    if (c.tlsCert) readSecret(c.tlsCert, "--tls-cert");
+    if (c.tlsKey) readSecret(c.tlsKey, "--tls-key");
     opts.tls = {
       ...(c.tlsCa ? { caFile: c.tlsCa } : {}),
       ...(c.tlsCert ? { certFile: c.tlsCert } : {}),
@@ -61,6 +65,22 @@ function readSecret(path: string, flag: string): Buffer {
       { cause: e, hint: `Check the path given to ${flag} (or its environment variable).` },
     );
   }
+}
+
+/**
+ * A creds file holds a JWT and an nkey seed between BEGIN/END lines; anything else would only
+ * fail later, inside the connect, where it reads as "NATS is unreachable".
+ */
+function checkedCreds(path: string): Buffer {
+  const data = readSecret(path, "--creds");
+  const text = data.toString("utf8");
+  if (!/-----BEGIN NATS USER JWT-----/.test(text) || !/-----BEGIN USER NKEY SEED-----/.test(text))
+    throw new VmqError(
+      "config::invalid-creds",
+      `the --creds file ${path} is not a NATS credentials file (no user JWT and nkey seed blocks)`,
+      { hint: "Give the .creds file nsc or your operator generated for this account." },
+    );
+  return data;
 }
 
 /**

@@ -115,6 +115,26 @@ describe("links in README.md and docs/", () => {
     });
   }
 
+  // The npm tarball ships README.md and docs/: their links must resolve in it too.
+  const shipped = (
+    JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { files: string[] }
+  ).files;
+  const inPackage = (file: string, target: string): boolean => {
+    if (EXTERNAL.test(target)) return true;
+    const path = decodeURIComponent(target.split("#", 2)[0] ?? "");
+    const rel = relative(ROOT, path ? resolve(ROOT, dirname(file), path) : join(ROOT, file));
+    return shipped.some((f) => rel === f || rel.startsWith(`${f}${sep}`));
+  };
+  for (const file of DOCS) {
+    it(`${file}: is shipped in the npm package, and so is every file it links`, () => {
+      assert.ok(inPackage(file, ""), `${file} is not in package.json's files`);
+      const unshipped = linkTargets(readFileSync(join(ROOT, file), "utf8")).filter(
+        (t) => !inPackage(file, t),
+      );
+      assert.deepEqual(unshipped, [], `links of ${file} to files the npm package leaves out`);
+    });
+  }
+
   it("checks what it should: outside, missing, ignored, anchors; external links pass", () => {
     assert.equal(
       problem("README.md", "../shared/design/wire-contract.md"),

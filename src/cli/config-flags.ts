@@ -12,7 +12,7 @@ export interface FlagSpec {
   key: keyof WorkerConfigInput;
   flag: string;
   env: string;
-  kind: "string" | "number" | "list" | "map";
+  kind: "string" | "number" | "boolean" | "list" | "map";
   description: string;
   default: unknown;
 }
@@ -23,6 +23,7 @@ function kindOf(schema: z.ZodType): FlagSpec["kind"] {
   let s: z.ZodType = schema;
   while (s instanceof z.ZodOptional || s instanceof z.ZodDefault) s = s.unwrap() as z.ZodType;
   if (s instanceof z.ZodNumber) return "number";
+  if (s instanceof z.ZodBoolean) return "boolean";
   if (s instanceof z.ZodArray) return "list";
   if (s instanceof z.ZodRecord) return "map";
   return "string";
@@ -68,7 +69,11 @@ export function addConfigFlags<A extends unknown[], O extends OptionValues>(
         ? ""
         : ` (default: ${Array.isArray(f.default) ? f.default.join(",") : JSON.stringify(f.default)})`;
     const description = sel.describe?.[f.key] ?? `${f.description}${shown}`;
-    cmd.option(`--${f.flag} <value>`, `${description} [env ${f.env}]`);
+    // A switch takes no value on the command line; its variable reads true/false, 1/0, yes/no.
+    cmd.option(
+      f.kind === "boolean" ? `--${f.flag}` : `--${f.flag} <value>`,
+      `${description} [env ${f.env}]`,
+    );
   }
   return cmd;
 }
@@ -90,22 +95,31 @@ export function configFromFlags(
     out[f.key] =
       f.kind === "number"
         ? Number(s)
-        : f.kind === "list"
-          ? s
-              .split(",")
-              .map((x) => x.trim())
-              .filter(Boolean)
-          : f.kind === "map"
-            ? Object.fromEntries(
-                s
-                  .split(",")
-                  .filter(Boolean)
-                  .map((kv) => {
-                    const [k = "", ...v] = kv.split("=");
-                    return [k.trim(), v.join("=").trim()];
-                  }),
-              )
-            : s;
+        : f.kind === "boolean"
+          ? switchValue(s)
+          : f.kind === "list"
+            ? s
+                .split(",")
+                .map((x) => x.trim())
+                .filter(Boolean)
+            : f.kind === "map"
+              ? Object.fromEntries(
+                  s
+                    .split(",")
+                    .filter(Boolean)
+                    .map((kv) => {
+                      const [k = "", ...v] = kv.split("=");
+                      return [k.trim(), v.join("=").trim()];
+                    }),
+                )
+              : s;
   }
   return out;
+}
+
+/** A switch's value from the command line (true) or its variable; anything else is left for the schema to refuse. */
+function switchValue(s: string): boolean | string {
+  if (/^(true|1|yes|on)$/i.test(s)) return true;
+  if (/^(false|0|no|off)$/i.test(s)) return false;
+  return s;
 }

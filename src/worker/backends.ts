@@ -17,8 +17,14 @@ export function buildRouter(config: ResolvedConfig, log: Logger): HypervisorRout
     switch (tag) {
       case "noop":
         // Wrapped for --noop-latency-ms and the chaos tests' mid-backend failpoint.
+        // Its VMs live under the data dir by default, so a restarted worker re-adopts them
+        // (the quick start's promise); --noop-ephemeral keeps them in memory only.
         return new FaultyBackend(
-          new NoopBackend(config.noop.stateDir ? { stateDir: config.noop.stateDir } : {}),
+          new NoopBackend(
+            config.noop.ephemeral
+              ? {}
+              : { stateDir: resolve(config.noop.stateDir ?? resolve(config.dataDir, "noop")) },
+          ),
           { latencyMs: config.noop.latencyMs },
         );
       case "qemu": {

@@ -6,6 +6,12 @@ export const NoopConfig = z.object({
   stateDir: z
     .string()
     .optional()
-    .describe("Noop backend: keep VMs in files here so they outlive the worker process."),
+    .describe(
+      "Noop backend: keep VMs in files here so they outlive the worker process (default: <data-dir>/noop).",
+    ),
+  ephemeral: z
+    .boolean()
+    .default(false)
+    .describe("Noop backend: keep VMs in memory only; a restart finds them gone."),
 });
 export type NoopConfig = z.infer<typeof NoopConfig>;

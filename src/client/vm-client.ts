@@ -103,10 +103,21 @@ export class VmqClient {
   async send(
     host: string,
     body: CommandBody,
-    opts: { timeoutMs?: number } = {},
+    opts: {
+      timeoutMs?: number;
+      /** Leave the command queued past the wait (no notAfter): it runs whenever a worker can. */
+      keepQueued?: boolean;
+    } = {},
   ): Promise<SendResult> {
-    const { command, seq } = await this.publish(host, body);
     const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
+    // A command this call stops waiting for must not run later behind the caller's back.
+    const notAfter =
+      body.notAfter ??
+      (opts.keepQueued ? undefined : new Date(Date.now() + timeoutMs).toISOString());
+    const { command, seq } = await this.publish(host, {
+      ...body,
+      ...(notAfter === undefined ? {} : { notAfter }),
+    });
     const found = await this.waitForOutcome(host, command.vmId, command.commandId, {
       timeoutMs,
       fromSeq: 0,

@@ -27,6 +27,12 @@ const envelope = {
     .describe(
       "The VM's lastEventSeq the scheduler saw; rejected with command::version-conflict if it moved on.",
     ),
+  notAfter: z.iso
+    .datetime({ offset: true })
+    .optional()
+    .describe(
+      "The command must be accepted by then (the worker's clock), else it is rejected with command::expired and has no effect. Absent: it waits in the queue for as long as it takes.",
+    ),
 };
 
 const timeoutMs = z

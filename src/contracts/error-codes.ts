@@ -19,6 +19,10 @@ export const ERROR_CODES = {
     retryable: false,
     hint: "Commands are at most 64 KiB; keep large cloud-init data small.",
   },
+  "command::expired": {
+    retryable: false,
+    hint: "It waited in the queue past its notAfter (the worker was down or busy); send it again if it still matters.",
+  },
   "command::invalid": {
     retryable: false,
     hint: "Check the command against schemas/commands/<type>.v1.json.",

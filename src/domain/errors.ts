@@ -2,6 +2,7 @@
 export type RejectionCode =
   | "command::illegal-transition"
   | "command::version-conflict"
+  | "command::expired"
   | "vm::exists"
   | "vm::not-found"
   /** The VM's backend cannot do this (decided by the worker from capabilities). */

@@ -72,7 +72,7 @@ export function decide(command: Command, vm: Vm, ctx: DecideContext): Decision {
   if (vm.pending?.commandId === command.commandId)
     return { kind: "resume", deadline: vm.pending.deadline };
 
-  const rejection = check(command, vm);
+  const rejection = expired(command, ctx.now) ?? check(command, vm);
   if (rejection) return { kind: "reject", rejection, event: rejected(vm, command, rejection, ctx) };
   const state = command.type === "vm.prepare" ? "preparing" : vm.state;
   return {
@@ -102,6 +102,16 @@ export function rejected(
     code: rejection.code,
     message: rejection.message,
     ...optionalHint(rejection.code),
+  };
+}
+
+/** A command the scheduler gave up on (its notAfter passed before it could start) does nothing. */
+function expired(command: Command, now: Date): Rejection | undefined {
+  if (command.notAfter === undefined || Date.parse(command.notAfter) >= now.getTime())
+    return undefined;
+  return {
+    code: "command::expired",
+    message: `${command.type} ${command.commandId} expired at ${command.notAfter}, before it could start`,
   };
 }
 

@@ -25,6 +25,7 @@ import { CliError } from "../errors.js";
 interface CommonFlags {
   host?: string;
   queueForUnknownHost?: boolean;
+  keepQueued?: boolean;
   wait: boolean;
   json?: boolean;
   waitTimeoutMs?: number;
@@ -167,6 +168,10 @@ function common<A extends unknown[], O extends OptionValues>(
         "publish even if --host is not a live host in vmq-hosts (it runs when that worker starts)",
       )
       .option("--no-wait", "publish and print the commandId, without waiting for the outcome")
+      .option(
+        "--keep-queued",
+        "let the command run even after this wait gives up (default: it expires with the wait)",
+      )
       .option("--json", "print the result as JSON on stdout")
       .option(
         "--wait-timeout-ms <ms>",
@@ -291,14 +296,19 @@ async function run(
   flags: CommonFlags,
   defaultWaitMs = DEFAULT_WAIT_MS,
 ): Promise<void> {
-  const { command, seq, duplicate } = await client.publish(host, body);
+  const timeoutMs = flags.waitTimeoutMs ?? defaultWaitMs;
+  // A wait that gives up takes the command with it (command::expired), unless asked not to.
+  const expires = flags.wait && !flags.keepQueued && body.notAfter === undefined;
+  const { command, seq, duplicate } = await client.publish(
+    host,
+    expires ? { ...body, notAfter: new Date(Date.now() + timeoutMs).toISOString() } : body,
+  );
   const base = { commandId: command.commandId, type: command.type, vmId: command.vmId, host, seq };
   if (!flags.wait) {
     if (flags.json) printJson({ ...base, duplicate, waited: false });
     else process.stdout.write(`${command.commandId}\n`);
     return;
   }
-  const timeoutMs = flags.waitTimeoutMs ?? defaultWaitMs;
   const progress =
     !flags.json && process.stderr.isTTY
       ? new Progress(command.type, command.vmId, host)
@@ -308,7 +318,7 @@ async function run(
   const onInterrupt = (): void => {
     progress?.done();
     process.stderr.write(
-      `vmq: interrupted; ${command.type} ${command.vmId} (command ${command.commandId}) was published to ${host} and still runs when its worker takes it — follow it: vmq events ${command.vmId} --follow\n`,
+      `vmq: interrupted; ${command.type} ${command.vmId} (command ${command.commandId}) was published to ${host}${command.notAfter ? ` and expires unless its worker takes it by ${command.notAfter}` : " and runs when its worker takes it"} — follow it: vmq events ${command.vmId} --follow\n`,
     );
     process.exit(130);
   };

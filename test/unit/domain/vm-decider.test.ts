@@ -206,6 +206,29 @@ describe("decide: idempotency and concurrency rules", () => {
       .thenAccepted();
   });
 
+  it("a command whose notAfter has passed is rejected command::expired, before any other check", () => {
+    const h = historyFor("prepared");
+    const past = new Date(NOW.getTime() - 1).toISOString();
+    given(h)
+      .when(cmd({ type: "vm.start", notAfter: past }))
+      .thenRejected("command::expired", [past]);
+    // Expiry comes first: even a command that would conflict says it expired.
+    given(h)
+      .when(cmd({ type: "vm.start", notAfter: past, expectedVersion: 9 }))
+      .thenRejected("command::expired");
+    given(h)
+      .when(cmd({ type: "vm.start", notAfter: NOW.toISOString() }))
+      .thenAccepted();
+  });
+
+  it("an accepted command is resumed after a crash even when its notAfter has passed", () => {
+    const h = historyFor("prepared");
+    const start = cmd({ type: "vm.start", notAfter: NOW.toISOString() });
+    const accepted = given(h).when(start).thenAccepted();
+    const later = { ...start, notAfter: new Date(NOW.getTime() - 60_000).toISOString() };
+    assert.equal(given([...h, accepted]).when(later).decision.kind, "resume");
+  });
+
   it("a destroyed VM may be prepared again", () => {
     given(historyFor("destroyed"))
       .when(cmd({ type: "vm.prepare", spec }))

@@ -42,6 +42,10 @@ describe(
         const r = await h.client.send("ill", cmd);
         assert.equal(r.outcome.type, type, `${cmd.type}: ${JSON.stringify(r.outcome)}`);
         assert.equal(r.outcome.state, state);
+        if (r.outcome.type === "vm.stopped") {
+          // Propolis Stop halts the VMM without asking the guest: never recorded as graceful.
+          assert.equal(r.outcome.how, "forced");
+        }
       }
       const view = await h.client.query("ill", "pv-1", "console");
       assert.ok(
@@ -77,6 +81,58 @@ describe(
       }
       const d = await h.client.send("ill", { type: "vm.destroy", vmId: "pv-1", timeoutMs: 5_000 });
       assert.equal(d.outcome.type, "vm.destroyed");
+    });
+
+    it("runs each VM's server on its zone's own address and answers guestIp by the guest's MAC", async () => {
+      await fx.illumos.addVnic("pvg10", "2:8:20:5:0:1");
+      const vspec = { ...spec, network: { type: "vnic" as const, name: "pvg10" }, diskGb: 16 };
+      for (const cmd of [
+        { type: "vm.prepare", vmId: "pv-2", spec: vspec },
+        { type: "vm.start", vmId: "pv-2" },
+      ] as const) {
+        const r = await h.client.send("ill", cmd);
+        assert.ok(
+          ["vm.prepared", "vm.started"].includes(r.outcome.type),
+          JSON.stringify(r.outcome),
+        );
+      }
+      const view = await h.client.query("ill", "pv-2", "get");
+      const addr = view.ok ? (view.vm.handle?.propolisAddr ?? "") : "";
+      const [ip, port] = addr.split(":");
+      const z = await fx.illumos.zone("vmq-pv-2");
+      assert.ok(z);
+      assert.ok(
+        z.nets.some((n) => n.allowedAddress === `${ip ?? ""}/24`),
+        `${addr} is the zone's own control address (${JSON.stringify(z.nets)})`,
+      );
+      assert.equal(Number(port), fx.range.port);
+      assert.equal(fx.fakes.get("pv-2")?.addr, addr, "the server listens where the brand was told");
+      assert.equal((await fx.illumos.dataset("rpool/vms/pv-2"))?.volsize, 16 * 2 ** 30);
+
+      const none = await h.client.query("ill", "pv-2", "guest-ip");
+      assert.ok(!none.ok && none.error.code === "network::no-address", JSON.stringify(none));
+      await fx.illumos.setNeighbours("vmq-pv-2", {
+        arp: [
+          `vmqc0 ${ip ?? ""} 255.255.255.255 SPLA 2:8:20:5:0:1`,
+          "vmqc0 10.20.0.8 255.255.255.255 2:8:20:5:0:9",
+          "vmqc0 10.20.0.7 255.255.255.255 2:8:20:5:0:1",
+        ].join("\n"),
+      });
+      const found = await h.client.query("ill", "pv-2", "guest-ip");
+      assert.ok(found.ok && found.ip === "10.20.0.7", JSON.stringify(found));
+
+      const small = await h.client.send("ill", {
+        type: "vm.prepare",
+        vmId: "pv-3",
+        spec: { ...spec, diskGb: 1 },
+      });
+      assert.equal(small.outcome.type, "vm.command-failed");
+      if (small.outcome.type === "vm.command-failed") {
+        assert.equal(small.outcome.code, "image::disk-too-small");
+      }
+      const d = await h.client.send("ill", { type: "vm.destroy", vmId: "pv-2", timeoutMs: 5_000 });
+      assert.equal(d.outcome.type, "vm.destroyed");
+      assert.deepEqual(await fx.illumos.vnics(), ["pvg10"], "the control vnic went with the VM");
     });
   },
 );

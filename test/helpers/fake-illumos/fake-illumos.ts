@@ -77,7 +77,8 @@ export class FakeIllumos {
     };
   }
   get runnerOptions() {
-    return { binDir: FAKE_BIN_DIR, env: this.env, timeoutMs: 15_000 };
+    // Generous: a loaded machine starts the Node-based fake tools slowly.
+    return { binDir: FAKE_BIN_DIR, env: this.env, timeoutMs: 60_000 };
   }
 
   async addDataset(name: string, props: { volsize?: number } = {}): Promise<void> {

@@ -137,7 +137,7 @@ async function launcher(action, body) {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
-      signal: AbortSignal.timeout(5000),
+      signal: AbortSignal.timeout(30_000),
     });
     return r.ok ? { ok: true } : { ok: false, error: await r.text() };
   } catch (e) {

@@ -6,6 +6,7 @@
  * when one fails; teardown removes whatever of it exists.
  */
 import { mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { isIPv4 } from "node:net";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import { ID_PATTERN } from "../../../contracts/ids.js";
 import type { VmHandle, VmSpec } from "../../../contracts/index.js";
@@ -59,7 +60,14 @@ export class ZoneProvisioner {
     checkSafeValue(o.bootromAttr, "bootromAttr");
     this.#range = o.addressRange === undefined ? undefined : parseRange(o.addressRange);
     if (o.controlLink !== undefined) checkLinkName(o.controlLink, "control link");
-    if (o.defaultRouter !== undefined) checkSafeValue(o.defaultRouter, "default router");
+    if (o.defaultRouter !== undefined && !isIPv4(o.defaultRouter)) {
+      throw notConfigured(
+        `default router ${JSON.stringify(o.defaultRouter)} is not an IPv4 address`,
+      );
+    }
+    if (!Number.isInteger(o.addressPrefix) || o.addressPrefix < 1 || o.addressPrefix > 32) {
+      throw notConfigured(`address prefix ${o.addressPrefix} is not 1-32`);
+    }
     if (this.#range !== undefined && o.controlLink === undefined) {
       throw notConfigured("an address range needs a control link (--propolis-control-link)");
     }

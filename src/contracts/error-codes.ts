@@ -324,9 +324,17 @@ export const ERROR_CODES = {
     retryable: false,
     hint: "propolis-server could not be launched; check its binary and the zone's brand.",
   },
+  "propolis::not-configured": {
+    retryable: false,
+    hint: "Set --propolis-address-range, --propolis-control-link and --propolis-bootrom-path (docs/propolis.md).",
+  },
+  "propolis::no-free-address": {
+    retryable: true,
+    hint: "Every address of --propolis-address-range is held by a VM; widen it or destroy unused VMs.",
+  },
   "zone::command-failed": {
     retryable: false,
-    hint: "A zone tool (zonecfg, zoneadm, zlogin) failed; the message carries its output.",
+    hint: "A zone or link tool (zonecfg, zoneadm, zlogin, dladm) failed; the message carries its output.",
   },
   "zone::bad-output": {
     retryable: false,
@@ -339,6 +347,10 @@ export const ERROR_CODES = {
   "image::overlay-failed": {
     retryable: false,
     hint: "Check the base image is a disk image QEMU can read (install qemu-utils).",
+  },
+  "image::disk-too-small": {
+    retryable: false,
+    hint: "diskGb must be at least the image's size: a ZFS volume only grows.",
   },
   "image::zfs-failed": {
     retryable: false,

@@ -26,7 +26,7 @@ const base = {
 export const StopHow = z
   .enum(["acpi", "sigterm", "sigkill", "forced", "guest"])
   .describe(
-    "Which step ended the VM. forced: ended at once by force (force now), or a stop resolved by a restarted worker (reconciled: true) whose step was never recorded.",
+    "Which step ended the VM. forced: ended at once without the guest's cooperation (force now; a Propolis Stop, always a hard halt of the VMM), or a stop resolved by a restarted worker (reconciled: true) whose step was never recorded.",
   );
 export type StopHow = z.infer<typeof StopHow>;
 

@@ -44,11 +44,15 @@ export function buildRouter(config: ResolvedConfig, log: Logger): HypervisorRout
         return qemu;
       }
       case "propolis": {
-        const { workRoot, bootromPath, binDir, commandTimeoutMs, ...p } = config.propolis;
+        const { workRoot, binDir, commandTimeoutMs, ...p } = config.propolis;
+        // Unset options stay absent (exactOptionalPropertyTypes): the backend applies defaults.
+        const given = Object.fromEntries(
+          Object.entries(p).filter(([, v]) => v !== undefined),
+        ) as Omit<typeof p, "addressRange" | "defaultRouter" | "controlLink" | "bootromPath"> &
+          Partial<Record<"addressRange" | "defaultRouter" | "controlLink" | "bootromPath", string>>;
         return new PropolisBackend({
-          ...p,
+          ...given,
           workRoot: workRoot ?? resolve(config.dataDir, "propolis"),
-          ...(bootromPath ? { bootromPath } : {}),
           runnerOptions: { timeoutMs: commandTimeoutMs, ...(binDir ? { binDir } : {}) },
           hostLabel: config.host,
           onError: (e, vmId) => log.warn({ err: e, vmId }, "propolis monitor"),

@@ -18,8 +18,9 @@ hypervisorConformance("propolis (fake server and zones)", async () => {
   return {
     backend: fx.backend,
     spec,
-    // Propolis's Stop is an orderly halt by the hypervisor, not an ACPI request to the guest.
-    gracefulHow: "sigterm",
+    // Propolis's Stop is a hard halt of the VMM ("not a graceful shutdown"): the guest is never
+    // asked, so it is recorded as forced, never acpi or sigterm.
+    gracefulHow: "forced",
     // A server wedged in Stopping never finishes the Stop: the zone is halted (sigkill).
     stubborn: {
       spec,

@@ -8,7 +8,8 @@
  *
  * "Process" model: the fake can be `alive` (serves the API) or `dead` (every API connection is
  * reset, like a port nobody listens on), so a fake zone boot/halt can start and kill "the
- * process" through the test-only control path POST /__fake/process {action: "boot"|"halt"}.
+ * process" (propolis-fixture.ts's launcher, or the test-only control path POST /__fake/process
+ * {action: "boot"|"halt"}).
  */
 import { randomUUID } from "node:crypto";
 import http from "node:http";
@@ -34,6 +35,8 @@ export interface FakePropolisOptions {
   ignoreVersionHeader?: boolean;
   /** Start as a dead process (a zone boot brings it up). Default alive. */
   startDead?: boolean;
+  /** The address to listen on (the zone's own address); default 127.0.0.1. */
+  host?: string;
   port?: number;
 }
 
@@ -116,7 +119,7 @@ export class FakePropolisServer {
     const f = new FakePropolisServer(opts);
     await new Promise<void>((resolve, reject) => {
       f.#server.once("error", reject);
-      f.#server.listen(opts.port ?? 0, "127.0.0.1", () => resolve());
+      f.#server.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", () => resolve());
     });
     return f;
   }
@@ -124,8 +127,11 @@ export class FakePropolisServer {
   get port(): number {
     return (this.#server.address() as AddressInfo).port;
   }
+  get host(): string {
+    return (this.#server.address() as AddressInfo).address;
+  }
   get addr(): string {
-    return `127.0.0.1:${this.port}`;
+    return `${this.host}:${this.port}`;
   }
   get alive(): boolean {
     return this.#alive;

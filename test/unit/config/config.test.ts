@@ -19,7 +19,8 @@ describe("worker configuration in sections", () => {
       noopLatencyMs: 5,
       qemuKillGraceMs: 1_500,
       accelerator: "tcg",
-      propolisBasePort: 13000,
+      propolisServerPort: 13000,
+      propolisAddressRange: "10.1.0.10-10.1.0.99",
       propolisZoneBrand: "omicron1",
     });
     assert.equal(c.host, "h1");
@@ -27,7 +28,8 @@ describe("worker configuration in sections", () => {
     assert.equal(c.noop.latencyMs, 5);
     assert.equal(c.qemu.killGraceMs, 1_500);
     assert.equal(c.qemu.accelerator, "tcg");
-    assert.equal(c.propolis.basePort, 13_000);
+    assert.equal(c.propolis.serverPort, 13_000);
+    assert.equal(c.propolis.addressRange, "10.1.0.10-10.1.0.99");
     assert.equal(c.propolis.zoneBrand, "omicron1");
   });
 

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { readdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { VmSpec } from "../../../src/contracts/index.js";
+import { controlVnicName } from "../../../src/hypervisor/backends/propolis/zone-network.js";
 import { isVmqError } from "../../../src/lib/errors.js";
 import type { FakeFault } from "../../helpers/fake-illumos/fake-illumos.js";
 import {
@@ -35,16 +37,27 @@ describe("prepare: every step checked, completed steps undone in reverse", () =>
     await fx.cleanup();
   });
 
-  const failAt: { step: string; fault: FakeFault; code: string }[] = [
+  const failAt: { step: string; fault: FakeFault; code: string; diskGb?: number }[] = [
     {
       step: "zfs clone",
       fault: { tool: "zfs", sub: "clone", exitCode: 1, stderr: "cannot create: out of space" },
       code: "image::zfs-failed",
     },
     {
+      step: "disk size",
+      fault: { tool: "zfs", sub: "set", exitCode: 1, stderr: "cannot set property: out of space" },
+      code: "image::zfs-failed",
+      diskGb: 20,
+    },
+    {
       step: "cloud-init seed",
       fault: { tool: "mkisofs", exitCode: 2, stderr: "mkisofs: broken" },
       code: "cloudinit::iso-failed",
+    },
+    {
+      step: "control vnic",
+      fault: { tool: "dladm", sub: "create-vnic", exitCode: 1, stderr: "dladm: link busy" },
+      code: "zone::command-failed",
     },
     {
       step: "zonecfg",
@@ -62,7 +75,8 @@ describe("prepare: every step checked, completed steps undone in reverse", () =>
     it(`a failure at ${c.step} leaves nothing behind`, async () => {
       await fx.illumos.setFaults([{ ...c.fault, times: 1 }]);
       const vmId = `comp-${i}`;
-      await assert.rejects(fx.backend.prepare(vmId, spec), (e: unknown) => {
+      const s = c.diskGb === undefined ? spec : { ...spec, diskGb: c.diskGb };
+      await assert.rejects(fx.backend.prepare(vmId, s), (e: unknown) => {
         assert.ok(isVmqError(e), String(e));
         assert.equal(e.code, c.code, e.message);
         assert.match(e.message, new RegExp(`failed at ${c.step}`));
@@ -73,6 +87,7 @@ describe("prepare: every step checked, completed steps undone in reverse", () =>
       });
       assert.deepEqual(await fx.illumos.datasets(), BASE_DATASETS);
       assert.deepEqual(await fx.illumos.zones(), []);
+      assert.deepEqual(await fx.illumos.vnics(), [], "no control vnic left");
       assert.deepEqual(await readdir(fx.illumos.workRoot), []);
       assert.equal(
         await fx.backend.state({
@@ -94,6 +109,7 @@ describe("prepare: every step checked, completed steps undone in reverse", () =>
         assert.equal(await fx.backend.state(h), "prepared");
         await fx.backend.destroy(h, { timeoutMs: 1_000, force: "after-timeout" });
         assert.deepEqual(await fx.illumos.datasets(), BASE_DATASETS);
+        assert.deepEqual(await fx.illumos.vnics(), []);
       }
     });
   }
@@ -143,22 +159,49 @@ describe("prepare: every step checked, completed steps undone in reverse", () =>
     assert.equal((await fx.illumos.calls()).length, before, "no tool ran");
   });
 
-  it("configures the zone with brand, zonepath, vnic, disk, seed mount and the per-VM address", async () => {
-    const h = await fx.backend.prepare("comp-ok", spec);
+  it("configures the zone with brand, zonepath, nets, disk, mounts and the brand's attributes", async () => {
+    const h = await fx.backend.prepare("comp-ok", { ...spec, diskGb: 12 });
     const z = await fx.illumos.zone("vmq-comp-ok");
     assert.ok(z);
     assert.equal(z.state, "installed");
     assert.equal(z.brand, "nebula-vm");
     assert.equal(z.zonepath, "/zones/vmq-comp-ok");
-    assert.deepEqual(z.nets, ["vnic0"]);
+    // The server's address is the zone's own, on its control VNIC, from the configured range.
+    const ip = h.propolisAddr?.split(":")[0] ?? "";
+    assert.equal(h.propolisAddr, `${ip}:${fx.range.port}`);
+    assert.ok(ip.startsWith(fx.range.first.split(".").slice(0, 3).join(".")), ip);
+    const ctl = controlVnicName("vmq-comp-ok");
+    assert.deepEqual(z.nets, [
+      { physical: ctl, allowedAddress: `${ip}/24` },
+      { physical: "vnic0" },
+    ]);
+    assert.ok((await fx.illumos.vnics()).includes(ctl), "the control vnic was created");
     assert.deepEqual(z.devices, ["/dev/zvol/rdsk/rpool/vms/comp-ok"]);
     assert.equal(z.attrs["vmq-propolis-addr"], h.propolisAddr);
-    assert.notEqual(h.propolisAddr, "127.0.0.1:12400");
+    assert.equal(z.attrs["vmq-bootrom"], "/vmq-rom/OVMF_CODE.fd");
+    assert.deepEqual(
+      z.fs.map((f) => [f.dir, f.special]),
+      [
+        ["/vmq-rom", dirname(fx.illumos.bootromPath)],
+        ["/vmq", join(fx.illumos.workRoot, "comp-ok")],
+      ],
+    );
+    assert.equal((await fx.illumos.dataset("rpool/vms/comp-ok"))?.volsize, 12 * 2 ** 30);
     assert.equal(h.zoneName, "vmq-comp-ok");
     const clone = (await fx.illumos.calls()).find(
       (c) => c[0] === "zfs" && c[1] === "clone" && c[3]?.endsWith("comp-ok"),
     );
     assert.deepEqual(clone, ["zfs", "clone", "rpool/images/base@latest", "rpool/vms/comp-ok"]);
     await fx.backend.destroy(h, { timeoutMs: 1_000, force: "after-timeout" });
+    assert.ok(!(await fx.illumos.vnics()).includes(ctl), "destroy deleted the control vnic");
+  });
+
+  it("refuses a diskGb below the image's size before making anything", async () => {
+    const before = await fx.illumos.datasets();
+    await assert.rejects(fx.backend.prepare("comp-small", { ...spec, diskGb: 5 }), (e: unknown) =>
+      isVmqError(e, "image::disk-too-small"),
+    );
+    assert.deepEqual(await fx.illumos.datasets(), before);
+    assert.equal(await fx.illumos.zone("vmq-comp-small"), undefined);
   });
 });

@@ -150,7 +150,11 @@ describe("PropolisBackend observed changes", () => {
       const again = await fx.backend.start(h);
       assert.equal(fake.gen >= 3, true);
       const r = await fx.backend.stop(again, { timeoutMs: 2_000, force: "after-timeout" });
-      assert.equal(r.how, "sigterm", "Propolis Stop is a hard halt: not reported as acpi");
+      assert.equal(
+        r.how,
+        "forced",
+        "Propolis Stop is a hard halt: never reported as acpi or sigterm",
+      );
       await until(() => fake.state === "Destroyed", "teardown");
       await delay(50);
       assert.equal(changes.length, 2);

@@ -1,13 +1,14 @@
 /**
- * The one way the Propolis backend runs external tools (zfs, zonecfg, zoneadm, zlogin, the ISO
- * builder, propolis-server): execa with an argument array and never a shell, a timeout, the
+ * The one way the Propolis backend runs external tools (zfs, zonecfg, zoneadm, zlogin, dladm,
+ * the ISO builder, propolis-server): execa with an argument array and never a shell, a timeout, the
  * caller's AbortSignal, and stderr carried into the thrown HypervisorError.
  */
 import { isAbsolute, join } from "node:path";
 import { execa } from "execa";
 import { HypervisorError, type HypervisorErrorCode } from "../../errors.js";
 
-export type Tool = "zfs" | "zonecfg" | "zoneadm" | "zlogin" | "mkisofs" | "propolis-server";
+export type Tool =
+  "zfs" | "zonecfg" | "zoneadm" | "zlogin" | "dladm" | "mkisofs" | "propolis-server";
 
 export interface CommandRunnerOptions {
   /** Per-tool binary paths (absolute), e.g. { zfs: "/usr/sbin/zfs" }. */
@@ -41,6 +42,7 @@ const DEFAULT_CODES: Record<Tool, HypervisorErrorCode> = {
   zonecfg: "zone::command-failed",
   zoneadm: "zone::command-failed",
   zlogin: "zone::command-failed",
+  dladm: "zone::command-failed",
   mkisofs: "cloudinit::iso-failed",
   "propolis-server": "propolis::launch-failed",
 };

@@ -1,8 +1,7 @@
 /**
  * Zone and ZFS helpers on top of the command runner: name validation, zone state, the zonecfg
- * command file, and address parsing. Every name that reaches a command is checked here first.
+ * command file. Every name that reaches a command is checked here first.
  */
-import { isIP } from "node:net";
 import { HypervisorError } from "../../errors.js";
 import type { CommandRunner, RunOptions } from "./command-runner.js";
 
@@ -122,10 +121,18 @@ export async function datasetExists(
   });
 }
 
+/** One `add net` of an exclusive-IP zone: the control VNIC has an address, a guest's has none. */
+export interface ZoneNet {
+  physical: string;
+  /** ip/prefix the zone's IP stack gets on this link at boot. */
+  allowedAddress?: string;
+  defrouter?: string;
+}
+
 export interface ZoneConfig {
   brand: string;
   zonepath: string;
-  vnic?: string;
+  nets: ZoneNet[];
   devices: string[];
   /** lofs mounts: dir inside the zone ← special in the global zone (read-only). */
   mounts: { dir: string; special: string }[];
@@ -142,7 +149,13 @@ export function zonecfgScript(c: ZoneConfig): string {
     "set autoboot=false",
     "set ip-type=exclusive",
   ];
-  if (c.vnic !== undefined) lines.push("add net", `set physical=${v(c.vnic, "vnic")}`, "end");
+  for (const n of c.nets) {
+    lines.push("add net", `set physical=${v(n.physical, "vnic")}`);
+    if (n.allowedAddress !== undefined)
+      lines.push(`set allowed-address=${v(n.allowedAddress, "allowed-address")}`);
+    if (n.defrouter !== undefined) lines.push(`set defrouter=${v(n.defrouter, "defrouter")}`);
+    lines.push("end");
+  }
   for (const d of c.devices) lines.push("add device", `set match=${v(d, "device")}`, "end");
   for (const m of c.mounts) {
     lines.push(
@@ -165,24 +178,4 @@ export function zonecfgScript(c: ZoneConfig): string {
   }
   lines.push("verify", "commit");
   return `${lines.join("\n")}\n`;
-}
-
-/**
- * Picks the guest address from `ipadm show-addr -p -o ADDR` output ("10.0.0.5/24", one per
- * line, IPv6 with escaped colons in some releases): skips loopback, link-local and
- * unconfigured entries, prefers IPv4.
- */
-export function pickGuestIp(output: string): string | undefined {
-  const found: string[] = [];
-  for (const raw of output.split("\n")) {
-    const addr = raw
-      .trim()
-      .replace(/\\:/g, ":")
-      .replace(/\/\d+$/, "");
-    if (!addr || isIP(addr) === 0) continue;
-    if (addr.startsWith("127.") || addr === "::1" || addr === "0.0.0.0" || addr === "::") continue;
-    if (/^fe80:/i.test(addr) || addr.startsWith("169.254.")) continue;
-    found.push(addr);
-  }
-  return found.find((a) => isIP(a) === 4) ?? found[0];
 }

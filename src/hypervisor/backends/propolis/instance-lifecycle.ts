@@ -1,6 +1,7 @@
 /**
  * The life of a VM's Propolis instance: start (boot the zone, wait for its server, ensure,
- * Run, wait for Running) and stop (Stop, wait, then halt the zone when the timeout allows).
+ * Run, wait for Running) and stop (Stop, a hard halt of the VMM, wait, then halt the zone when
+ * the timeout allows).
  * Decisions are taken from Propolis's own state (GET /instance and the state monitor), the
  * zone's state only when the server cannot exist.
  */

@@ -4,10 +4,10 @@
  * the server's API (instance-lifecycle.ts) and watched by a state monitor (propolis-vms.ts).
  * Calls on one VM run one at a time, and what Propolis reports while one runs is its own doing.
  *
- * Stop outcomes ("how"), honestly: Propolis Stop is a hard halt inside the VMM, not an ACPI
- * power button, so by default a completed API Stop is recorded as `sigterm` (an orderly request
- * to the VMM, not to the guest), a `zoneadm halt` after the timeout as `sigkill`, and
- * `force: "now"` (zone halt at once) as `forced`. `orderlyStopHow` can override the first.
+ * Stop outcomes ("how"), honestly: Propolis Stop is a hard halt of the VMM ("not a graceful
+ * shutdown"; the guest is never asked), so a completed API Stop is recorded as `forced`, as is
+ * `force: "now"` (zone halt at once); a `zoneadm halt` after the timeout (every process of the
+ * zone, propolis-server included, is killed) is `sigkill`. There is no `acpi` on Propolis.
  */
 import { ID_PATTERN } from "../../../contracts/ids.js";
 import type {
@@ -32,7 +32,6 @@ import { ChangeEmitter } from "../shared/change-emitter.js";
 import { KeyedMutex } from "../shared/keyed-mutex.js";
 import { OwnCalls } from "../shared/own-calls.js";
 import { CommandRunner } from "./command-runner.js";
-import { pickGuestIp } from "./illumos.js";
 import { mapInstanceState } from "./instance-states.js";
 import { InstanceLifecycle } from "./instance-lifecycle.js";
 import {
@@ -42,6 +41,7 @@ import {
 } from "./propolis-options.js";
 import { openSerialConsole, serialUrl } from "./propolis-serial.js";
 import { PropolisVms } from "./propolis-vms.js";
+import { guestIpFromNeighbours } from "./zone-network.js";
 import { ZoneProvisioner } from "./zone-provisioning.js";
 
 const invalid = (msg: string) => new HypervisorError("hypervisor::invalid-state", msg);
@@ -195,20 +195,40 @@ export class PropolisBackend implements Hypervisor {
     }
   }
 
+  /**
+   * The guest's address, by its NIC's MAC (its VNIC's) in the zone's ARP and NDP tables: never
+   * the zone's own addresses, never another VM's. An entry appears once the guest has talked
+   * on its link (docs/propolis.md); until then network::no-address.
+   */
   async guestIp(vm: VmHandle, opts: CallOptions = {}): Promise<string> {
     checkAborted(opts.signal, `guestIp of ${vm.id}`);
+    if (vm.network.type !== "vnic") {
+      throw new HypervisorError("network::no-address", `${vm.id} has no network interface`);
+    }
     const s = await this.state(vm, opts);
     if (s !== "running") throw invalid(`${vm.id} is ${s}; it has no address`);
-    const r = await this.#runner.run(
-      "zlogin",
-      [this.#zones.zoneName(vm.id), "ipadm", "show-addr", "-p", "-o", "ADDR"],
-      sig(opts.signal),
+    const mac = await this.#zones.guestMac(vm.network.name, opts.signal);
+    const zone = this.#zones.zoneName(vm.id);
+    const tables = await Promise.all(
+      [
+        ["arp", "-an"],
+        ["ndp", "-an"],
+      ].map(async (cmd) => {
+        const r = await this.#runner.run("zlogin", [zone, ...cmd], {
+          ...sig(opts.signal),
+          allowFailure: true,
+        });
+        return r.exitCode === 0 ? r.stdout : "";
+      }),
     );
-    const ip = pickGuestIp(r.stdout);
+    const own = this.#zones.controlIp(vm);
+    const ip = guestIpFromNeighbours(tables.join("\n"), mac, own === undefined ? [] : [own]);
     if (ip === undefined) {
-      throw new HypervisorError("network::no-address", `${vm.id} has no usable address yet`, {
-        details: { output: r.stdout.slice(0, 500) },
-      });
+      throw new HypervisorError(
+        "network::no-address",
+        `${vm.id} (MAC ${mac}) has no address in zone ${zone}'s ARP/NDP tables yet`,
+        { details: { mac } },
+      );
     }
     return ip;
   }

@@ -34,22 +34,52 @@ export const PropolisConfig = z.object({
     .default(PROPOLIS_DEFAULTS.zoneBrand)
     .describe("Propolis: brand of the zones whose boot runs propolis-server."),
   workRoot: path.optional().describe("Propolis: per-VM work dirs (default: <data-dir>/propolis)."),
-  listenHost: z
+  addressRange: z
     .string()
-    .regex(/^[A-Za-z0-9.:-]+$/, "an address")
-    .default(PROPOLIS_DEFAULTS.listenHost)
-    .describe("Propolis: address the per-VM propolis-servers listen on."),
-  basePort: z
+    .regex(/^\d{1,3}(\.\d{1,3}){3}(-\d{1,3}(\.\d{1,3}){3})?$/, "an IPv4 range first-last")
+    .optional()
+    .describe(
+      "Propolis: IPv4 range (first-last) of the per-VM propolis-server addresses, one per zone on its control VNIC.",
+    ),
+  addressPrefix: z
+    .int()
+    .min(1)
+    .max(32)
+    .default(PROPOLIS_DEFAULTS.addressPrefix)
+    .describe("Propolis: prefix length of the control addresses (zonecfg allowed-address)."),
+  defaultRouter: z
+    .string()
+    .regex(/^\d{1,3}(\.\d{1,3}){3}$/, "an IPv4 address")
+    .optional()
+    .describe("Propolis: default router of the zones (zonecfg defrouter)."),
+  controlLink: z
+    .string()
+    .regex(/^[A-Za-z][A-Za-z0-9_]{0,29}[0-9]$/, "an illumos link name")
+    .optional()
+    .describe("Propolis: etherstub or NIC over which each zone's control VNIC is created."),
+  serverPort: z
     .int()
     .min(1)
     .max(65535)
-    .default(PROPOLIS_DEFAULTS.basePort)
-    .describe("Propolis: first port of the per-VM propolis-server addresses."),
-  bootromPath: path.optional().describe("Propolis: bootrom given to propolis-server."),
+    .default(PROPOLIS_DEFAULTS.serverPort)
+    .describe("Propolis: port each zone's propolis-server listens on."),
+  bootromPath: path
+    .optional()
+    .describe("Propolis: bootrom file (global zone); mounted read-only into each zone."),
+  addrAttr: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, "a zone attribute name")
+    .default(PROPOLIS_DEFAULTS.addrAttr)
+    .describe("Propolis: zone attribute the brand reads the server's ip:port from."),
+  bootromAttr: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, "a zone attribute name")
+    .default(PROPOLIS_DEFAULTS.bootromAttr)
+    .describe("Propolis: zone attribute the brand reads the bootrom path from."),
   binDir: path
     .optional()
     .describe(
-      "Propolis: a directory holding zfs, zoneadm, zonecfg, zlogin, mkisofs (default: PATH).",
+      "Propolis: a directory holding zfs, zoneadm, zonecfg, zlogin, dladm, mkisofs (default: PATH).",
     ),
   commandTimeoutMs: ms(1_000, 60_000).describe("Propolis: timeout of each zone or ZFS command."),
   apiVersion: z

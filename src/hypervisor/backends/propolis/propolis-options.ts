@@ -21,14 +21,27 @@ export interface PropolisBackendOptions {
   zoneBrand?: string;
   /** Per-VM work dirs (cloud-init seed, zonecfg file): <workRoot>/<vmId>. Default /var/lib/vmq/propolis. */
   workRoot?: string;
-  /** host:port of a VM's propolis-server; default: listenHost from basePort upward. */
+  /**
+   * ip:port of a VM's propolis-server, chosen by the caller; the zone then gets no control
+   * VNIC from vmq (the caller's address must be reachable on its own). Default: addressRange.
+   */
   allocateAddress?: (vmId: string) => string | Promise<string>;
-  /** Default 127.0.0.1. */
-  listenHost?: string;
-  /** Default 12400. */
-  basePort?: number;
-  /** Bootrom handed to propolis-server through a zone attribute. */
+  /** IPv4 "first-last": one address per VM, on its zone's control VNIC (docs/propolis.md). */
+  addressRange?: string;
+  /** Prefix length of the control addresses (zonecfg allowed-address). Default 24. */
+  addressPrefix?: number;
+  /** Default router of the zones (zonecfg defrouter); none by default. */
+  defaultRouter?: string;
+  /** Link (etherstub or NIC) over which each zone's control VNIC is created. */
+  controlLink?: string;
+  /** Port every propolis-server listens on (each zone has its own IP). Default 12400. */
+  serverPort?: number;
+  /** Bootrom (global-zone path); its directory is mounted read-only at /vmq-rom in the zone. */
   bootromPath?: string;
+  /** Zone attribute the brand reads the server's ip:port from. Default vmq-propolis-addr. */
+  addrAttr?: string;
+  /** Zone attribute the brand reads the bootrom path (as seen in the zone) from. Default vmq-bootrom. */
+  bootromAttr?: string;
   /** The pinned propolis-server API version. Default 5.0.0. */
   apiVersion?: string;
   /** How long a booted zone's server may take to answer. Default 30 s. */
@@ -37,7 +50,7 @@ export interface PropolisBackendOptions {
   startTimeoutMs?: number;
   /** How long a Stopped instance may take to be Destroyed before re-ensure. Default 15 s. */
   rundownTimeoutMs?: number;
-  /** `how` of a completed API Stop. Default sigterm (see propolis-backend.ts). */
+  /** `how` of a completed API Stop: a hard halt of the VMM, so forced (see propolis-backend.ts). */
   orderlyStopHow?: StopHow;
   /** Label used for the metadata filler of the ensure request (e.g. the host id). */
   hostLabel?: string;
@@ -57,13 +70,15 @@ export const PROPOLIS_DEFAULTS = {
   zonePrefix: "vmq-",
   zoneBrand: "nebula-vm",
   workRoot: "/var/lib/vmq/propolis",
-  listenHost: "127.0.0.1",
-  basePort: 12400,
+  addressPrefix: 24,
+  serverPort: 12400,
+  addrAttr: "vmq-propolis-addr",
+  bootromAttr: "vmq-bootrom",
   apiVersion: PROPOLIS_API_VERSION,
   readyTimeoutMs: 30_000,
   startTimeoutMs: 120_000,
   rundownTimeoutMs: 15_000,
-  orderlyStopHow: "sigterm",
+  orderlyStopHow: "forced",
   monitorBackoffBaseMs: 100,
   monitorBackoffCapMs: 5_000,
 } satisfies Partial<PropolisBackendOptions>;

@@ -1,11 +1,13 @@
 /**
- * The illumos side of a VM: its zone (whose boot runs one propolis-server), the ZFS clone of
- * its image, its work dir (cloud-init seed, zonecfg file) and its server's address. prepare
- * checks every step and undoes the completed ones, in reverse, when one fails; teardown
- * removes whatever of it exists.
+ * The illumos side of a VM: its zone (whose brand's boot runs one propolis-server), the ZFS
+ * clone of its image (grown to diskGb), its work dir (cloud-init seed, zonecfg file), its
+ * control VNIC and the server's address on it, and the zone attributes the brand reads
+ * (docs/propolis.md). prepare checks every step and undoes the completed ones, in reverse,
+ * when one fails; teardown removes whatever of it exists.
  */
-import { mkdir, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { isIPv4 } from "node:net";
+import { basename, dirname, isAbsolute, join } from "node:path";
 import { ID_PATTERN } from "../../../contracts/ids.js";
 import type { VmHandle, VmSpec } from "../../../contracts/index.js";
 import { isVmqError, VmqError } from "../../../lib/errors.js";
@@ -19,18 +21,33 @@ import {
   datasetExists,
   zonecfgScript,
   zoneState,
+  type ZoneNet,
   type ZoneState,
 } from "./illumos.js";
 import { parseAddr } from "./propolis-client.js";
 import type { PropolisOptions } from "./propolis-options.js";
+import {
+  checkLinkName,
+  controlVnicName,
+  freeAddress,
+  parseRange,
+  type AddressRange,
+} from "./zone-network.js";
 
 const invalid = (msg: string) => new HypervisorError("hypervisor::invalid-state", msg);
+const notConfigured = (msg: string) => new HypervisorError("propolis::not-configured", msg);
 const sig = (signal: AbortSignal | undefined) => (signal ? { signal } : {});
+type RunOpts = { signal?: AbortSignal };
+
+/** Where the bootrom's directory is mounted (read-only) inside every zone. */
+export const ROM_DIR = "/vmq-rom";
 
 export class ZoneProvisioner {
   readonly #o: PropolisOptions;
   readonly #runner: CommandRunner;
-  readonly #usedPorts = new Set<number>();
+  /** Control IPs held by known VMs (range allocation). */
+  readonly #usedIps = new Set<string>();
+  readonly #range: AddressRange | undefined;
 
   constructor(o: PropolisOptions, runner: CommandRunner) {
     this.#o = o;
@@ -39,6 +56,21 @@ export class ZoneProvisioner {
     checkDataset(o.imagesDataset, "image dataset");
     checkSafeValue(o.zonesRoot, "zonesRoot");
     checkSafeValue(o.workRoot, "workRoot");
+    checkSafeValue(o.addrAttr, "addrAttr");
+    checkSafeValue(o.bootromAttr, "bootromAttr");
+    this.#range = o.addressRange === undefined ? undefined : parseRange(o.addressRange);
+    if (o.controlLink !== undefined) checkLinkName(o.controlLink, "control link");
+    if (o.defaultRouter !== undefined && !isIPv4(o.defaultRouter)) {
+      throw notConfigured(
+        `default router ${JSON.stringify(o.defaultRouter)} is not an IPv4 address`,
+      );
+    }
+    if (!Number.isInteger(o.addressPrefix) || o.addressPrefix < 1 || o.addressPrefix > 32) {
+      throw notConfigured(`address prefix ${o.addressPrefix} is not 1-32`);
+    }
+    if (this.#range !== undefined && o.controlLink === undefined) {
+      throw notConfigured("an address range needs a control link (--propolis-control-link)");
+    }
   }
 
   zoneName(vmId: string): string {
@@ -65,12 +97,13 @@ export class ZoneProvisioner {
   /** Creates the zone, its disk and its work dir; returns the VM's handle. */
   async provision(vmId: string, spec: VmSpec, signal?: AbortSignal): Promise<VmHandle> {
     const zone = this.zoneName(vmId);
-    const vnic = vnicOf(spec);
+    const guestVnic = vnicOf(spec);
     const image = this.#imageSnapshot(spec.imagePath);
     const dataset = this.dataset(vmId);
     const workDir = this.#workDir(vmId);
     const zonepath = `${this.#o.zonesRoot}/${zone}`;
     const run = sig(signal);
+    const bootrom = await this.#bootrom();
 
     // Never adopt or "continue" over leftovers: they belong to someone else or to a failed run.
     if ((await zoneState(this.#runner, zone, run)) !== "absent") {
@@ -79,7 +112,9 @@ export class ZoneProvisioner {
     if (await datasetExists(this.#runner, dataset, run)) {
       throw invalid(`dataset ${dataset} already exists; destroy ${vmId} first`);
     }
-    const addr = await this.#allocate(vmId);
+    const volsize =
+      spec.diskGb === undefined ? undefined : await this.#checkDiskSize(image, spec.diskGb, run);
+    const { addr, ctl } = await this.#allocate(vmId, zone);
 
     const undo: { what: string; run: () => Promise<unknown> }[] = [];
     let step = "work dir";
@@ -98,6 +133,10 @@ export class ZoneProvisioner {
         what: `dataset ${dataset}`,
         run: () => this.#runner.run("zfs", ["destroy", "-r", dataset]),
       });
+      if (volsize !== undefined) {
+        step = "disk size";
+        await this.#runner.run("zfs", ["set", `volsize=${volsize}`, dataset], run);
+      }
 
       let seedIsoPath: string | undefined;
       if (spec.cloudInit !== undefined || spec.ssh !== undefined) {
@@ -106,20 +145,41 @@ export class ZoneProvisioner {
         seedIsoPath = await this.#writeSeed(vmId, spec, workDir, signal);
       }
 
+      const nets: ZoneNet[] = [];
+      if (ctl !== undefined) {
+        step = "control vnic";
+        checkAborted(signal, `prepare of ${vmId}`);
+        await this.#runner.run("dladm", ["create-vnic", "-l", ctl.link, ctl.vnic], run);
+        undo.push({
+          what: `vnic ${ctl.vnic}`,
+          run: () => this.#runner.run("dladm", ["delete-vnic", ctl.vnic]),
+        });
+        nets.push({
+          physical: ctl.vnic,
+          allowedAddress: `${parseAddr(addr).host}/${this.#o.addressPrefix}`,
+          ...(this.#o.defaultRouter === undefined ? {} : { defrouter: this.#o.defaultRouter }),
+        });
+      }
+      if (guestVnic !== undefined) nets.push({ physical: guestVnic });
+
       step = "zonecfg";
       checkAborted(signal, `prepare of ${vmId}`);
       const cfgFile = join(workDir, "zonecfg.cmd");
-      const attrs: Record<string, string> = { "vmq-propolis-addr": addr, "vmq-vm-id": vmId };
-      if (this.#o.bootromPath !== undefined) attrs["vmq-bootrom"] = this.#o.bootromPath;
+      const mounts = [{ dir: ROM_DIR, special: dirname(bootrom) }];
+      if (seedIsoPath !== undefined) mounts.push({ dir: "/vmq", special: workDir });
       await writeFile(
         cfgFile,
         zonecfgScript({
           brand: this.#o.zoneBrand,
           zonepath,
-          ...(vnic === undefined ? {} : { vnic }),
+          nets,
           devices: [`/dev/zvol/rdsk/${dataset}`],
-          mounts: seedIsoPath === undefined ? [] : [{ dir: "/vmq", special: workDir }],
-          attrs,
+          mounts,
+          attrs: {
+            [this.#o.addrAttr]: addr,
+            [this.#o.bootromAttr]: `${ROM_DIR}/${basename(bootrom)}`,
+            "vmq-vm-id": vmId,
+          },
         }),
         { mode: 0o600 },
       );
@@ -180,6 +240,7 @@ export class ZoneProvisioner {
         { details: { stderr: z.stderr, exitCode: z.exitCode } },
       );
     }
+    if (this.#range !== undefined) await this.#deleteControlVnic(vm.id, signal);
     await rm(this.#workDir(vm.id), { recursive: true, force: true });
     if (vm.propolisAddr !== undefined) this.releaseAddress(vm.propolisAddr);
   }
@@ -193,17 +254,32 @@ export class ZoneProvisioner {
     await this.#runner.run("zoneadm", ["-z", this.zoneName(vmId), "boot"], sig(signal));
   }
 
-  /** Marks a server address in use (a VM found again after a restart holds its port). */
+  /** Marks a server address in use (a VM found again after a restart holds its address). */
   claimAddress(addr: string): void {
-    this.#usedPorts.add(parseAddr(addr).port);
+    this.#usedIps.add(parseAddr(addr).host);
   }
 
   releaseAddress(addr: string): void {
     try {
-      this.#usedPorts.delete(parseAddr(addr).port);
+      this.#usedIps.delete(parseAddr(addr).host);
     } catch {
       // an address we never parsed was never reserved
     }
+  }
+
+  /** The MAC of a VM's guest VNIC (global zone), which the guest's NIC carries. */
+  async guestMac(vnic: string, signal?: AbortSignal): Promise<string> {
+    const r = await this.#runner.run(
+      "dladm",
+      ["show-vnic", "-p", "-o", "macaddress", checkSafeValue(vnic, "vnic")],
+      sig(signal),
+    );
+    return r.stdout.trim().replace(/\\:/g, ":");
+  }
+
+  /** The zone's own control IP (excluded from guest addresses). */
+  controlIp(vm: VmHandle): string | undefined {
+    return vm.propolisAddr === undefined ? undefined : parseAddr(vm.propolisAddr).host;
   }
 
   #workDir(vmId: string): string {
@@ -220,22 +296,80 @@ export class ZoneProvisioner {
     return checkSnapshot(full);
   }
 
-  async #allocate(vmId: string): Promise<string> {
-    const addr = this.#o.allocateAddress
-      ? await this.#o.allocateAddress(vmId)
-      : this.#nextAddress();
-    const { port } = parseAddr(addr);
-    checkSafeValue(addr, "propolis address");
-    this.#usedPorts.add(port);
-    return addr;
+  /** The configured bootrom, which must exist: the brand hands it to propolis-server. */
+  async #bootrom(): Promise<string> {
+    const b = this.#o.bootromPath;
+    if (b === undefined) {
+      throw notConfigured("no bootrom is configured (--propolis-bootrom-path)");
+    }
+    if (!isAbsolute(b)) throw notConfigured(`bootrom ${b} is not an absolute path`);
+    checkSafeValue(b, "bootrom path");
+    const st = await stat(b).catch(() => undefined);
+    if (!st?.isFile()) throw notConfigured(`bootrom ${b} is not a file`);
+    return b;
   }
 
-  #nextAddress(): string {
-    const host = this.#o.listenHost;
-    for (let p = this.#o.basePort; p < 65536; p++) {
-      if (!this.#usedPorts.has(p)) return host.includes(":") ? `[${host}]:${p}` : `${host}:${p}`;
+  /** ZFS volumes only grow: diskGb below the image's size is refused before anything is made. */
+  async #checkDiskSize(image: string, diskGb: number, run: RunOpts): Promise<number> {
+    const want = diskGb * 2 ** 30;
+    const r = await this.#runner.run("zfs", ["get", "-Hp", "-o", "value", "volsize", image], run);
+    const have = Number(r.stdout.trim());
+    if (!Number.isSafeInteger(have) || have <= 0) {
+      throw new HypervisorError(
+        "image::zfs-failed",
+        `${image} is not a ZFS volume (volsize ${r.stdout.trim()})`,
+      );
     }
-    throw new HypervisorError("hypervisor::failed", "no free propolis-server port left");
+    if (want < have) {
+      throw new HypervisorError(
+        "image::disk-too-small",
+        `diskGb ${diskGb} is smaller than image ${image} (${(have / 2 ** 30).toFixed(2)} GiB)`,
+        { details: { diskGb, imageBytes: have } },
+      );
+    }
+    return want;
+  }
+
+  async #allocate(
+    vmId: string,
+    zone: string,
+  ): Promise<{ addr: string; ctl?: { link: string; vnic: string } }> {
+    if (this.#o.allocateAddress) {
+      const addr = await this.#o.allocateAddress(vmId);
+      parseAddr(addr);
+      checkSafeValue(addr, "propolis address");
+      return { addr };
+    }
+    const link = this.#o.controlLink;
+    if (this.#range === undefined || link === undefined) {
+      throw notConfigured(
+        "no address range is configured for the zones' propolis-servers (--propolis-address-range, --propolis-control-link)",
+      );
+    }
+    const ip = freeAddress(this.#range, this.#usedIps);
+    if (ip === undefined) {
+      throw new HypervisorError(
+        "propolis::no-free-address",
+        `every address of ${this.#o.addressRange ?? ""} is held by a VM`,
+      );
+    }
+    this.#usedIps.add(ip);
+    return { addr: `${ip}:${this.#o.serverPort}`, ctl: { link, vnic: controlVnicName(zone) } };
+  }
+
+  async #deleteControlVnic(vmId: string, signal?: AbortSignal): Promise<void> {
+    const vnic = controlVnicName(this.zoneName(vmId));
+    const r = await this.#runner.run("dladm", ["delete-vnic", vnic], {
+      ...sig(signal),
+      allowFailure: true,
+    });
+    if (r.exitCode !== 0 && !/not found|does not exist|invalid link/i.test(r.stderr)) {
+      throw new HypervisorError(
+        "zone::command-failed",
+        `dladm delete-vnic ${vnic} failed: ${r.stderr.trim()}`,
+        { details: { stderr: r.stderr, exitCode: r.exitCode } },
+      );
+    }
   }
 
   async #writeSeed(vmId: string, spec: VmSpec, workDir: string, signal?: AbortSignal) {

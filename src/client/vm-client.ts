@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import {
   DeliverPolicy,
+  JetStreamApiError,
   jetstream,
   jetstreamManager,
   type JetStreamClient,
@@ -26,6 +27,7 @@ import {
   type Names,
   type QueryName,
   type QueryReply,
+  MAX_COMMAND_BYTES,
 } from "../contracts/index.js";
 import { receivedCode, VmqError } from "../lib/errors.js";
 import { untilAborted } from "../lib/time.js";
@@ -146,13 +148,13 @@ export class VmqClient {
         },
       );
     const command = parsed.data;
-    const ack = await this.js.publish(
-      this.names.cmd(host, command.vmId),
-      encoder.encode(JSON.stringify(command)),
-      {
-        msgID: command.commandId,
-      },
-    );
+    const data = encoder.encode(JSON.stringify(command));
+    if (data.length > MAX_COMMAND_BYTES) throw commandTooLarge(data.length);
+    const ack = await this.js
+      .publish(this.names.cmd(host, command.vmId), data, { msgID: command.commandId })
+      .catch((e: unknown) => {
+        throw refusedAsTooLarge(e, data.length);
+      });
     return { command, seq: ack.seq, duplicate: ack.duplicate };
   }
 
@@ -516,4 +518,19 @@ function jsonOf(data: Uint8Array): unknown {
   } catch {
     return undefined;
   }
+}
+
+const commandTooLarge = (bytes: number, cause?: unknown): VmqError =>
+  new VmqError(
+    "command::too-large",
+    `the command is ${bytes} bytes; commands are at most ${MAX_COMMAND_BYTES} bytes`,
+    cause === undefined ? {} : { cause },
+  );
+
+/**
+ * The commands stream refuses a message over its max_msg_size at publish (JetStream error
+ * 10054): said with the contract's code, so the publisher knows at once and nothing is recorded.
+ */
+export function refusedAsTooLarge(e: unknown, bytes: number): unknown {
+  return e instanceof JetStreamApiError && e.code === 10054 ? commandTooLarge(bytes, e) : e;
 }

@@ -4,6 +4,11 @@ import { VmSpec } from "./vm.js";
 
 /** Commands are at most 64 KiB of JSON. */
 export const MAX_COMMAND_BYTES = 64 * 1024;
+/**
+ * The commands stream's `max_msg_size`: the body's 64 KiB plus 4 KiB of headers (the server
+ * counts both). A larger message is refused at publish, so it never reaches a worker or the DLQ.
+ */
+export const MAX_COMMAND_MESSAGE_BYTES = MAX_COMMAND_BYTES + 4 * 1024;
 export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 export const MAX_STOP_TIMEOUT_MS = 3_600_000;
 

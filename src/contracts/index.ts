@@ -29,6 +29,7 @@ export {
   DestroyCommand,
   StopForce,
   MAX_COMMAND_BYTES,
+  MAX_COMMAND_MESSAGE_BYTES,
   DEFAULT_STOP_TIMEOUT_MS,
   MAX_STOP_TIMEOUT_MS,
 } from "./commands.js";

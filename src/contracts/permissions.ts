@@ -34,6 +34,13 @@ const API = "$JS.API";
 /** The inbox prefix of a host's worker: replies to it never land in another host's inboxes. */
 export const workerInboxPrefix = (host: string): string => `_INBOX_${host}`;
 
+/**
+ * The ephemeral consumer through which a host's worker reads its own commands back (the order
+ * gate's earlier commands, the DLQ mover's exhausted ones): it may create it only with a filter
+ * under `<prefix>.cmd.<host>.>`, so no worker reads another host's commands by sequence.
+ */
+export const commandReaderName = (host: string): string => `reader-${host}`;
+
 /** What the worker of `host` needs, and nothing that lets it act for another host. */
 export function workerPermissions(
   prefix: string,
@@ -60,6 +67,7 @@ export function workerPermissions(
   ];
   const durable = n.durable(host);
   const dlqDurable = `dlq-${host}`;
+  const reader = commandReaderName(host);
   return {
     publish: {
       allow: [
@@ -86,12 +94,17 @@ export function workerPermissions(
         `${API}.CONSUMER.CREATE.${n.commandsStream}.${durable}.${n.cmdFilter(host)}`,
         `${API}.CONSUMER.MSG.NEXT.${n.commandsStream}.${durable}`,
         `$JS.ACK.${n.commandsStream}.${durable}.>`,
-        // the exhausted-deliveries mover: its advisories, and the commands they point at
+        // the exhausted-deliveries mover: its advisories
         `${API}.CONSUMER.INFO.${advisories}.${dlqDurable}`,
         `${API}.CONSUMER.CREATE.${advisories}.${dlqDurable}.$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${n.commandsStream}.${durable}`,
         `${API}.CONSUMER.MSG.NEXT.${advisories}.${dlqDurable}`,
         `$JS.ACK.${advisories}.${dlqDurable}.>`,
-        `${API}.STREAM.MSG.GET.${n.commandsStream}`,
+        // its own commands read back (order gate, mover) through its reader, filter-scoped;
+        // never STREAM.MSG.GET or DIRECT.GET, whose sequence reads reach every host's commands
+        `${API}.CONSUMER.CREATE.${n.commandsStream}.${reader}.${n.cmdFilter(host)}`,
+        `${API}.CONSUMER.INFO.${n.commandsStream}.${reader}`,
+        `${API}.CONSUMER.MSG.NEXT.${n.commandsStream}.${reader}`,
+        `${API}.CONSUMER.DELETE.${n.commandsStream}.${reader}`,
         // replay of its own events and reads of one VM's history (ordered consumers)
         `${API}.CONSUMER.CREATE.${n.eventsStream}.*.${n.evtFilter(host)}`,
         `${API}.CONSUMER.INFO.${n.eventsStream}.*`,

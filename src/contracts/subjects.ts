@@ -80,7 +80,10 @@ export function commandVmToken(subject: string): string {
   return subject.slice(at + 1);
 }
 
-/** Headers vmq writes on DLQ copies (the body is the raw command, byte for byte). */
+/**
+ * Headers vmq writes on DLQ copies (the body is the raw command, byte for byte, unless the copy
+ * would exceed the server's max_payload: then it is cut and the truncation headers say so).
+ */
 export const DLQ_HEADERS = {
   code: "Vmq-Dlq-Code",
   reason: "Vmq-Dlq-Reason",
@@ -90,6 +93,11 @@ export const DLQ_HEADERS = {
   streamSeq: "Vmq-Dlq-Stream-Seq",
   at: "Vmq-Dlq-At",
   vmState: "Vmq-Dlq-Vm-State",
+  /** What was cut to fit max_payload: `payload`, `headers` or `payload,headers`; absent if nothing. */
+  truncated: "Vmq-Dlq-Truncated",
+  /** With a truncation: the original body's size in bytes and its SHA-256 (lowercase hex). */
+  size: "Vmq-Dlq-Size",
+  sha256: "Vmq-Dlq-Sha256",
   /** The command's own NATS headers (Nats-Msg-Id, ...) are kept under this prefix. */
   originalPrefix: "Vmq-Dlq-Orig-",
 } as const;

@@ -10,6 +10,7 @@ import {
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { MAX_COMMAND_MESSAGE_BYTES } from "../contracts/commands.js";
 import type { Names } from "../contracts/subjects.js";
 import { VmqError } from "../lib/errors.js";
 
@@ -75,6 +76,8 @@ export async function ensureTopology(
       storage: StorageType.File,
       max_age: ns(opts.commandsMaxAgeMs ?? 7 * 24 * 3_600_000),
       max_bytes: opts.commandsMaxBytes ?? -1,
+      // Oversized commands are refused at the door: the publisher gets an error at once.
+      max_msg_size: MAX_COMMAND_MESSAGE_BYTES,
       duplicate_window: dupe,
       num_replicas: replicas,
     },
@@ -287,8 +290,8 @@ export async function ensureConsumer(
 }
 
 /**
- * The age and size limits of the commands and DLQ streams follow the worker's flags: a limit is
- * safe to change on a live stream. Without the right to (an administrator provisioned it), the
+ * The age and size limits of the commands and DLQ streams follow the worker's flags (and the
+ * commands' message size the contract's limit): a limit is safe to change on a live stream. Without the right to (an administrator provisioned it), the
  * stream keeps its own, and that is said.
  */
 async function updateLimits(
@@ -303,11 +306,14 @@ async function updateLimits(
     changes.push(`max_age ${have.max_age / 1e6} -> ${want.max_age / 1e6} ms`);
   if (want.max_bytes !== undefined && have.max_bytes !== want.max_bytes)
     changes.push(`max_bytes ${have.max_bytes} -> ${want.max_bytes}`);
+  if (want.max_msg_size !== undefined && have.max_msg_size !== want.max_msg_size)
+    changes.push(`max_msg_size ${have.max_msg_size} -> ${want.max_msg_size}`);
   if (changes.length === 0) return info;
   try {
     const updated = await jsm.streams.update(want.name, {
       ...(want.max_age !== undefined ? { max_age: want.max_age } : {}),
       ...(want.max_bytes !== undefined ? { max_bytes: want.max_bytes } : {}),
+      ...(want.max_msg_size !== undefined ? { max_msg_size: want.max_msg_size } : {}),
     });
     onLimits(want.name, changes.join(", "));
     return updated;

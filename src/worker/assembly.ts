@@ -16,8 +16,10 @@ import { serveConsole } from "./console-relay.js";
 import { CommandConsumer } from "./consumer/command-consumer.js";
 import { CommandPipeline } from "./consumer/command-pipeline.js";
 import type { Lanes } from "./consumer/lanes.js";
+import { commandReaderName } from "../contracts/permissions.js";
 import { jetStreamCommandLog } from "./nats/command-log.js";
-import { jetStreamDeadLetters } from "./nats/dead-letters.js";
+import { CommandReader } from "./nats/command-reader.js";
+import { jetStreamDeadLetters, maxPayload } from "./nats/dead-letters.js";
 import { dropOwnRecord, kvFleetView } from "./nats/fleet-view.js";
 import { kvTombstones } from "./nats/tombstones.js";
 import type { NatsLink } from "./nats/nats-link.js";
@@ -188,13 +190,17 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       return () => subs.forEach((s) => s.unsubscribe());
     }),
   );
-  const deadLetters = jetStreamDeadLetters(js, names, config.host);
+  const deadLetters = jetStreamDeadLetters(js, names, config.host, () => maxPayload(link.commands));
+  // The host's own commands read back (never a stream-wide read by sequence: security.md).
+  const reader = new CommandReader(js, jsm, names.commandsStream, commandReaderName(config.host));
+  await stack.start(service("command reader", () => () => reader.close()));
   await stack.start(
     new DlqMover({
       host: config.host,
       names,
       js,
       jsm,
+      reader,
       vms: streams,
       deadLetters,
       updateInLane,
@@ -207,7 +213,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   if (config.http) parts.http = await stack.start(httpService(config.http, w, parts));
 
   const order = new OrderGate(
-    jetStreamCommandLog(jsm, names.commandsStream, durable),
+    jetStreamCommandLog(jsm, names.commandsStream, durable, reader),
     (data, subject) => {
       const p = parseCommand(data, commandVmToken(subject));
       return p.ok ? p.command : undefined;

@@ -3,19 +3,22 @@
  * `workerPermissions(prefix, host)` and the scheduler exactly `schedulerPermissions(prefix)`
  * (the sets docs/security.md prints). The fleet runs the whole lifecycle without a single
  * permission violation in the server's log, and host A's credentials cannot publish a command
- * for host B, append B's events, write B's host record or DLQ, or pull B's commands.
+ * for host B, append B's events, write B's host record or DLQ, or pull B's commands; nor read
+ * any message of B's (commands, events, dead letters) by sequence, direct get, a consumer of
+ * its own or a subscription, while A's own reader reads A's commands back.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { VmqClient } from "../../src/client/index.js";
 import { names as namesFor, type Names } from "../../src/contracts/index.js";
 import {
+  commandReaderName,
   schedulerPermissions,
   workerInboxPrefix,
   workerPermissions,
@@ -23,6 +26,7 @@ import {
 } from "../../src/contracts/permissions.js";
 import { HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
 import { silentLogger } from "../../src/observability/logger.js";
+import { CommandReader } from "../../src/worker/nats/command-reader.js";
 import { Worker } from "../../src/worker/worker.js";
 import { usersConfig } from "../helpers/nats-auth.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
@@ -86,6 +90,20 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
     await w.start();
     workers.push(w);
     return w;
+  };
+  /** Subscribing to `subject` as worker A is refused by the server (a permissions error). */
+  const refusedSubscription = async (subject: string): Promise<void> => {
+    const other = await as("worker-a", "attacker-sub", workerInboxPrefix("A"));
+    const denied = (async () => {
+      for await (const st of other.status())
+        if (st.type === "error" && /permissions violation/i.test(String(st.error))) return true;
+      return false;
+    })();
+    other.subscribe(subject);
+    await other.flush();
+    const refused = await Promise.race([denied, delay(2_000).then(() => false)]);
+    await other.close();
+    assert.ok(refused, `subscribing to ${subject} must be refused`);
   };
   /** Permission violations the server logged, except those of the named connection. */
   const violations = async (except = "attacker") =>
@@ -176,19 +194,7 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       n.eventsStream,
       "A reads stream info through its own inbox",
     );
-    const snoop = async (subject: string): Promise<void> => {
-      const other = await as("worker-a", "attacker", workerInboxPrefix("A"));
-      const denied = (async () => {
-        for await (const st of other.status())
-          if (st.type === "error" && /permissions violation/i.test(String(st.error))) return true;
-        return false;
-      })();
-      other.subscribe(subject);
-      await other.flush();
-      const refused = await Promise.race([denied, delay(2_000).then(() => false)]);
-      await other.close();
-      assert.ok(refused, `subscribing to ${subject} must be refused`);
-    };
+    const snoop = refusedSubscription;
     // ... while B's replies and everyone's default inboxes stay out of reach.
     await snoop(`${workerInboxPrefix("B")}.>`);
     await snoop("_INBOX.>");
@@ -271,6 +277,158 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       .split("\n")
       .filter((l) => /violation/i.test(l) && l.includes("attacker"));
     assert.ok(violationsSeen.length >= attempts.length, violationsSeen.join("\n"));
+  });
+
+  it("host A cannot read any message of host B, by any API; its own reader reads only its own", async () => {
+    // B has a command history, events and a dead letter of its own.
+    const junk = await client.js.publish(n.cmd("B", "junk-b"), enc.encode("not json b"));
+    await eventually(
+      async () => (await jsm.streams.info(n.dlqStream)).state.messages >= 2 || undefined,
+      15_000,
+      "B's junk dead-lettered",
+    );
+    const lastCmdB = await jsm.streams.getMessage(n.commandsStream, {
+      last_by_subj: n.cmd("B", "vm-b"),
+    });
+    const lastEvtB = await jsm.streams.getMessage(n.eventsStream, {
+      last_by_subj: n.evt("B", "vm-b"),
+    });
+    const dlqB = await jsm.streams.getMessage(n.dlqStream, { last_by_subj: n.dlq("B", "junk-b") });
+    assert.ok(lastCmdB && lastEvtB && dlqB);
+    const name = "attacker-read";
+    const nc = await as("worker-a", name, workerInboxPrefix("A"));
+    const ajsm = await jetstreamManager(nc, { timeout: 2_000 });
+    const ajs = jetstream(nc, { timeout: 2_000 });
+    // A's own reader (the order gate's and the DLQ mover's path) reads A's command by sequence.
+    const lastCmdA = await jsm.streams.getMessage(n.commandsStream, {
+      last_by_subj: n.cmd("A", "vm-a"),
+    });
+    const reader = new CommandReader(ajs, ajsm, n.commandsStream, commandReaderName("A"));
+    const own = await reader.at(n.cmdFilter("A"), lastCmdA!.seq);
+    assert.equal(own?.subject, n.cmd("A", "vm-a"), "A reads its own command");
+    // ... and nothing of B's: through the reader (its filter is A's), nor any other way.
+    assert.equal(await reader.at(n.cmdFilter("A"), lastCmdB.seq), null, "B's seq is not A's");
+    await reader.close();
+    const req = (subject: string, body: unknown) =>
+      nc.request(subject, enc.encode(JSON.stringify(body)), { timeout: 2_000 });
+    const getBySeq = (stream: string, seq: number) => ajsm.streams.getMessage(stream, { seq });
+    const createOn = (stream: string, consumer: string, filter: string) =>
+      ajsm.consumers.add(stream, {
+        name: consumer,
+        filter_subject: filter,
+        ack_policy: AckPolicy.None,
+        inactive_threshold: 5_000_000_000,
+      });
+    const API = "$JS.API";
+    const attempts: [string, RegExp, () => Promise<unknown>][] = [
+      [
+        "B's command by sequence",
+        /MSG\.GET\.\w+_COMMANDS/,
+        () => getBySeq(n.commandsStream, lastCmdB.seq),
+      ],
+      [
+        "B's last command",
+        /MSG\.GET\.\w+_COMMANDS/,
+        () => ajsm.streams.getMessage(n.commandsStream, { last_by_subj: n.cmd("B", "vm-b") }),
+      ],
+      [
+        "direct get of B's command by sequence",
+        /DIRECT\.GET\.\w+_COMMANDS"/,
+        () => req(`${API}.DIRECT.GET.${n.commandsStream}`, { seq: lastCmdB.seq }),
+      ],
+      [
+        "direct get of B's last command",
+        /DIRECT\.GET\.\w+_COMMANDS\./,
+        () => req(`${API}.DIRECT.GET.${n.commandsStream}.${n.cmd("B", "vm-b")}`, {}),
+      ],
+      [
+        "B's event by sequence",
+        /MSG\.GET\.\w+_EVENTS/,
+        () => getBySeq(n.eventsStream, lastEvtB.seq),
+      ],
+      [
+        "direct get of B's event",
+        /DIRECT\.GET\.\w+_EVENTS/,
+        () => ajsm.direct.getMessage(n.eventsStream, { seq: lastEvtB.seq }),
+      ],
+      ["B's dead letter by sequence", /MSG\.GET\.\w+_DLQ/, () => getBySeq(n.dlqStream, dlqB.seq)],
+      [
+        "direct get of B's dead letter",
+        /DIRECT\.GET\.\w+_DLQ/,
+        () => req(`${API}.DIRECT.GET.${n.dlqStream}`, { seq: dlqB.seq }),
+      ],
+      [
+        "A's reader filtered on B's commands",
+        /CREATE\.\w+_COMMANDS\.reader-A\./,
+        () => createOn(n.commandsStream, commandReaderName("A"), n.cmdFilter("B")),
+      ],
+      [
+        "B's reader",
+        /CREATE\.\w+_COMMANDS\.reader-B\./,
+        () => createOn(n.commandsStream, commandReaderName("B"), n.cmdFilter("B")),
+      ],
+      [
+        "a consumer on every host's commands",
+        /CREATE\.\w+_COMMANDS\.peek\./,
+        () => createOn(n.commandsStream, "peek", `${prefix}.cmd.>`),
+      ],
+      [
+        "pull from B's reader",
+        /MSG\.NEXT\.\w+_COMMANDS\.reader-B/,
+        () =>
+          req(`${API}.CONSUMER.MSG.NEXT.${n.commandsStream}.${commandReaderName("B")}`, {
+            batch: 1,
+          }),
+      ],
+      [
+        "an ordered consumer on B's commands",
+        /CREATE\.\w+_COMMANDS\./,
+        async () => {
+          const oc = await ajs.consumers.get(n.commandsStream, {
+            filter_subjects: [n.cmdFilter("B")],
+          });
+          return oc.next({ expires: 1_000 });
+        },
+      ],
+      [
+        "a consumer on B's events",
+        /CREATE\.\w+_EVENTS\.peek\./,
+        () => createOn(n.eventsStream, "peek", n.evtFilter("B")),
+      ],
+      [
+        "a consumer on B's dead letters",
+        /CREATE\.\w+_DLQ\.peek/,
+        () => createOn(n.dlqStream, "peek", `${prefix}.dlq.B.>`),
+      ],
+    ];
+    for (const [what, , attempt] of attempts) await assert.rejects(attempt(), `${what} refused`);
+    // Subscribing to B's subjects (commands as they are published, events, dead letters, the
+    // advisories that name B's sequences) is refused too.
+    for (const subject of [
+      n.cmdFilter("B"),
+      `${prefix}.cmd.>`,
+      n.evtFilter("B"),
+      `${prefix}.dlq.B.>`,
+      "$JS.EVENT.ADVISORY.>",
+      ">",
+    ])
+      await refusedSubscription(subject);
+    // A stream update cannot add a republish of B's commands to A's inbox (2.9 refuses it).
+    await assert.rejects(
+      ajsm.streams.update(n.commandsStream, {
+        republish: { src: n.cmdFilter("B"), dest: "_INBOX_A.steal.>" },
+      }),
+      /RePublish/,
+    );
+    await nc.close();
+    const seen = await violations("nothing-excepted");
+    for (const [what, pattern] of attempts)
+      assert.ok(
+        seen.some((l) => l.includes(name) && pattern.test(l)),
+        `${what}: a permission violation in the server's log`,
+      );
+    assert.equal((await jsm.streams.info(n.commandsStream)).config.republish, undefined);
+    assert.ok(junk.seq > 0);
   });
 
   it("compaction: without the purge right a worker forgets compacted VMs and leaves their events; with it, it purges them", async () => {

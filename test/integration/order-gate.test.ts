@@ -10,7 +10,9 @@ import {
   type Names,
 } from "../../src/contracts/index.js";
 import { ensureConsumer, ensureTopology } from "../../src/event-store/provision.js";
+import { commandReaderName } from "../../src/contracts/permissions.js";
 import { jetStreamCommandLog } from "../../src/worker/nats/command-log.js";
+import { CommandReader } from "../../src/worker/nats/command-reader.js";
 import { OrderGate } from "../../src/worker/pipeline/order-gate.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { SPEC } from "../helpers/worker-harness.js";
@@ -27,6 +29,9 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
   let names: Names;
   let client: VmqClient;
   let durable: string;
+  /** The host's own reader consumer, as the worker reads its earlier commands. */
+  const reader = (host: string) =>
+    new CommandReader(jetstream(nc), jsm, names.commandsStream, commandReaderName(host));
 
   before(async () => {
     server = await NatsServer.start();
@@ -62,7 +67,7 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
     assert.equal(held.length, 4);
 
     const gate = new OrderGate(
-      jetStreamCommandLog(jsm, names.commandsStream, durable),
+      jetStreamCommandLog(jsm, names.commandsStream, durable, reader("g1")),
       parse,
       600_000,
     );
@@ -104,7 +109,7 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
 
   it("makes a VM's later commands wait for one this process sent back, until it has an outcome", async () => {
     const gate = new OrderGate(
-      jetStreamCommandLog(jsm, names.commandsStream, durable),
+      jetStreamCommandLog(jsm, names.commandsStream, durable, reader("g1")),
       parse,
       600_000,
     );
@@ -147,7 +152,11 @@ describe("order gate against a real consumer", { timeout: 60_000 }, () => {
     const stuck = await client.publish("g2", { type: "vm.prepare", vmId: "d", spec: SPEC });
     const m = await consumer.next({ expires: 2_000 });
     assert.equal(m?.seq, stuck.seq, "held, never acked");
-    const gate = new OrderGate(jetStreamCommandLog(jsm, names.commandsStream, g2), parse, 1);
+    const gate = new OrderGate(
+      jetStreamCommandLog(jsm, names.commandsStream, g2, reader("g2")),
+      parse,
+      1,
+    );
     assert.ok(await gate.open());
     await new Promise((r) => setTimeout(r, 2_100));
     const later = await client.publish("g2", { type: "vm.start", vmId: "d" });

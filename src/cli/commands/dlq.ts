@@ -20,6 +20,7 @@ import {
   withClient,
   type Connected,
 } from "../connection.js";
+import { refusedAsTooLarge } from "../../client/vm-client.js";
 import { CliError } from "../errors.js";
 
 const decoder = new TextDecoder();
@@ -136,6 +137,12 @@ export function registerDlq(program: Command): void {
           "It cannot be retried; drop it (vmq dlq drop).",
           EXIT.failed,
         );
+      if (!flags.payload && stored.header?.get(DLQ_HEADERS.truncated))
+        throw new CliError(
+          "dlq::still-invalid",
+          `DLQ entry ${seq} holds a truncated copy (${stored.header.get(DLQ_HEADERS.truncated)} cut; the command was ${stored.header.get(DLQ_HEADERS.size)} bytes)`,
+          "Pass the command again with --payload <file>, within the 64 KiB limit.",
+        );
       let data: Uint8Array = flags.payload ? readPayload(flags.payload) : stored.data;
       const parsed = parseCommand(data, target.vmId);
       if (!parsed.ok && !flags.force)
@@ -160,10 +167,14 @@ export function registerDlq(program: Command): void {
             "Add --new-command-id to run it again as a new command.",
           );
       }
-      const ack = await c.client.js.publish(original, data, {
-        msgID: `dlq-retry:${randomUUID()}`,
-        ...headersOpt(stored.header),
-      });
+      const ack = await c.client.js
+        .publish(original, data, {
+          msgID: `dlq-retry:${randomUUID()}`,
+          ...headersOpt(stored.header),
+        })
+        .catch((e: unknown) => {
+          throw refusedAsTooLarge(e, data.length);
+        });
       await jsm.streams.deleteMessage(c.names.dlqStream, seq);
       const result = {
         dlqSeq: seq,

@@ -1,9 +1,11 @@
 import type { ConsumerMessages, JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
-import { isValidId, parseCommand, type Names } from "../../contracts/index.js";
+import { commandVmToken, isValidId, parseCommand, type Names } from "../../contracts/index.js";
 import { failed, hasSeen } from "../../domain/index.js";
 import { advisoryStream } from "../../event-store/provision.js";
 import type { Logger } from "../../observability/logger.js";
+import { redeliveryDelay } from "../pipeline/retry-policy.js";
+import type { CommandReader } from "../nats/command-reader.js";
 import type { Clock, DeadLetters } from "../ports.js";
 import type { Service } from "../service-stack.js";
 import type { Decide, VmReader } from "../state/vm-streams.js";
@@ -20,6 +22,8 @@ export interface DlqMoverDeps {
   names: Names;
   js: JetStreamClient;
   jsm: JetStreamManager;
+  /** Reads the host's own commands (never another host's: see command-reader.ts). */
+  reader: Pick<CommandReader, "at">;
   vms: VmReader;
   deadLetters: DeadLetters;
   updateInLane: (vmId: string, decide: Decide) => Promise<unknown>;
@@ -34,8 +38,9 @@ export interface DlqMoverDeps {
 /**
  * The backstop for commands that exhausted their deliveries (e.g. the worker crashed on them
  * every time): JetStream's MAX_DELIVERIES advisory is captured by a stream, so even one sent
- * while this worker was down is handled: the command is copied to the DLQ and, if it never got
- * an outcome, recorded as vm.command-failed with command::max-deliveries.
+ * while this worker was down is handled: the command is read back through the host's own
+ * reader consumer, copied to the DLQ (cut to fit the server's max_payload) and, if it never
+ * got an outcome, recorded as vm.command-failed with command::max-deliveries.
  */
 export class DlqMover implements Service {
   readonly name = "DLQ mover";
@@ -71,8 +76,13 @@ export class DlqMover implements Service {
           deps.givenUp(advisory.stream_seq);
           m.ack();
         } catch (e) {
-          deps.log.error({ err: e }, "could not dead-letter an exhausted command; retrying later");
-          m.nak(5_000);
+          // NATS trouble: the advisory comes back, later each time (not a tight loop).
+          const delayMs = redeliveryDelay(m.info.deliveryCount);
+          deps.log.error(
+            { err: e, delayMs },
+            "could not dead-letter an exhausted command; retrying later",
+          );
+          m.nak(delayMs);
         }
       }
     })().catch((e: unknown) => deps.log.error({ err: e }, "DLQ mover stopped"));
@@ -80,12 +90,12 @@ export class DlqMover implements Service {
 
   async #move(a: MaxDeliverAdvisory): Promise<void> {
     const { deps } = this;
-    const stored = await deps.jsm.streams
-      .getMessage(deps.names.commandsStream, { seq: a.stream_seq })
-      .catch(() => null);
+    // Through the host's own reader (filter <prefix>.cmd.<host>.>): a worker may not read the
+    // commands stream by sequence, which would reach every host's commands.
+    const stored = await deps.reader.at(deps.names.cmdFilter(deps.host), a.stream_seq);
     if (!stored) return; // expired from the audit trail: nothing left to copy
     const vmId = stored.subject.split(".")[3] ?? "";
-    const parsed = parseCommand(stored.data, vmId);
+    const parsed = parseCommand(stored.data, commandVmToken(stored.subject));
     const vm = isValidId(vmId) ? deps.vms.get(vmId) : undefined;
     if (parsed.ok && vm && hasSeen(vm, parsed.command.commandId)) {
       // It did get its outcome (only its acks were lost): nothing for an operator to retry.
@@ -98,7 +108,7 @@ export class DlqMover implements Service {
     await deps.deadLetters.put({
       subject: stored.subject,
       data: stored.data,
-      headers: stored.header,
+      headers: stored.headers,
       streamSeq: a.stream_seq,
       code: "command::max-deliveries",
       reason: `JetStream gave up after ${a.deliveries} deliveries`,

@@ -46,8 +46,28 @@ describe("permissions", { timeout: 10_000 }, () => {
       `$JS.API.STREAM.UPDATE.${n.eventsStream}`,
       `$JS.API.STREAM.MSG.DELETE.${n.eventsStream}`,
       `$JS.API.STREAM.CREATE.OTHER`,
+      // no read of another host's messages: by sequence, direct, or through a consumer
+      `$JS.API.STREAM.MSG.GET.${n.commandsStream}`,
+      `$JS.API.STREAM.MSG.GET.${n.eventsStream}`,
+      `$JS.API.STREAM.MSG.GET.${n.dlqStream}`,
+      `$JS.API.DIRECT.GET.${n.commandsStream}`,
+      `$JS.API.DIRECT.GET.${n.commandsStream}.${n.cmd("B", "vm1")}`,
+      `$JS.API.DIRECT.GET.${n.eventsStream}`,
+      `$JS.API.DIRECT.GET.${n.dlqStream}`,
+      `$JS.API.CONSUMER.CREATE.${n.commandsStream}.reader-A.${n.cmdFilter("B")}`,
+      `$JS.API.CONSUMER.CREATE.${n.commandsStream}.reader-A.vmq.cmd.>`,
+      `$JS.API.CONSUMER.CREATE.${n.commandsStream}.reader-B.${n.cmdFilter("B")}`,
+      `$JS.API.CONSUMER.MSG.NEXT.${n.commandsStream}.reader-B`,
+      `$JS.API.CONSUMER.CREATE.${n.dlqStream}.x.vmq.dlq.B.>`,
     ])
       assert.ok(!mayPublish(a, subject), `worker A may not publish ${subject}`);
+    // its own commands, read back through its reader only
+    for (const subject of [
+      `$JS.API.CONSUMER.CREATE.${n.commandsStream}.reader-A.${n.cmd("A", "vm1")}`,
+      `$JS.API.CONSUMER.CREATE.${n.commandsStream}.reader-A.${n.cmdFilter("A")}`,
+      `$JS.API.CONSUMER.MSG.NEXT.${n.commandsStream}.reader-A`,
+    ])
+      assert.ok(mayPublish(a, subject), `worker A may publish ${subject}`);
     for (const subject of [n.evt("A", "vm1"), n.dlq("A", "vm1"), `$KV.${n.hostsBucket}.A`])
       assert.ok(mayPublish(a, subject), `worker A may publish ${subject}`);
     assert.ok(

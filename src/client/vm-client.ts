@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import {
   DeliverPolicy,
-  JetStreamApiError,
   jetstream,
   jetstreamManager,
   type JetStreamClient,
@@ -10,6 +9,8 @@ import {
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { latestValues } from "./kv-scan.js";
+import { commandTooLarge, jsonOf, parseJson, refusedAsTooLarge } from "./wire.js";
+import type { CommandBody, SendResult, VmqClientOptions, WatchOptions } from "./client-types.js";
 import { Placer, type PlacementRequest } from "./placement.js";
 import {
   Command,
@@ -20,7 +21,6 @@ import {
   VmView,
   names as namesFor,
   upcastEvent,
-  type CommandInput,
   type ConsoleEndpoint,
   type StopForce,
   type VmSpecInput,
@@ -32,45 +32,7 @@ import {
 import { receivedCode, VmqError } from "../lib/errors.js";
 import { untilAborted } from "../lib/time.js";
 
-export interface VmqClientOptions {
-  prefix?: string;
-  /** Default time to wait for an outcome. */
-  timeoutMs?: number;
-}
-
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-
-/** A command as a scheduler writes it: commandId, version and issuedAt are filled in. */
-export type CommandBody = DistributiveOmit<CommandInput, "commandId" | "version" | "issuedAt"> & {
-  commandId?: string;
-  issuedAt?: string;
-};
-
-export interface SendResult {
-  commandId: string;
-  /** The command's stream sequence in VMQ_COMMANDS. */
-  seq: number;
-  /** The first event caused by the command that is not vm.command-accepted. */
-  outcome: VmEvent;
-  /** Its stream sequence: the VM's version after the command. */
-  outcomeSeq: number;
-  accepted: boolean;
-}
-
-export interface WatchOptions {
-  /** Start after this stream sequence, at this time, or only new events (default: all history). */
-  afterSeq?: number;
-  since?: Date;
-  newOnly?: boolean;
-  signal?: AbortSignal;
-  /** Stop once the events stored when the watch reaches them are delivered (no following). */
-  toEnd?: boolean;
-  /**
-   * An event this client cannot read (a newer vmq wrote it): called, and the watch goes on.
-   * Without it the watch throws `client::unreadable-event`: nothing is skipped silently.
-   */
-  onUnreadable?: (info: { seq: number; subject: string; message: string }) => void;
-}
+export type { CommandBody, SendResult, VmqClientOptions, WatchOptions } from "./client-types.js";
 
 const encoder = new TextEncoder();
 
@@ -499,38 +461,4 @@ export class ConsoleSession {
     this.#sub.unsubscribe();
     this.#closedSub.unsubscribe();
   }
-}
-
-const decoder = new TextDecoder();
-/** A record from the bucket, or undefined when it is not JSON or not of the schema. */
-function parseJson<T>(
-  data: Uint8Array,
-  schema: { safeParse(v: unknown): { success: boolean; data?: T } },
-): T | undefined {
-  const r = schema.safeParse(jsonOf(data));
-  return r.success ? r.data : undefined;
-}
-
-/** The payload as JSON, or undefined when it is not JSON (a schema then refuses it). */
-function jsonOf(data: Uint8Array): unknown {
-  try {
-    return JSON.parse(decoder.decode(data));
-  } catch {
-    return undefined;
-  }
-}
-
-const commandTooLarge = (bytes: number, cause?: unknown): VmqError =>
-  new VmqError(
-    "command::too-large",
-    `the command is ${bytes} bytes; commands are at most ${MAX_COMMAND_BYTES} bytes`,
-    cause === undefined ? {} : { cause },
-  );
-
-/**
- * The commands stream refuses a message over its max_msg_size at publish (JetStream error
- * 10054): said with the contract's code, so the publisher knows at once and nothing is recorded.
- */
-export function refusedAsTooLarge(e: unknown, bytes: number): unknown {
-  return e instanceof JetStreamApiError && e.code === 10054 ? commandTooLarge(bytes, e) : e;
 }

@@ -20,7 +20,7 @@ import {
   withClient,
   type Connected,
 } from "../connection.js";
-import { refusedAsTooLarge } from "../../client/vm-client.js";
+import { refusedAsTooLarge } from "../../client/wire.js";
 import { CliError } from "../errors.js";
 
 const decoder = new TextDecoder();

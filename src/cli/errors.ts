@@ -1,5 +1,38 @@
+import { CommanderError } from "@commander-js/extra-typings";
 import type { ErrorCode } from "../contracts/index.js";
-import { VmqError, type ReceivedCode } from "../lib/errors.js";
+import { isVmqError, VmqError, type ReceivedCode } from "../lib/errors.js";
+
+/** JetStream's API error code for a stream that does not exist (JetStreamApiCodes.StreamNotFound). */
+const STREAM_NOT_FOUND = 10059;
+
+/** Every error is printed as ONE line: newlines inside a message or a hint are folded. */
+export const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, " ").trim();
+
+/**
+ * Prints an error as one readable line, `vmq: <message> [<code>] — hint: <hint>`, and returns
+ * the exit code: 2 usage/config, 1 anything else, and the operator commands' own (see
+ * EXIT_CODES_HELP).
+ */
+export function reportError(e: unknown): number {
+  if (e instanceof CommanderError) {
+    // commander has printed its message (or the help) already
+    return e.exitCode === 0 ? 0 : 2;
+  }
+  if (isVmqError(e)) {
+    const hint = e.hint ? ` — hint: ${oneLine(e.hint)}` : "";
+    process.stderr.write(`vmq: ${oneLine(e.message)} [${e.code}]${hint}\n`);
+    return (e as { exitCode?: number }).exitCode ?? (e.code.startsWith("config::") ? 2 : 1);
+  }
+  if ((e as { name?: unknown; code?: unknown }).code === STREAM_NOT_FOUND) {
+    // JetStream's "stream not found": nothing was provisioned under this prefix yet.
+    process.stderr.write(
+      `vmq: ${oneLine((e as Error).message)} [nats::not-provisioned] — hint: no vmq worker has started with this prefix on this NATS yet (workers create the streams and buckets); check --prefix / VMQ_PREFIX and --nats\n`,
+    );
+    return 1;
+  }
+  process.stderr.write(`vmq: ${oneLine(e instanceof Error ? e.message : String(e))}\n`);
+  return 1;
+}
 
 /** An error the CLI prints as one readable line and turns into an exit code. */
 export class CliError extends VmqError {

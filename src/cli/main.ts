@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-import { Command, CommanderError, type CommandUnknownOpts } from "@commander-js/extra-typings";
-import { isVmqError } from "../lib/errors.js";
+import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { oneLine, reportError } from "./errors.js";
 import { registerWorker } from "./commands/worker.js";
 import { registerSchemas } from "./commands/schemas.js";
 import { registerLifecycle } from "./commands/lifecycle.js";
@@ -12,12 +12,6 @@ import { registerDlq } from "./commands/dlq.js";
 import { registerPermissions } from "./commands/permissions.js";
 import { EXIT_CODES_HELP } from "./connection.js";
 import { VERSION } from "../worker/services/heartbeat.js";
-
-/** JetStream's API error code for a stream that does not exist (JetStreamApiCodes.StreamNotFound). */
-const STREAM_NOT_FOUND = 10059;
-
-/** Every error is printed as ONE line: newlines inside a message or a hint are folded. */
-const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, " ").trim();
 
 const program = new Command("vmq")
   .description("vmq: an event-sourced NATS JetStream worker that manages the VMs of a host")
@@ -52,24 +46,5 @@ usageHint(program);
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
-  // One readable line, `vmq: <message> [<code>] — hint: <hint>`; exit codes: 2 usage/config,
-  // 1 anything else, and the operator commands' own (see EXIT_CODES_HELP).
-  if (e instanceof CommanderError) {
-    // commander has printed its message (or the help) already
-    process.exitCode = e.exitCode === 0 ? 0 : 2;
-  } else if (isVmqError(e)) {
-    const hint = e.hint ? ` — hint: ${oneLine(e.hint)}` : "";
-    process.stderr.write(`vmq: ${oneLine(e.message)} [${e.code}]${hint}\n`);
-    process.exitCode =
-      (e as { exitCode?: number }).exitCode ?? (e.code.startsWith("config::") ? 2 : 1);
-  } else if ((e as { name?: unknown; code?: unknown }).code === STREAM_NOT_FOUND) {
-    // JetStream's "stream not found": nothing was provisioned under this prefix yet.
-    process.stderr.write(
-      `vmq: ${oneLine((e as Error).message)} [nats::not-provisioned] — hint: no vmq worker has started with this prefix on this NATS yet (workers create the streams and buckets); check --prefix / VMQ_PREFIX and --nats\n`,
-    );
-    process.exitCode = 1;
-  } else {
-    process.stderr.write(`vmq: ${oneLine(e instanceof Error ? e.message : String(e))}\n`);
-    process.exitCode = 1;
-  }
+  process.exitCode = reportError(e);
 }

@@ -73,7 +73,7 @@ export async function startEmbeddedNats(
     { intervalMs: 50, timeoutMs: 10_000 },
   );
   if (url) {
-    log.info({ url, store, pid: proc.pid }, "embedded nats-server started");
+    log.info({ url, store, natsServerPid: proc.pid }, "embedded nats-server started");
     return {
       url,
       pid: proc.pid,

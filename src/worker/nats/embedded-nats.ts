@@ -22,7 +22,8 @@ const STOP_MS = 8_000;
  * loopback, stopped with the worker. One machine works with nothing else installed or running.
  * `lockFd` is the data dir's lock (data-dir-lock.ts), given to the server as its fd 3: the
  * store stays locked while this server runs, even past a SIGKILLed worker. The caller holds
- * the lock before calling: nothing here touches the data dir until then.
+ * the lock before calling: nothing here touches the data dir until then. (nats-server 2.9.10
+ * does not lock its store itself: a second one on the same -sd starts and runs; tried.)
  */
 export async function startEmbeddedNats(
   dataDir: string,

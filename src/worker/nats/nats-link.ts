@@ -160,8 +160,9 @@ export class NatsLink implements Service {
           this.#waiting = { since: this.#waiting?.since ?? new Date(), attempts, error };
           if (Date.now() - logged < WAIT_LOG_MS) return;
           logged = Date.now();
-          const bound = boundMs === undefined ? "for ever (--nats-wait-ms)" : `${boundMs} ms`;
-          this.log.warn({ attempts, waitMs, err: error }, `waiting for NATS, up to ${bound}`);
+          const bound =
+            boundMs === undefined ? "no limit; --nats-wait-ms sets one" : `up to ${boundMs} ms`;
+          this.log.warn({ attempts, waitMs, err: error }, `waiting for NATS (${bound})`);
         },
       });
     } catch (e) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-import { Command, CommanderError, type CommandUnknownOpts } from "@commander-js/extra-typings";
-import { isVmqError } from "../lib/errors.js";
+import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { oneLine, reportError } from "./errors.js";
 import { registerWorker } from "./commands/worker.js";
 import { registerSchemas } from "./commands/schemas.js";
 import { registerLifecycle } from "./commands/lifecycle.js";
@@ -13,23 +13,11 @@ import { registerPermissions } from "./commands/permissions.js";
 import { EXIT_CODES_HELP } from "./connection.js";
 import { VERSION } from "../worker/services/heartbeat.js";
 
-/** JetStream's API error code for a stream that does not exist (JetStreamApiCodes.StreamNotFound). */
-const STREAM_NOT_FOUND = 10059;
-
-/** Every error is printed as ONE line: newlines inside a message or a hint are folded. */
-const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, " ").trim();
-
 // `vmq events | head -1`: the reader went away. That is the reader's choice, not an error.
 process.stdout.on("error", (e: NodeJS.ErrnoException) => {
   if (e.code === "EPIPE") process.exit(0);
   throw e;
 });
-
-/** Codes that mean the input was wrong (exit 2) although they are not config::/cli:: codes. */
-const BAD_INPUT = new Set(["command::invalid", "command::too-large"]);
-
-/** What nats.js says when the server has no JetStream or no stream answers under this prefix. */
-const NOT_PROVISIONED = /jetstream (is )?not enabled|no responders|stream not found/i;
 
 const program = new Command("vmq")
   .description("vmq: an event-sourced NATS JetStream worker that manages the VMs of a host")
@@ -64,28 +52,5 @@ usageHint(program);
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
-  // One readable line, `vmq: <message> [<code>] — hint: <hint>`; exit codes: 2 usage/config,
-  // 1 anything else, and the operator commands' own (see EXIT_CODES_HELP).
-  if (e instanceof CommanderError) {
-    // commander has printed its message (or the help) already
-    process.exitCode = e.exitCode === 0 ? 0 : 2;
-  } else if (isVmqError(e)) {
-    const hint = e.hint ? ` — hint: ${oneLine(e.hint)}` : "";
-    process.stderr.write(`vmq: ${oneLine(e.message)} [${e.code}]${hint}\n`);
-    process.exitCode =
-      (e as { exitCode?: number }).exitCode ??
-      (e.code.startsWith("config::") || BAD_INPUT.has(e.code) ? 2 : 1);
-  } else if (
-    (e as { code?: unknown }).code === STREAM_NOT_FOUND ||
-    NOT_PROVISIONED.test(e instanceof Error ? e.message : "")
-  ) {
-    // Nothing was provisioned under this prefix yet, or the server runs without JetStream.
-    process.stderr.write(
-      `vmq: vmq is not provisioned on this server (${oneLine((e as Error).message)}) [nats::not-provisioned] — hint: start a vmq worker with this prefix on this NATS first (workers create the streams and buckets; the server needs JetStream, nats-server -js); check --prefix / VMQ_PREFIX and --nats\n`,
-    );
-    process.exitCode = 1;
-  } else {
-    process.stderr.write(`vmq: ${oneLine(e instanceof Error ? e.message : String(e))}\n`);
-    process.exitCode = 1;
-  }
+  process.exitCode = reportError(e);
 }

@@ -148,6 +148,13 @@ export const NatsSection = z.object({
     .max(65535)
     .default(4222)
     .describe("Port of the embedded nats-server (0: any free port)."),
+  natsWaitMs: z
+    .int()
+    .min(0)
+    .optional()
+    .describe(
+      "How long a starting worker waits for an unreachable NATS, retrying with backoff (unset: for ever, as a daemon should; 0: not at all).",
+    ),
   creds: z.string().optional().describe("NATS credentials file (JWT + nkey seed)."),
   nkeySeed: z.string().optional().describe("File holding an nkey seed."),
   user: z.string().optional().describe("NATS user."),

@@ -75,6 +75,18 @@ export const ERROR_CODES = {
     retryable: true,
     hint: "The worker restarted during the command; its effect was read back from the backend.",
   },
+  "worker::data-dir-locked": {
+    retryable: false,
+    hint: "One worker per data dir: stop the process named, or give this worker a data dir of its own (--data-dir).",
+  },
+  "worker::data-dir-unusable": {
+    retryable: false,
+    hint: "Check that --data-dir can be created and written by this user, and that its path is short enough.",
+  },
+  "worker::http-unavailable": {
+    retryable: false,
+    hint: "The --http address could not be served: is the port taken by another process? Choose another, or leave --http off.",
+  },
   "internal::unexpected": {
     retryable: false,
     hint: "An error vmq does not know; see the worker's log and report it.",
@@ -147,7 +159,7 @@ export const ERROR_CODES = {
   },
   "nats::embedded-failed": {
     retryable: false,
-    hint: "The embedded nats-server did not start: is its port taken? Try --embedded-port 0 or --nats.",
+    hint: "The embedded nats-server did not start: is its port taken by another process? Stop it, or use --nats.",
   },
 
   // ---- configuration and the CLI ----------------------------------------------------------

@@ -24,6 +24,7 @@ import { dropOwnRecord, kvFleetView } from "./nats/fleet-view.js";
 import { kvTombstones } from "./nats/tombstones.js";
 import type { NatsLink } from "./nats/nats-link.js";
 import { viewWriter } from "./nats/view-writer.js";
+import type { DataDirLock } from "./data-dir-lock.js";
 import { CommandHandler } from "./pipeline/command-handler.js";
 import { OrderGate } from "./pipeline/order-gate.js";
 import { systemClock, type Ids } from "./ports.js";
@@ -51,6 +52,8 @@ export interface WorkerCore {
   stats: WorkerStats;
   lanes: Lanes;
   link: NatsLink;
+  /** The data dir's lock, taken before anything else starts. */
+  lock: DataDirLock;
   /** Aborted when a drain gives up on in-flight commands. */
   abandon: AbortController;
   state: () => WorkerState;
@@ -74,13 +77,17 @@ export interface Parts {
 }
 
 /**
- * Starts the worker's services in order on `stack` (which stops them in reverse): NATS, the
- * backends, provisioning, the host's VMs (snapshot + replay), the reconcile, observed changes,
+ * Starts the worker's services in order on `stack` (which stops them in reverse): the data
+ * dir's lock, HTTP, NATS, the backends, provisioning, the host's VMs (snapshot + replay), the reconcile, observed changes,
  * heartbeat, queries and console, the DLQ mover, HTTP, and last the command consumer.
  */
 export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts): Promise<void> {
   const { config, log, router, stats, lanes } = w;
   const names = namesFor(config.prefix);
+  // The data dir first, before anything touches it (the embedded nats-server's store is in
+  // it); then HTTP, so a taken port fails before NATS and /readyz can say it waits for NATS.
+  await stack.start(w.lock);
+  if (config.http) parts.http = await stack.start(httpService(config.http, w, parts));
   const link = await stack.start(w.link);
   await stack.start(service("backends", () => () => router.close()));
   const jsm = await link.jsm();
@@ -210,7 +217,6 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       givenUp: (seq) => parts.consumer?.givenUp(seq),
     }),
   );
-  if (config.http) parts.http = await stack.start(httpService(config.http, w, parts));
 
   const order = new OrderGate(
     jetStreamCommandLog(jsm, names.commandsStream, durable, reader),

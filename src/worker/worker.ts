@@ -7,6 +7,7 @@ import { createLogger, type Logger } from "../observability/logger.js";
 import { assemble, type Parts, type WorkerCore } from "./assembly.js";
 import { buildRouter } from "./backends.js";
 import { Lanes } from "./consumer/lanes.js";
+import { DataDirLock } from "./data-dir-lock.js";
 import { Lifecycle } from "./lifecycle.js";
 import { NatsLink } from "./nats/nats-link.js";
 import { ServiceStack } from "./service-stack.js";
@@ -37,6 +38,7 @@ export class Worker {
   /** Aborted when a drain gives up on in-flight commands; every command listens to it. */
   readonly #abandon = new AbortController();
   readonly #link: NatsLink;
+  readonly #lock: DataDirLock;
   /** The services of the current start attempt. */
   #stack: ServiceStack;
   #parts: Parts = {};
@@ -50,6 +52,7 @@ export class Worker {
     this.#lanes = new Lanes(this.config.concurrency);
     setMaxListeners(0, this.#abandon.signal); // one listener per in-flight command: not a leak
     this.#stack = new ServiceStack(this.log);
+    this.#lock = new DataDirLock(this.config.dataDir, this.log);
     this.#link = new NatsLink(
       { ...this.config.connection, host: this.config.host, dataDir: this.config.dataDir },
       this.log,
@@ -60,6 +63,7 @@ export class Worker {
             ?.open()
             .catch((e: unknown) => this.log.warn({ err: e }, "could not read the consumer state"));
       },
+      this.#lock,
     );
   }
 
@@ -156,6 +160,7 @@ export class Worker {
       stats: this.stats,
       lanes: this.#lanes,
       link: this.#link,
+      lock: this.#lock,
       abandon: this.#abandon,
       state: () => this.#life.state,
       draining: () => this.#life.phase === "draining",
@@ -171,7 +176,12 @@ export class Worker {
     const consumer = this.#parts.consumer;
     if (state !== "running") why.push(`worker is ${state}`);
     if (!this.replayed) why.push("not replayed and reconciled yet");
-    if (!this.connected) why.push("NATS is away (degraded)");
+    const wait = this.#link.waiting;
+    if (wait)
+      why.push(
+        `waiting-for-nats: unreachable since ${wait.since.toISOString()} (${wait.attempts} attempts): ${wait.error}`,
+      );
+    else if (!this.connected) why.push("NATS is away (degraded)");
     else if (consumer && !consumer.running && state === "running")
       why.push("the command consumer is being restarted (degraded)");
     return why;

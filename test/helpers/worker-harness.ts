@@ -33,6 +33,7 @@ export function testNoop(opts: NoopOptions & FaultOptions = {}): TestNoop {
 /** A nats-server, an in-process worker on a Noop backend, and a scheduler-side client. */
 export class Harness {
   workers: Worker[] = [];
+  #started = 0;
   private constructor(
     readonly server: NatsServer,
     readonly nc: NatsConnection,
@@ -70,7 +71,8 @@ export class Harness {
         nats: this.server.url,
         prefix: this.prefix,
         host: "h1",
-        dataDir: this.dataDir,
+        // A data dir of its own: a data dir is locked by the worker that uses it.
+        dataDir: join(this.dataDir, `w${this.#started++}`),
         reconcileIntervalMs: 0,
         heartbeatMs: 500,
         ...config,

@@ -175,7 +175,8 @@ describe("worker: SIGKILL mid-command, then restart", { timeout: 120_000 }, () =
   });
 
   it("a prepare that finished in the backend but died before its outcome is recorded as prepared, from the backend's record", async () => {
-    const h3 = args.map((a) => (a === "h1" ? "h3" : a));
+    // Another host: a data dir of its own (a data dir is locked by its worker).
+    const h3 = args.map((a) => (a === "h1" ? "h3" : a === dir ? join(dir, "h3") : a));
     const dying = new WorkerProcess(h3, { VMQ_FAILPOINTS: "in-backend@1" }).start();
     await eventually(
       async () => (await client.hosts()).find((x) => x.host === "h3" && x.state === "running"),
@@ -202,7 +203,9 @@ describe("worker: SIGKILL mid-command, then restart", { timeout: 120_000 }, () =
   it("a VM's later commands wait for the earlier one a dead worker held (no start before its prepare)", async () => {
     // A long ack_wait: JetStream would bring the dead worker's prepare back only after a
     // minute, while the start and stop published after it are delivered at once.
-    const h2 = args.map((a) => (a === "h1" ? "h2" : a === "3000" ? "60000" : a));
+    const h2 = args.map((a) =>
+      a === "h1" ? "h2" : a === "3000" ? "60000" : a === dir ? join(dir, "h2") : a,
+    );
     const dying = new WorkerProcess(h2, { VMQ_FAILPOINTS: "before-intent=1" }).start();
     await eventually(
       async () => (await client.hosts()).find((x) => x.host === "h2" && x.state === "running"),

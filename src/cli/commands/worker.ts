@@ -2,7 +2,7 @@ import type { Command } from "@commander-js/extra-typings";
 import { WorkerConfig } from "../../config/config.js";
 import { describeIssues } from "../../contracts/index.js";
 import { addConfigFlags, configFromFlags } from "../config-flags.js";
-import { CliError } from "../errors.js";
+import { CliError, reportError } from "../errors.js";
 
 export function registerWorker(program: Command): void {
   addConfigFlags(
@@ -30,6 +30,7 @@ export function registerWorker(program: Command): void {
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {
       signals++;
+      if (worker.state === "failed") process.exit(1); // torn down already: nothing to drain
       if (signals > 1) {
         log.warn(
           { sig },
@@ -42,7 +43,13 @@ export function registerWorker(program: Command): void {
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
-    await worker.start();
+    try {
+      await worker.start();
+    } catch (e) {
+      // start() stopped what it had started (the embedded nats-server too) before it threw:
+      // exit now, not whenever a stray timer or socket lets the process go.
+      process.exit(reportError(e));
+    }
     await worker.run();
     if (worker.state === "failed") process.exitCode = 1;
   });

@@ -10,17 +10,26 @@ const CANDIDATES = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local
 
 export interface EmbeddedNats {
   url: string;
+  pid: number | undefined;
   stop(): Promise<void>;
 }
+
+/** How long a stopping nats-server may take before it is killed (its store is fsynced). */
+const STOP_MS = 8_000;
 
 /**
  * The embedded default: a local `nats-server -js` with its store under the data dir, bound to
  * loopback, stopped with the worker. One machine works with nothing else installed or running.
+ * `lockFd` is the data dir's lock (data-dir-lock.ts), given to the server as its fd 3: the
+ * store stays locked while this server runs, even past a SIGKILLed worker. The caller holds
+ * the lock before calling: nothing here touches the data dir until then. (nats-server 2.9.10
+ * does not lock its store itself: a second one on the same -sd starts and runs; tried.)
  */
 export async function startEmbeddedNats(
   dataDir: string,
   port: number,
   log: Logger,
+  lockFd?: number,
 ): Promise<EmbeddedNats> {
   const bin = process.env.NATS_SERVER_BIN ?? CANDIDATES.find((p) => existsSync(p));
   if (!bin) {
@@ -52,7 +61,8 @@ export async function startEmbeddedNats(
     ],
     {
       reject: false,
-      stdio: ["ignore", "ignore", "pipe"],
+      // execa hands a descriptor number to spawn as it is (its types allow one at 0-2 only).
+      stdio: ["ignore", "ignore", "pipe", (lockFd ?? "ignore") as "ignore"],
       cleanup: true,
     },
   );
@@ -64,12 +74,16 @@ export async function startEmbeddedNats(
     { intervalMs: 50, timeoutMs: 10_000 },
   );
   if (url) {
-    log.info({ url, store }, "embedded nats-server started");
+    log.info({ url, store, natsServerPid: proc.pid }, "embedded nats-server started");
     return {
       url,
+      pid: proc.pid,
       stop: async () => {
+        // The lock is released after this: the server must be gone, not just asked to go.
         proc.kill("SIGTERM");
+        const timer = setTimeout(() => proc.kill("SIGKILL"), STOP_MS);
         await proc;
+        clearTimeout(timer);
       },
     };
   }
@@ -78,7 +92,9 @@ export async function startEmbeddedNats(
     "nats::embedded-failed",
     `the embedded nats-server did not start: ${stderr.trim().split("\n").slice(-3).join(" / ")}`,
     {
-      hint: `Is port ${port} already in use? Pass --embedded-port 0 for any free port, or --nats to use a running server.`,
+      // Never "use another port" alone: that is how two servers came to share one store. The
+      // data dir is locked now, so a clash is with a process of another data dir (or not vmq).
+      hint: `Is port ${port} taken by another process? Stop it, or run this worker with --nats pointing at a running server; a worker with a data dir of its own may also take another --embedded-port.`,
     },
   );
 }

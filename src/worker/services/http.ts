@@ -51,7 +51,15 @@ export async function startHttp(
       send(404, JSON.stringify({ error: "not found", paths: ["/metrics", "/healthz", "/readyz"] }));
   });
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    server.once("error", (e: NodeJS.ErrnoException) =>
+      reject(
+        new VmqError(
+          "worker::http-unavailable",
+          `cannot serve --http on ${host}:${port}: ${e.code === "EADDRINUSE" ? "the port is taken" : (e.code ?? e.message)}`,
+          { cause: e },
+        ),
+      ),
+    );
     server.listen(port, host, resolve);
   });
   return server;

@@ -71,6 +71,10 @@ export const ERROR_CODES = {
     retryable: true,
     hint: "The worker restarted during the command; its effect was read back from the backend.",
   },
+  "host::lease-lost": {
+    retryable: true,
+    hint: "Another worker of this host took its lease (or this one could not renew it in time); this worker stopped and its supervisor restarts it as a standby.",
+  },
   "internal::unexpected": {
     retryable: false,
     hint: "An error vmq does not know; see the worker's log and report it.",

@@ -44,6 +44,6 @@ export function registerWorker(program: Command): void {
     process.on("SIGINT", onSignal);
     await worker.start();
     await worker.run();
-    if (worker.state === "failed") process.exitCode = 1;
+    if (worker.state === "failed" || worker.leaseLost) process.exitCode = 1;
   });
 }

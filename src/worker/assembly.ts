@@ -103,7 +103,9 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   });
   // Before the lease: a standby answers /readyz (not ready: standby) while it waits.
   if (config.http) parts.http = await stack.start(httpService(config.http, w, parts));
-  parts.lease = await stack.start(await hostLease(stack, w, topology));
+  // Set before it starts: while its start() waits as a standby, /readyz says so.
+  parts.lease = await hostLease(stack, w, topology);
+  await stack.start(parts.lease);
   const consumerOptions = {
     ackWaitMs: config.ackWaitMs,
     maxDeliver: config.maxDeliver,

@@ -1,6 +1,7 @@
 import { JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { VmView } from "../../contracts/index.js";
+import { failpoint } from "../../lib/failpoints.js";
 import type { JetStreamPublisher } from "../../event-store/publisher.js";
 import type { Logger } from "../../observability/logger.js";
 import type { ViewWriter } from "../state/view-projector.js";
@@ -58,6 +59,7 @@ export class KvViewWriter implements ViewWriter {
     const key = `${this.host}.${vmId}`;
     const subject = `$KV.${this.bucket}.${key}`;
     for (let round = 0; round < ROUNDS; round++) {
+      failpoint("before-view-write");
       try {
         const ack = await this.publisher.publish(subject, enc.encode(json), {
           expectedLastSubjectSeq: this.#revision.get(vmId) ?? 0,

@@ -136,7 +136,7 @@ describe("host lease: one active worker per host id, a hot standby", { timeout: 
         );
       // Kill the active one part way through.
       await eventually(
-        async () => ((await outcomes(await histories())) >= total / 4 ? true : undefined),
+        async () => (outcomes(await histories()) >= total / 4 ? true : undefined),
         60_000,
         "a quarter done",
       );
@@ -152,7 +152,7 @@ describe("host lease: one active worker per host id, a hot standby", { timeout: 
       assert.ok(takeoverMs < 2 * TTL_MS + 3_000, `takeover took ${takeoverMs} ms`);
 
       await eventually(
-        async () => ((await outcomes(await histories())) >= total ? true : undefined),
+        async () => (outcomes(await histories()) >= total ? true : undefined),
         120_000,
         "every command has its outcome",
       );

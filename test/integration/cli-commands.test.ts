@@ -232,7 +232,7 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
     assert.ok(json<VmView[]>(running.stdout).some((v) => v.vmId === "c-2"));
     assert.match(hosts.stdout, /^HOST +ROLE +STATE/);
     assert.match(hosts.stdout, /^h1 +active +running +\S+ +noop +\d+/m);
-    assert.match(hosts.stdout, /^ill +running +\S+ +noop,propolis/m);
+    assert.match(hosts.stdout, /^ill +active +running +\S+ +noop,propolis/m);
   });
 
   it("events prints the history and stops at its end; --since starts later", async () => {

@@ -6,6 +6,7 @@ import { z } from "zod";
 import {
   COMMAND_SCHEMAS,
   EVENT_SCHEMAS,
+  HostLease,
   HostRecord,
   QUERY_REPLY_SCHEMAS,
   VmView,
@@ -50,6 +51,10 @@ export function buildSchemas(): Map<string, string> {
     "records/host-record.v1.json",
     toSchema(HostRecord, "records/host-record.v1.json", "output"),
   );
+  files.set(
+    "records/host-lease.v1.json",
+    toSchema(HostLease, "records/host-lease.v1.json", "output"),
+  );
 
   index.subjects = [
     {
@@ -79,8 +84,19 @@ export function buildSchemas(): Map<string, string> {
     })),
   ];
   index.buckets = [
-    { bucket: "<prefix>-vms", key: "<vmId>", schema: "records/vm-view.v1.json" },
-    { bucket: "<prefix>-hosts", key: "<host>", schema: "records/host-record.v1.json" },
+    {
+      bucket: "<prefix>-vms",
+      key: "<host>.<vmId>",
+      keyVersion: 2,
+      legacyKey: "<vmId> (key version 1: read, never written)",
+      schema: "records/vm-view.v1.json",
+    },
+    {
+      bucket: "<prefix>-hosts",
+      key: "<host> | <host>.standby.<instance>",
+      schema: "records/host-record.v1.json",
+    },
+    { bucket: "<prefix>-leases", key: "<host>", schema: "records/host-lease.v1.json" },
     {
       bucket: "<prefix>-tombstones",
       key: "<host>.<vmId>",

@@ -6,7 +6,6 @@ import {
   type JetStreamClient,
   type JetStreamManager,
 } from "@nats-io/jetstream";
-import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { latestValues } from "./kv-scan.js";
 import { commandTooLarge, jsonOf, parseJson, refusedAsTooLarge } from "./wire.js";
@@ -18,7 +17,9 @@ import {
   describeIssues,
   QUERY_REPLY_SCHEMAS,
   type VmEvent,
-  VmView,
+  type VmView,
+  currentView,
+  viewRecordAt,
   names as namesFor,
   upcastEvent,
   type ConsoleEndpoint,
@@ -44,7 +45,6 @@ export class VmqClient {
   readonly names: Names;
   readonly js: JetStreamClient;
   #jsm: JetStreamManager | undefined;
-  #vms: KV | undefined;
   readonly #timeoutMs: number;
   /** Placement with memory of its own recent choices (see Placer). */
   readonly placer: Placer;
@@ -230,21 +230,35 @@ export class VmqClient {
     return out;
   }
 
-  async #vmsKv(): Promise<KV> {
-    return (this.#vms ??= await new Kvm(this.nc).open(this.names.vmsBucket));
-  }
-
-  /** The VM's current view (from `vmq-vms`), or undefined. */
+  /**
+   * The VM's current view (from `vmq-vms`), or undefined: the newest record under any host
+   * (`<host>.<vmId>`, one direct get), else a v1 record keyed by the vmId alone. A record that
+   * names another host than its key is forged and ignored.
+   */
   async get(vmId: string): Promise<VmView | undefined> {
-    const e = await (await this.#vmsKv()).get(vmId);
-    if (!e || e.operation !== "PUT") return undefined;
-    return VmView.parse(e.json());
+    const jsm = await this.#manager();
+    const bucket = this.names.vmsBucket;
+    for (const key of [`*.${vmId}`, vmId]) {
+      const m = await jsm.direct.getMessage(`KV_${bucket}`, {
+        last_by_subj: `$KV.${bucket}.${key}`,
+      });
+      if (!m) continue;
+      const op = m.header?.get("KV-Operation");
+      if (op === "DEL" || op === "PURGE") return undefined;
+      return viewRecordAt(m.subject.slice(`$KV.${bucket}.`.length), jsonOf(m.data));
+    }
+    return undefined;
   }
 
   async list(filter: { host?: string; state?: string } = {}): Promise<VmView[]> {
+    const byVm = new Map<string, { key: string; view: VmView }[]>();
+    for (const { key, data } of await latestValues(await this.#manager(), this.names.vmsBucket)) {
+      const view = viewRecordAt(key, jsonOf(data));
+      if (view) byVm.set(view.vmId, [...(byVm.get(view.vmId) ?? []), { key, view }]);
+    }
     const out: VmView[] = [];
-    for (const { data } of await latestValues(await this.#manager(), this.names.vmsBucket)) {
-      const v = parseJson(data, VmView);
+    for (const records of byVm.values()) {
+      const v = currentView(records);
       if (
         v &&
         (!filter.host || v.host === filter.host) &&

@@ -70,6 +70,13 @@ export const WorkerSection = z.object({
     .min(1_000)
     .default(30_000)
     .describe("A host record expires this long after its last heartbeat."),
+  leaseTtlMs: z
+    .int()
+    .min(1_000)
+    .default(10_000)
+    .describe(
+      "The host lease: renewed every TTL/5; a worker that cannot renew for TTL/2 stops calling backends; a standby takes over after TTL without a renewal.",
+    ),
   reconcileIntervalMs: z
     .int()
     .min(0)

@@ -87,6 +87,10 @@ export const ERROR_CODES = {
     retryable: false,
     hint: "The --http address could not be served: is the port taken by another process? Choose another, or leave --http off.",
   },
+  "host::lease-lost": {
+    retryable: true,
+    hint: "Another worker of this host took its lease (or this one could not renew it in time); this worker stopped and its supervisor restarts it as a standby.",
+  },
   "internal::unexpected": {
     retryable: false,
     hint: "An error vmq does not know; see the worker's log and report it.",

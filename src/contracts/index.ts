@@ -43,7 +43,7 @@ export {
   ObservationSource,
   isOutcome,
 } from "./events.js";
-export { HostRecord, WorkerState } from "./host.js";
+export { HostRecord, HostLease, WorkerState } from "./host.js";
 export {
   QUERY_NAMES,
   QueryName,
@@ -71,3 +71,4 @@ export {
 export { upcastEvent, UPCASTERS, type Upcaster, type UpcastResult } from "./upcasters.js";
 export { parseCommand, describeIssues, type ParseResult, type ParseFailure } from "./parse.js";
 export { VmTombstone, CommandDigest } from "./tombstones.js";
+export { viewRecordAt, currentView, VIEW_KEY_VERSION } from "./view.js";

@@ -54,6 +54,7 @@ export function workerPermissions(
     hosts: `KV_${n.hostsBucket}`,
     snaps: `KV_${n.snapshotsBucket}`,
     tombs: `KV_${n.tombstonesBucket}`,
+    leases: `KV_${n.leasesBucket}`,
   };
   const streams = [
     n.commandsStream,
@@ -64,6 +65,7 @@ export function workerPermissions(
     kv.hosts,
     kv.snaps,
     kv.tombs,
+    kv.leases,
   ];
   const durable = n.durable(host);
   const dlqDurable = `dlq-${host}`;
@@ -75,12 +77,14 @@ export function workerPermissions(
         n.evtFilter(host),
         `${prefix}.dlq.${host}.>`,
         `${prefix}.console.${host}.>`,
-        // its host record and snapshots; the vms view is keyed by vmId alone (see security.md)
+        // its host record (and a standby's), snapshots, tombstones, view records and lease
         `$KV.${n.hostsBucket}.${host}`,
+        `$KV.${n.hostsBucket}.${host}.standby.*`,
         `$KV.${n.snapshotsBucket}.${host}`,
         `$KV.${n.snapshotsBucket}.${host}.>`,
         `$KV.${n.tombstonesBucket}.${host}.>`,
-        `$KV.${n.vmsBucket}.>`,
+        `$KV.${n.vmsBucket}.${host}.>`,
+        `$KV.${n.leasesBucket}.${host}`,
         // JetStream API: look at the streams, (optionally) create the missing ones
         `${API}.INFO`,
         ...streams.map((s) => `${API}.STREAM.INFO.${s}`),
@@ -110,8 +114,10 @@ export function workerPermissions(
         `${API}.CONSUMER.INFO.${n.eventsStream}.*`,
         `${API}.CONSUMER.MSG.NEXT.${n.eventsStream}.*`,
         `${API}.CONSUMER.DELETE.${n.eventsStream}.*`,
-        // the view (any vmId: a prepare checks that no other host holds it) and its snapshots
+        // the view (any host's: a prepare checks that no other host holds the vmId), its lease,
+        // its snapshots
         `${API}.DIRECT.GET.${kv.vms}.$KV.${n.vmsBucket}.>`,
+        `${API}.DIRECT.GET.${kv.leases}.$KV.${n.leasesBucket}.${host}`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}.>`,
         // compaction: its tombstones, and (opt-in) purging a compacted VM's events: a purge

@@ -12,6 +12,10 @@ export interface Names {
   snapshotsBucket: string;
   /** What is left of destroyed VMs whose events were purged, `<host>.<vmId>` (an addition). */
   tombstonesBucket: string;
+  /** One lease per host id: which worker of that host is active (an addition, view v2). */
+  leasesBucket: string;
+  /** The key of a VM's record in the view: `<host>.<vmId>` (view v2; v1 keyed by vmId alone). */
+  viewKey(host: string, vmId: string): string;
   cmd(host: string, vmId: string): string;
   cmdFilter(host: string): string;
   evt(host: string, vmId: string): string;
@@ -38,6 +42,8 @@ export function names(prefix: string = DEFAULT_PREFIX): Names {
     hostsBucket: `${prefix}-hosts`,
     snapshotsBucket: `${prefix}-snapshots`,
     tombstonesBucket: `${prefix}-tombstones`,
+    leasesBucket: `${prefix}-leases`,
+    viewKey: (host, vmId) => `${host}.${vmId}`,
     cmd: (host, vmId) => `${prefix}.cmd.${host}.${vmId}`,
     cmdFilter: (host) => `${prefix}.cmd.${host}.>`,
     evt: (host, vmId) => `${prefix}.evt.${host}.${vmId}`,

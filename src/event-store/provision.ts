@@ -48,6 +48,8 @@ export interface Topology {
   hosts: KV;
   snapshots: KV;
   tombstones: KV;
+  /** One key per host id: its active worker (create / compare-and-set; see docs/lease.md). */
+  leases: KV;
 }
 
 /** The advisory subjects the DLQ mover listens to, captured by a stream so none is missed. */
@@ -143,7 +145,15 @@ export async function ensureTopology(
     replicas,
   });
   await checkBucket(jsm, names.tombstonesBucket, { ttlMs: 0 });
-  return { vms, hosts, snapshots, tombstones };
+  // No bucket TTL: a lease expires by its holder's silence as a standby measures it, never by
+  // a server clock the holder cannot see.
+  const leases = await kvm.create(names.leasesBucket, {
+    history: 1,
+    storage: StorageType.File,
+    replicas,
+  });
+  await checkBucket(jsm, names.leasesBucket, { ttlMs: 0 });
+  return { vms, hosts, snapshots, tombstones, leases };
 }
 
 /**

@@ -3,7 +3,8 @@ import { writeSync } from "node:fs";
 /**
  * Crash points for fault tests. VMQ_FAILPOINTS is a comma-separated list of
  *   name=p   SIGKILL at that step with probability p, each time it is reached;
- *   name@N   SIGKILL the Nth time this process reaches that step (deterministic).
+ *   name@N   SIGKILL the Nth time this process reaches that step (deterministic);
+ *   name~N   SIGSTOP itself the Nth time: a stalled worker, for the test to SIGCONT later.
  * e.g. VMQ_FAILPOINTS="after-intent=0.05,mid-backend@2". Just before the kill the process writes
  * `vmq-failpoint: <name>` to stderr, so a supervisor knows which step fired. Unset (always, in
  * production), every check is one Map lookup on an empty map.
@@ -26,23 +27,31 @@ export const COMPACTION_FAILPOINTS = [
   /** Compaction: the events are purged, the VM is still in the worker's cache. */
   "after-purge",
 ] as const;
-export const FAILPOINTS = [...COMMAND_FAILPOINTS, ...COMPACTION_FAILPOINTS] as const;
+/** Just before a view record is sent (the fenced-write test stalls a worker here). */
+export const VIEW_FAILPOINTS = ["before-view-write"] as const;
+export const FAILPOINTS = [
+  ...COMMAND_FAILPOINTS,
+  ...COMPACTION_FAILPOINTS,
+  ...VIEW_FAILPOINTS,
+] as const;
 export type CommandFailpoint = (typeof COMMAND_FAILPOINTS)[number];
 export type Failpoint = (typeof FAILPOINTS)[number];
 
 interface Point {
   p: number;
   at: number;
+  stallAt: number;
   hits: number;
 }
 
 const points = new Map<string, Point>();
 for (const part of (process.env.VMQ_FAILPOINTS ?? "").split(",")) {
-  const m = /^\s*([\w-]+)\s*([=@])\s*(\S+)\s*$/.exec(part);
+  const m = /^\s*([\w-]+)\s*([=@~])\s*(\S+)\s*$/.exec(part);
   if (!m) continue;
   const [, name = "", op, value] = m;
-  const point = points.get(name) ?? { p: 0, at: 0, hits: 0 };
+  const point = points.get(name) ?? { p: 0, at: 0, stallAt: 0, hits: 0 };
   if (op === "=") point.p = Number(value);
+  else if (op === "~") point.stallAt = Number(value);
   else point.at = Number(value);
   points.set(name, point);
 }
@@ -51,6 +60,11 @@ export function failpoint(name: Failpoint): void {
   const point = points.get(name);
   if (point === undefined) return;
   point.hits++;
+  if (point.hits === point.stallAt) {
+    writeSync(2, `vmq-failpoint: ${name} (stalled)\n`);
+    process.kill(process.pid, "SIGSTOP");
+    return;
+  }
   if (point.hits === point.at || Math.random() < point.p) {
     writeSync(2, `vmq-failpoint: ${name}\n`);
     process.kill(process.pid, "SIGKILL");

@@ -21,14 +21,18 @@ import { jetStreamCommandLog } from "./nats/command-log.js";
 import { CommandReader } from "./nats/command-reader.js";
 import { jetStreamDeadLetters, maxPayload } from "./nats/dead-letters.js";
 import { dropOwnRecord, kvFleetView } from "./nats/fleet-view.js";
+import { fencedRouter } from "./lease/fenced-router.js";
+import { HostLease } from "./lease/host-lease.js";
+import { holderId } from "./lease/holder-id.js";
 import { kvTombstones } from "./nats/tombstones.js";
 import type { NatsLink } from "./nats/nats-link.js";
-import { viewWriter } from "./nats/view-writer.js";
+import { KvViewWriter } from "./nats/view-writer.js";
 import type { DataDirLock } from "./data-dir-lock.js";
 import { CommandHandler } from "./pipeline/command-handler.js";
 import { OrderGate } from "./pipeline/order-gate.js";
 import { systemClock, type Ids } from "./ports.js";
 import type { Service, ServiceStack } from "./service-stack.js";
+import type { KV } from "@nats-io/kv";
 import { Compactor } from "./services/compactor.js";
 import { DlqMover } from "./services/dlq-mover.js";
 import { Heartbeat } from "./services/heartbeat.js";
@@ -61,6 +65,8 @@ export interface WorkerCore {
   draining: () => boolean;
   alive: () => boolean;
   notReady: () => string[];
+  /** Another worker of this host took its lease: this one must stop. */
+  leaseLost: (why: string) => void;
 }
 
 /** The parts start-up built that the worker reads (filled in as they start). */
@@ -72,20 +78,24 @@ export interface Parts {
   consumer?: CommandConsumer;
   pipeline?: CommandPipeline;
   snapshotter?: Snapshotter | undefined;
+  lease?: HostLease;
+  view?: KvViewWriter;
   /** Replayed and reconciled: ready to take commands. */
   replayed?: boolean;
 }
 
 /**
  * Starts the worker's services in order on `stack` (which stops them in reverse): the data
- * dir's lock, HTTP, NATS, the backends, provisioning, the host's VMs (snapshot + replay), the reconcile, observed changes,
- * heartbeat, queries and console, the DLQ mover, HTTP, and last the command consumer.
+ * dir's lock, HTTP, NATS, the backends, provisioning, the host lease (a standby waits here),
+ * the host's VMs (snapshot + replay), the reconcile, observed changes, heartbeat, queries and
+ * console, the DLQ mover, and last the command consumer.
  */
 export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts): Promise<void> {
   const { config, log, router, stats, lanes } = w;
   const names = namesFor(config.prefix);
   // The data dir first, before anything touches it (the embedded nats-server's store is in
-  // it); then HTTP, so a taken port fails before NATS and /readyz can say it waits for NATS.
+  // it); then HTTP, so a taken port fails before NATS and /readyz can say it waits for NATS
+  // (or, later, that it is a standby waiting for the host's lease).
   await stack.start(w.lock);
   if (config.http) parts.http = await stack.start(httpService(config.http, w, parts));
   const link = await stack.start(w.link);
@@ -102,6 +112,9 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     dlqMaxBytes: config.dlqMaxBytes,
     onLimits: (stream, change) => log.info({ stream, change }, "stream limits"),
   });
+  // Set before it starts: while its start() waits as a standby, /readyz says so.
+  parts.lease = await hostLease(stack, w, topology);
+  await stack.start(parts.lease);
   const consumerOptions = {
     ackWaitMs: config.ackWaitMs,
     maxDeliver: config.maxDeliver,
@@ -121,12 +134,8 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     tombstones: kvTombstones(topology.tombstones, config.host),
   });
   parts.streams = streams;
-  const view = new ViewProjector(
-    streams,
-    viewWriter(link.events, names.vmsBucket),
-    log,
-    () => lanes.queued > 0,
-  );
+  parts.view = new KvViewWriter(link.publisher, topology.vms, names.vmsBucket, config.host, log);
+  const view = new ViewProjector(streams, parts.view, log, () => lanes.queued > 0);
   const busy = (): boolean => lanes.running > 0 || lanes.queued > 0;
   const snapshotter =
     config.snapshots === "on"
@@ -160,7 +169,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       streams,
       store,
       tombstones: kvTombstones(topology.tombstones, config.host),
-      dropView: (vmId) => dropOwnRecord(topology.vms, config.host, vmId),
+      dropView: (vmId) => dropOwnRecord(topology.vms, names.viewKey(config.host, vmId)),
       lanes,
       clock,
       log,
@@ -187,6 +196,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       state: w.state,
       vms: streams,
       busy: () => stats.inFlight + lanes.queued,
+      role: "active",
       log,
     }),
   );
@@ -230,10 +240,10 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   const handler = new CommandHandler({
     host: config.host,
     streams,
-    router,
+    router: fencedRouter(router, parts.lease),
     order,
     deadLetters,
-    fleet: kvFleetView(topology.vms, config.host, (vmId) => view.markDirty(vmId)),
+    fleet: kvFleetView(jsm, names.vmsBucket, config.host, (vmId) => view.markDirty(vmId)),
     clock,
     ids,
     stats,
@@ -259,6 +269,44 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       log,
     }),
   );
+}
+
+/**
+ * The host's lease. While it waits as a standby the worker says so in `vmq-hosts` under
+ * `<host>.standby.<instance>` (the active worker's record stays under `<host>`).
+ */
+async function hostLease(
+  stack: ServiceStack,
+  w: WorkerCore,
+  topology: { leases: KV; hosts: KV },
+): Promise<HostLease> {
+  const { config, log, router } = w;
+  const holder = await holderId(config.dataDir);
+  const standby = new Heartbeat({
+    host: config.host,
+    key: `${config.host}.standby.${holder.slice(0, 8)}`,
+    role: "standby",
+    hosts: topology.hosts,
+    router,
+    labels: config.labels,
+    concurrency: config.concurrency,
+    intervalMs: config.heartbeatMs,
+    accelerator: acceleratorOf(router),
+    state: w.state,
+    vms: { all: () => [] },
+    busy: () => 0,
+    log,
+  });
+  await stack.start(service("standby record", () => () => standby.stop()));
+  return new HostLease({
+    host: config.host,
+    kv: topology.leases,
+    ttlMs: config.leaseTtlMs,
+    holder,
+    log,
+    onRole: (role) => void (role === "standby" ? standby.start() : standby.stop()),
+    onLost: w.leaseLost,
+  });
 }
 
 /** /metrics, /healthz and /readyz; the metrics read the worker's counters at scrape time. */

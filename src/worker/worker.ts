@@ -42,6 +42,8 @@ export class Worker {
   /** The services of the current start attempt. */
   #stack: ServiceStack;
   #parts: Parts = {};
+  /** It stopped because another worker of its host took the lease (the CLI exits 1). */
+  leaseLost = false;
 
   constructor(input: WorkerConfigInput, deps: WorkerDeps = {}) {
     this.config = resolveConfig(input);
@@ -97,6 +99,18 @@ export class Worker {
     return this.#parts.http?.port;
   }
   /** Replayed and reconciled: ready to take commands. */
+  /** active or standby (once the lease was read), idle before, lost after another took it. */
+  get role(): string {
+    return this.#parts.lease?.role ?? "idle";
+  }
+  /** The lease's fencing token (the KV revision that took it); 0 while not active. */
+  get leaseToken(): number {
+    return this.#parts.lease?.token ?? 0;
+  }
+  /** View records refused because the view held newer ones (a later writer's). */
+  get viewWritesRefused(): number {
+    return this.#parts.view?.refused ?? 0;
+  }
   get replayed(): boolean {
     return this.#parts.replayed === true;
   }
@@ -166,6 +180,11 @@ export class Worker {
       draining: () => this.#life.phase === "draining",
       alive: () => this.#life.phase !== "failed",
       notReady: () => this.notReady(),
+      leaseLost: (why) => {
+        this.leaseLost = true;
+        this.log.error({ code: "host::lease-lost", why }, "lost this host's lease: stopping");
+        void this.drain();
+      },
     };
   }
 
@@ -174,6 +193,10 @@ export class Worker {
     const why: string[] = [];
     const { state } = this.#life;
     const consumer = this.#parts.consumer;
+    const lease = this.#parts.lease;
+    if (lease?.role === "standby") why.push("standby: another worker holds this host's lease");
+    else if (lease?.role === "active" && lease.fenced)
+      why.push("the host lease could not be renewed (fenced: backend calls wait)");
     if (state !== "running") why.push(`worker is ${state}`);
     if (!this.replayed) why.push("not replayed and reconciled yet");
     const wait = this.#link.waiting;

@@ -222,68 +222,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       outcomeTypes: {},
       ms: 0,
     };
-    // The Noop's call log is the only witness of backend effects: a missing one must not read
-    // as "no effect, so no double effect".
-    const callLog = join(dir, "noop", "calls.log");
-    const calls = (
-      await readFile(callLog, "utf8").catch((e: unknown) => {
-        throw new Error(`chaos: the Noop call log ${callLog} cannot be read`, { cause: e });
-      })
-    )
-      .split("\n")
-      .filter(Boolean);
-    for (const [vmId, cmds] of sent) {
-      const h = histories.get(vmId) ?? [];
-      for (const c of cmds) {
-        const outs = h.filter(
-          (e) => e.event.causationId === c.id && e.event.type !== "vm.command-accepted",
-        );
-        if (outs.length === 0) s.lost++;
-        if (outs.length > 1) s.duplicateOutcomes++;
-        if (outs[0]) {
-          s.outcomes++;
-          const key =
-            outs[0].event.type === "vm.command-failed" ||
-            outs[0].event.type === "vm.command-rejected"
-              ? `${outs[0].event.type} ${outs[0].event.code}`
-              : outs[0].event.type;
-          s.outcomeTypes[key] = (s.outcomeTypes[key] ?? 0) + 1;
-        }
-      }
-      // One VM's commands take effect in stream order: outcomes come in the order sent.
-      const order = cmds.map((c) => c.id);
-      const positions = h
-        .filter((e) => e.event.type !== "vm.command-accepted" && e.event.causationId)
-        .map((e) => order.indexOf(e.event.causationId as string));
-      if (positions.some((i, k) => k > 0 && i < (positions[k - 1] as number)))
-        s.outOfOrder.push(`${vmId}: outcomes in command order ${positions.join(",")}`);
-      // No guest was started or stopped twice: backend effects never exceed the commands asking
-      // for them. And the log did see them: every command that succeeded had its effect.
-      for (const [cmd, op] of Object.entries(EFFECT)) {
-        const asked = cmds.filter((c) => c.type === cmd).length;
-        const succeeded = cmds.filter(
-          (c) =>
-            c.type === cmd && h.some((e) => e.event.causationId === c.id && isSuccess(e.event)),
-        ).length;
-        const done = calls.filter((l) => l === `${op} ${vmId}`).length;
-        if (done > asked) s.doubleEffects.push(`${vmId}: ${op} x${done} for ${asked} command(s)`);
-        if (done < succeeded)
-          s.missingEffects.push(`${vmId}: ${op} x${done} logged for ${succeeded} success(es)`);
-      }
-      const replayed = replayVm(vmId, "cx", h);
-      if (replayed.pending && Date.parse(replayed.pending.deadline) < Date.now())
-        s.pendingPastDeadline++;
-      const view = await client.get(vmId);
-      const expected = toView(replayed);
-      if (
-        expected &&
-        (view?.lastEventSeq !== expected.lastEventSeq || view.state !== expected.state)
-      ) {
-        s.viewMismatches.push(
-          `${vmId}: view ${view?.state}@${view?.lastEventSeq} vs replay ${expected.state}@${expected.lastEventSeq}`,
-        );
-      }
-    }
+    Object.assign(
+      s,
+      await tallyEffects({ noopDir: join(dir, "noop"), host: "cx", sent, histories, client }),
+    );
     s.duplicatesSuppressed = duplicates;
     s.ms = Date.now() - began;
     return s;
@@ -293,4 +235,119 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
     await server.stop();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+export type Sent = Map<string, { id: string; type: CommandType }[]>;
+export type Histories = Map<string, { event: VmEvent; seq: number }[]>;
+export type EffectTally = Pick<
+  ChaosSummary,
+  | "outcomes"
+  | "lost"
+  | "duplicateOutcomes"
+  | "pendingPastDeadline"
+  | "doubleEffects"
+  | "missingEffects"
+  | "viewMismatches"
+  | "outOfOrder"
+  | "outcomeTypes"
+>;
+
+/**
+ * What the commands did, from the VMs' histories, the Noop's call log (the only witness of
+ * backend effects) and the view: lost and duplicate outcomes, double or missing effects, order
+ * per VM, and view records that differ from a replay.
+ */
+export async function tallyEffects(o: {
+  noopDir: string;
+  host: string;
+  sent: Sent;
+  histories: Histories;
+  client: VmqClient;
+  /**
+   * A SIGKILL at any instant (not at a failpoint) can land between the Noop's state write and
+   * its call-log line: an outcome the next worker read back from the backend (`reconciled`)
+   * then has its effect without the line. Only such outcomes may miss their line.
+   */
+  reconciledMayMissLog?: boolean;
+}): Promise<EffectTally> {
+  const { sent, histories, client } = o;
+  const s: EffectTally = {
+    outcomes: 0,
+    lost: 0,
+    duplicateOutcomes: 0,
+    pendingPastDeadline: 0,
+    doubleEffects: [],
+    missingEffects: [],
+    viewMismatches: [],
+    outOfOrder: [],
+    outcomeTypes: {},
+  };
+  // The Noop's call log is the only witness of backend effects: a missing one must not read
+  // as "no effect, so no double effect".
+  const callLog = join(o.noopDir, "calls.log");
+  const calls = (
+    await readFile(callLog, "utf8").catch((e: unknown) => {
+      throw new Error(`chaos: the Noop call log ${callLog} cannot be read`, { cause: e });
+    })
+  )
+    .split("\n")
+    .filter(Boolean);
+  for (const [vmId, cmds] of sent) {
+    const h = histories.get(vmId) ?? [];
+    for (const c of cmds) {
+      const outs = h.filter(
+        (e) => e.event.causationId === c.id && e.event.type !== "vm.command-accepted",
+      );
+      if (outs.length === 0) s.lost++;
+      if (outs.length > 1) s.duplicateOutcomes++;
+      if (outs[0]) {
+        s.outcomes++;
+        const key =
+          outs[0].event.type === "vm.command-failed" || outs[0].event.type === "vm.command-rejected"
+            ? `${outs[0].event.type} ${outs[0].event.code}`
+            : outs[0].event.type;
+        s.outcomeTypes[key] = (s.outcomeTypes[key] ?? 0) + 1;
+      }
+    }
+    // One VM's commands take effect in stream order: outcomes come in the order sent.
+    const order = cmds.map((c) => c.id);
+    const positions = h
+      .filter((e) => e.event.type !== "vm.command-accepted" && e.event.causationId)
+      .map((e) => order.indexOf(e.event.causationId as string));
+    if (positions.some((i, k) => k > 0 && i < (positions[k - 1] as number)))
+      s.outOfOrder.push(`${vmId}: outcomes in command order ${positions.join(",")}`);
+    // No guest was started or stopped twice: backend effects never exceed the commands asking
+    // for them. And the log did see them: every command that succeeded had its effect.
+    for (const [cmd, op] of Object.entries(EFFECT)) {
+      const asked = cmds.filter((c) => c.type === cmd).length;
+      const succeeded = cmds.filter(
+        (c) =>
+          c.type === cmd &&
+          h.some(
+            (e) =>
+              e.event.causationId === c.id &&
+              isSuccess(e.event) &&
+              !(o.reconciledMayMissLog && "reconciled" in e.event && e.event.reconciled),
+          ),
+      ).length;
+      const done = calls.filter((l) => l === `${op} ${vmId}`).length;
+      if (done > asked) s.doubleEffects.push(`${vmId}: ${op} x${done} for ${asked} command(s)`);
+      if (done < succeeded)
+        s.missingEffects.push(`${vmId}: ${op} x${done} logged for ${succeeded} success(es)`);
+    }
+    const replayed = replayVm(vmId, o.host, h);
+    if (replayed.pending && Date.parse(replayed.pending.deadline) < Date.now())
+      s.pendingPastDeadline++;
+    const view = await client.get(vmId);
+    const expected = toView(replayed);
+    if (
+      expected &&
+      (view?.lastEventSeq !== expected.lastEventSeq || view.state !== expected.state)
+    ) {
+      s.viewMismatches.push(
+        `${vmId}: view ${view?.state}@${view?.lastEventSeq} vs replay ${expected.state}@${expected.lastEventSeq}`,
+      );
+    }
+  }
+  return s;
 }

@@ -240,9 +240,9 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
       all.filter((v) => v.state === "running").map((v) => v.vmId),
     );
     assert.ok(json<VmView[]>(running.stdout).some((v) => v.vmId === "c-2"));
-    assert.match(hosts.stdout, /^HOST +STATE/);
-    assert.match(hosts.stdout, /^h1 +running +\S+ +noop +\d+/m);
-    assert.match(hosts.stdout, /^ill +running +\S+ +noop,propolis/m);
+    assert.match(hosts.stdout, /^HOST +ROLE +STATE/);
+    assert.match(hosts.stdout, /^h1 +active +running +\S+ +noop +\d+/m);
+    assert.match(hosts.stdout, /^ill +active +running +\S+ +noop,propolis/m);
   });
 
   it("events prints the history and stops at its end; --since starts later", async () => {
@@ -316,21 +316,32 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
       want.filter((v) => v.host === "h1"),
     );
 
-    const kv = await new Kvm(h.nc).open(namesFor(h.prefix).vmsBucket);
-    const c2 = want.find((v) => v.vmId === "c-2");
-    await kv.put("c-2", JSON.stringify({ ...c2, state: "failed", lastEventSeq: 1 }));
-    await kv.delete("c-3");
-    await kv.put("ghost-1", JSON.stringify({ ...c2, vmId: "ghost-1", lastEventSeq: 0 }));
+    const n = namesFor(h.prefix);
+    const kv = await new Kvm(h.nc).open(n.vmsBucket);
+    const c2 = want.find((v) => v.vmId === "c-2")!;
+    const c3 = want.find((v) => v.vmId === "c-3")!;
+    await kv.put(
+      n.viewKey(c2.host, "c-2"),
+      JSON.stringify({ ...c2, state: "failed", lastEventSeq: 1 }),
+    );
+    await kv.delete(n.viewKey(c3.host, "c-3"));
+    await kv.put(
+      n.viewKey(c2.host, "ghost-1"),
+      JSON.stringify({ ...c2, vmId: "ghost-1", lastEventSeq: 0 }),
+    );
+    // A v1 record (keyed by vmId alone) left from before view key version 2: migrated away.
+    await kv.put("c-2", JSON.stringify({ ...c2, state: "stopped" }));
     assert.notDeepEqual(await h.client.list(), want);
 
     const r = await vmq(["replay", "--rewrite-view"]);
     assert.equal(r.exitCode, 0, r.stderr);
     assert.match(
       r.stderr,
-      /2 rewritten, \d+ unchanged, 0 newer than the replay \(left\), 1 without events \(removed\)/,
+      /2 rewritten, \d+ unchanged, 0 newer than the replay \(left\), 1 without events \(removed\), 1 v1 records \(keyed by vmId alone\) removed/,
     );
     assert.match(r.stdout, /^VMID +HOST +STATE/);
     assert.deepEqual(await h.client.list(), want, "the view is repaired");
+    assert.equal(await kv.get("c-2").then((e) => e?.operation), "DEL", "the v1 key is gone");
   });
 
   it("dlq list/show/retry/drop work on real poison messages", async () => {

@@ -3,9 +3,10 @@
  * `workerPermissions(prefix, host)` and the scheduler exactly `schedulerPermissions(prefix)`
  * (the sets docs/security.md prints). The fleet runs the whole lifecycle without a single
  * permission violation in the server's log, and host A's credentials cannot publish a command
- * for host B, append B's events, write B's host record or DLQ, or pull B's commands; nor read
- * any message of B's (commands, events, dead letters) by sequence, direct get, a consumer of
- * its own or a subscription, while A's own reader reads A's commands back.
+ * for host B, append B's events, write B's host record, view records, lease or DLQ, or pull
+ * B's commands; nor read any message of B's (commands, events, dead letters) by sequence,
+ * direct get, a consumer of its own or a subscription, while A's own reader reads A's commands
+ * back.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -205,6 +206,19 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       ["publish a command even for A", () => js.publish(n.cmd("A", "vm-a"), enc.encode("{}"))],
       ["write B's host record", async () => (await new Kvm(nc).open(n.hostsBucket)).put("B", "{}")],
       [
+        "write B's view record",
+        async () => (await new Kvm(nc).open(n.vmsBucket)).put(n.viewKey("B", "vm-b"), "{}"),
+      ],
+      [
+        "write a v1 (vmId-keyed) view record",
+        async () => (await new Kvm(nc).open(n.vmsBucket)).put("vm-b", "{}"),
+      ],
+      ["take B's lease", async () => (await new Kvm(nc).open(n.leasesBucket)).put("B", "{}")],
+      [
+        "write a standby record for B",
+        async () => (await new Kvm(nc).open(n.hostsBucket)).put("B.standby.x", "{}"),
+      ],
+      [
         "bind B's command consumer",
         async () => {
           const c = await js.consumers.get(n.commandsStream, n.durable("B"));
@@ -263,12 +277,24 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       }
       return found;
     };
-    for (const stream of [n.eventsStream, n.commandsStream, n.dlqStream])
+    for (const stream of [
+      n.eventsStream,
+      n.commandsStream,
+      n.dlqStream,
+      `KV_${n.vmsBucket}`,
+      `KV_${n.leasesBucket}`,
+      `KV_${n.hostsBucket}`,
+    ])
       assert.deepEqual(await forged(stream), [], `no forged message landed in ${stream}`);
     const lastB = await jsm.streams.getMessage(n.eventsStream, {
       last_by_subj: n.evt("B", "vm-b"),
     });
     assert.ok(lastB, "B's VM has its history");
+    // B's view record and lease are B's own, and a scheduler reads the VM on B
+    assert.equal((await client.get("vm-b"))?.host, "B");
+    const leaseB = await (await new Kvm(admin).open(n.leasesBucket)).get("B");
+    assert.equal(leaseB?.operation, "PUT", "B holds its lease");
+    assert.notEqual(leaseB?.string(), "{}");
     assert.notEqual(lastB.data.length, 2, "B's history does not end with the forged {}");
     assert.equal(cmdB.state.subjects?.[n.cmd("B", "vm-b")], 5, "only the scheduler's commands");
     const bConsumer = await jsm.consumers.info(n.commandsStream, n.durable("B"));

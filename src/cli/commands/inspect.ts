@@ -99,9 +99,10 @@ export function vmTable(vms: VmView[]): string {
 
 function hostTable(hosts: HostRecord[]): string {
   return table(
-    ["HOST", "STATE", "VERSION", "BACKENDS", "VMS", "IN-FLIGHT", "HEARTBEAT", "LABELS"],
+    ["HOST", "ROLE", "STATE", "VERSION", "BACKENDS", "VMS", "IN-FLIGHT", "HEARTBEAT", "LABELS"],
     hosts.map((h) => [
       h.host,
+      h.role,
       h.state,
       h.version,
       h.backends.join(","),

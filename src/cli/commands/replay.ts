@@ -1,12 +1,12 @@
 import type { Command } from "@commander-js/extra-typings";
-import { Kvm } from "@nats-io/kv";
-import { VmView } from "../../contracts/index.js";
+import { Kvm, type KV } from "@nats-io/kv";
+import { VmView, viewRecordAt } from "../../contracts/index.js";
 import { emptyVm, evolve, toView, type Vm } from "../../domain/index.js";
 import { JetStreamEventStore } from "../../event-store/jetstream-event-store.js";
 import { addConnectionFlags, hostArg, printJson, withClient } from "../connection.js";
 import { vmTable } from "./inspect.js";
 import { latestValues } from "../../client/kv-scan.js";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 
 /**
  * vmq replay: rebuilds the VM handles from the event stream alone (the same fold the worker
@@ -34,57 +34,85 @@ export function registerReplay(program: Command): void {
         const key = `${event.host}/${event.vmId}`;
         vms.set(key, evolve(vms.get(key) ?? emptyVm(event.vmId, event.host), event, seq));
       });
-      // One record per vmId: a vmId destroyed on one host and prepared on another shows the
-      // host with the latest event, as the view does.
-      const views = new Map<string, VmView>();
+      // One record per host and vmId (view v2 keys `<host>.<vmId>`); the table shows one per
+      // vmId: a vmId destroyed on one host and prepared on another shows the latest.
+      const records = new Map<string, VmView>();
       for (const vm of vms.values()) {
         const v = toView(vm);
-        const seen = v && views.get(v.vmId);
-        if (v && (!seen || seen.lastEventSeq < v.lastEventSeq)) views.set(v.vmId, v);
+        if (v) records.set(names.viewKey(v.host, v.vmId), VmView.parse(v));
       }
-      const out = [...views.values()]
-        .map((v) => VmView.parse(v))
-        .sort((a, b) => a.vmId.localeCompare(b.vmId));
+      const views = new Map<string, VmView>();
+      for (const v of records.values()) {
+        const seen = views.get(v.vmId);
+        if (!seen || seen.lastEventSeq < v.lastEventSeq) views.set(v.vmId, v);
+      }
+      const out = [...views.values()].sort((a, b) => a.vmId.localeCompare(b.vmId));
       process.stderr.write(
         `replayed ${count} events (up to sequence ${lastSeq}): ${out.length} VMs\n`,
       );
       if (flags.rewriteView) {
         const kv = await new Kvm(nc).open(names.vmsBucket);
-        let written = 0;
-        let unchanged = 0;
-        let newer = 0;
-        let removed = 0;
-        for (const v of out) {
-          const current = await kv.get(v.vmId);
-          const parsed =
-            current?.operation === "PUT" ? VmView.safeParse(current.json()) : undefined;
-          if (parsed?.success && JSON.stringify(parsed.data) === JSON.stringify(v)) {
-            unchanged++;
-          } else if (parsed?.success && parsed.data.lastEventSeq > lastSeq) {
-            newer++; // the worker moved on while we replayed: its record is newer than ours
-          } else {
-            await kv.put(v.vmId, JSON.stringify(v));
-            written++;
-          }
-        }
-        for (const { key } of await latestValues(await jetstreamManager(nc), names.vmsBucket)) {
-          if (views.has(key)) continue;
-          const current = await kv.get(key);
-          if (current?.operation !== "PUT") continue;
-          const parsed = VmView.safeParse(current.json());
-          const inScope = !host || !parsed.success || parsed.data.host === host;
-          const stale = !parsed.success || parsed.data.lastEventSeq <= lastSeq;
-          if (inScope && stale) {
-            await kv.delete(key);
-            removed++;
-          }
-        }
+        const r = await rewriteView(kv, await jetstreamManager(nc), names.vmsBucket, {
+          records,
+          lastSeq,
+          host,
+        });
         process.stderr.write(
-          `${names.vmsBucket}: ${written} rewritten, ${unchanged} unchanged, ${newer} newer than the replay (left), ${removed} without events (removed)\n`,
+          `${names.vmsBucket}: ${r.written} rewritten, ${r.unchanged} unchanged, ${r.newer} newer than the replay (left), ${r.removed} without events (removed), ${r.migrated} v1 records (keyed by vmId alone) removed\n`,
         );
       }
       if (flags.json) printJson(out);
       else process.stdout.write(vmTable(out));
     });
   });
+}
+
+/**
+ * Writes the replayed records under their v2 keys with compare-and-set (a worker writing at the
+ * same time wins: its record is at least as new), removes records without events and every v1
+ * record (keyed by vmId alone) in scope: this is the migration of a view written before v2.
+ */
+async function rewriteView(
+  kv: KV,
+  jsm: JetStreamManager,
+  bucket: string,
+  o: { records: Map<string, VmView>; lastSeq: number; host: string | undefined },
+): Promise<{
+  written: number;
+  unchanged: number;
+  newer: number;
+  removed: number;
+  migrated: number;
+}> {
+  const n = { written: 0, unchanged: 0, newer: 0, removed: 0, migrated: 0 };
+  for (const [key, v] of o.records) {
+    const current = await kv.get(key);
+    const have = current?.operation === "PUT" ? viewRecordAt(key, current.json()) : undefined;
+    if (have && JSON.stringify(have) === JSON.stringify(v)) n.unchanged++;
+    else if (have && have.lastEventSeq > o.lastSeq) n.newer++;
+    else {
+      try {
+        await kv.update(key, JSON.stringify(v), current?.revision ?? 0);
+        n.written++;
+      } catch {
+        n.newer++; // a worker wrote it meanwhile: its record is newer than the replay
+      }
+    }
+  }
+  for (const { key } of await latestValues(jsm, bucket)) {
+    if (o.records.has(key)) continue;
+    const current = await kv.get(key);
+    if (current?.operation !== "PUT") continue;
+    const parsed = VmView.safeParse(current.json());
+    const inScope = !o.host || !parsed.success || parsed.data.host === o.host;
+    if (!inScope) continue;
+    if (!key.includes(".")) {
+      await kv.delete(key);
+      n.migrated++;
+    } else if (!parsed.success || parsed.data.lastEventSeq <= o.lastSeq) {
+      await kv.delete(key);
+      n.removed++;
+    }
+  }
+  return n;
 }

@@ -51,6 +51,6 @@ export function registerWorker(program: Command): void {
       process.exit(reportError(e));
     }
     await worker.run();
-    if (worker.state === "failed") process.exitCode = 1;
+    if (worker.state === "failed" || worker.leaseLost) process.exitCode = 1;
   });
 }

@@ -16,7 +16,10 @@ export interface HeartbeatDeps {
   intervalMs: number;
   accelerator: "kvm" | "tcg" | undefined;
   state: () => WorkerState;
-  vms: VmReader;
+  vms: Pick<VmReader, "all">;
+  /** The record's key (default: the host id); a standby writes `<host>.standby.<instance>`. */
+  key?: string;
+  role?: "active" | "standby";
   /** Commands running or waiting for a lane. */
   busy: () => number;
   log: Logger;
@@ -29,6 +32,10 @@ export class Heartbeat implements Service {
   readonly startedAt = new Date().toISOString();
 
   constructor(private readonly deps: HeartbeatDeps) {}
+
+  get #key(): string {
+    return this.deps.key ?? this.deps.host;
+  }
 
   record(): HostRecord {
     const { deps } = this;
@@ -45,13 +52,14 @@ export class Heartbeat implements Service {
       vmCount: deps.vms.all().filter((v) => v.state !== null && v.state !== "destroyed").length,
       inFlight: deps.busy(),
       concurrency: deps.concurrency,
+      ...(deps.role ? { role: deps.role } : {}),
       ...(deps.accelerator ? { accelerator: deps.accelerator } : {}),
     };
   }
 
   async beat(): Promise<void> {
     try {
-      await this.deps.hosts.put(this.deps.host, JSON.stringify(this.record()));
+      await this.deps.hosts.put(this.#key, JSON.stringify(this.record()));
     } catch (e) {
       this.deps.log.warn({ err: e }, "heartbeat failed");
     }
@@ -67,6 +75,6 @@ export class Heartbeat implements Service {
   /** Stops beating and deletes the record: a drained host leaves the registry at once. */
   async stop(): Promise<void> {
     clearInterval(this.#timer);
-    await this.deps.hosts.delete(this.deps.host).catch(() => undefined);
+    await this.deps.hosts.delete(this.#key).catch(() => undefined);
   }
 }

@@ -14,11 +14,12 @@ const VIEW_FLUSH_MAX_MS = 1_000;
 const VIEW_CHUNK = 100;
 
 /**
- * Writes view records. The worker publishes them without waiting for each PubAck (a view write
- * per command would otherwise cost as much as the command's own events) and flushes per batch.
+ * Writes view records, forward only (compare-and-set, a lower `lastEventSeq` is refused). Nobody
+ * waits on a write: `flush` waits for the ones sent (a view write per command would otherwise
+ * cost as much as the command's own events).
  */
 export interface ViewWriter {
-  write(vmId: string, json: string): void;
+  write(vmId: string, json: string, lastEventSeq: number): void;
   flush(): Promise<void>;
 }
 
@@ -70,7 +71,7 @@ export class ViewProjector {
         for (let i = 0; i < batch.length; i++) {
           const id = batch[i] as string;
           const view = toView(this.vms.get(id));
-          if (view) this.view.write(id, JSON.stringify(view));
+          if (view) this.view.write(id, JSON.stringify(view), view.lastEventSeq);
           // The records share the connection with the commands' appends, and the server takes
           // a connection's messages in order: a window's worth of records (thousands under a
           // backlog) in one go would hold every command's PubAck behind them.

@@ -12,6 +12,7 @@ import {
   DLQ_HEADERS,
   ERROR_CODES,
   EVENT_TYPES,
+  HostLease,
   HostRecord,
   INVALID_VM_TOKEN,
   QUERY_NAMES,
@@ -91,6 +92,7 @@ describe("docs/wire-contract.md", () => {
     const records: Record<string, z.ZodType> = {
       "records/vm-view.v1.json": VmView,
       "records/host-record.v1.json": HostRecord,
+      "records/host-lease.v1.json": HostLease,
       "records/vm-tombstone.v1.json": VmTombstone,
     };
     const examples = contractExamples(doc);

@@ -165,12 +165,24 @@ export class NoopBackend implements Hypervisor {
   /** The handle of a VM this backend holds (its state dir makes it outlive the worker). */
   async recorded(vmId: string, opts: CallOptions = {}): Promise<VmHandle | undefined> {
     opts.signal?.throwIfAborted();
+    this.#reread(vmId);
     return Promise.resolve(this.#live(vmId)?.handle);
   }
 
-  async adopt(): Promise<void> {
-    // Nothing to re-attach to: an in-memory VM has no process or socket.
+  /**
+   * Nothing to re-attach to (no process or socket), but with a state dir the VM's record is read
+   * again: a standby worker that takes over adopts what the previous worker of the host left.
+   */
+  async adopt(vm: VmHandle): Promise<void> {
+    this.#reread(vm.id);
     await Promise.resolve();
+  }
+
+  #reread(vmId: string): void {
+    if (!this.#store) return;
+    const v = this.#store.read(vmId);
+    if (v) this.#vms.set(vmId, v);
+    else this.#vms.delete(vmId);
   }
 
   // ---- internals -------------------------------------------------------------------------

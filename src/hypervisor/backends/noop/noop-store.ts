@@ -41,6 +41,15 @@ export class NoopStore {
     return out;
   }
 
+  /** One VM's record as the state dir has it now (another process of the host may have moved it). */
+  read(vmId: string): NoopVm | undefined {
+    try {
+      return JSON.parse(readFileSync(this.#file(vmId), "utf8")) as NoopVm;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Whole-file write then rename, so a killed process never leaves half a record. */
   save(v: NoopVm): void {
     if (v.state === "destroyed") return this.remove(v.handle.id);

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { HostId } from "./ids.js";
-import { BackendTag, Capabilities } from "./vm.js";
+import { BackendTag, Capabilities, XKeyPublic } from "./vm.js";
 
 export const WorkerState = z.enum(["starting", "running", "draining", "stopped", "failed"]);
 export type WorkerState = z.infer<typeof WorkerState>;
@@ -20,5 +20,8 @@ export const HostRecord = z.object({
   vmCount: z.int().min(0),
   inFlight: z.int().min(0),
   concurrency: z.int().min(1).optional(),
+  userDataKey: XKeyPublic.optional().describe(
+    "The host's curve public key: seal cloud-init user-data to it (absent: a worker older than sealing).",
+  ),
 });
 export type HostRecord = z.infer<typeof HostRecord>;

@@ -90,6 +90,8 @@ export const DLQ_HEADERS = {
   streamSeq: "Vmq-Dlq-Stream-Seq",
   at: "Vmq-Dlq-At",
   vmState: "Vmq-Dlq-Vm-State",
+  /** Set to `withheld` when plaintext user-data was replaced by its digest in the copy. */
+  userData: "Vmq-Dlq-User-Data",
   /** The command's own NATS headers (Nats-Msg-Id, ...) are kept under this prefix. */
   originalPrefix: "Vmq-Dlq-Orig-",
 } as const;

@@ -25,6 +25,7 @@ import { viewWriter } from "./nats/view-writer.js";
 import { CommandHandler } from "./pipeline/command-handler.js";
 import { OrderGate } from "./pipeline/order-gate.js";
 import { systemClock, type Ids } from "./ports.js";
+import { loadHostKey, type HostKey } from "./secrets/host-key.js";
 import type { Service, ServiceStack } from "./service-stack.js";
 import { Compactor } from "./services/compactor.js";
 import { DlqMover } from "./services/dlq-mover.js";
@@ -67,6 +68,7 @@ export interface Parts {
   consumer?: CommandConsumer;
   pipeline?: CommandPipeline;
   snapshotter?: Snapshotter | undefined;
+  hostKey?: HostKey;
   /** Replayed and reconciled: ready to take commands. */
   replayed?: boolean;
 }
@@ -79,6 +81,16 @@ export interface Parts {
 export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts): Promise<void> {
   const { config, log, router, stats, lanes } = w;
   const names = namesFor(config.prefix);
+  // First: a key file others may read stops the start before anything is touched.
+  const hostKey = await loadHostKey({
+    dataDir: config.dataDir,
+    ...(config.hostKeyFile ? { file: config.hostKeyFile } : {}),
+  });
+  parts.hostKey = hostKey;
+  log.info(
+    { userDataKey: hostKey.publicKey, file: hostKey.file, created: hostKey.created },
+    "host key for sealed user-data",
+  );
   const link = await stack.start(w.link);
   await stack.start(service("backends", () => () => router.close()));
   const jsm = await link.jsm();
@@ -179,6 +191,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       vms: streams,
       busy: () => stats.inFlight + lanes.queued,
       log,
+      userDataKey: hostKey.publicKey,
     }),
   );
   const api = { host: config.host, names, vms: streams, router, log };
@@ -228,6 +241,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     log,
     abandon: w.abandon.signal,
     limits: { maxAttempts: config.maxAttempts, maxDeliver: config.maxDeliver },
+    hostKey,
   });
   parts.consumer = new CommandConsumer(js, names.commandsStream, durable, lanes, handler, log, {
     ackWaitMs: config.ackWaitMs,

@@ -21,6 +21,7 @@ import { type CommandLog, type StoredCommand } from "../../src/worker/pipeline/o
 import type { CommandMessage, Settlement } from "../../src/worker/pipeline/settlement.js";
 import type { DeadLetter } from "../../src/worker/ports.js";
 import { VmStreams, type Change } from "../../src/worker/state/vm-streams.js";
+import { memoryHostKey } from "../../src/worker/secrets/host-key.js";
 import { WorkerStats } from "../../src/worker/stats.js";
 import { command, HOST, orderGate, ScriptedStore, SPEC } from "./pipeline-fixture.js";
 
@@ -147,6 +148,7 @@ export function build(
     log: silentLogger(),
     abandon: abandon.signal,
     limits: { maxAttempts: o.maxAttempts ?? 3, maxDeliver: o.maxDeliver ?? 5 },
+    hostKey: memoryHostKey(),
   });
   let seq = 0;
   const message = (

@@ -1,11 +1,12 @@
 import { headers } from "@nats-io/transport-node";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { DLQ_HEADERS, INVALID_VM_TOKEN, isValidId, type Names } from "../../contracts/index.js";
+import { withheldRaw } from "../../lib/user-data.js";
 import type { DeadLetter, DeadLetters } from "../ports.js";
 
 /**
- * VMQ_DLQ: a command that could not be handled is copied there, the raw payload byte for byte,
- * its headers, and why. The msgID makes the copy unique per command message, so the handler and
+ * VMQ_DLQ: a command that could not be handled is copied there, the raw payload byte for byte
+ * (but plaintext user-data, replaced by its digest), its headers, and why. The msgID makes the copy unique per command message, so the handler and
  * the max-deliveries mover can both try without making two copies.
  */
 export function jetStreamDeadLetters(js: JetStreamClient, names: Names, host: string): DeadLetters {
@@ -36,8 +37,11 @@ async function deadLetter(
   h.set(DLQ_HEADERS.at, new Date().toISOString());
   if (d.lastError) h.set(DLQ_HEADERS.lastError, oneLine(d.lastError));
   if (d.vmState) h.set(DLQ_HEADERS.vmState, d.vmState);
+  // Plaintext user-data never reaches the DLQ: its digest and size stand for it.
+  const { data, withheld } = withheldRaw(d.data);
+  if (withheld) h.set(DLQ_HEADERS.userData, "withheld");
   const subject = names.dlq(host, isValidId(vmToken) ? vmToken : INVALID_VM_TOKEN);
-  await js.publish(subject, d.data, {
+  await js.publish(subject, data, {
     headers: h,
     msgID: `dlq:${names.commandsStream}:${d.streamSeq}`,
     timeout: 10_000,

@@ -20,6 +20,8 @@ export interface HeartbeatDeps {
   /** Commands running or waiting for a lane. */
   busy: () => number;
   log: Logger;
+  /** The host's curve public key: schedulers seal user-data to it. */
+  userDataKey?: string;
 }
 
 /** Writes the host record into `vmq-hosts`; the bucket's TTL removes a host that stops beating. */
@@ -46,6 +48,7 @@ export class Heartbeat implements Service {
       inFlight: deps.busy(),
       concurrency: deps.concurrency,
       ...(deps.accelerator ? { accelerator: deps.accelerator } : {}),
+      ...(deps.userDataKey ? { userDataKey: deps.userDataKey } : {}),
     };
   }
 

@@ -54,9 +54,7 @@ const Hostname = z
   .max(253);
 
 /** A curve25519 public key as nkeys writes it (`X` + 55 base32 characters). */
-export const XKeyPublic = z
-  .string()
-  .regex(/^X[A-Z2-7]{55}$/, "must be a curve public nkey (X...)");
+export const XKeyPublic = z.string().regex(/^X[A-Z2-7]{55}$/, "must be a curve public nkey (X...)");
 
 /** 32 KiB of user-data sealed: 4-byte header, 24-byte nonce, 16-byte tag, in base64. */
 const MAX_SEALED_CHARS = 4 * Math.ceil((32 * 1024 + 44) / 3);

@@ -51,7 +51,10 @@ export function openUserData(sealed: SealedUserData, host: KeyPair): string {
     opened = null; // a malformed sender key or header: the same answer as a failed box
   }
   if (!opened) {
-    throw new VmqError("userdata::unsealable", "sealed user-data does not open with this host's key");
+    throw new VmqError(
+      "userdata::unsealable",
+      "sealed user-data does not open with this host's key",
+    );
   }
   try {
     return decoder.decode(opened);

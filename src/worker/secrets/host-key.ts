@@ -56,7 +56,12 @@ export async function loadHostKey(opts: { dataDir: string; file?: string }): Pro
 /** A key pair that lives in memory only (tests, and pipelines built without a data dir). */
 export function memoryHostKey(): HostKey {
   const kp = createCurve();
-  return { publicKey: kp.getPublicKey(), file: "", created: true, open: (s) => openUserData(s, kp) };
+  return {
+    publicKey: kp.getPublicKey(),
+    file: "",
+    created: true,
+    open: (s) => openUserData(s, kp),
+  };
 }
 
 /** Writes a new seed with O_EXCL, so two starts never write two keys; false if it existed. */
@@ -89,6 +94,9 @@ function parseSeed(text: string, file: string): KeyPair {
     return kp;
   } catch {
     // The message never quotes the file's content: it is a secret.
-    throw new VmqError("hostkey::invalid", `host key file ${file} does not hold a curve seed (SX...)`);
+    throw new VmqError(
+      "hostkey::invalid",
+      `host key file ${file} does not hold a curve seed (SX...)`,
+    );
   }
 }

@@ -243,9 +243,9 @@ export class ZoneProvisioner {
     const ci = spec.cloudInit;
     const userData = ci
       ? plainUserData(ci)
-      : (spec.ssh
+      : spec.ssh
         ? `#cloud-config\nusers:\n  - name: ${spec.ssh.user}\n    ssh_authorized_keys:\n      - ${JSON.stringify(spec.ssh.publicKey)}\n`
-        : "#cloud-config\n");
+        : "#cloud-config\n";
     const metaData = `instance-id: ${ci?.instanceId ?? vmId}\nlocal-hostname: ${ci?.hostname ?? vmId}\n`;
     const ud = join(workDir, "user-data");
     const md = join(workDir, "meta-data");

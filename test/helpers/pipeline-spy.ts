@@ -126,6 +126,7 @@ export function build(
   const fleet = { owner: undefined as string | undefined, asked: [] as string[] };
   const abandon = new AbortController();
   let ids = 0;
+  const hostKey = memoryHostKey();
   const handler = new CommandHandler({
     host: HOST,
     streams,
@@ -148,7 +149,7 @@ export function build(
     log: silentLogger(),
     abandon: abandon.signal,
     limits: { maxAttempts: o.maxAttempts ?? 3, maxDeliver: o.maxDeliver ?? 5 },
-    hostKey: memoryHostKey(),
+    hostKey,
   });
   let seq = 0;
   const message = (
@@ -182,6 +183,7 @@ export function build(
     abandon,
     message,
     events,
+    hostKey,
     handle: (c: Command | Uint8Array, m?: Parameters<typeof message>[1]): Promise<Settlement> =>
       handler.handle(message(c, m)),
     types: async (vmId: string): Promise<string[]> => (await events(vmId)).map((e) => e.type),

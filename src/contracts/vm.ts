@@ -81,7 +81,7 @@ export const CloudInit = z
     userData: noNul(32 * 1024)
       .optional()
       .describe(
-        "Plaintext cloud-init user-data (old clients; never copied into events). Prefer sealedUserData.",
+        'Plaintext cloud-init user-data (old clients; never copied into events, which hold "" here beside sealedUserData or userDataDigest, for older readers). Prefer sealedUserData.',
       ),
     sealedUserData: SealedUserData.optional(),
     userDataDigest: z
@@ -103,9 +103,12 @@ export const CloudInit = z
       .optional(),
     hostname: Hostname.optional(),
   })
+  // One form of the user-data. `userData: ""` may stand beside the sealed form or the digest:
+  // events carry it so that readers of the previous v1, which required userData, still parse.
   .refine(
     (c) =>
-      [c.userData, c.sealedUserData, c.userDataDigest].filter((x) => x !== undefined).length === 1,
+      [c.userData || undefined, c.sealedUserData, c.userDataDigest].filter((x) => x !== undefined)
+        .length === (c.userData === "" && !c.sealedUserData && !c.userDataDigest ? 0 : 1),
     { message: "give exactly one of userData, sealedUserData (or, in events, userDataDigest)" },
   );
 export type CloudInit = z.infer<typeof CloudInit>;

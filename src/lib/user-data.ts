@@ -63,12 +63,18 @@ export function openUserData(sealed: SealedUserData, host: KeyPair): string {
   }
 }
 
-/** The cloud-init section as events may carry it: plaintext replaced by its digest and size. */
+/**
+ * The cloud-init section as events may carry it: plaintext replaced by its digest and size, and
+ * `userData: ""` beside the sealed form or the digest, which readers of the previous v1 (they
+ * required userData) still parse.
+ */
 export function withheldCloudInit(ci: CloudInit): CloudInit {
-  if (ci.userData === undefined) return ci;
-  const { userData, ...rest } = ci;
+  if (ci.sealedUserData !== undefined || ci.userDataDigest !== undefined)
+    return { ...ci, userData: "" };
+  const { userData = "", ...rest } = ci;
   return {
     ...rest,
+    userData: "",
     userDataDigest: userDataDigest(userData),
     userDataBytes: Buffer.byteLength(userData, "utf8"),
   };
@@ -77,13 +83,12 @@ export function withheldCloudInit(ci: CloudInit): CloudInit {
 /** The spec as it may be recorded: no plaintext user-data. */
 export function withheldSpec(spec: VmSpec): VmSpec {
   const ci = spec.cloudInit;
-  return ci?.userData === undefined ? spec : { ...spec, cloudInit: withheldCloudInit(ci) };
+  return ci === undefined ? spec : { ...spec, cloudInit: withheldCloudInit(ci) };
 }
 
 /** The command as it may be recorded: no plaintext user-data (sealed user-data stays sealed). */
 export function recordable(command: Command): Command {
-  if (command.type !== "vm.prepare" || command.spec.cloudInit?.userData === undefined)
-    return command;
+  if (command.type !== "vm.prepare" || command.spec.cloudInit === undefined) return command;
   return { ...command, spec: withheldSpec(command.spec) };
 }
 
@@ -103,7 +108,9 @@ export function withheldRaw(data: Uint8Array): { data: Uint8Array; withheld: boo
   if (typeof ci !== "object" || ci === null || typeof ci.userData !== "string")
     return { data, withheld: false };
   const text = ci.userData;
-  delete ci.userData;
+  if (text === "" && (ci.sealedUserData !== undefined || ci.userDataDigest !== undefined))
+    return { data, withheld: false }; // the placeholder events carry: nothing to withhold
+  ci.userData = "";
   ci.userDataDigest = userDataDigest(text);
   ci.userDataBytes = Buffer.byteLength(text, "utf8");
   return { data: encoder.encode(JSON.stringify(body)), withheld: true };

@@ -65,13 +65,17 @@ describe("sealed user-data", () => {
     assert.ok(r.type === "vm.prepare");
     assert.deepEqual(r.spec.cloudInit, {
       hostname: "h",
+      userData: "",
       userDataDigest: userDataDigest(TEXT),
       userDataBytes: Buffer.byteLength(TEXT),
     });
     assert.match(userDataDigest(TEXT), /^sha256:[0-9a-f]{64}$/);
     assert.equal(parsed.command.spec.cloudInit?.userData, TEXT, "the original is untouched");
-    const sealed = { ...spec, cloudInit: { sealedUserData: sealUserData(TEXT, KEY) } };
-    assert.equal(withheldSpec(sealed as never), sealed);
+    const sealedUserData = sealUserData(TEXT, KEY);
+    const sealed = { ...spec, cloudInit: { sealedUserData } };
+    assert.deepEqual(withheldSpec(sealed as never).cloudInit, { sealedUserData, userData: "" });
+    assert.ok(CloudInit.safeParse({ sealedUserData, userData: "" }).success, "for older readers");
+    assert.ok(!CloudInit.safeParse({ sealedUserData, userData: "x" }).success);
   });
 
   it("a DLQ copy of a JSON body loses plaintext user-data; any other body is kept", () => {
@@ -80,7 +84,9 @@ describe("sealed user-data", () => {
     assert.equal(w.withheld, true);
     const text = Buffer.from(w.data).toString();
     assert.ok(!text.includes("hunter2"), text);
-    assert.match(text, /"userDataDigest":"sha256:[0-9a-f]{64}","userDataBytes":\d+/);
+    assert.match(text, /"userData":"","userDataDigest":"sha256:[0-9a-f]{64}","userDataBytes":\d+/);
+    const again = withheldRaw(w.data);
+    assert.equal(again.withheld, false, "a withheld copy has nothing more to withhold");
     for (const raw of ["not json", "[1]", "null", JSON.stringify(prepare({ userData: 7 }))]) {
       const kept = withheldRaw(Buffer.from(raw));
       assert.equal(kept.withheld, false, raw);

@@ -64,7 +64,8 @@ describe("QEMU seed ISO", () => {
     const sealed = sealUserData(TEXT, createCurve().getPublicKey());
     for (const ci of [
       { sealedUserData: sealed },
-      { userDataDigest: userDataDigest(TEXT), userDataBytes: 10 },
+      { sealedUserData: sealed, userData: "" },
+      { userDataDigest: userDataDigest(TEXT), userDataBytes: 10, userData: "" },
     ]) {
       const work = await mkdtemp(join(dir, "vm-"));
       const iso = join(work, "seed.iso");

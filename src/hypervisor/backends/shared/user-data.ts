@@ -7,7 +7,8 @@ import { HypervisorError } from "../../errors.js";
  * rather than seeded with nothing.
  */
 export function plainUserData(ci: CloudInit): string {
-  if (ci.userData !== undefined) return ci.userData;
+  const withheld = ci.sealedUserData !== undefined || ci.userDataDigest !== undefined;
+  if (ci.userData !== undefined && !withheld) return ci.userData;
   throw new HypervisorError(
     "cloudinit::not-opened",
     "the spec holds no plaintext user-data (only the sealed form or a digest) to build the seed from",

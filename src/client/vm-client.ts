@@ -11,6 +11,7 @@ import { latestValues } from "./kv-scan.js";
 import { commandTooLarge, jsonOf, parseJson, refusedAsTooLarge } from "./wire.js";
 import type { CommandBody, SendResult, VmqClientOptions, WatchOptions } from "./client-types.js";
 import { Placer, type PlacementRequest } from "./placement.js";
+import { sealSpecFor, type SealOptions } from "./sealing.js";
 import {
   Command,
   HostRecord,
@@ -310,11 +311,11 @@ export class VmqClient {
     return v.host;
   }
 
-  /** Prepares a VM on the given host, or on one chosen by placement. */
+  /** Prepares a VM on the given host, or on one chosen by placement; user-data is sealed to it. */
   async prepare(
     vmId: string,
     spec: VmSpecInput,
-    opts: CommonOptions & { placement?: PlacementRequest } = {},
+    opts: CommonOptions & SealOptions & { placement?: PlacementRequest } = {},
   ): Promise<SendResult> {
     let host = opts.host;
     if (!host) {
@@ -322,13 +323,13 @@ export class VmqClient {
         ...(spec.backend ? { backend: spec.backend } : {}),
         ...opts.placement,
       });
-      if (!p) {
+      if (!p)
         throw new VmqError("client::no-host", "no live host can take this VM", {
           hint: "Check vmq hosts: a host must be heartbeating and offer the backend and capabilities asked for.",
         });
-      }
       host = p.host;
     }
+    spec = await sealSpecFor(() => this.hosts(), host, spec, opts); // after placement
     return this.send(host, { type: "vm.prepare", vmId, spec, ...common(opts) }, timeout(opts));
   }
   async start(vmId: string, opts: CommonOptions = {}): Promise<SendResult> {

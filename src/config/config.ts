@@ -42,6 +42,13 @@ export const WorkerSection = z.object({
     .min(1)
     .default(".vmq")
     .describe("Where VMs, the embedded NATS store and local state live."),
+  hostKeyFile: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "This host's curve seed for sealed cloud-init user-data (mode 0600). Default: <data-dir>/host.xk, created on first start.",
+    ),
   labels: z
     .record(z.string(), z.string())
     .default({})

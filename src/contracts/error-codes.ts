@@ -376,6 +376,31 @@ export const ERROR_CODES = {
     retryable: false,
     hint: "Install genisoimage (or xorriso/mkisofs) to build the cloud-init seed.",
   },
+  // ---- cloud-init user-data sealed to its host ---------------------------------------------
+  "userdata::wrong-host": {
+    retryable: false,
+    hint: "Seal the user-data to this host's key (its host record's userDataKey); the SDK and vmq prepare do.",
+  },
+  "userdata::unsealable": {
+    retryable: false,
+    hint: "The sealed user-data does not open with this host's key (tampered, or the host key changed); seal it again to the host's current userDataKey.",
+  },
+  "userdata::no-host-key": {
+    retryable: false,
+    hint: "The host's worker predates sealed user-data: upgrade it, or opt in to plaintext (vmq prepare --plaintext-user-data; SDK plaintextUserData: true).",
+  },
+  "hostkey::insecure-file": {
+    retryable: false,
+    hint: "The host key file must be readable by its owner only: chmod 600 <file>.",
+  },
+  "hostkey::invalid": {
+    retryable: false,
+    hint: "The host key file must hold one curve seed (SX...), as vmq writes on first start; remove it to get a new key (sealed user-data in flight can then no longer be opened).",
+  },
+  "cloudinit::not-opened": {
+    retryable: false,
+    hint: "A backend builds the seed from opened user-data: call prepare through the worker, which opens sealed user-data first.",
+  },
   "network::no-free-port": {
     retryable: true,
     hint: "Every port for SSH forwarding is taken; destroy unused VMs or free ports.",

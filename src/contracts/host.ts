@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { HostId } from "./ids.js";
-import { BackendTag, Capabilities } from "./vm.js";
+import { BackendTag, Capabilities, XKeyPublic } from "./vm.js";
 
 export const WorkerState = z.enum(["starting", "running", "draining", "stopped", "failed"]);
 export type WorkerState = z.infer<typeof WorkerState>;
@@ -26,6 +26,9 @@ export const HostRecord = z.object({
     .describe(
       "active: holds the host's lease and runs its commands; standby: waits for the lease (key <host>.standby.<instance>). Absent in records of workers before the lease.",
     ),
+  userDataKey: XKeyPublic.optional().describe(
+    "The host's curve public key: seal cloud-init user-data to it (absent: a worker older than sealing).",
+  ),
 });
 export type HostRecord = z.infer<typeof HostRecord>;
 

@@ -5,6 +5,8 @@ export {
   VmState,
   NetworkConfig,
   CloudInit,
+  SealedUserData,
+  XKeyPublic,
   SshConfig,
   VmSpec,
   type VmSpecInput,

@@ -107,5 +107,15 @@ export function parseCommand(raw: Uint8Array | string, subjectVmId?: string): Pa
       ...salvage(),
     };
   }
+  // A digest stands for user-data that was withheld (events, DLQ copies): nothing to run with.
+  if (parsed.data.type === "vm.prepare" && parsed.data.spec.cloudInit?.userDataDigest) {
+    return {
+      ok: false,
+      code: "command::invalid",
+      message:
+        "invalid vm.prepare: spec.cloudInit: user-data was withheld (userDataDigest only, as in events and DLQ copies); send the command again with its user-data",
+      ...salvage(),
+    };
+  }
   return { ok: true, command: parsed.data };
 }

@@ -104,6 +104,8 @@ export const DLQ_HEADERS = {
   /** With a truncation: the original body's size in bytes and its SHA-256 (lowercase hex). */
   size: "Vmq-Dlq-Size",
   sha256: "Vmq-Dlq-Sha256",
+  /** Set to `withheld` when plaintext user-data was replaced by its digest in the copy. */
+  userData: "Vmq-Dlq-User-Data",
   /** The command's own NATS headers (Nats-Msg-Id, ...) are kept under this prefix. */
   originalPrefix: "Vmq-Dlq-Orig-",
 } as const;

@@ -53,14 +53,64 @@ const Hostname = z
   )
   .max(253);
 
-export const CloudInit = z.object({
-  userData: noNul(32 * 1024).describe("cloud-init user-data (may hold secrets: never logged)."),
-  instanceId: z
-    .string()
-    .regex(/^[A-Za-z0-9_.-]{1,128}$/, "must be 1-128 of A-Z a-z 0-9 _ . -")
-    .optional(),
-  hostname: Hostname.optional(),
-});
+/** A curve25519 public key as nkeys writes it (`X` + 55 base32 characters). */
+export const XKeyPublic = z.string().regex(/^X[A-Z2-7]{55}$/, "must be a curve public nkey (X...)");
+
+/** 32 KiB of user-data sealed: 4-byte header, 24-byte nonce, 16-byte tag, in base64. */
+const MAX_SEALED_CHARS = 4 * Math.ceil((32 * 1024 + 44) / 3);
+
+export const SealedUserData = z
+  .object({
+    alg: z
+      .literal("xkv1")
+      .describe("nkeys xkey v1: curve25519 + xsalsa20-poly1305 (NaCl box), header xkv1."),
+    recipient: XKeyPublic.describe("The target host's public key (its host record's userDataKey)."),
+    sender: XKeyPublic.describe("The sealer's one-off public key, needed to open it."),
+    data: z
+      .string()
+      .min(1)
+      .max(MAX_SEALED_CHARS)
+      .regex(/^[A-Za-z0-9+/]+={0,2}$/, "must be base64")
+      .describe("The sealed bytes (header, nonce, box) in base64."),
+  })
+  .describe("cloud-init user-data sealed to one host: only that host's worker can open it.");
+export type SealedUserData = z.infer<typeof SealedUserData>;
+
+export const CloudInit = z
+  .object({
+    userData: noNul(32 * 1024)
+      .optional()
+      .describe(
+        'Plaintext cloud-init user-data (old clients; never copied into events, which hold "" here beside sealedUserData or userDataDigest, for older readers). Prefer sealedUserData.',
+      ),
+    sealedUserData: SealedUserData.optional(),
+    userDataDigest: z
+      .string()
+      .regex(/^sha256:[0-9a-f]{64}$/, "must be sha256:<64 hex>")
+      .optional()
+      .describe(
+        "Events, DLQ copies: stands for plaintext userData, which is never copied. Not accepted alone in a command.",
+      ),
+    userDataBytes: z
+      .int()
+      .min(0)
+      .max(32 * 1024)
+      .optional()
+      .describe("The plaintext userData's size in bytes, next to userDataDigest."),
+    instanceId: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,128}$/, "must be 1-128 of A-Z a-z 0-9 _ . -")
+      .optional(),
+    hostname: Hostname.optional(),
+  })
+  // One form of the user-data. `userData: ""` may stand beside the sealed form or the digest:
+  // events carry it so that readers of the previous v1, which required userData, still parse.
+  .refine(
+    (c) =>
+      [c.userData || undefined, c.sealedUserData, c.userDataDigest].filter((x) => x !== undefined)
+        .length === (c.userData === "" && !c.sealedUserData && !c.userDataDigest ? 0 : 1),
+    { message: "give exactly one of userData, sealedUserData (or, in events, userDataDigest)" },
+  );
 export type CloudInit = z.infer<typeof CloudInit>;
 
 export const SshConfig = z.object({

@@ -31,6 +31,7 @@ import type { DataDirLock } from "./data-dir-lock.js";
 import { CommandHandler } from "./pipeline/command-handler.js";
 import { OrderGate } from "./pipeline/order-gate.js";
 import { systemClock, type Ids } from "./ports.js";
+import { loadHostKey, type HostKey } from "./secrets/host-key.js";
 import type { Service, ServiceStack } from "./service-stack.js";
 import type { KV } from "@nats-io/kv";
 import { Compactor } from "./services/compactor.js";
@@ -80,6 +81,7 @@ export interface Parts {
   snapshotter?: Snapshotter | undefined;
   lease?: HostLease;
   view?: KvViewWriter;
+  hostKey?: HostKey;
   /** Replayed and reconciled: ready to take commands. */
   replayed?: boolean;
 }
@@ -94,9 +96,19 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   const { config, log, router, stats, lanes } = w;
   const names = namesFor(config.prefix);
   // The data dir first, before anything touches it (the embedded nats-server's store is in
-  // it); then HTTP, so a taken port fails before NATS and /readyz can say it waits for NATS
-  // (or, later, that it is a standby waiting for the host's lease).
+  // it); a key file others may read stops the start there too; then HTTP, so a taken port
+  // fails before NATS and /readyz can say it waits for NATS (or, later, that it is a standby
+  // waiting for the host's lease).
   await stack.start(w.lock);
+  const hostKey = await loadHostKey({
+    dataDir: config.dataDir,
+    ...(config.hostKeyFile ? { file: config.hostKeyFile } : {}),
+  });
+  parts.hostKey = hostKey;
+  log.info(
+    { userDataKey: hostKey.publicKey, file: hostKey.file, created: hostKey.created },
+    "host key for sealed user-data",
+  );
   if (config.http) parts.http = await stack.start(httpService(config.http, w, parts));
   const link = await stack.start(w.link);
   await stack.start(service("backends", () => () => router.close()));
@@ -198,6 +210,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       busy: () => stats.inFlight + lanes.queued,
       role: "active",
       log,
+      userDataKey: hostKey.publicKey,
     }),
   );
   const api = { host: config.host, names, vms: streams, router, log };
@@ -250,6 +263,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     log,
     abandon: w.abandon.signal,
     limits: { maxAttempts: config.maxAttempts, maxDeliver: config.maxDeliver },
+    hostKey,
   });
   parts.consumer = new CommandConsumer(js, names.commandsStream, durable, lanes, handler, log, {
     ackWaitMs: config.ackWaitMs,

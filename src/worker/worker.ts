@@ -98,6 +98,10 @@ export class Worker {
   get httpPort(): number | undefined {
     return this.#parts.http?.port;
   }
+  /** The host's public key for sealed user-data (once start-up has loaded it). */
+  get userDataKey(): string | undefined {
+    return this.#parts.hostKey?.publicKey;
+  }
   /** Replayed and reconciled: ready to take commands. */
   /** active or standby (once the lease was read), idle before, lost after another took it. */
   get role(): string {

@@ -23,6 +23,7 @@ import type { CommandMessage } from "../../src/worker/pipeline/settlement.js";
 import type { DeadLetter } from "../../src/worker/ports.js";
 import { memoryTombstones } from "../../src/worker/nats/tombstones.js";
 import { VmStreams } from "../../src/worker/state/vm-streams.js";
+import { memoryHostKey } from "../../src/worker/secrets/host-key.js";
 import { WorkerStats } from "../../src/worker/stats.js";
 
 export const HOST = "h1";
@@ -135,6 +136,7 @@ export function pipeline(opts: PipelineOptions = {}) {
     log: silentLogger(),
     abandon: abandon.signal,
     limits: { maxAttempts: opts.maxAttempts ?? 3, maxDeliver: opts.maxDeliver ?? 5 },
+    hostKey: memoryHostKey(),
   });
   let seq = 0;
   return {

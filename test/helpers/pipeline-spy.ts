@@ -21,6 +21,7 @@ import { type CommandLog, type StoredCommand } from "../../src/worker/pipeline/o
 import type { CommandMessage, Settlement } from "../../src/worker/pipeline/settlement.js";
 import type { DeadLetter } from "../../src/worker/ports.js";
 import { VmStreams, type Change } from "../../src/worker/state/vm-streams.js";
+import { memoryHostKey } from "../../src/worker/secrets/host-key.js";
 import { WorkerStats } from "../../src/worker/stats.js";
 import { command, HOST, orderGate, ScriptedStore, SPEC } from "./pipeline-fixture.js";
 
@@ -125,6 +126,7 @@ export function build(
   const fleet = { owner: undefined as string | undefined, asked: [] as string[] };
   const abandon = new AbortController();
   let ids = 0;
+  const hostKey = memoryHostKey();
   const handler = new CommandHandler({
     host: HOST,
     streams,
@@ -147,6 +149,7 @@ export function build(
     log: silentLogger(),
     abandon: abandon.signal,
     limits: { maxAttempts: o.maxAttempts ?? 3, maxDeliver: o.maxDeliver ?? 5 },
+    hostKey,
   });
   let seq = 0;
   const message = (
@@ -180,6 +183,7 @@ export function build(
     abandon,
     message,
     events,
+    hostKey,
     handle: (c: Command | Uint8Array, m?: Parameters<typeof message>[1]): Promise<Settlement> =>
       handler.handle(message(c, m)),
     types: async (vmId: string): Promise<string[]> => (await events(vmId)).map((e) => e.type),

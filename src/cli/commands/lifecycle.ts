@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { Option, type Command, type OptionValues } from "@commander-js/extra-typings";
-import type { CommandBody, VmqClient } from "../../client/index.js";
+import { sealSpecFor, type CommandBody, type VmqClient } from "../../client/index.js";
 import {
   DEFAULT_STOP_TIMEOUT_MS,
   MAX_STOP_TIMEOUT_MS,
@@ -51,7 +51,11 @@ export function registerLifecycle(program: Command): void {
       .option("--memory-mb <n>", "memory in MiB (default 512)", intOption("--memory-mb"))
       .option("--disk-gb <n>", "disk size in GiB", intOption("--disk-gb"))
       .option("--network <net>", "user | none | tap:<bridge> | vnic:<name>")
-      .option("--user-data <file>", "cloud-init user data")
+      .option("--user-data <file>", "cloud-init user data (sealed to the target host's key)")
+      .option(
+        "--plaintext-user-data",
+        "send --user-data unsealed, for a host whose worker publishes no key (older than sealing)",
+      )
       .option("--uefi", "boot with UEFI firmware")
       .addOption(
         new Option("--backend <backend>", "backend (default: the host's)").choices([
@@ -78,7 +82,14 @@ export function registerLifecycle(program: Command): void {
           );
         host = p.host;
       }
-      await run(client, host, { type: "vm.prepare", vmId, spec, ...envelope(flags) }, flags);
+      const plaintextUserData = flags.plaintextUserData === true;
+      const sealed = await sealSpecFor(() => client.hosts(), host, spec, { plaintextUserData });
+      await run(
+        client,
+        host,
+        { type: "vm.prepare", vmId, spec: sealed, ...envelope(flags) },
+        flags,
+      );
     });
   });
 

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { headers, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { DLQ_HEADERS, INVALID_VM_TOKEN, isValidId, type Names } from "../../contracts/index.js";
+import { withheldRaw } from "../../lib/user-data.js";
 import type { DeadLetter, DeadLetters } from "../ports.js";
 
 /** nats-server's default max_payload, when the connection does not say. */
@@ -16,12 +17,12 @@ export const maxPayload = (nc: NatsConnection): number =>
   nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
 
 /**
- * VMQ_DLQ: a command that could not be handled is copied there, the raw payload byte for byte,
- * its headers, and why. The msgID makes the copy unique per command message, so the handler and
- * the max-deliveries mover can both try without making two copies. A copy never exceeds the
- * server's max_payload (a command just under it plus the DLQ headers would): what does not fit
- * is cut, and the copy says so with its original size and digest, so it is still recorded
- * instead of being retried for ever.
+ * VMQ_DLQ: a command that could not be handled is copied there, the raw payload byte for byte
+ * (but plaintext user-data, replaced by its digest), its headers, and why. The msgID makes the
+ * copy unique per command message, so the handler and the max-deliveries mover can both try
+ * without making two copies. A copy never exceeds the server's max_payload (a command just
+ * under it plus the DLQ headers would): what does not fit is cut, and the copy says so with its
+ * size and digest before the cut, so it is still recorded instead of being retried for ever.
  */
 export function jetStreamDeadLetters(
   js: JetStreamClient,
@@ -57,6 +58,9 @@ async function deadLetter(
   h.set(DLQ_HEADERS.at, new Date().toISOString());
   if (d.lastError) h.set(DLQ_HEADERS.lastError, oneLine(d.lastError));
   if (d.vmState) h.set(DLQ_HEADERS.vmState, d.vmState);
+  // Plaintext user-data never reaches the DLQ: its digest and size stand for it.
+  const { data: copy, withheld } = withheldRaw(d.data);
+  if (withheld) h.set(DLQ_HEADERS.userData, "withheld");
   // Room for the truncation headers themselves (their longest values) and the msgID.
   const reserve = entriesBytes([
     [DLQ_HEADERS.truncated, "payload,headers"],
@@ -65,15 +69,16 @@ async function deadLetter(
     ["Nats-Msg-Id", `dlq:${names.commandsStream}:${d.streamSeq}`],
   ]);
   const room = limit - headerBytes(h) - reserve - SLACK;
-  let data = d.data;
+  let data = copy;
   if (data.length > room) {
     data = data.subarray(0, Math.max(0, room));
     cut.unshift("payload");
   }
   if (cut.length) {
+    // Of the copy before the cut (user-data already withheld): never a digest of a secret.
     h.set(DLQ_HEADERS.truncated, cut.join(","));
-    h.set(DLQ_HEADERS.size, String(d.data.length));
-    h.set(DLQ_HEADERS.sha256, createHash("sha256").update(d.data).digest("hex"));
+    h.set(DLQ_HEADERS.size, String(copy.length));
+    h.set(DLQ_HEADERS.sha256, createHash("sha256").update(copy).digest("hex"));
   }
   const subject = names.dlq(host, isValidId(vmToken) ? vmToken : INVALID_VM_TOKEN);
   await js.publish(subject, data, {

@@ -1,5 +1,7 @@
-import { VmHandle, type Command } from "../../contracts/index.js";
+import { VmHandle, type CloudInit, type Command } from "../../contracts/index.js";
 import type { CommandResult, Vm } from "../../domain/index.js";
+import { withheldSpec } from "../../lib/user-data.js";
+import type { HostKey } from "../secrets/host-key.js";
 import type { CommandRouter } from "./pipeline-deps.js";
 
 /** Runs the command's backend call under `signal` and returns what its outcome needs. */
@@ -8,12 +10,21 @@ export async function backendCall(
   command: Command,
   vm: Vm,
   signal: AbortSignal,
+  hostKey: Pick<HostKey, "open">,
 ): Promise<CommandResult> {
   const handle = vm.handle ?? stubHandle(vm, router.defaultBackend);
   switch (command.type) {
     case "vm.prepare": {
       const spec = { ...command.spec, backend: command.spec.backend ?? router.defaultBackend };
-      return { handle: await router.prepare(command.vmId, spec, { signal }), spec };
+      // Opened here, for the backend's seed only; the outcome records the spec without it.
+      const ci = spec.cloudInit;
+      const sealed = ci?.sealedUserData;
+      const given =
+        ci && sealed
+          ? { ...spec, cloudInit: { ...withoutSealed(ci), userData: hostKey.open(sealed) } }
+          : spec;
+      const handle = await router.prepare(command.vmId, given, { signal });
+      return { handle, spec: withheldSpec(spec) };
     }
     case "vm.start":
       return { handle: await router.start(handle, { signal }) };
@@ -47,4 +58,9 @@ export function stubHandle(vm: Vm, defaultBackend: VmHandle["backend"]): VmHandl
     backend: vm.spec?.backend ?? defaultBackend,
     workDir: "",
   });
+}
+
+function withoutSealed(ci: CloudInit): CloudInit {
+  const { sealedUserData: _sealed, ...rest } = ci;
+  return rest;
 }

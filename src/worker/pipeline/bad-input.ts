@@ -9,6 +9,11 @@ import type { PipelineDeps } from "./pipeline-deps.js";
 import { redeliveryDelay } from "./retry-policy.js";
 import { nak, TERM, type CommandMessage, type Settlement } from "./settlement.js";
 
+/** A parse failure, or user-data sealed to another host: refused before any effect. */
+export type BadInput =
+  | ParseFailure
+  | (Omit<ParseFailure, "code"> & { code: "userdata::wrong-host" | "userdata::unsealable" });
+
 /**
  * Not JSON, schema failure, subject mismatch, too large, unknown type or version: recorded as
  * vm.command-rejected when the subject names a valid vmId (once per commandId), copied to the
@@ -17,7 +22,7 @@ import { nak, TERM, type CommandMessage, type Settlement } from "./settlement.js
 export async function rejectBadInput(
   deps: PipelineDeps,
   msg: CommandMessage,
-  p: ParseFailure,
+  p: BadInput,
 ): Promise<Settlement> {
   const vmToken = commandVmToken(msg.subject);
   const log = deps.log.child({

@@ -40,7 +40,7 @@ export class CommandExecution {
     try {
       for (let attempt = 1; ; attempt++) {
         try {
-          const result = await backendCall(deps.router, command, vm, signal);
+          const result = await backendCall(deps.router, command, vm, signal, deps.hostKey);
           failpoint("in-backend");
           outcome = succeeded(vm, command, result, { now: deps.clock.now() });
           break;

@@ -1,9 +1,10 @@
 import { commandVmToken, parseCommand, type Command } from "../../contracts/index.js";
 import { decide, failed, hasSeen, refusal, rejected, type Decision } from "../../domain/index.js";
-import { toVmqError } from "../../lib/errors.js";
+import { isVmqError, toVmqError } from "../../lib/errors.js";
 import { failpoint } from "../../lib/failpoints.js";
+import { recordable } from "../../lib/user-data.js";
 import { withBindings, type BoundLogger } from "../../observability/logger.js";
-import { rejectBadInput } from "./bad-input.js";
+import { rejectBadInput, type BadInput } from "./bad-input.js";
 import { CommandExecution } from "./command-execution.js";
 import type { EarlierCommand } from "./order-gate.js";
 import type { PipelineDeps } from "./pipeline-deps.js";
@@ -31,6 +32,8 @@ export class CommandHandler {
     const parsed = parseCommand(msg.data, commandVmToken(msg.subject));
     if (!parsed.ok) return rejectBadInput(deps, msg, parsed);
     const command = parsed.command;
+    const unsealable = sealedElsewhere(command, deps);
+    if (unsealable) return rejectBadInput(deps, msg, unsealable);
     const log = withBindings(deps.log, {
       vmId: command.vmId,
       commandId: command.commandId,
@@ -146,7 +149,8 @@ export class CommandHandler {
     let decision = { kind: "duplicate" } as Decision; // set by the decide step below
     const { vm } = await deps.streams.update(command.vmId, async (vm) => {
       const now = deps.clock.now();
-      decision = decide(command, vm, { now });
+      // The intent records the command without plaintext user-data (digest and size instead).
+      decision = decide(recordable(command), vm, { now });
       if (decision.kind === "accept") {
         // What only the host knows (backends, capabilities, other hosts) is checked before the
         // intent is recorded, so such a command touches nothing. Only a prepare asks NATS.
@@ -241,4 +245,27 @@ function heldElsewhere(e: EarlierCommand): CommandMessage {
     headers: e.headers,
     info: { redelivered: true, deliveryCount: 1 },
   };
+}
+
+/**
+ * A prepare whose user-data is sealed to another key, or does not open with this host's: bad
+ * input, refused before anything is recorded. What it opens to is dropped at once.
+ */
+function sealedElsewhere(command: Command, deps: PipelineDeps): BadInput | undefined {
+  const sealed = command.type === "vm.prepare" ? command.spec.cloudInit?.sealedUserData : undefined;
+  if (!sealed) return undefined;
+  try {
+    deps.hostKey.open(sealed);
+    return undefined;
+  } catch (e) {
+    const wrongHost = isVmqError(e, "userdata::wrong-host");
+    return {
+      ok: false,
+      code: wrongHost ? "userdata::wrong-host" : "userdata::unsealable",
+      message: isVmqError(e) ? e.message : "sealed user-data could not be opened",
+      vmId: command.vmId,
+      commandId: command.commandId,
+      type: command.type,
+    };
+  }
 }

@@ -3,6 +3,7 @@ import type { Logger } from "../../observability/logger.js";
 import type { Clock, DeadLetters, FleetView, Ids } from "../ports.js";
 import type { WorkerStats } from "../stats.js";
 import type { VmStreams } from "../state/vm-streams.js";
+import type { HostKey } from "../secrets/host-key.js";
 import type { OrderGate } from "./order-gate.js";
 
 /** What the command pipeline calls on the router. */
@@ -36,4 +37,6 @@ export interface PipelineDeps {
   /** Fires when a drain gives up waiting: in-flight commands are abandoned, intents kept. */
   abandon: AbortSignal;
   limits: { maxAttempts: number; maxDeliver: number };
+  /** Opens user-data sealed to this host, only to hand it to the backend's prepare. */
+  hostKey: Pick<HostKey, "open">;
 }

@@ -23,6 +23,8 @@ export interface HeartbeatDeps {
   /** Commands running or waiting for a lane. */
   busy: () => number;
   log: Logger;
+  /** The host's curve public key: schedulers seal user-data to it. */
+  userDataKey?: string;
 }
 
 /** Writes the host record into `vmq-hosts`; the bucket's TTL removes a host that stops beating. */
@@ -54,6 +56,7 @@ export class Heartbeat implements Service {
       concurrency: deps.concurrency,
       ...(deps.role ? { role: deps.role } : {}),
       ...(deps.accelerator ? { accelerator: deps.accelerator } : {}),
+      ...(deps.userDataKey ? { userDataKey: deps.userDataKey } : {}),
     };
   }
 

@@ -7,11 +7,13 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { createCurve } from "@nats-io/nkeys";
 import { parseCommand } from "../../../src/contracts/index.js";
 import { emptyVm } from "../../../src/domain/index.js";
 import { HypervisorError, NoopBackend } from "../../../src/hypervisor/index.js";
 import { FaultyBackend } from "../../../src/hypervisor/testing/faulty-backend.js";
 import { stubHandle } from "../../../src/worker/pipeline/backend-call.js";
+import { sealUserData } from "../../../src/lib/user-data.js";
 import { command, HOST, SPEC } from "../../helpers/pipeline-fixture.js";
 
 import { ACK, build, enc, field, names, prepare } from "../../helpers/pipeline-spy.js";
@@ -25,6 +27,38 @@ describe("what each backend call receives", () => {
     assert.equal(call?.spec?.backend, "noop");
     assert.equal(call?.spec?.name, SPEC.name);
     assert.equal(t.streams.get("a").spec?.backend, "noop");
+  });
+
+  it("prepare: sealed user-data opened for the backend only; plaintext recorded as a digest", async () => {
+    const t = build();
+    const text = "#cloud-config\npassword: s3cret\n";
+    const sealedUserData = sealUserData(text, t.hostKey.publicKey);
+    await t.handle(prepare("s", { ...SPEC, cloudInit: { sealedUserData, hostname: "s" } }));
+    assert.deepEqual(t.router.last("prepare")?.spec?.cloudInit, { userData: text, hostname: "s" });
+    await t.handle(prepare("p", { ...SPEC, cloudInit: { userData: text } }));
+    assert.equal(t.router.last("prepare")?.spec?.cloudInit?.userData, text);
+    for (const vmId of ["s", "p"]) {
+      const recorded = JSON.stringify(await t.events(vmId));
+      assert.deepEqual(await t.types(vmId), ["vm.command-accepted", "vm.prepared"]);
+      assert.ok(!recorded.includes("s3cret"), recorded);
+      assert.ok(!JSON.stringify(t.streams.get(vmId)).includes("s3cret"), "nor in memory's VM");
+    }
+    assert.match(JSON.stringify(await t.events("s")), /"sealedUserData":\{"alg":"xkv1"/);
+    assert.match(JSON.stringify(await t.events("p")), /"userDataDigest":"sha256:[0-9a-f]{64}"/);
+  });
+
+  it("prepare: user-data sealed to another key is bad input, never reaching the backend", async () => {
+    const t = build();
+    const spec = (key: string) => ({
+      ...SPEC,
+      cloudInit: { sealedUserData: sealUserData("#cloud-config\n", key) },
+    });
+    assert.deepEqual(await t.handle(prepare("w", spec(createCurve().getPublicKey()))), {
+      kind: "term",
+    });
+    assert.equal(t.router.last("prepare"), undefined);
+    assert.equal(t.deadLetters[0]?.code, "userdata::wrong-host");
+    assert.equal(field((await t.events("w"))[0], "code"), "userdata::wrong-host");
   });
 
   it("every lifecycle call gets the VM's own handle and the command's deadline signal", async () => {

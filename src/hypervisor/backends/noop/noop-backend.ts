@@ -25,6 +25,7 @@ import type {
 } from "../../hypervisor.js";
 import { withoutRuntime } from "../shared/handle.js";
 import { resolveOptions } from "../shared/options.js";
+import { plainUserData } from "../shared/user-data.js";
 import { NoopStore, type NoopVm } from "./noop-store.js";
 
 export interface NoopOptions {
@@ -98,7 +99,11 @@ export class NoopBackend implements Hypervisor {
       uefi: spec.uefi,
       ...(spec.diskGb === undefined ? {} : { diskGb: spec.diskGb }),
     };
-    return Promise.resolve(this.#apply("prepare", { handle, state: "prepared" }).handle);
+    // The Noop's seed: what a real backend would write into the guest's cloud-init ISO.
+    const userData = spec.cloudInit ? plainUserData(spec.cloudInit) : undefined;
+    const prepared = this.#apply("prepare", { handle, state: "prepared" }).handle;
+    if (userData !== undefined) this.#store?.seed(vmId, userData);
+    return Promise.resolve(prepared);
   }
 
   async start(vm: VmHandle, opts: CallOptions = {}): Promise<VmHandle> {

@@ -18,7 +18,8 @@ export interface NoopVm {
 /**
  * The Noop backend's state dir: one `<vmId>.json` per VM, so VMs outlive the worker process
  * (crash and restart tests), and calls.log, one line per effect (`start vm-1`) that fault
- * tests count (test/helpers/chaos.ts).
+ * tests count (test/helpers/chaos.ts), and `<vmId>.user-data`, the cloud-init user-data a
+ * prepare was given (the Noop's seed ISO).
  */
 export class NoopStore {
   readonly #dir: string;
@@ -60,6 +61,16 @@ export class NoopStore {
 
   remove(vmId: string): void {
     rmSync(this.#file(vmId), { force: true });
+    rmSync(this.seedFile(vmId), { force: true });
+  }
+
+  /** `<vmId>.user-data` (0600): the user-data a prepare was given, as a real seed would hold it. */
+  seed(vmId: string, userData: string): void {
+    writeFileSync(this.seedFile(vmId), userData, { mode: 0o600 });
+  }
+
+  seedFile(vmId: string): string {
+    return join(this.#dir, `${vmId}.user-data`);
   }
 
   effect(op: string, vmId: string): void {

@@ -12,6 +12,7 @@ import { ID_PATTERN } from "../../../contracts/ids.js";
 import type { VmHandle, VmSpec } from "../../../contracts/index.js";
 import { isVmqError, VmqError } from "../../../lib/errors.js";
 import { checkAborted, HypervisorError } from "../../errors.js";
+import { plainUserData } from "../shared/user-data.js";
 import type { CommandRunner } from "./command-runner.js";
 import {
   checkDataset,
@@ -374,11 +375,11 @@ export class ZoneProvisioner {
 
   async #writeSeed(vmId: string, spec: VmSpec, workDir: string, signal?: AbortSignal) {
     const ci = spec.cloudInit;
-    const userData =
-      ci?.userData ??
-      (spec.ssh
+    const userData = ci
+      ? plainUserData(ci)
+      : spec.ssh
         ? `#cloud-config\nusers:\n  - name: ${spec.ssh.user}\n    ssh_authorized_keys:\n      - ${JSON.stringify(spec.ssh.publicKey)}\n`
-        : "#cloud-config\n");
+        : "#cloud-config\n";
     const metaData = `instance-id: ${ci?.instanceId ?? vmId}\nlocal-hostname: ${ci?.hostname ?? vmId}\n`;
     const ud = join(workDir, "user-data");
     const md = join(workDir, "meta-data");

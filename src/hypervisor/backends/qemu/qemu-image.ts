@@ -9,6 +9,7 @@ import { createServer } from "node:net";
 import { basename, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { execa } from "execa";
 import type { CloudInit } from "../../../contracts/index.js";
+import { plainUserData } from "../shared/user-data.js";
 import { HypervisorError } from "../../errors.js";
 
 /** `child` is `root` or lies below it (both already resolved). */
@@ -150,7 +151,7 @@ export async function createSeedIso(
   await mkdir(src, { mode: 0o700 });
   const hostname = ci.hostname ?? hostnameFrom(name, vmId);
   const meta = `instance-id: ${ci.instanceId ?? vmId}\nlocal-hostname: ${hostname}\n`;
-  await writeFile(join(src, "user-data"), ci.userData, { mode: 0o600 });
+  await writeFile(join(src, "user-data"), plainUserData(ci), { mode: 0o600 });
   await writeFile(join(src, "meta-data"), meta, { mode: 0o600 });
   const isoArgs = ["-output", iso, "-volid", "cidata", "-joliet", "-rock", "-quiet", src];
   const xorriso = basename(isoTool) === "xorriso";

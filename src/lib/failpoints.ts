@@ -26,7 +26,20 @@ export const COMPACTION_FAILPOINTS = [
   /** Compaction: the events are purged, the VM is still in the worker's cache. */
   "after-purge",
 ] as const;
-export const FAILPOINTS = [...COMMAND_FAILPOINTS, ...COMPACTION_FAILPOINTS] as const;
+/** The steps of a QEMU stop's escalation (tested in worker-qemu-stop-crash). */
+export const STOP_FAILPOINTS = [
+  /** An ACPI power-button press was sent; the graceful window runs. */
+  "stop-graceful",
+  /** The graceful window is over; SIGTERM is about to be sent. */
+  "stop-sigterm",
+  /** SIGTERM was ignored; SIGKILL is about to be sent. */
+  "stop-sigkill",
+] as const;
+export const FAILPOINTS = [
+  ...COMMAND_FAILPOINTS,
+  ...COMPACTION_FAILPOINTS,
+  ...STOP_FAILPOINTS,
+] as const;
 export type CommandFailpoint = (typeof COMMAND_FAILPOINTS)[number];
 export type Failpoint = (typeof FAILPOINTS)[number];
 

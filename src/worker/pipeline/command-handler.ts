@@ -146,7 +146,10 @@ export class CommandHandler {
     let decision = { kind: "duplicate" } as Decision; // set by the decide step below
     const { vm } = await deps.streams.update(command.vmId, async (vm) => {
       const now = deps.clock.now();
-      decision = decide(command, vm, { now });
+      decision = decide(command, vm, {
+        now,
+        stopCrashAllowanceMs: deps.limits.stopCrashAllowanceMs,
+      });
       if (decision.kind === "accept") {
         // What only the host knows (backends, capabilities, other hosts) is checked before the
         // intent is recorded, so such a command touches nothing. Only a prepare asks NATS.
@@ -177,7 +180,14 @@ export class CommandHandler {
         return ACK;
       case "accept":
         failpoint("after-intent");
-        return this.#execution.run(msg, command, vm, new Date(decision.event.deadline), log);
+        return this.#execution.run(
+          msg,
+          command,
+          vm,
+          new Date(decision.event.deadline),
+          log,
+          Date.parse(decision.event.at),
+        );
       case "resume":
         log.info("resuming a command whose intent is recorded but has no outcome");
         return this.#execution.run(msg, command, vm, new Date(decision.deadline), log);

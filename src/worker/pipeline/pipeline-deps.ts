@@ -35,5 +35,10 @@ export interface PipelineDeps {
   log: Logger;
   /** Fires when a drain gives up waiting: in-flight commands are abandoned, intents kept. */
   abandon: AbortSignal;
-  limits: { maxAttempts: number; maxDeliver: number };
+  limits: {
+    maxAttempts: number;
+    maxDeliver: number;
+    /** Added to a stop's deadline: time for a dead worker's command to come back (ack_wait). */
+    stopCrashAllowanceMs?: number;
+  };
 }

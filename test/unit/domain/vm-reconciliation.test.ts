@@ -65,13 +65,12 @@ describe("reconcile: is the intent untouched, with time left?", () => {
     resolved(reconcile(vm, report, ctxAt(START_BUDGET_MS - 500)));
   });
 
-  it("a backend that cannot tell is not 'untouched': the intent is resolved, as unknown", () => {
-    // A suspend of a VM already unknown, interrupted: the backend still cannot tell.
-    const vm = interrupted(["vm.prepare", "vm.start", "vm.suspend"], "unknown");
-    assert.equal(vm.state, "unknown");
+  it("a backend that cannot tell is not 'untouched': the intent is resolved", () => {
+    // A start interrupted, and the backend cannot tell now: nothing says it did nothing.
+    const vm = interrupted(["vm.prepare", "vm.start"]);
     const r = resolved(reconcile(vm, { state: "unknown" }, ctxAt(0)));
     assert.equal(r.type, "vm.command-failed");
-    assert.equal(r.state, "unknown");
+    assert.equal(r.state, "prepared");
   });
 
   it("but a stop or destroy it cannot tell about is resumed while it has time: it escalates", () => {

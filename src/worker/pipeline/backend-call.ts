@@ -12,7 +12,7 @@ export interface RunTiming {
  * The graceful window and escalation steps of this run of a stop or destroy: what is left of
  * them since the intent was recorded (a resumed command does not start its window again).
  */
-function stopTimes(
+export function stopTimes(
   command: Extract<Command, { type: "vm.stop" | "vm.destroy" }>,
   vm: Vm,
   t: RunTiming,

@@ -3,6 +3,7 @@ import { decide, failed, hasSeen, refusal, rejected, type Decision } from "../..
 import { toVmqError } from "../../lib/errors.js";
 import { failpoint } from "../../lib/failpoints.js";
 import { withBindings, type BoundLogger } from "../../observability/logger.js";
+import { stopTimes } from "./backend-call.js";
 import { rejectBadInput } from "./bad-input.js";
 import { CommandExecution } from "./command-execution.js";
 import type { EarlierCommand } from "./order-gate.js";
@@ -188,9 +189,17 @@ export class CommandHandler {
           log,
           Date.parse(decision.event.at),
         );
-      case "resume":
-        log.info("resuming a command whose intent is recorded but has no outcome");
-        return this.#execution.run(msg, command, vm, new Date(decision.deadline), log);
+      case "resume": {
+        const now = deps.clock.now().getTime();
+        const deadline = new Date(decision.deadline);
+        // A stop or destroy goes on with what is left of its window (stop-schedule.ts).
+        const left =
+          command.type === "vm.stop" || command.type === "vm.destroy"
+            ? stopTimes(command, vm, { now, deadline: deadline.getTime() })
+            : {};
+        log.info(left, "resuming a command whose intent is recorded but has no outcome");
+        return this.#execution.run(msg, command, vm, deadline, log, now);
+      }
     }
   }
 

@@ -9,3 +9,4 @@ export {
 export * as contracts from "../contracts/index.js";
 export { VmqError, isVmqError } from "../lib/errors.js";
 export { findTombstone } from "./tombstones.js";
+export { ConsoleSession } from "./console-session.js";

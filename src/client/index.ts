@@ -10,3 +10,4 @@ export * as contracts from "../contracts/index.js";
 export { VmqError, isVmqError } from "../lib/errors.js";
 export { findTombstone } from "./tombstones.js";
 export { sealSpecFor, type SealOptions } from "./sealing.js";
+export { ConsoleSession } from "./console-session.js";

@@ -6,7 +6,8 @@ import {
   type JetStreamClient,
   type JetStreamManager,
 } from "@nats-io/jetstream";
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { ConsoleSession } from "./console-session.js";
 import { latestValues } from "./kv-scan.js";
 import { commandTooLarge, jsonOf, parseJson, refusedAsTooLarge } from "./wire.js";
 import type { CommandBody, SendResult, VmqClientOptions, WatchOptions } from "./client-types.js";
@@ -403,23 +404,45 @@ export class VmqClient {
     return r.console;
   }
 
-  /** An interactive serial console relayed over NATS by the VM's host worker. */
+  /**
+   * An interactive serial console relayed over NATS by the VM's host worker. The session's
+   * output is subscribed to before the open request is sent, so no early byte is lost.
+   */
   async openConsole(vmId: string, opts: { host?: string } = {}): Promise<ConsoleSession> {
     const host = await this.hostOf(vmId, opts.host);
-    const m = await this.nc.request(`${this.names.consoleSubject(host, vmId)}.open`, undefined, {
-      timeout: 15_000,
-    });
-    const r = m.json<
+    const base = this.names.consoleSubject(host, vmId);
+    const id = randomUUID().replaceAll("-", "");
+    let session = new ConsoleSession(this.nc, `${base}.${id}`);
+    let r:
       | { ok: true; session: string; subject: string }
-      | { ok: false; error: { code: string; message: string; hint?: string } }
-    >();
-    if (!r.ok)
+      | { ok: false; error: { code: string; message: string; hint?: string } };
+    try {
+      const m = await this.nc.request(
+        `${base}.open`,
+        encoder.encode(JSON.stringify({ session: id })),
+        {
+          timeout: 15_000,
+        },
+      );
+      r = m.json();
+    } catch (e) {
+      session.close();
+      throw e;
+    }
+    if (!r.ok) {
+      session.close();
       throw new VmqError(
         receivedCode(r.error.code),
         r.error.message,
         r.error.hint ? { hint: r.error.hint } : {},
       );
-    return new ConsoleSession(this.nc, r.subject);
+    }
+    if (r.subject !== session.subject) {
+      // A worker from before client-chosen sessions picked its own id.
+      session.close();
+      session = new ConsoleSession(this.nc, r.subject);
+    }
+    return session;
   }
 }
 
@@ -435,45 +458,3 @@ const common = (o: CommonOptions) => ({
   ...(o.expectedVersion === undefined ? {} : { expectedVersion: o.expectedVersion }),
 });
 const timeout = (o: CommonOptions) => (o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs });
-
-/** One console session: bytes from the VM as an async iterator, write() to type, close() to end. */
-export class ConsoleSession {
-  readonly #sub: Subscription;
-  readonly #closedSub: Subscription;
-  readonly #ping: NodeJS.Timeout;
-  /** Why the worker ended the session, once it has. */
-  closedReason: string | undefined;
-
-  constructor(
-    private readonly nc: NatsConnection,
-    readonly subject: string,
-  ) {
-    this.#sub = nc.subscribe(`${subject}.out`);
-    this.#closedSub = nc.subscribe(`${subject}.closed`, {
-      callback: (_e, m) => {
-        this.closedReason = m.string();
-        this.#sub.unsubscribe();
-      },
-    });
-    this.#ping = setInterval(() => nc.publish(`${subject}.ping`), 5_000);
-    this.#ping.unref();
-  }
-
-  write(data: Uint8Array | string): void {
-    this.nc.publish(
-      `${this.subject}.in`,
-      typeof data === "string" ? new TextEncoder().encode(data) : data,
-    );
-  }
-
-  async *output(): AsyncGenerator<Uint8Array> {
-    for await (const m of this.#sub) yield m.data;
-  }
-
-  close(): void {
-    clearInterval(this.#ping);
-    this.nc.publish(`${this.subject}.close`);
-    this.#sub.unsubscribe();
-    this.#closedSub.unsubscribe();
-  }
-}

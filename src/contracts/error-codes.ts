@@ -71,6 +71,10 @@ export const ERROR_CODES = {
     retryable: false,
     hint: "The VM's backend has no serial console, or it could not be opened; check the VM runs.",
   },
+  "console::not-running": {
+    retryable: false,
+    hint: "A VM's serial console exists only while it runs: start it first (vmq start <vmId>).",
+  },
   "worker::interrupted": {
     retryable: true,
     hint: "The worker restarted during the command; its effect was read back from the backend.",

@@ -150,10 +150,11 @@ export function schedulerPermissions(prefix: string): NatsPermissions {
       allow: [
         `${prefix}.cmd.>`,
         `${prefix}.api.>`,
+        // open is <host>.<vmId>.open; a session's subjects are <host>.<vmId>.<session>.*
         `${prefix}.console.*.*.open`,
-        `${prefix}.console.*.*.in`,
-        `${prefix}.console.*.*.ping`,
-        `${prefix}.console.*.*.close`,
+        `${prefix}.console.*.*.*.in`,
+        `${prefix}.console.*.*.*.ping`,
+        `${prefix}.console.*.*.*.close`,
         `${API}.INFO`,
         `${API}.STREAM.INFO.${n.commandsStream}`,
         `${API}.STREAM.INFO.${n.eventsStream}`,
@@ -181,7 +182,9 @@ export function schedulerPermissions(prefix: string): NatsPermissions {
         ]),
       ],
     },
-    subscribe: { allow: ["_INBOX.>", `${prefix}.console.*.*.out`, `${prefix}.console.*.*.closed`] },
+    subscribe: {
+      allow: ["_INBOX.>", `${prefix}.console.*.*.*.out`, `${prefix}.console.*.*.*.closed`],
+    },
   };
 }
 

@@ -13,12 +13,19 @@ export {
   deadlineFor,
   eventIdFor,
   DEFAULT_BUDGETS,
-  STOP_ESCALATION_MS,
   type Decision,
   type DecideContext,
   type CommandResult,
 } from "./vm-decider.js";
-export { evolve, replayVm, toView, withoutUserData, digestsOf } from "./vm-projection.js";
+export {
+  stopDeadline,
+  stopPlan,
+  STOP_ESCALATION,
+  STOP_ESCALATION_MS,
+  type StopPlan,
+  type StopTiming,
+} from "./stop-schedule.js";
+export { evolve, replayVm, toView, withoutUserData, notLive, digestsOf } from "./vm-projection.js";
 export { refusal, type HostFacts } from "./vm-refusals.js";
 export { observedChange, driftAfterFailure, type Observation } from "./vm-observations.js";
 export {

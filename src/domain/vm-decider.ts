@@ -11,6 +11,7 @@ import {
   type ObservationSource,
 } from "../contracts/index.js";
 import type { Failure, Rejection } from "./errors.js";
+import { stopDeadline } from "./stop-schedule.js";
 import { hasSeen, type Vm } from "./vm.js";
 import { isAllowed, targetState, TRANSITIONS } from "./vm-state.js";
 
@@ -19,6 +20,8 @@ export interface DecideContext {
   now: Date;
   /** Time budget per command type when the command gives none (ms). */
   budgets?: Partial<Record<Command["type"], number>>;
+  /** A stop's or destroy's room for one worker crash (the consumer's ack_wait; stop-schedule.ts). */
+  stopCrashAllowanceMs?: number | undefined;
 }
 
 export const DEFAULT_BUDGETS: Record<Command["type"], number> = {
@@ -26,11 +29,9 @@ export const DEFAULT_BUDGETS: Record<Command["type"], number> = {
   "vm.start": 5 * 60_000,
   "vm.suspend": 60_000,
   "vm.resume": 60_000,
-  "vm.stop": 0, // the command's timeoutMs plus escalation
+  "vm.stop": 0, // the command's timeoutMs plus escalation: stopDeadline (stop-schedule.ts)
   "vm.destroy": 0,
 };
-/** Escalation after a stop timeout (SIGTERM, then SIGKILL) needs a little more time. */
-export const STOP_ESCALATION_MS = 15_000;
 
 export type Decision =
   /** The commandId already has an outcome: no second effect, no second outcome. */
@@ -59,11 +60,10 @@ const base = (
 });
 
 export function deadlineFor(command: Command, ctx: DecideContext): Date {
-  const budget =
-    command.type === "vm.stop" || command.type === "vm.destroy"
-      ? command.timeoutMs + STOP_ESCALATION_MS
-      : (ctx.budgets?.[command.type] ?? DEFAULT_BUDGETS[command.type]);
-  return new Date(ctx.now.getTime() + budget);
+  const now = ctx.now.getTime();
+  if (command.type === "vm.stop" || command.type === "vm.destroy")
+    return new Date(stopDeadline(now, command.timeoutMs, ctx.stopCrashAllowanceMs));
+  return new Date(now + (ctx.budgets?.[command.type] ?? DEFAULT_BUDGETS[command.type]));
 }
 
 /** decide(command, vm) -> intent event | rejection | nothing new. */

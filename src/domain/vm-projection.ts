@@ -41,7 +41,7 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
     case "vm.stopped":
       return settled(vm, event, seq, event.state, event.handle ?? vm.handle, vm.spec);
     case "vm.destroyed":
-      return settled(vm, event, seq, event.state, vm.handle, withoutUserData(vm.spec));
+      return settled(vm, event, seq, event.state, notLive(vm.handle), withoutUserData(vm.spec));
     case "vm.command-failed":
       return settled(vm, event, seq, event.state, vm.handle, vm.spec);
     case "vm.command-rejected":
@@ -117,6 +117,24 @@ function vmAt(
     seenDigests: vm.seenDigests,
     updatedAt: event.at,
   };
+}
+
+/**
+ * A destroyed VM's handle without what only a live VM has (its pid, sockets, VNC address, SSH
+ * port): the view must not show a pid that may be another process's by now. The backend, id and
+ * work dir stay, so a second destroy reaches the right backend.
+ */
+export function notLive(handle: Vm["handle"]): Vm["handle"] {
+  if (handle === null) return null;
+  const {
+    pid: _pid,
+    vncAddr: _vnc,
+    qmpSocket: _qmp,
+    consoleSocket: _console,
+    sshHostPort: _ssh,
+    ...rest
+  } = handle;
+  return rest;
 }
 
 /**

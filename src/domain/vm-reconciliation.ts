@@ -37,7 +37,8 @@ export function interruptedPrepareState(there: VmState, recorded: boolean): VmSt
 /**
  * Compares one VM's history with the backend's report. A pending intent (the worker died
  * mid-command) is resolved: the target state reached is the command's outcome (reconciled),
- * an untouched VM with time left is left to the command's redelivery, anything else is
+ * an untouched VM with time left is left to the command's redelivery (so is a stop or destroy
+ * of a VM the backend cannot tell about: resuming it escalates), anything else is
  * vm.command-failed worker::interrupted (an unreachable backend gives unknown for a live VM,
  * never failed). Without a pending intent, a difference is drift.
  */
@@ -51,7 +52,11 @@ export function reconcile(
   if (pending) {
     const untouched =
       pending.type === "vm.prepare" ? now === "destroyed" : now === vm.state && now !== "unknown";
-    if (untouched && Date.parse(pending.deadline) > ctx.now.getTime() + 1_000)
+    // A stop or destroy the backend cannot tell about (a wedged QEMU does not answer QMP) is
+    // resumed too: its redelivery escalates, which is what the command asked for.
+    const ending = pending.type === "vm.stop" || pending.type === "vm.destroy";
+    const resumable = untouched || (ending && now === "unknown");
+    if (resumable && Date.parse(pending.deadline) > ctx.now.getTime() + 1_000)
       return { kind: "leave" };
     const command = vm.pendingCommand;
     if (!command) return { kind: "nothing" };

@@ -20,6 +20,12 @@ export interface StopOptions extends CallOptions {
   timeoutMs: number;
   /** never: fail with hypervisor::stop-timeout; after-timeout: escalate; now: kill at once. */
   force: StopForce;
+  /**
+   * At most this long for each escalation step (the worker's stop plan, src/domain/
+   * stop-schedule.ts, so the steps fit before the command's deadline); a backend's own
+   * settings apply when they are shorter, or when this is absent.
+   */
+  escalation?: { sigtermGraceMs: number; sigkillWaitMs: number };
 }
 
 export interface StopResult {

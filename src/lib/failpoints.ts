@@ -29,10 +29,20 @@ export const COMPACTION_FAILPOINTS = [
 ] as const;
 /** Just before a view record is sent (the fenced-write test stalls a worker here). */
 export const VIEW_FAILPOINTS = ["before-view-write"] as const;
+/** The steps of a QEMU stop's escalation (tested in worker-qemu-stop-crash). */
+export const STOP_FAILPOINTS = [
+  /** An ACPI power-button press was sent; the graceful window runs. */
+  "stop-graceful",
+  /** The graceful window is over; SIGTERM is about to be sent. */
+  "stop-sigterm",
+  /** SIGTERM was ignored; SIGKILL is about to be sent. */
+  "stop-sigkill",
+] as const;
 export const FAILPOINTS = [
   ...COMMAND_FAILPOINTS,
   ...COMPACTION_FAILPOINTS,
   ...VIEW_FAILPOINTS,
+  ...STOP_FAILPOINTS,
 ] as const;
 export type CommandFailpoint = (typeof COMMAND_FAILPOINTS)[number];
 export type Failpoint = (typeof FAILPOINTS)[number];

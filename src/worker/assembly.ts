@@ -262,7 +262,12 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     stats,
     log,
     abandon: w.abandon.signal,
-    limits: { maxAttempts: config.maxAttempts, maxDeliver: config.maxDeliver },
+    limits: {
+      maxAttempts: config.maxAttempts,
+      maxDeliver: config.maxDeliver,
+      // A command a dead worker held comes back after ack_wait; a stop keeps room for that.
+      stopCrashAllowanceMs: config.ackWaitMs,
+    },
     hostKey,
   });
   parts.consumer = new CommandConsumer(js, names.commandsStream, durable, lanes, handler, log, {

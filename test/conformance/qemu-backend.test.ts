@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -111,6 +111,33 @@ describe("QEMU backend specifics", { concurrency: true }, () => {
     const log = await readFile(join(h.workDir, "console.log"), "utf8");
     assert.match(log, /VMQ-GUEST-POWEROFF \(self\)/);
     await b.destroy(h, { timeoutMs: 5000, force: "after-timeout" });
+  });
+
+  it("boots from a data dir whose path has a comma, a space, quotes and unicode (argv quoted per option)", async (t) => {
+    const c = get(t);
+    if (!c) return;
+    // Every path QEMU is given lies under it: -drive, -chardev (key=value lists) and -pidfile.
+    const dataDir = join(c.dataDir, "odd", `da,ta dir 'q' "é",,x`);
+    const b = other(c, { dataDir });
+    const h = await b.start(await b.prepare(id("comma"), spec(c.guest.image)));
+    assert.ok(h.workDir.startsWith(dataDir), h.workDir);
+    assert.equal(await b.state(h), "running", "QEMU took the argv and answers QMP");
+    const pid = await readFile(join(h.workDir, "qemu.pid"), "utf8");
+    assert.equal(Number(pid.trim()), h.pid, "the pid file is where vmq reads it");
+    await waitFor(
+      "the guest's ready marker on its console log",
+      () => {
+        const log = existsSync(join(h.workDir, "console.log"))
+          ? String(readFileSync(join(h.workDir, "console.log")))
+          : "";
+        return log.includes("VMQ-GUEST-READY") ? true : undefined;
+      },
+      120_000,
+    );
+    const r = await b.stop(h, { timeoutMs: 60_000, force: "after-timeout" });
+    assert.equal(r.how, "acpi", "the guest booted and answered the power button");
+    await b.destroy(r.handle, { timeoutMs: 5000, force: "after-timeout" });
+    assert.ok(!existsSync(h.workDir));
   });
 
   it("builds the NoCloud seed, suppresses its own suspend/resume, and observes a killed QEMU as a process change", async (t) => {

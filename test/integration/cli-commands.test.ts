@@ -470,7 +470,11 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
 
     const noConsole = await vmq(["console", "c-2"]);
     assert.equal(noConsole.exitCode, 1);
-    assertOneLineError(noConsole.stderr, /no serial console \[console::unavailable\]/);
+    // c-2 was stopped above: it has no console to open, and the error says so (not ENOENT).
+    assertOneLineError(
+      noConsole.stderr,
+      /VM c-2 is not running \(it is stopped\) \[console::not-running\]/,
+    );
   });
 
   it("usage errors exit 2 with one readable line", async () => {

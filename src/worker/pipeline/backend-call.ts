@@ -1,8 +1,29 @@
 import { VmHandle, type CloudInit, type Command } from "../../contracts/index.js";
-import type { CommandResult, Vm } from "../../domain/index.js";
+import { stopPlan, type CommandResult, type Vm } from "../../domain/index.js";
 import { withheldSpec } from "../../lib/user-data.js";
 import type { HostKey } from "../secrets/host-key.js";
 import type { CommandRouter } from "./pipeline-deps.js";
+
+/** When this run of the command began and when its intent's deadline is (epoch ms). */
+export interface RunTiming {
+  now: number;
+  deadline: number;
+}
+
+/**
+ * The graceful window and escalation steps of this run of a stop or destroy: what is left of
+ * them since the intent was recorded (a resumed command does not start its window again).
+ */
+export function stopTimes(
+  command: Extract<Command, { type: "vm.stop" | "vm.destroy" }>,
+  vm: Vm,
+  t: RunTiming,
+) {
+  const since = vm.pending?.commandId === command.commandId ? Date.parse(vm.pending.since) : t.now;
+  const plan = stopPlan({ acceptedAt: since, timeoutMs: command.timeoutMs, ...t });
+  const { sigtermGraceMs, sigkillWaitMs } = plan;
+  return { timeoutMs: plan.gracefulMs, escalation: { sigtermGraceMs, sigkillWaitMs } };
+}
 
 /** Runs the command's backend call under `signal` and returns what its outcome needs. */
 export async function backendCall(
@@ -10,6 +31,7 @@ export async function backendCall(
   command: Command,
   vm: Vm,
   signal: AbortSignal,
+  timing: RunTiming,
   hostKey: Pick<HostKey, "open">,
 ): Promise<CommandResult> {
   const handle = vm.handle ?? stubHandle(vm, router.defaultBackend);
@@ -34,7 +56,7 @@ export async function backendCall(
       return { handle: await router.resume(handle, { signal }) };
     case "vm.stop": {
       const r = await router.stop(handle, {
-        timeoutMs: command.timeoutMs,
+        ...stopTimes(command, vm, timing),
         force: command.force,
         signal,
       });
@@ -42,7 +64,7 @@ export async function backendCall(
     }
     case "vm.destroy":
       await router.destroy(handle, {
-        timeoutMs: command.timeoutMs,
+        ...stopTimes(command, vm, timing),
         force: "after-timeout",
         signal,
       });

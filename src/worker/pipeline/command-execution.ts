@@ -27,6 +27,8 @@ export class CommandExecution {
     vm: Vm,
     deadline: Date,
     log: BoundLogger,
+    /** When this run began (epoch ms): the accepted event's time for a fresh command. */
+    startedAt: number = this.deps.clock.now().getTime(),
   ): Promise<Settlement> {
     const { deps } = this;
     const { signal, dispose } = this.#deadlines.acquire(deadline);
@@ -40,7 +42,10 @@ export class CommandExecution {
     try {
       for (let attempt = 1; ; attempt++) {
         try {
-          const result = await backendCall(deps.router, command, vm, signal, deps.hostKey);
+          // A retry goes on with the time that is left, it does not start the stop's window again.
+          const now = attempt === 1 ? startedAt : deps.clock.now().getTime();
+          const timing = { now, deadline: deadline.getTime() };
+          const result = await backendCall(deps.router, command, vm, signal, timing, deps.hostKey);
           failpoint("in-backend");
           outcome = succeeded(vm, command, result, { now: deps.clock.now() });
           break;

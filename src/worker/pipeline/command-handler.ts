@@ -4,6 +4,7 @@ import { isVmqError, toVmqError } from "../../lib/errors.js";
 import { failpoint } from "../../lib/failpoints.js";
 import { recordable } from "../../lib/user-data.js";
 import { withBindings, type BoundLogger } from "../../observability/logger.js";
+import { stopTimes } from "./backend-call.js";
 import { rejectBadInput, type BadInput } from "./bad-input.js";
 import { CommandExecution } from "./command-execution.js";
 import type { EarlierCommand } from "./order-gate.js";
@@ -150,7 +151,10 @@ export class CommandHandler {
     const { vm } = await deps.streams.update(command.vmId, async (vm) => {
       const now = deps.clock.now();
       // The intent records the command without plaintext user-data (digest and size instead).
-      decision = decide(recordable(command), vm, { now });
+      decision = decide(recordable(command), vm, {
+        now,
+        stopCrashAllowanceMs: deps.limits.stopCrashAllowanceMs,
+      });
       if (decision.kind === "accept") {
         // What only the host knows (backends, capabilities, other hosts) is checked before the
         // intent is recorded, so such a command touches nothing. Only a prepare asks NATS.
@@ -181,10 +185,25 @@ export class CommandHandler {
         return ACK;
       case "accept":
         failpoint("after-intent");
-        return this.#execution.run(msg, command, vm, new Date(decision.event.deadline), log);
-      case "resume":
-        log.info("resuming a command whose intent is recorded but has no outcome");
-        return this.#execution.run(msg, command, vm, new Date(decision.deadline), log);
+        return this.#execution.run(
+          msg,
+          command,
+          vm,
+          new Date(decision.event.deadline),
+          log,
+          Date.parse(decision.event.at),
+        );
+      case "resume": {
+        const now = deps.clock.now().getTime();
+        const deadline = new Date(decision.deadline);
+        // A stop or destroy goes on with what is left of its window (stop-schedule.ts).
+        const left =
+          command.type === "vm.stop" || command.type === "vm.destroy"
+            ? stopTimes(command, vm, { now, deadline: deadline.getTime() })
+            : {};
+        log.info(left, "resuming a command whose intent is recorded but has no outcome");
+        return this.#execution.run(msg, command, vm, deadline, log, now);
+      }
     }
   }
 

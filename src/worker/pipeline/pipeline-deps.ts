@@ -36,7 +36,12 @@ export interface PipelineDeps {
   log: Logger;
   /** Fires when a drain gives up waiting: in-flight commands are abandoned, intents kept. */
   abandon: AbortSignal;
-  limits: { maxAttempts: number; maxDeliver: number };
+  limits: {
+    maxAttempts: number;
+    maxDeliver: number;
+    /** Added to a stop's deadline: time for a dead worker's command to come back (ack_wait). */
+    stopCrashAllowanceMs?: number;
+  };
   /** Opens user-data sealed to this host, only to hand it to the backend's prepare. */
   hostKey: Pick<HostKey, "open">;
 }

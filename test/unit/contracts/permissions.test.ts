@@ -27,6 +27,19 @@ describe("permissions", { timeout: 10_000 }, () => {
   const a = workerPermissions("vmq", "A");
   const sched = schedulerPermissions("vmq");
 
+  it("a scheduler may use a console session: open it, type, ping, close, read its output", () => {
+    const base = n.consoleSubject("A", "vm1");
+    const session = `${base}.0123456789abcdef`;
+    for (const subject of [`${base}.open`, `${session}.in`, `${session}.ping`, `${session}.close`])
+      assert.ok(mayPublish(sched, subject), subject);
+    for (const subject of [`${session}.out`, `${session}.closed`])
+      assert.ok(
+        sched.subscribe.allow.some((x) => matches(x, subject)),
+        subject,
+      );
+    assert.ok(!mayPublish(sched, `${session}.out`), "never the VM's side");
+  });
+
   it("a worker may write only its own host's subjects and never publish commands", () => {
     for (const subject of [
       n.cmd("A", "vm1"),

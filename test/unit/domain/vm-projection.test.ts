@@ -14,6 +14,8 @@ import {
   rejectInvalid,
   succeeded,
   withoutUserData,
+  toView,
+  notLive,
   type Vm,
 } from "../../../src/domain/index.js";
 import { NOW, cmd, HANDLE as handle, SPEC as spec } from "../../helpers/decider-spec.js";
@@ -56,6 +58,26 @@ describe("evolve", () => {
     assert.equal(h.vm.state, "preparing");
     assert.equal(h.vm.handle, null);
     assert.equal(h.vm.spec?.name, "web-2");
+  });
+
+  it("a destroyed VM's handle and view drop what only a live VM has (pid, sockets, VNC, SSH port)", () => {
+    const live = {
+      ...handle,
+      pid: 4242,
+      qmpSocket: "/d/vm1/qmp.sock",
+      consoleSocket: "/d/vm1/console.sock",
+      vncAddr: "127.0.0.1:5900",
+      sshHostPort: 2222,
+    };
+    const h = history().run(cmd({ type: "vm.prepare", spec }));
+    h.run(cmd({ type: "vm.start" }), { handle: live });
+    assert.equal(toView(h.vm)?.handle?.pid, 4242, "a running VM's view has its pid");
+    h.run(cmd({ type: "vm.destroy" }), {});
+    assert.deepEqual(h.vm.handle, handle, "backend, id and work dir stay for a second destroy");
+    const view = toView(h.vm);
+    assert.equal(view?.state, "destroyed");
+    assert.deepEqual(view?.handle, handle);
+    assert.equal(notLive(null), null);
   });
 
   it("vm.prepared records the spec the backend ran (its defaults filled in)", () => {

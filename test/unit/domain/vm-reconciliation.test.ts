@@ -65,13 +65,30 @@ describe("reconcile: is the intent untouched, with time left?", () => {
     resolved(reconcile(vm, report, ctxAt(START_BUDGET_MS - 500)));
   });
 
-  it("a backend that cannot tell is not 'untouched': the intent is resolved, as unknown", () => {
-    // A destroy of a VM already unknown, interrupted: the backend still cannot tell.
-    const vm = interrupted(["vm.prepare", "vm.destroy"], "unknown");
-    assert.equal(vm.state, "unknown");
+  it("a backend that cannot tell is not 'untouched': the intent is resolved", () => {
+    // A start interrupted, and the backend cannot tell now: nothing says it did nothing.
+    const vm = interrupted(["vm.prepare", "vm.start"]);
     const r = resolved(reconcile(vm, { state: "unknown" }, ctxAt(0)));
     assert.equal(r.type, "vm.command-failed");
-    assert.equal(r.state, "unknown");
+    assert.equal(r.state, "prepared");
+  });
+
+  it("but a stop or destroy it cannot tell about is resumed while it has time: it escalates", () => {
+    // A wedged QEMU answers no QMP: the redelivered stop goes on to SIGTERM and SIGKILL.
+    for (const types of [
+      ["vm.prepare", "vm.start", "vm.stop"],
+      ["vm.prepare", "vm.start", "vm.destroy"],
+    ] as CommandType[][]) {
+      const vm = interrupted(types);
+      const deadline = Date.parse(vm.pending?.deadline ?? "") - NOW.getTime();
+      assert.deepEqual(reconcile(vm, { state: "unknown" }, ctxAt(0)), { kind: "leave" });
+      assert.deepEqual(reconcile(vm, { state: "running" }, ctxAt(deadline - 1_001)), {
+        kind: "leave",
+      });
+      const r = resolved(reconcile(vm, { state: "unknown" }, ctxAt(deadline - 1_000)));
+      assert.equal(r.code, "worker::interrupted");
+      assert.equal(r.state, "unknown");
+    }
   });
 
   it("an intent without its command (an older snapshot) is left as it is", () => {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import fc from "fast-check";
 import {
   buildQemuArgs,
   qemuOptValue,
@@ -27,12 +28,40 @@ const base = (over: Partial<QemuLaunchConfig> = {}): QemuLaunchConfig => ({
   ...over,
 });
 
+/**
+ * A `key=value,...` option as QEMU's QemuOpts reads it: a value runs to the next single comma,
+ * and two commas stand for one. A leading bare word (`socket`, `q35`) has an empty value.
+ */
+function parseOpts(s: string): Map<string, string> {
+  const out = new Map<string, string>();
+  let i = 0;
+  while (i < s.length) {
+    let name = "";
+    while (i < s.length && s[i] !== "=" && s[i] !== ",") name += s[i++];
+    let value = "";
+    if (s[i] === "=") {
+      i++;
+      while (i < s.length) {
+        if (s[i] === ",") {
+          if (s[i + 1] !== ",") break;
+          i++;
+        }
+        value += s[i++];
+      }
+    }
+    assert.ok(!out.has(name), `option ${name} given twice in ${s}`);
+    out.set(name, value);
+    if (s[i] === ",") i++;
+  }
+  return out;
+}
+
 /** The value following `flag` each time it appears. */
 const values = (args: string[], flag: string): string[] =>
   args.flatMap((a, i) => (a === flag ? [args[i + 1] ?? ""] : []));
 
 describe("QEMU command line", () => {
-  it("doubles commas in every path put into option syntax", () => {
+  it("doubles commas in every path put into option syntax, and only there", () => {
     assert.equal(qemuOptValue("/a,b/c,,d"), "/a,,b/c,,,,d");
     const args = buildQemuArgs(
       base({
@@ -61,15 +90,71 @@ describe("QEMU command line", () => {
           c.includes("path=/da,,ta/console.sock,") && c.includes("logfile=/da,,ta/console.log"),
       ),
     );
-    assert.deepEqual(values(args, "-pidfile"), ["/da,,ta/qemu.pid"]);
-    // No unescaped single comma survives inside a path value.
-    assert.ok(!args.some((a) => /\/da,ta/.test(a)));
+    // -pidfile takes one literal path: doubling would name another file.
+    assert.deepEqual(values(args, "-pidfile"), ["/da,ta/qemu.pid"]);
+    // No unescaped single comma survives inside a path value of a key=value list.
+    assert.ok(!args.some((a) => a.includes("=/da,ta")));
   });
 
-  it("refuses control characters in paths", () => {
-    assert.throws(
-      () => buildQemuArgs(base({ overlayPath: "/x\n-y" })),
-      (e: unknown) => isVmqError(e, "hypervisor::invalid-path"),
+  it("refuses control characters in paths, and a pid file that is not absolute", () => {
+    for (const over of [
+      { overlayPath: "/x\n-y" },
+      { pidFile: "/x\r.pid" },
+      { pidFile: "/x\0.pid" },
+      { pidFile: "-daemonize" },
+      { pidFile: "rel/qemu.pid" },
+    ])
+      assert.throws(
+        () => buildQemuArgs(base(over)),
+        (e: unknown) => isVmqError(e, "hypervisor::invalid-path"),
+        JSON.stringify(over),
+      );
+  });
+
+  it("any path (commas, spaces, quotes, unicode) reads back as itself, as QEMU parses each option", () => {
+    const segment = fc
+      .string({ unit: "grapheme", minLength: 1, maxLength: 12 })
+      .map((x) => x.replace(/[\0\n\r/]/g, "_"))
+      .filter((x) => x !== "." && x !== "..");
+    const tricky = fc.constantFrom(
+      "a,b",
+      "a,,b",
+      ",",
+      "a b",
+      "'q'",
+      '"q"',
+      "é,ü",
+      "日本,語",
+      "=",
+      "x=y,z",
+    );
+    const dir = fc
+      .array(fc.oneof(segment, tricky), { minLength: 1, maxLength: 4 })
+      .map((parts) => `/${parts.join("/")}`);
+    fc.assert(
+      fc.property(dir, (d) => {
+        const p = {
+          overlayPath: `${d}/overlay.qcow2`,
+          seedIsoPath: `${d}/seed.iso`,
+          qmpSocket: `${d}/qmp.sock`,
+          consoleSocket: `${d}/console.sock`,
+          consoleLog: `${d}/console.log`,
+          pidFile: `${d}/qemu.pid`,
+          uefi: { code: `${d}/code.fd`, vars: `${d}/vars.fd` },
+        };
+        const args = buildQemuArgs(base(p));
+        const drives = values(args, "-drive").map(parseOpts);
+        const files = drives.map((o) => o.get("file"));
+        assert.deepEqual(files, [p.uefi.code, p.uefi.vars, p.overlayPath, p.seedIsoPath]);
+        const [qmp, serial] = values(args, "-chardev").map(parseOpts);
+        assert.equal(qmp?.get("path"), p.qmpSocket);
+        assert.equal(qmp?.get("server"), "on");
+        assert.equal(serial?.get("path"), p.consoleSocket);
+        assert.equal(serial?.get("logfile"), p.consoleLog);
+        assert.equal(serial?.get("logappend"), "on", "nothing after the path was swallowed");
+        assert.deepEqual(values(args, "-pidfile"), [p.pidFile]);
+        assert.equal(qmpChardevArg(p.qmpSocket), values(args, "-chardev")[0]);
+      }),
     );
   });
 

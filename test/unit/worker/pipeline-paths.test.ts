@@ -81,13 +81,15 @@ describe("what each backend call receives", () => {
       if (c.op !== "prepare") assert.equal(c.handle?.id, "a", c.op);
     }
     assert.equal(t.router.last("start")?.handle?.workDir, recorded?.workDir);
+    // A fresh stop gets its whole window and every escalation step in full (stop-schedule.ts).
+    const escalation = { sigtermGraceMs: 5_000, sigkillWaitMs: 5_000 };
     assert.deepEqual(
       { ...t.router.last("stop")?.opts, signal: undefined },
-      { timeoutMs: 1_234, force: "never", signal: undefined },
+      { timeoutMs: 1_234, force: "never", escalation, signal: undefined },
     );
     assert.deepEqual(
       { ...t.router.last("destroy")?.opts, signal: undefined },
-      { timeoutMs: 4_321, force: "after-timeout", signal: undefined },
+      { timeoutMs: 4_321, force: "after-timeout", escalation, signal: undefined },
       "a destroy always escalates",
     );
     assert.deepEqual(await t.types("a"), [
@@ -318,6 +320,44 @@ describe("backend failures in detail", () => {
     for (const [type, ms] of t.durations) assert.ok(ms >= 0 && ms < 10_000, `${type}: ${ms} ms`);
     assert.ok((t.durations.at(-1)?.[1] ?? 0) >= 150, "the stop waited out its timeout");
   });
+});
+
+describe("a resumed stop or destroy", () => {
+  for (const type of ["vm.stop", "vm.destroy"] as const) {
+    it(`${type}: its redelivery gets what is left of its window, not the whole window again`, async () => {
+      const t = build({ maxAttempts: 1 });
+      await t.handle(prepare("a"));
+      await t.handle(command({ type: "vm.start", vmId: "a" }));
+      // The first delivery fails transiently: the intent stays, JetStream redelivers it later.
+      t.router.throwOnce.set(
+        type === "vm.stop" ? "stop" : "destroy",
+        new HypervisorError("hypervisor::unreachable", "backend away"),
+      );
+      const c =
+        type === "vm.stop"
+          ? command({ type, vmId: "a", timeoutMs: 3_000, force: "after-timeout" })
+          : command({ type, vmId: "a", timeoutMs: 3_000 });
+      const first = (await t.handle(c, { seq: 100 })) as { kind: string; delayMs?: number };
+      assert.equal(first.kind, "nak");
+      const since = Date.parse(t.streams.get("a").pending?.since ?? "");
+      // JetStream redelivers it after the nak's delay (the order gate holds it until then).
+      await new Promise((r) => setTimeout(r, Math.max(300, (first.delayMs ?? 0) + 50)));
+      const before = Date.now();
+      assert.deepEqual(await t.handle(c, { delivery: 2, seq: 100 }), ACK);
+      const opts = t.router.last(type === "vm.stop" ? "stop" : "destroy")?.opts as
+        { timeoutMs: number; escalation: { sigtermGraceMs: number } } | undefined;
+      const elapsed = before - since;
+      assert.ok(elapsed >= 300, `${elapsed} ms since acceptance`);
+      assert.ok(
+        (opts?.timeoutMs ?? Infinity) <= 3_000 - elapsed,
+        `window ${opts?.timeoutMs} ms after ${elapsed} ms`,
+      );
+      assert.ok((opts?.timeoutMs ?? 0) > 0, "some of the window is left");
+      assert.equal(opts?.escalation.sigtermGraceMs, 5_000, "the escalation steps stay whole");
+      const outcome = type === "vm.stop" ? "vm.stopped" : "vm.destroyed";
+      assert.equal((await t.types("a")).at(-1), outcome);
+    });
+  }
 });
 
 describe("host checks", () => {

@@ -1,7 +1,12 @@
 /**
  * The pure argv builder for qemu-system-x86_64: no I/O, so every option is unit-tested. It is
- * handed to execa as an array (never a shell); values inside QEMU's `key=value,...` option
- * syntax are escaped by doubling commas.
+ * handed to execa as an array (never a shell), so each value is quoted for QEMU alone, by the
+ * kind of option it goes into:
+ *  - inside QEMU's `key=value,...` lists (-drive, -chardev, -name, ...): a comma in a value
+ *    is written as two commas (qemuOptValue);
+ *  - options that take one literal path (-pidfile): the path as it is (literalPath); doubling
+ *    there would name another file.
+ * Either way a value with NUL, CR or LF is refused: QEMU cannot take it.
  */
 import type { NetworkConfig } from "../../../contracts/index.js";
 import { HypervisorError } from "../../errors.js";
@@ -29,8 +34,7 @@ export interface QemuLaunchConfig {
   vnc: boolean;
 }
 
-/** Escapes a value for QEMU's option syntax: a comma is written as two commas. */
-export function qemuOptValue(value: string): string {
+function refuseControl(value: string): string {
   if (/[\0\n\r]/.test(value)) {
     throw new HypervisorError(
       "hypervisor::invalid-path",
@@ -40,7 +44,23 @@ export function qemuOptValue(value: string): string {
       },
     );
   }
-  return value.replaceAll(",", ",,");
+  return value;
+}
+
+/** A value inside QEMU's `key=value,...` option syntax: a comma is written as two commas. */
+export function qemuOptValue(value: string): string {
+  return refuseControl(value).replaceAll(",", ",,");
+}
+
+/**
+ * A path given as an option's whole argument (-pidfile): QEMU takes it literally. An absolute
+ * path is required, so it can never be read as another option.
+ */
+export function literalPath(value: string): string {
+  if (!value.startsWith("/")) {
+    throw new HypervisorError("hypervisor::invalid-path", `not an absolute path: ${value}`);
+  }
+  return refuseControl(value);
 }
 
 /** The QMP chardev argument; also how /proc/<pid>/cmdline proves a pid is this VM's QEMU. */
@@ -115,7 +135,7 @@ export function buildQemuArgs(c: QemuLaunchConfig): string[] {
   if (c.vnc) args.push("-vnc", "127.0.0.1:0,to=99");
   // -daemonize: QEMU forks into its own session once its sockets exist, so the guest outlives
   // the worker (even a SIGKILLed one) and the parent's exit status reports startup errors.
-  args.push("-pidfile", esc(c.pidFile), "-daemonize");
+  args.push("-pidfile", literalPath(c.pidFile), "-daemonize");
   return args;
 }
 

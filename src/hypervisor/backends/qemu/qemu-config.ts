@@ -51,7 +51,7 @@ export const QemuConfig = z.object({
     "QEMU: interval between ACPI power-button presses during a graceful stop.",
   ),
   killGraceMs: ms(100, QEMU_DEFAULTS.killGraceMs).describe(
-    "QEMU: SIGTERM to SIGKILL delay when a stop escalates.",
+    "QEMU: SIGTERM to SIGKILL delay when a stop escalates (at most 5 s, the stop schedule's step).",
   ),
   ipTimeoutMs: ms(1_000, QEMU_DEFAULTS.ipTimeoutMs).describe(
     "QEMU: how long guest-ip waits for a tap guest's address.",

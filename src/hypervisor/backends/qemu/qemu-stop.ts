@@ -3,9 +3,12 @@
  * graceful stop presses the ACPI power button again every `powerdownRetryMs` (a guest still
  * booting misses an early press) until the timeout, then escalates to SIGTERM and SIGKILL
  * unless `force: never`. A suspended VM is continued first: a paused guest cannot see the
- * button. Every wait ends early on a QMP event, a socket drop, or cancellation.
+ * button. Every wait ends early on a QMP event, a socket drop, or cancellation. The worker's
+ * stop plan (opts.escalation) bounds the escalation steps, so they fit before its deadline; a
+ * failpoint at each step lets the fault tests kill the worker there.
  */
 import type { VmHandle } from "../../../contracts/index.js";
+import { failpoint } from "../../../lib/failpoints.js";
 import { checkAborted, HypervisorError } from "../../errors.js";
 import type { StopOptions, StopResult } from "../../hypervisor.js";
 import { withoutRuntime } from "../shared/handle.js";
@@ -78,6 +81,7 @@ async function gracefulStop(
   }
   for (;;) {
     await m?.client.execute("system_powerdown").catch(() => undefined);
+    failpoint("stop-graceful");
     const left = deadline - Date.now();
     if (await gone(Math.max(0, Math.min(left, d.powerdownRetryMs)))) return "acpi";
     if (Date.now() >= deadline) break;
@@ -90,11 +94,15 @@ async function gracefulStop(
     );
   }
   const qmp = d.paths.qmp;
+  const steps = opts.escalation;
+  const termGrace = Math.min(d.killGraceMs, steps?.sigtermGraceMs ?? Infinity);
   d.log?.warn({ vmId, timeoutMs: opts.timeoutMs }, "qemu: guest ignored power-off; SIGTERM");
+  failpoint("stop-sigterm");
   await signalOurQemu(pid, qmp, "SIGTERM");
-  if (await gone(d.killGraceMs)) return "sigterm";
+  if (await gone(termGrace)) return "sigterm";
   d.log?.warn({ vmId }, "qemu: QEMU ignored SIGTERM; SIGKILL");
+  failpoint("stop-sigkill");
   await signalOurQemu(pid, qmp, "SIGKILL");
-  if (await gone(5000)) return "sigkill";
+  if (await gone(steps?.sigkillWaitMs ?? 5000)) return "sigkill";
   throw new HypervisorError("hypervisor::failed", `qemu VM ${vmId} (pid ${pid}) survived SIGKILL`);
 }

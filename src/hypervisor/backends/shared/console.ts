@@ -26,6 +26,10 @@ export async function openUnixConsole(
     });
   } catch (e) {
     sock.destroy();
+    // No socket, or nobody listening on it: QEMU is not running (it made the socket at start).
+    const gone = ["ENOENT", "ECONNREFUSED"].includes((e as NodeJS.ErrnoException).code ?? "");
+    if (gone)
+      throw new HypervisorError("console::not-running", `VM ${vmId} is not running`, { cause: e });
     throw new HypervisorError(
       "console::unavailable",
       `the serial console of ${vmId} cannot be opened: ${(e as Error).message}`,

@@ -10,6 +10,7 @@ import { registerConsole } from "./commands/console.js";
 import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
 import { registerPermissions } from "./commands/permissions.js";
+import { registerCompletion } from "./commands/completion.js";
 import { EXIT_CODES_HELP } from "./connection.js";
 import { VERSION } from "../worker/services/heartbeat.js";
 
@@ -52,6 +53,7 @@ registerConsole(program);
 registerReplay(program);
 registerDlq(program);
 registerPermissions(program);
+registerCompletion(program); // last: it describes the commands above
 
 const usageHint = (cmd: CommandUnknownOpts): void => {
   const path: string[] = [];

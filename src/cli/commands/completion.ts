@@ -107,6 +107,6 @@ export function registerCompletion(program: Command): void {
     .action((shell: string) => {
       const make = SHELLS[shell as keyof typeof SHELLS];
       if (!make) program.error(`unknown shell ${JSON.stringify(shell)} (bash, zsh or fish)`);
-      process.stdout.write(make(tree(program as unknown as CommandUnknownOpts)));
+      process.stdout.write(make(tree(program)));
     });
 }

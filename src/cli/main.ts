@@ -5,11 +5,13 @@ import { registerWorker } from "./commands/worker.js";
 import { registerSchemas } from "./commands/schemas.js";
 import { registerLifecycle } from "./commands/lifecycle.js";
 import { registerInspect } from "./commands/inspect.js";
+import { registerDescribe } from "./commands/describe.js";
 import { registerEvents } from "./commands/events.js";
 import { registerConsole } from "./commands/console.js";
 import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
 import { registerPermissions } from "./commands/permissions.js";
+import { registerCompletion } from "./commands/completion.js";
 import { EXIT_CODES_HELP } from "./connection.js";
 import { VERSION } from "../worker/services/heartbeat.js";
 
@@ -35,11 +37,13 @@ registerWorker(program);
 registerSchemas(program);
 registerLifecycle(program);
 registerInspect(program);
+registerDescribe(program);
 registerEvents(program);
 registerConsole(program);
 registerReplay(program);
 registerDlq(program);
 registerPermissions(program);
+registerCompletion(program); // last: it describes the commands above
 
 const usageHint = (cmd: CommandUnknownOpts): void => {
   const path: string[] = [];

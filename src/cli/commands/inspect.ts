@@ -116,7 +116,7 @@ function hostTable(hosts: HostRecord[]): string {
   );
 }
 
-function describeVm(v: VmView): string {
+export function describeVm(v: VmView): string {
   const rows: [string, string | number | undefined][] = [
     ["vmId", v.vmId],
     ["host", v.host],

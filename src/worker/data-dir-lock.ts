@@ -59,6 +59,7 @@ export class DataDirLock implements Service {
   }
 
   async start(): Promise<void> {
+    if (this.#server) return; // taken already (by the CLI, before it loaded the worker)
     await mkdir(this.dir, { recursive: true }).catch((e: unknown) => {
       throw new VmqError("worker::data-dir-unusable", `cannot create the data dir ${this.dir}`, {
         cause: e,

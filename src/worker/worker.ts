@@ -18,6 +18,8 @@ export interface WorkerDeps {
   /** A router of your own (tests inject a Noop with faults); default: built from config. */
   router?: HypervisorRouter;
   logger?: Logger;
+  /** The data dir's lock, taken already (the CLI takes it before loading the worker's code). */
+  lock?: DataDirLock;
 }
 
 /**
@@ -54,7 +56,7 @@ export class Worker {
     this.#lanes = new Lanes(this.config.concurrency);
     setMaxListeners(0, this.#abandon.signal); // one listener per in-flight command: not a leak
     this.#stack = new ServiceStack(this.log);
-    this.#lock = new DataDirLock(this.config.dataDir, this.log);
+    this.#lock = deps.lock ?? new DataDirLock(this.config.dataDir, this.log);
     this.#link = new NatsLink(
       { ...this.config.connection, host: this.config.host, dataDir: this.config.dataDir },
       this.log,

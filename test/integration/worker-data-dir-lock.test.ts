@@ -33,8 +33,10 @@ const alive = (pid: number): boolean => {
 const workerArgs = (dir: string): string[] => [
   ...["--host", "dl", "--data-dir", dir, "--embedded-port", "0"],
   ...["--noop-state-dir", join(dir, "noop")], // the Noop's VMs outlive a restart too
-  // No periodic writes while the store is compared: heartbeat, snapshots, compaction, reconcile.
+  // No periodic writes while the store is compared: heartbeat, lease renewal, snapshots,
+  // compaction, reconcile.
   ...["--heartbeat-ms", "600000", "--host-ttl-ms", "1200000", "--snapshot-interval-ms", "600000"],
+  ...["--lease-ttl-ms", "1200000"],
   ...["--compact-interval-ms", "600000", "--reconcile-interval-ms", "0"],
 ];
 

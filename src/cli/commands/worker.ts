@@ -19,14 +19,22 @@ export function registerWorker(program: Command): void {
         `invalid worker configuration: ${describeIssues(parsed.error)}`,
         "See vmq worker --help.",
       );
-    // Loaded here, not at the top: the worker and its backends are most of what the CLI would
-    // otherwise load on every start, and the operator commands need none of it.
-    const [{ createLogger }, { Worker }] = await Promise.all([
+    // The data dir's lock first, before the worker's code is even loaded: a second worker on
+    // a data dir is told so at once. The worker and its backends are loaded here, not at the
+    // top: they are most of what the CLI would otherwise load on every start.
+    const [{ createLogger }, { DataDirLock }] = await Promise.all([
       import("../../observability/logger.js"),
-      import("../../worker/worker.js"),
+      import("../../worker/data-dir-lock.js"),
     ]);
     const log = createLogger({ level: parsed.data.logLevel });
-    const worker = new Worker(parsed.data, { logger: log });
+    const lock = new DataDirLock(parsed.data.dataDir, log);
+    try {
+      await lock.start();
+    } catch (e) {
+      process.exit(reportError(e));
+    }
+    const { Worker } = await import("../../worker/worker.js");
+    const worker = new Worker(parsed.data, { logger: log, lock });
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {
       signals++;

@@ -198,18 +198,10 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   await stack.start(new Observer({ router, vms: streams, updateInLane, clock, ids, log, heard }));
   parts.heartbeat = await stack.start(
     new Heartbeat({
-      host: config.host,
-      hosts: topology.hosts,
-      router,
-      labels: config.labels,
-      concurrency: config.concurrency,
-      intervalMs: config.heartbeatMs,
-      accelerator: acceleratorOf(router),
-      state: w.state,
+      ...hostRecordOf(w, topology.hosts),
       vms: streams,
       busy: () => stats.inFlight + lanes.queued,
       role: "active",
-      log,
       userDataKey: hostKey.publicKey,
     }),
   );
@@ -299,22 +291,14 @@ async function hostLease(
   w: WorkerCore,
   topology: { leases: KV; hosts: KV },
 ): Promise<HostLease> {
-  const { config, log, router } = w;
+  const { config, log } = w;
   const holder = await holderId(config.dataDir);
   const standby = new Heartbeat({
-    host: config.host,
+    ...hostRecordOf(w, topology.hosts),
     key: `${config.host}.standby.${holder.slice(0, 8)}`,
     role: "standby",
-    hosts: topology.hosts,
-    router,
-    labels: config.labels,
-    concurrency: config.concurrency,
-    intervalMs: config.heartbeatMs,
-    accelerator: acceleratorOf(router),
-    state: w.state,
     vms: { all: () => [] },
     busy: () => 0,
-    log,
   });
   await stack.start(service("standby record", () => () => standby.stop()));
   return new HostLease({
@@ -326,6 +310,22 @@ async function hostLease(
     onRole: (role) => void (role === "standby" ? standby.start() : standby.stop()),
     onLost: w.leaseLost,
   });
+}
+
+/** What the active worker's host record and a standby's share: who and what this host is. */
+function hostRecordOf(w: WorkerCore, hosts: KV) {
+  const { config, log, router } = w;
+  return {
+    host: config.host,
+    hosts,
+    router,
+    labels: config.labels,
+    concurrency: config.concurrency,
+    intervalMs: config.heartbeatMs,
+    accelerator: acceleratorOf(router),
+    state: w.state,
+    log,
+  };
 }
 
 /** /metrics, /healthz and /readyz; the metrics read the worker's counters at scrape time. */

@@ -9,6 +9,7 @@ import { VmqClient } from "../../src/client/index.js";
 import { runVmq } from "../helpers/cli.js";
 import { WorkerProcess } from "../helpers/worker-process.js";
 import { SPEC, eventually } from "../helpers/worker-harness.js";
+import { alive } from "../helpers/pids.js";
 
 /** Every file under `dir` with its size and mtime, one line each, sorted. */
 async function listing(dir: string): Promise<string[]> {
@@ -19,15 +20,6 @@ async function listing(dir: string): Promise<string[]> {
   }
   return out.sort();
 }
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** A worker on an embedded nats-server under `dir`, quiet between commands. */
 const workerArgs = (dir: string): string[] => [

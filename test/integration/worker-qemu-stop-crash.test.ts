@@ -19,15 +19,7 @@ import { cleanupDataDir, qemuTestGuest, type QemuGuestImages } from "../helpers/
 import { skipWhenMissing, type MissingInput } from "../helpers/required.js";
 import { WorkerProcess } from "../helpers/worker-process.js";
 import { eventually } from "../helpers/worker-harness.js";
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
+import { alive } from "../helpers/pids.js";
 
 /**
  * The redelivery after the crash comes at most one ack_wait after the kill, and the deadline

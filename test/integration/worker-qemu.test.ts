@@ -10,15 +10,7 @@ import { cleanupDataDir, qemuTestGuest, type QemuGuestImages } from "../helpers/
 import { skipWhenMissing, type MissingInput } from "../helpers/required.js";
 import { WorkerProcess } from "../helpers/worker-process.js";
 import { eventually } from "../helpers/worker-harness.js";
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
+import { alive } from "../helpers/pids.js";
 
 describe("worker with the QEMU backend booting a real guest", { timeout: 300_000 }, () => {
   let guest: QemuGuestImages | undefined;

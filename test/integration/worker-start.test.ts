@@ -8,6 +8,7 @@ import { VmqClient } from "../../src/client/index.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { WorkerProcess } from "../helpers/worker-process.js";
 import { SPEC, eventually } from "../helpers/worker-harness.js";
+import { alive } from "../helpers/pids.js";
 
 /** A listening TCP server on a free loopback port (a port that is taken). */
 async function occupy(): Promise<{ server: Server; port: number }> {
@@ -23,15 +24,6 @@ async function freePort(): Promise<number> {
   await new Promise((r) => server.close(r));
   return port;
 }
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 async function readyz(port: number): Promise<{ status: number; body: string }> {
   const r = await fetch(`http://127.0.0.1:${port}/readyz`);

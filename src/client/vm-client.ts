@@ -20,6 +20,7 @@ import {
   upcastEvent,
   type CommandInput,
   type ConsoleEndpoint,
+  type GuestAddress,
   type StopForce,
   type VmSpecInput,
   type Names,
@@ -380,6 +381,11 @@ export class VmqClient {
 
   /** The guest's IP address, asked live from its host. */
   async guestIp(vmId: string, opts: { host?: string } = {}): Promise<string> {
+    return (await this.guestAddress(vmId, opts)).ip;
+  }
+
+  /** The guest's address and the host ports forwarded to it (QEMU user networking). */
+  async guestAddress(vmId: string, opts: { host?: string } = {}): Promise<GuestAddress> {
     const r = await this.query(await this.hostOf(vmId, opts.host), vmId, "guest-ip");
     if (!r.ok)
       throw new VmqError(
@@ -387,7 +393,8 @@ export class VmqClient {
         r.error.message,
         r.error.hint ? { hint: r.error.hint } : {},
       );
-    return r.ip;
+    const { ok: _ok, ...address } = r;
+    return address;
   }
 
   /** Where the VM's console is, on its host. */

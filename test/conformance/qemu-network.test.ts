@@ -15,7 +15,7 @@ import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { execa, type ResultPromise } from "execa";
+import { execa } from "execa";
 import type { VmHandle, VmSpec } from "../../src/contracts/index.js";
 import { QemuBackend } from "../../src/hypervisor/backends/qemu/index.js";
 import { isVmqError } from "../../src/lib/errors.js";
@@ -151,7 +151,7 @@ describe("QEMU guest networking", { concurrency: true }, () => {
     await ip("link", "add", "vmqbr0", "type", "bridge");
     await ip("addr", "add", "10.77.0.1/24", "dev", "vmqbr0");
     await ip("link", "set", "vmqbr0", "up");
-    const dnsmasq: ResultPromise = execa(
+    const dnsmasq = execa(
       "ip",
       [
         ...["netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null"],

@@ -160,7 +160,7 @@ export class QemuBackend implements Hypervisor {
     ) {
       handle = { ...handle, sshHostPort: await freePort(vm.id) };
     }
-    for (const f of [p.qmp, p.console, p.pid]) await rm(f, { force: true });
+    await Promise.all([p.qmp, p.console, p.pid].map((f) => rm(f, { force: true })));
     const tap =
       handle.network.type === "tap" && this.#o.tap === "direct"
         ? { device: tapNameFor(this.#o.dataDir, vm.id), bridge: handle.network.bridge }
@@ -201,18 +201,29 @@ export class QemuBackend implements Hypervisor {
         : (r.stderr || (r.message ?? "")).trim().split("\n").slice(0, 3).join(" | ");
       throw new HypervisorError("qemu::spawn-failed", `QEMU did not start: ${why}`);
     }
-    const pid = await readPidFile(p.pid);
-    if (pid === undefined || !(await isOurQemu(pid, p.qmp))) {
-      throw new HypervisorError("qemu::spawn-failed", "QEMU exited right after starting", {
+    const exited = () =>
+      new HypervisorError("qemu::spawn-failed", "QEMU exited right after starting", {
         hint: "See console.log in the work dir; check the image boots.",
       });
-    }
+    const pid = await readPidFile(p.pid);
+    if (pid === undefined) throw exited();
     handle = { ...handle, pid, accelerator: this.accelerator };
     try {
-      // The guest is still in its firmware: on the bridge before it asks for an address.
-      if (tap) await attachTap(this.#o.netns, tap.device, tap.bridge);
-      const m = await this.#sup.attach(handle, pid, this.#o.startTimeoutMs);
-      const st = await m.client.execute<{ status?: string }>("query-status");
+      // Time to vm.started is what a scheduler waits for: the independent steps overlap (the
+      // pid's identity, QMP, the bridge; then the status query and the started marker).
+      const attaching = this.#sup.attach(handle, pid, this.#o.startTimeoutMs);
+      attaching.catch(() => undefined); // awaited below; a QEMU that is not ours wins
+      const [ours] = await Promise.all([
+        isOurQemu(pid, p.qmp),
+        // The guest is still in its firmware: on the bridge before it asks for an address.
+        tap ? attachTap(this.#o.netns, tap.device, tap.bridge) : undefined,
+      ]);
+      if (!ours) throw exited();
+      const m = await attaching;
+      const [st] = await Promise.all([
+        m.client.execute<{ status?: string }>("query-status"),
+        writeFile(p.started, new Date().toISOString()),
+      ]);
       if (mapRunState(st.status) !== "running") {
         throw new HypervisorError(
           "qemu::spawn-failed",
@@ -231,7 +242,6 @@ export class QemuBackend implements Hypervisor {
       this.#sup.drop(vm.id);
       throw e;
     }
-    await writeFile(p.started, new Date().toISOString());
     await writeRecord(p, handle);
     this.#log?.info({ vmId: vm.id, pid, accelerator: this.accelerator }, "qemu: started");
     return handle;

@@ -5,7 +5,11 @@
  */
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import type * as Client from "../../src/client/index.js";
 import type * as EventStoreProvision from "../../src/event-store/provision.js";
+import type * as Accelerator from "../../src/hypervisor/backends/qemu/accelerator.js";
+import type * as CommandLine from "../../src/hypervisor/backends/qemu/qemu-command-line.js";
+import type * as Qmp from "../../src/hypervisor/backends/qemu/qmp-client.js";
 import type * as Hypervisor from "../../src/hypervisor/index.js";
 import type * as Logger from "../../src/observability/logger.js";
 import type * as WorkerModule from "../../src/worker/worker.js";
@@ -27,3 +31,15 @@ export const { createLogger, silentLogger } = (await import(
 export const { ensureConsumer, ensureTopology } = (await import(
   dist("event-store/provision.js")
 )) as typeof EventStoreProvision;
+export const { VmqClient } = (await import(dist("client/index.js"))) as typeof Client;
+export const { QmpClient } = (await import(
+  dist("hypervisor/backends/qemu/qmp-client.js")
+)) as typeof Qmp;
+export const { buildQemuArgs } = (await import(
+  dist("hypervisor/backends/qemu/qemu-command-line.js")
+)) as typeof CommandLine;
+export const { detectAccelerator } = (await import(
+  dist("hypervisor/backends/qemu/accelerator.js")
+)) as typeof Accelerator;
+export type VmqClient = Client.VmqClient;
+export type QmpClient = Qmp.QmpClient;

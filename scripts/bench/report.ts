@@ -1,6 +1,7 @@
 /** Turns the collected results into docs/benchmark.json and a Markdown report. */
 import type { LatencyResult, ThroughputResult } from "./throughput.js";
 import type { ProfileResult } from "./profile.js";
+import { qemuTable, type QemuResult } from "./qemu.js";
 import type { RecoveryResult } from "./recovery.js";
 import type { ScaleOutResult } from "./scale-out.js";
 import { quantile, round, type MachineFacts } from "./stats.js";
@@ -18,6 +19,7 @@ export interface BenchResults {
   scaleOut: ScaleOutResult[];
   recovery?: RecoveryResult;
   profile: ProfileResult[];
+  qemu?: QemuResult;
   failures: { section: string; message: string }[];
 }
 
@@ -475,6 +477,7 @@ export function markdown(r: BenchResults): string {
     }
   }
 
+  if (r.qemu) L.push("\n## QEMU side by side\n", qemuTable(r.qemu), "");
   if (r.failures.length) {
     L.push("\n## Sections that failed\n");
     for (const f of r.failures) L.push(`- ${f.section}: ${f.message.replace(/\n/g, " ")}`);

@@ -1,6 +1,7 @@
 /**
  * `npm run bench [-- --quick] [--only a,b] [--out dir]`: vmq's benchmark (issue 9, part 1).
- * Sections: baseline, vmq, latency, logs, scale-out, recovery, profile. Writes
+ * Sections: baseline, vmq, latency, logs, scale-out, recovery, profile, qemu (vmq vs raw QEMU
+ * side by side, with a real guest; printed as a table). Writes
  * <out>/benchmark.md and <out>/benchmark.json (default out: docs/, or bench-results/ with --quick).
  */
 import { existsSync } from "node:fs";
@@ -11,6 +12,7 @@ import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { NatsServer } from "../../test/helpers/nats-server.js";
 import { profileVmq } from "./profile.js";
+import { qemuSideBySide, qemuTable } from "./qemu.js";
 import { recovery } from "./recovery.js";
 import { markdown, type BenchResults } from "./report.js";
 import { scaleOut } from "./scale-out.js";
@@ -33,6 +35,7 @@ const SECTIONS = [
   "scale-out",
   "recovery",
   "profile",
+  "qemu",
 ] as const;
 type Section = (typeof SECTIONS)[number];
 
@@ -79,6 +82,7 @@ const SIZES = quick
       scaleOut: { vmsPerHost: 48, perVm: 3 },
       recoveryVms: 1_000,
       profile: [500, 4] as [number, number],
+      qemuPairs: 2,
     }
   : {
       reps: 7,
@@ -92,6 +96,7 @@ const SIZES = quick
       scaleOut: { vmsPerHost: 200, perVm: 6 },
       recoveryVms: 10_000,
       profile: [2_000, 10] as [number, number],
+      qemuPairs: 6,
     };
 const CONCURRENCIES = [1, 8, 64];
 
@@ -213,6 +218,11 @@ const sections: Record<Section, () => Promise<void>> = {
         );
         results.profile.push(p);
       }
+    }),
+  qemu: () =>
+    withServer(async (server, nc) => {
+      results.qemu = await qemuSideBySide(server, nc, SIZES.qemuPairs, log);
+      process.stdout.write(`\n${qemuTable(results.qemu)}\n\n`);
     }),
 };
 

@@ -25,6 +25,7 @@ import {
   names as namesFor,
   upcastEvent,
   type ConsoleEndpoint,
+  type GuestAddress,
   type StopForce,
   type VmSpecInput,
   type Names,
@@ -382,6 +383,11 @@ export class VmqClient {
 
   /** The guest's IP address, asked live from its host. */
   async guestIp(vmId: string, opts: { host?: string } = {}): Promise<string> {
+    return (await this.guestAddress(vmId, opts)).ip;
+  }
+
+  /** The guest's address and the host ports forwarded to it (QEMU user networking). */
+  async guestAddress(vmId: string, opts: { host?: string } = {}): Promise<GuestAddress> {
     const r = await this.query(await this.hostOf(vmId, opts.host), vmId, "guest-ip");
     if (!r.ok)
       throw new VmqError(
@@ -389,7 +395,8 @@ export class VmqClient {
         r.error.message,
         r.error.hint ? { hint: r.error.hint } : {},
       );
-    return r.ip;
+    const { ok: _ok, ...address } = r;
+    return address;
   }
 
   /** Where the VM's console is, on its host. */

@@ -52,6 +52,8 @@ export {
   ErrorBody,
   QUERY_REPLY_SCHEMAS,
   type QueryReply,
+  GuestAddress,
+  PortForward,
 } from "./queries.js";
 export {
   names,

@@ -19,7 +19,27 @@ export const StateReply = z.object({
   state: VmState.describe("As the backend reports it now."),
   recorded: VmState.describe("As the event stream has it."),
 });
-export const GuestIpReply = z.object({ ok: z.literal(true), ip: z.string() });
+export const PortForward = z.object({
+  protocol: z.enum(["tcp", "udp"]),
+  hostAddr: z.string().describe("The host address the forward listens on."),
+  hostPort: z.int().min(1).max(65535),
+  guestPort: z.int().min(1).max(65535),
+});
+export type PortForward = z.infer<typeof PortForward>;
+
+/** The guest's address and, when it is private to the VM (QEMU user networking), how to reach it. */
+export const GuestAddress = z.object({
+  ip: z.string().describe("The guest's own IPv4 address (only given once the guest has it)."),
+  forwards: z
+    .array(PortForward)
+    .optional()
+    .describe(
+      "Host ports forwarded to the guest: with QEMU user networking the guest's ip is private to the VM and reached only through these.",
+    ),
+});
+export type GuestAddress = z.infer<typeof GuestAddress>;
+
+export const GuestIpReply = z.object({ ok: z.literal(true), ...GuestAddress.shape });
 export const ConsoleReply = z.object({ ok: z.literal(true), console: ConsoleEndpoint });
 
 export const QUERY_REPLY_SCHEMAS = {

@@ -2,6 +2,7 @@ import type {
   BackendTag,
   Capabilities,
   ConsoleEndpoint,
+  GuestAddress,
   ObservationSource,
   StopForce,
   StopHow,
@@ -79,6 +80,11 @@ export interface Hypervisor {
   /** The state the backend reports now; `unknown` when it cannot tell. */
   state(vm: VmHandle, opts?: CallOptions): Promise<VmState>;
   guestIp(vm: VmHandle, opts?: CallOptions): Promise<string>;
+  /**
+   * The guest's address and how to reach it (host-forwarded ports when the address is private
+   * to the VM). Backends without it answer with guestIp alone (the router falls back).
+   */
+  guestAddress?(vm: VmHandle, opts?: CallOptions): Promise<GuestAddress>;
   /** Where the console is (the `console` query answers with it). */
   consoleEndpoint(vm: VmHandle): ConsoleEndpoint;
   /**

@@ -2,6 +2,7 @@ import type {
   BackendTag,
   Capabilities,
   ConsoleEndpoint,
+  GuestAddress,
   VmHandle,
   VmSpec,
   VmState,
@@ -94,6 +95,11 @@ export class HypervisorRouter {
   }
   async guestIp(vm: VmHandle, opts?: CallOptions): Promise<string> {
     return this.backend(vm.backend).guestIp(vm, opts);
+  }
+  /** The guest's address with how to reach it; backends without guestAddress give guestIp. */
+  async guestAddress(vm: VmHandle, opts?: CallOptions): Promise<GuestAddress> {
+    const b = this.backend(vm.backend);
+    return b.guestAddress ? b.guestAddress(vm, opts) : { ip: await b.guestIp(vm, opts) };
   }
   consoleEndpoint(vm: VmHandle): ConsoleEndpoint {
     return this.backend(vm.backend).consoleEndpoint(vm);

@@ -174,7 +174,13 @@ describe("QEMU backend specifics", { concurrency: true }, () => {
     const cmdline = await readFile(`/proc/${r.pid}/cmdline`, "utf8");
     assert.ok(cmdline.includes("seed.iso"), "the seed ISO is attached");
     assert.ok(cmdline.includes(`hostfwd=tcp:127.0.0.1:${r.sshHostPort}-:22`));
-    assert.equal(await b.guestIp(r), "127.0.0.1");
+    // User networking: SLIRP's guest address once the guest has it, and the forward to it.
+    assert.deepEqual(await b.guestAddress(r), {
+      ip: "10.0.2.15",
+      forwards: [
+        { protocol: "tcp", hostAddr: "127.0.0.1", hostPort: r.sshHostPort, guestPort: 22 },
+      ],
+    });
     assert.deepEqual(b.consoleEndpoint(r), {
       type: "unix-socket",
       path: join(h.workDir, "console.sock"),

@@ -6,14 +6,18 @@
  *  - disk.raw: powers off on the power button;
  *  - stubborn.raw: ignores the button (vmq.stubborn), to exercise stop escalation;
  *  - selfoff.raw: powers itself off a few seconds after boot (vmq.selfoff=N), for
- *    guest-initiated power-off observed through QMP.
- * Markers on the serial console: VMQ-GUEST-READY, VMQ-GUEST-IP <ip>, VMQ-GUEST-POWEROFF.
+ *    guest-initiated power-off observed through QMP;
+ *  - nodhcp.raw: its NIC is up but it never takes an address (vmq.nodhcp), for guestIp.
+ * Markers on the serial console: VMQ-GUEST-READY, VMQ-GUEST-IP <ip>, VMQ-GUEST-POWEROFF
+ * (VMQ-GUEST-NO-NIC, VMQ-GUEST-INSMOD-FAILED <module> when something is wrong). With a NIC the
+ * guest takes an address by DHCP and answers on TCP port 22 with `VMQ-GUEST-HELLO <its MAC>`.
  * Every external tool runs through execa with an argument array (no shell).
  */
 import { existsSync } from "node:fs";
 import {
   chmod,
   copyFile,
+  readFile,
   mkdir,
   mkdtemp,
   readdir,
@@ -37,6 +41,8 @@ export interface QemuGuestImages {
   stubbornImage: string;
   /** Powers itself off SELFOFF_SECONDS after it is ready. */
   selfOffImage: string;
+  /** Brings its NIC up and listens, but never asks for an address (vmq.nodhcp). */
+  noDhcpImage: string;
   /** The folder holding the images (an image root for the backend). */
   dir: string;
 }
@@ -49,10 +55,14 @@ export const SELFOFF_SECONDS = 2;
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const GUEST_CACHE_DIR = resolve(HERE, "..", ".cache", "qemu-guest");
 /** Bumped when the recipe changes, so an old cache is rebuilt. */
-const RECIPE_VERSION = "3";
+const RECIPE_VERSION = "4";
 
+/** The guest's port 22: a listener that answers one line, `VMQ-GUEST-HELLO <eth0's MAC>`. */
+export const GUEST_PORT = 22;
+export const HELLO_MARKER = "VMQ-GUEST-HELLO";
+
+// Loaded in dependency order (orderModules reads each .ko's `depends=`), whatever order here.
 const MODULES = [
-  // Order matters for insmod: dependencies first.
   "drivers/input/evdev",
   "drivers/acpi/button",
   "drivers/virtio/virtio",
@@ -113,6 +123,7 @@ async function build(): Promise<QemuGuestResult> {
     image: join(dir, "disk.raw"),
     stubbornImage: join(dir, "stubborn.raw"),
     selfOffImage: join(dir, "selfoff.raw"),
+    noDhcpImage: join(dir, "nodhcp.raw"),
     dir,
   };
   const stamp = join(dir, `recipe-${RECIPE_VERSION}`);
@@ -148,6 +159,7 @@ async function build(): Promise<QemuGuestResult> {
       [result.image, ""],
       [result.stubbornImage, "vmq.stubborn"],
       [result.selfOffImage, `vmq.selfoff=${SELFOFF_SECONDS}`],
+      [result.noDhcpImage, "vmq.nodhcp"],
     ];
     for (const [target, flags] of variants) {
       const tmp = join(work, "variant.raw");
@@ -244,7 +256,41 @@ async function fetchKernel(work: string): Promise<{ vmlinuz: string; modules: st
     if (!f) throw new Error(`${pkg} holds no ${m}.ko`);
     modules.push(await decompressModule(f));
   }
-  return { vmlinuz, modules };
+  return { vmlinuz, modules: await orderModules(modules) };
+}
+
+/** A module's name as the kernel knows it (dashes are underscores). */
+const moduleName = (path: string): string =>
+  path.split("/").pop()!.replace(/\.ko$/, "").replaceAll("-", "_");
+
+/**
+ * The modules sorted so each comes after what it depends on (the `depends=` string of its
+ * .modinfo section; busybox insmod does not resolve dependencies, and a wrong order leaves the
+ * guest without a NIC). A dependency outside the list must be built into the kernel.
+ */
+export async function orderModules(paths: string[]): Promise<string[]> {
+  const deps = new Map<string, string[]>();
+  const byName = new Map(paths.map((p) => [moduleName(p), p]));
+  for (const [name, p] of byName) {
+    const text = (await readFile(p)).toString("latin1");
+    const d = /\0depends=([^\0]*)\0/.exec(text)?.[1] ?? "";
+    deps.set(
+      name,
+      d.split(",").filter((x) => byName.has(x)),
+    );
+  }
+  const out: string[] = [];
+  const seen = new Set<string>();
+  const visit = (name: string, path: string[]): void => {
+    if (seen.has(name)) return;
+    if (path.includes(name))
+      throw new Error(`module dependency cycle: ${[...path, name].join(" -> ")}`);
+    for (const d of deps.get(name) ?? []) visit(d, [...path, name]);
+    seen.add(name);
+    out.push(byName.get(name)!);
+  };
+  for (const name of byName.keys()) visit(name, []);
+  return out;
 }
 
 /** busybox insmod may not read compressed modules: unpack .ko.xz/.ko.gz/.ko.zst first. */
@@ -273,7 +319,7 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 exec </dev/ttyS0 >/dev/ttyS0 2>&1
 arg() { for a in $(cat /proc/cmdline); do case "$a" in "$1"=*) echo "\${a#*=}";; "$1") echo yes;; esac; done; }
-for m in MODULE_LIST; do insmod /lib/modules/$m.ko 2>/dev/null; done
+for m in MODULE_LIST; do insmod /lib/modules/$m.ko >/dev/null 2>&1 || echo "VMQ-GUEST-INSMOD-FAILED $m"; done
 mkfifo /tmp/power
 n=0
 while [ $n -lt 50 ]; do
@@ -290,7 +336,16 @@ while [ $n -lt 50 ]; do
 done
 echo "VMQ-GUEST-READY"
 if [ -e /sys/class/net/eth0 ]; then
-  (ip link set eth0 up; udhcpc -i eth0 -q -n -t 5 -s /etc/udhcpc.script >/dev/null 2>&1) &
+  ip link set lo up
+  ip link set eth0 up
+  if [ "$(arg vmq.nodhcp)" = yes ]; then
+    echo "VMQ-GUEST-NO-DHCP"
+  else
+    (udhcpc -i eth0 -q -n -t 5 -s /etc/udhcpc.script >/dev/null 2>&1) &
+  fi
+  nc -ll -p 22 -e /bin/hello >/dev/null 2>&1 &
+else
+  echo "VMQ-GUEST-NO-NIC"
 fi
 if [ "$(arg vmq.stubborn)" = yes ]; then
   echo "VMQ-GUEST-STUBBORN: ignoring the power button"
@@ -301,7 +356,8 @@ if [ -n "$after" ]; then
   sleep "$after"
   echo "VMQ-GUEST-POWEROFF (self)"
 else
-  read press </tmp/power
+  # Opening the fifo is interrupted by SIGCHLD when a background job (udhcpc) ends: retry.
+  until read press </tmp/power; do :; done 2>/dev/null
   echo "VMQ-GUEST-POWEROFF (button)"
 fi
 sync
@@ -312,8 +368,13 @@ const UDHCPC = `#!/bin/sh
 if [ "$1" = bound ] || [ "$1" = renew ]; then
   ifconfig "$interface" "$ip" netmask "\${subnet:-255.255.255.0}"
   [ -n "$router" ] && route add default gw "\${router%% *}" dev "$interface"
-  echo "VMQ-GUEST-IP $ip"
+  # udhcpc's own output goes to /dev/null: the marker goes to the console itself.
+  echo "VMQ-GUEST-IP $ip" >/dev/ttyS0
 fi
+`;
+
+const HELLO = `#!/bin/sh
+echo "${HELLO_MARKER} $(cat /sys/class/net/eth0/address)"
 `;
 
 async function makeInitramfs(work: string, modules: string[]): Promise<string> {
@@ -333,6 +394,7 @@ async function makeInitramfs(work: string, modules: string[]): Promise<string> {
     mode: 0o755,
   });
   await writeFile(join(root, "etc/udhcpc.script"), UDHCPC, { mode: 0o755 });
+  await writeFile(join(root, "bin/hello"), HELLO, { mode: 0o755 });
   // cpio reads the file list on stdin (no shell pipeline): relative paths, parents first.
   const list = [".", ...(await walkAll(root)).map((p) => relative(root, p))].join("\n") + "\n";
   const cpio = await execa("cpio", ["-o", "-H", "newc", "--quiet", "-R", "0:0"], {

@@ -10,7 +10,7 @@ export interface QueryDeps {
   host: string;
   names: Names;
   vms: VmReader;
-  router: Pick<HypervisorRouter, "state" | "guestIp" | "consoleEndpoint">;
+  router: Pick<HypervisorRouter, "state" | "guestAddress" | "consoleEndpoint">;
   log: Logger;
 }
 
@@ -62,7 +62,7 @@ async function answer(msg: Msg, ctx: QueryDeps): Promise<void> {
       }
       case "guest-ip":
         if (!vm.handle) return fail("vm::no-handle", `VM ${vmId} has not been prepared`);
-        return reply({ ok: true, ip: await ctx.router.guestIp(vm.handle, { signal }) });
+        return reply({ ok: true, ...(await ctx.router.guestAddress(vm.handle, { signal })) });
       case "console":
         if (!vm.handle) return fail("vm::no-handle", `VM ${vmId} has not been prepared`);
         return reply({ ok: true, console: ctx.router.consoleEndpoint(vm.handle) });

@@ -7,6 +7,11 @@ import {
   qmpChardevArg,
   type QemuLaunchConfig,
 } from "../../../src/hypervisor/backends/qemu/qemu-command-line.js";
+import {
+  ipArgs,
+  qemuInvocation,
+  tapNameFor,
+} from "../../../src/hypervisor/backends/qemu/qemu-network.js";
 import { isVmqError } from "../../../src/lib/errors.js";
 
 const base = (over: Partial<QemuLaunchConfig> = {}): QemuLaunchConfig => ({
@@ -195,6 +200,40 @@ describe("QEMU command line", () => {
     assert.deepEqual(values(args, "-netdev"), ["bridge,id=net0,br=br0"]);
     assert.ok(!args.some((a) => a.includes("script=no")));
     assert.ok(values(args, "-device").includes("virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc"));
+  });
+
+  it("builds direct tap networking: QEMU opens the named tap, no scripts, no bridge helper", () => {
+    const tap = tapNameFor("/data", "vm-1");
+    assert.match(tap, /^vmq[0-9a-f]{12}$/, "15 characters at most (IFNAMSIZ)");
+    assert.notEqual(tap, tapNameFor("/other-data", "vm-1"), "two workers' VMs of one id differ");
+    const args = buildQemuArgs(base({ network: { type: "tap", bridge: "br0" }, tapDevice: tap }));
+    assert.deepEqual(values(args, "-netdev"), [
+      `tap,id=net0,ifname=${tap},script=no,downscript=no`,
+    ]);
+    assert.throws(() =>
+      buildQemuArgs(base({ network: { type: "tap", bridge: "br0" }, tapDevice: "a,b" })),
+    );
+  });
+
+  it("runs QEMU and ip inside a network namespace only when one is set", () => {
+    assert.deepEqual(qemuInvocation("qemu", ["-m", "1"], undefined), {
+      file: "qemu",
+      args: ["-m", "1"],
+    });
+    assert.deepEqual(qemuInvocation("qemu", ["-m", "1"], "ns1"), {
+      file: "ip",
+      args: ["netns", "exec", "ns1", "qemu", "-m", "1"],
+    });
+    assert.deepEqual(ipArgs("ns1", ["neigh"]), ["-n", "ns1", "neigh"]);
+    assert.deepEqual(ipArgs(undefined, ["neigh"]), ["neigh"]);
+    assert.throws(
+      () => qemuInvocation("qemu", [], "-ns"),
+      (e: unknown) => isVmqError(e),
+    );
+    assert.throws(
+      () => ipArgs("a b", []),
+      (e: unknown) => isVmqError(e),
+    );
   });
 
   it("adds no NIC for network none and refuses vnic", () => {

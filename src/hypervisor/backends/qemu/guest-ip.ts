@@ -5,6 +5,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { execa } from "execa";
+import { ipArgs } from "./qemu-network.js";
 
 export const DEFAULT_LEASE_FILES = [
   "/var/lib/misc/dnsmasq.leases",
@@ -53,13 +54,19 @@ function isIpv4(s: string): boolean {
   return parts.length === 4 && parts.every((p) => /^[0-9]{1,3}$/.test(p) && Number(p) <= 255);
 }
 
-/** One look for the MAC's address on the bridge; undefined when not (yet) known. */
+/**
+ * One look for the MAC's address on the bridge (in `netns` when QEMU runs in one); undefined
+ * when not (yet) known.
+ */
 export async function lookupTapIp(
   bridge: string,
   mac: string,
   leaseFiles: readonly string[] = DEFAULT_LEASE_FILES,
+  netns?: string,
 ): Promise<string | undefined> {
-  const r = await execa("ip", ["-j", "neigh", "show", "dev", bridge], { reject: false });
+  const r = await execa("ip", ipArgs(netns, ["-j", "neigh", "show", "dev", bridge]), {
+    reject: false,
+  });
   if (r.exitCode === 0) {
     const ip = parseNeighbours(r.stdout, mac)[0];
     if (ip) return ip;

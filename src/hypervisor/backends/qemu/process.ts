@@ -59,7 +59,10 @@ export async function signalOurQemu(
 /**
  * Resolves true once our QEMU is gone, false after `ms`. `wake` (from QMP events and the
  * socket closing) ends a wait early; the poll is only a fallback and backs off to 250 ms.
- * A fired `signal` ends the wait (false).
+ * After a wake the end may be near (SHUTDOWN, then QEMU closes its sockets and exits a few ms
+ * later, with no further event): for a second the poll is fast (every 5 ms), so the exit is
+ * seen when it happens rather than up to a backed-off interval later. A fired `signal` ends
+ * the wait.
  */
 export async function waitForExit(
   pid: number,
@@ -70,19 +73,21 @@ export async function waitForExit(
 ): Promise<boolean> {
   const deadline = Date.now() + ms;
   let interval = 25;
+  let fastUntil = 0;
   for (;;) {
     if (!(await isOurQemu(pid, qmpSocket))) return true;
     const left = deadline - Date.now();
     if (left <= 0 || signal?.aborted) return false;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, Math.min(interval, left));
-      const off = wake?.(done);
-      function done(): void {
+    const woken = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => done(false), Math.min(interval, left));
+      const off = wake?.(() => done(true));
+      function done(byWake: boolean): void {
         clearTimeout(timer);
         off?.();
-        resolve();
+        resolve(byWake);
       }
     });
-    interval = Math.min(250, interval * 2);
+    if (woken) fastUntil = Date.now() + 1000;
+    interval = Date.now() < fastUntil ? 5 : Math.min(250, interval * 2);
   }
 }

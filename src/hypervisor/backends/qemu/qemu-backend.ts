@@ -14,6 +14,7 @@ import type {
   BackendTag,
   Capabilities,
   ConsoleEndpoint,
+  GuestAddress,
   VmHandle,
   VmSpec,
   VmState,
@@ -38,6 +39,13 @@ import { defaultCpuModel, detectAccelerator, type Accelerator } from "./accelera
 import { lookupTapIp } from "./guest-ip.js";
 import { isOurQemu, readPidFile } from "./process.js";
 import { buildQemuArgs } from "./qemu-command-line.js";
+import {
+  attachTap,
+  probeForward,
+  qemuInvocation,
+  tapNameFor,
+  userNetworkAddress,
+} from "./qemu-network.js";
 import {
   recordedHandle,
   requireWorkDir,
@@ -152,7 +160,11 @@ export class QemuBackend implements Hypervisor {
     ) {
       handle = { ...handle, sshHostPort: await freePort(vm.id) };
     }
-    for (const f of [p.qmp, p.console, p.pid]) await rm(f, { force: true });
+    await Promise.all([p.qmp, p.console, p.pid].map((f) => rm(f, { force: true })));
+    const tap =
+      handle.network.type === "tap" && this.#o.tap === "direct"
+        ? { device: tapNameFor(this.#o.dataDir, vm.id), bridge: handle.network.bridge }
+        : undefined;
     const args = buildQemuArgs({
       vmId: vm.id,
       accelerator: this.accelerator,
@@ -169,11 +181,13 @@ export class QemuBackend implements Hypervisor {
       network: handle.network,
       macAddr: handle.macAddr,
       sshHostPort: handle.sshHostPort,
+      tapDevice: tap?.device,
       uefi: handle.uefi ? { code: this.#o.ovmfCode, vars: p.vars } : undefined,
       vnc: this.#o.vnc,
     });
     checkAborted(opts.signal, "qemu start");
-    const r = await execa(this.#o.qemuBinary, args, {
+    const run = qemuInvocation(this.#o.qemuBinary, args, this.#o.netns);
+    const r = await execa(run.file, run.args, {
       reject: false,
       timeout: this.#o.startTimeoutMs,
       stdin: "ignore",
@@ -187,16 +201,29 @@ export class QemuBackend implements Hypervisor {
         : (r.stderr || (r.message ?? "")).trim().split("\n").slice(0, 3).join(" | ");
       throw new HypervisorError("qemu::spawn-failed", `QEMU did not start: ${why}`);
     }
-    const pid = await readPidFile(p.pid);
-    if (pid === undefined || !(await isOurQemu(pid, p.qmp))) {
-      throw new HypervisorError("qemu::spawn-failed", "QEMU exited right after starting", {
+    const exited = () =>
+      new HypervisorError("qemu::spawn-failed", "QEMU exited right after starting", {
         hint: "See console.log in the work dir; check the image boots.",
       });
-    }
+    const pid = await readPidFile(p.pid);
+    if (pid === undefined) throw exited();
     handle = { ...handle, pid, accelerator: this.accelerator };
     try {
-      const m = await this.#sup.attach(handle, pid, this.#o.startTimeoutMs);
-      const st = await m.client.execute<{ status?: string }>("query-status");
+      // Time to vm.started is what a scheduler waits for: the independent steps overlap (the
+      // pid's identity, QMP, the bridge; then the status query and the started marker).
+      const attaching = this.#sup.attach(handle, pid, this.#o.startTimeoutMs);
+      attaching.catch(() => undefined); // awaited below; a QEMU that is not ours wins
+      const [ours] = await Promise.all([
+        isOurQemu(pid, p.qmp),
+        // The guest is still in its firmware: on the bridge before it asks for an address.
+        tap ? attachTap(this.#o.netns, tap.device, tap.bridge) : undefined,
+      ]);
+      if (!ours) throw exited();
+      const m = await attaching;
+      const [st] = await Promise.all([
+        m.client.execute<{ status?: string }>("query-status"),
+        writeFile(p.started, new Date().toISOString()),
+      ]);
       if (mapRunState(st.status) !== "running") {
         throw new HypervisorError(
           "qemu::spawn-failed",
@@ -215,7 +242,6 @@ export class QemuBackend implements Hypervisor {
       this.#sup.drop(vm.id);
       throw e;
     }
-    await writeFile(p.started, new Date().toISOString());
     await writeRecord(p, handle);
     this.#log?.info({ vmId: vm.id, pid, accelerator: this.accelerator }, "qemu: started");
     return handle;
@@ -319,6 +345,15 @@ export class QemuBackend implements Hypervisor {
   }
 
   async guestIp(vm: VmHandle, opts: CallOptions = {}): Promise<string> {
+    return (await this.guestAddress(vm, opts)).ip;
+  }
+
+  /**
+   * The guest's address once it has one (waiting up to ipTimeoutMs): under user networking
+   * SLIRP's guest address with the forwarded host port (probed: the guest must answer), under
+   * tap the address leased to this VM's MAC.
+   */
+  async guestAddress(vm: VmHandle, opts: CallOptions = {}): Promise<GuestAddress> {
     checkAborted(opts.signal, "qemu guestIp");
     requireWorkDir(this.#paths(vm.id), vm.id);
     if ((await this.#sup.livePid(vm.id)) === undefined) {
@@ -328,18 +363,30 @@ export class QemuBackend implements Hypervisor {
       );
     }
     const net = vm.network;
-    if (net.type === "user") return "127.0.0.1"; // SSH through sshHostPort
-    if (net.type !== "tap" || !vm.macAddr) {
+    const mac = vm.macAddr;
+    let look: () => Promise<GuestAddress | undefined>;
+    let where: string;
+    if (net.type === "user" && vm.sshHostPort !== undefined) {
+      const port = vm.sshHostPort;
+      look = async () => ((await probeForward(port, 1000)) ? userNetworkAddress(vm) : undefined);
+      where = `through host port ${port} (user networking)`;
+    } else if (net.type === "tap" && mac) {
+      const { leaseFiles, netns } = this.#o;
+      look = async () => {
+        const ip = await lookupTapIp(net.bridge, mac, leaseFiles, netns);
+        return ip ? { ip } : undefined;
+      };
+      where = `for ${mac} on ${net.bridge}`;
+    } else {
       throw new HypervisorError(
         "hypervisor::unsupported",
         `qemu VM ${vm.id} has no network address (${net.type})`,
       );
     }
-    const mac = vm.macAddr;
-    let ip: string | undefined;
+    let found: GuestAddress | undefined;
     try {
-      ip = await waitFor(() => lookupTapIp(net.bridge, mac), {
-        intervalMs: 1000,
+      found = await waitFor(look, {
+        intervalMs: 500,
         timeoutMs: this.#o.ipTimeoutMs,
         ...(opts.signal ? { signal: opts.signal } : {}),
       });
@@ -347,10 +394,11 @@ export class QemuBackend implements Hypervisor {
       if (!opts.signal?.aborted) throw e;
       throw new HypervisorError("hypervisor::aborted", "qemu guestIp was cancelled", { cause: e });
     }
-    if (ip) return ip;
+    if (found) return found;
     throw new HypervisorError(
       "network::ip-discovery-timeout",
-      `no address for ${vm.macAddr} on ${net.bridge}`,
+      `qemu VM ${vm.id} has no address ${where} after ${this.#o.ipTimeoutMs} ms`,
+      { hint: "The guest may still be booting, or it has no DHCP client on its NIC." },
     );
   }
 

@@ -29,6 +29,8 @@ export interface QemuLaunchConfig {
   network: NetworkConfig;
   macAddr?: string | undefined;
   sshHostPort?: number | undefined;
+  /** Tap networking: the tap device QEMU opens itself (script=no), instead of the bridge helper. */
+  tapDevice?: string | undefined;
   uefi?: { code: string; vars: string } | undefined;
   /** Listen for VNC on 127.0.0.1 (first free display); off: no display at all. */
   vnc: boolean;
@@ -154,6 +156,11 @@ function networkArgs(c: QemuLaunchConfig): string[] {
       return ["-netdev", `user,id=net0${fwd}`, ...nic];
     }
     case "tap":
+      if (c.tapDevice !== undefined) {
+        // QEMU creates this tap (it needs CAP_NET_ADMIN); the backend puts it on the bridge.
+        const tap = token("tap device", c.tapDevice);
+        return ["-netdev", `tap,id=net0,ifname=${tap},script=no,downscript=no`, ...nic];
+      }
       // `-netdev bridge` runs qemu-bridge-helper, which creates the tap and attaches it to the
       // bridge (the bridge must be allowed in /etc/qemu/bridge.conf). `-netdev tap` has no br=.
       return ["-netdev", `bridge,id=net0,br=${token("bridge", c.network.bridge)}`, ...nic];

@@ -54,8 +54,25 @@ export const QemuConfig = z.object({
     "QEMU: SIGTERM to SIGKILL delay when a stop escalates (at most 5 s, the stop schedule's step).",
   ),
   ipTimeoutMs: ms(1_000, QEMU_DEFAULTS.ipTimeoutMs).describe(
-    "QEMU: how long guest-ip waits for a tap guest's address.",
+    "QEMU: how long guest-ip waits for a guest's address.",
   ),
+  tap: z
+    .enum(["bridge-helper", "direct"])
+    .default(QEMU_DEFAULTS.tap)
+    .describe(
+      "QEMU tap networking: bridge-helper (qemu-bridge-helper, the bridge allowed in /etc/qemu/bridge.conf) or direct (QEMU opens its own tap, the worker puts it on the bridge; needs CAP_NET_ADMIN).",
+    ),
+  netns: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "a network namespace name")
+    .optional()
+    .describe(
+      "QEMU: run guests inside this network namespace (ip netns exec), where their bridge is.",
+    ),
+  leaseFiles: z
+    .array(path)
+    .default([...QEMU_DEFAULTS.leaseFiles])
+    .describe("QEMU: dnsmasq lease files read to find a tap guest's address by its MAC."),
 });
 export type QemuConfig = z.infer<typeof QemuConfig>;
 

@@ -1,6 +1,7 @@
 import type { Logger } from "../../../observability/logger.js";
 import { resolveOptions, type Resolved } from "../shared/options.js";
 import type { AcceleratorChoice } from "./accelerator.js";
+import { DEFAULT_LEASE_FILES } from "./guest-ip.js";
 
 export type QemuLogger = Pick<Logger, "info" | "warn" | "error" | "debug">;
 
@@ -37,8 +38,18 @@ export interface QemuBackendOptions {
   powerdownRetryMs?: number;
   /** SIGTERM to SIGKILL delay when escalating; default 3000 ms. */
   killGraceMs?: number;
-  /** How long guestIp waits for a tap guest's address; default 60000 ms. */
+  /** How long guestIp waits for a guest's address; default 60000 ms. */
   ipTimeoutMs?: number;
+  /**
+   * Tap networking: "bridge-helper" (default) lets qemu-bridge-helper make the tap (the bridge
+   * allowed in /etc/qemu/bridge.conf); "direct": QEMU opens its own tap and the backend puts
+   * it on the bridge (needs CAP_NET_ADMIN, no bridge.conf).
+   */
+  tap?: "bridge-helper" | "direct";
+  /** Run QEMU inside this network namespace (`ip netns exec`); addresses are looked up there. */
+  netns?: string | undefined;
+  /** dnsmasq lease files guestIp reads for tap guests; default the Debian locations. */
+  leaseFiles?: string[];
 }
 
 /** Every default of the QEMU backend (cpuModel's depends on the accelerator: see accelerator.ts). */
@@ -56,6 +67,8 @@ export const QEMU_DEFAULTS = {
   powerdownRetryMs: 2000,
   killGraceMs: 3000,
   ipTimeoutMs: 60_000,
+  tap: "bridge-helper",
+  leaseFiles: [...DEFAULT_LEASE_FILES],
 } satisfies Partial<QemuBackendOptions>;
 
 export type QemuOptions = Resolved<QemuBackendOptions, typeof QEMU_DEFAULTS>;

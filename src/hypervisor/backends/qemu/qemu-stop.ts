@@ -74,13 +74,21 @@ async function gracefulStop(
   gone: (ms: number) => Promise<boolean>,
 ): Promise<StopResult["how"]> {
   const deadline = Date.now() + opts.timeoutMs;
+  // The first press goes out together with the status query (one round trip, not two); a
+  // paused guest cannot act on it, so it is continued and pressed again below.
+  let pressed = false;
   if (m) {
-    const st = await m.client.execute<{ status?: string }>("query-status").catch(() => undefined);
+    const [st] = await Promise.all([
+      m.client.execute<{ status?: string }>("query-status").catch(() => undefined),
+      m.client.execute("system_powerdown").catch(() => undefined),
+    ]);
+    pressed = st?.status === "running";
     if (st?.status === "paused") await m.client.execute("cont").catch(() => undefined);
     if (st?.status === "suspended") await m.client.execute("system_wakeup").catch(() => undefined);
   }
   for (;;) {
-    await m?.client.execute("system_powerdown").catch(() => undefined);
+    if (!pressed) await m?.client.execute("system_powerdown").catch(() => undefined);
+    pressed = false;
     failpoint("stop-graceful");
     const left = deadline - Date.now();
     if (await gone(Math.max(0, Math.min(left, d.powerdownRetryMs)))) return "acpi";

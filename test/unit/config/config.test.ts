@@ -38,7 +38,7 @@ describe("worker configuration in sections", () => {
     for (const [k, v] of Object.entries(QEMU_DEFAULTS)) {
       const got = (c.qemu as Record<string, unknown>)[k];
       // vnc is on/off on the command line, a boolean in the backend.
-      assert.equal(k === "vnc" ? got === "on" : got, v, `qemu.${k}`);
+      assert.deepEqual(k === "vnc" ? got === "on" : got, v, `qemu.${k}`);
     }
     for (const [k, v] of Object.entries(PROPOLIS_DEFAULTS)) {
       if (k === "orderlyStopHow") continue; // not an operator's choice: see propolis-backend.ts

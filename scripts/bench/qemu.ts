@@ -16,7 +16,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { execa } from "execa";
 import type { VmEvent } from "../../src/contracts/index.js";
 import { cleanupDataDir, qemuTestGuest, READY_MARKER } from "../../test/helpers/qemu-guest.js";
-import { NatsServer } from "../../test/helpers/nats-server.js";
+import type { NatsServer } from "../../test/helpers/nats-server.js";
 import { WorkerProcess } from "../../test/helpers/worker-process.js";
 import { benchPrefix } from "./common.js";
 import { QmpClient, VmqClient, buildQemuArgs, detectAccelerator } from "./built.js";

@@ -116,7 +116,7 @@ describe("QEMU guest networking", { concurrency: true }, () => {
       { protocol: "tcp", hostAddr: "127.0.0.1", hostPort: up.sshHostPort, guestPort: GUEST_PORT },
     ]);
     assert.equal(await b.guestIp(up), "10.0.2.15");
-    const fwd = addr.forwards![0]!;
+    const fwd = addr.forwards[0]!;
     const line = await firstLine(() => createConnection(fwd.hostPort, fwd.hostAddr), 20_000);
     assert.equal(line, `${HELLO_MARKER} ${up.macAddr}`, "the forward reaches this very guest");
     const log = await consoleHas(up, /VMQ-GUEST-IP 10\.0\.2\.15/, 5000);

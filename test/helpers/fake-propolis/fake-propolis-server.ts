@@ -11,11 +11,10 @@
  * process" (propolis-fixture.ts's launcher, or the test-only control path POST /__fake/process
  * {action: "boot"|"halt"}).
  */
-import { randomUUID } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { WebSocketServer, type RawData, type WebSocket } from "ws";
+import { WebSocketServer } from "ws";
 import {
   InstanceEnsureRequest,
   InstanceStateMonitorRequest,
@@ -23,6 +22,8 @@ import {
   type InstanceProperties,
   type InstanceState,
 } from "../../../src/hypervisor/backends/propolis/propolis-api.js";
+import { apiVersionError, rejectUpgrade, sendError, sendJson } from "./fake-http.js";
+import { FakeSerial, SERIAL_PAGE } from "./fake-serial.js";
 
 export interface FakePropolisOptions {
   /** Delay of each automatic transition (ms); default 5. */
@@ -68,34 +69,17 @@ const REASONS = {
   failed: "Instance failed to start or halted due to a failure",
 } as const;
 
-const SERIAL_MAX = 1024 * 1024;
-const SERIAL_PAGE = 16 * 1024;
-
-function semverGt(a: string, b: string): boolean {
-  const pa = a.split(".").map(Number);
-  const pb = b.split(".").map(Number);
-  for (let i = 0; i < 3; i++) {
-    const x = pa[i] ?? 0;
-    const y = pb[i] ?? 0;
-    if (x !== y) return x > y;
-  }
-  return false;
-}
-
 export class FakePropolisServer {
   readonly requests: LoggedRequest[] = [];
-  readonly serialInput: Buffer[] = [];
   readonly #opts: FakePropolisOptions;
   readonly #server: http.Server;
   readonly #wss = new WebSocketServer({ noServer: true });
   readonly #sockets = new Set<Socket | Duplex>();
-  readonly #serialClients = new Set<WebSocket>();
+  readonly #serial = new FakeSerial();
   #vm: Vm | undefined;
   #alive: boolean;
   #queue: (() => void)[] = [];
   #timers = new Set<NodeJS.Timeout>();
-  #serial = Buffer.alloc(0);
-  #serialEvicted = 0;
   // fault injection
   #failStart = false;
   #failEnsure = false;
@@ -148,6 +132,10 @@ export class FakePropolisServer {
     return this.#vm?.waiters.size ?? 0;
   }
   /** Bodies of PUT /instance/state requests, in order. */
+  /** Bytes the serial clients sent, in order. */
+  get serialInput(): Buffer[] {
+    return this.#serial.input;
+  }
   get stateRequests(): unknown[] {
     return this.requests
       .filter((r) => r.method === "PUT" && r.path === "/instance/state")
@@ -195,15 +183,14 @@ export class FakePropolisServer {
     this.#alive = false;
     this.#vm = undefined;
     this.#clearTimers();
-    for (const ws of this.#serialClients) ws.terminate();
+    this.#serial.terminateClients();
     for (const s of this.#sockets) if (s !== except) s.destroy();
   }
   /** A fresh server process: no VM, empty serial buffer. */
   boot(except?: Socket | Duplex): void {
     this.crash(except);
     this.#alive = true;
-    this.#serial = Buffer.alloc(0);
-    this.#serialEvicted = 0;
+    this.#serial.reset();
     this.boots += 1;
   }
   /** Runs the next held transition (manual mode); returns false when none is held. */
@@ -213,24 +200,17 @@ export class FakePropolisServer {
     return next !== undefined;
   }
   writeSerial(bytes: Buffer | string): void {
-    const b = typeof bytes === "string" ? Buffer.from(bytes) : bytes;
-    this.#serial = Buffer.concat([this.#serial, b]);
-    if (this.#serial.length > SERIAL_MAX) {
-      const drop = this.#serial.length - SERIAL_MAX;
-      this.#serial = this.#serial.subarray(drop);
-      this.#serialEvicted += drop;
-    }
-    for (const ws of this.#serialClients) ws.send(b, { binary: true });
+    this.#serial.write(bytes);
   }
   announceMigration(destination: string, fromStart: number): void {
-    for (const ws of this.#serialClients) {
-      ws.send(JSON.stringify({ Migrating: { destination, from_start: fromStart } }));
-    }
+    this.#serial.broadcastText(
+      JSON.stringify({ Migrating: { destination, from_start: fromStart } }),
+    );
   }
 
   async close(): Promise<void> {
     this.#clearTimers();
-    for (const ws of this.#serialClients) ws.terminate();
+    this.#serial.terminateClients();
     this.#wss.close();
     this.#server.closeAllConnections();
     for (const s of this.#sockets) s.destroy();
@@ -266,11 +246,11 @@ export class FakePropolisServer {
     for (const w of [...vm.waiters]) {
       if (w.gen <= vm.gen) {
         vm.waiters.delete(w);
-        this.#json(w.res, 200, this.#monitorBody(vm));
+        sendJson(w.res, 200, this.#monitorBody(vm));
       }
     }
     if (state === "Destroyed") {
-      for (const ws of this.#serialClients) ws.close(1001, "VM stopped");
+      this.#serial.closeClients(1001, "VM stopped");
     }
   }
 
@@ -291,30 +271,9 @@ export class FakePropolisServer {
 
   // ---- HTTP -------------------------------------------------------------------------------
 
-  #json(res: http.ServerResponse, status: number, body: unknown): void {
-    if (res.writableEnded || res.destroyed) return;
-    const text = body === undefined ? "" : JSON.stringify(body);
-    res.writeHead(status, text ? { "content-type": "application/json" } : {});
-    res.end(text);
-  }
-
-  #error(res: http.ServerResponse, status: number, message: string, errorCode?: string): void {
-    this.#json(res, status, {
-      request_id: randomUUID(),
-      ...(errorCode === undefined ? {} : { error_code: errorCode }),
-      message,
-    });
-  }
-
-  /** The header gate; returns an error message or undefined when the request may pass. */
   #versionError(headers: http.IncomingHttpHeaders): string | undefined {
-    if (this.#opts.ignoreVersionHeader) return undefined;
-    const v = headers["api-version"];
-    if (typeof v !== "string") return `missing expected header "api-version"`;
-    if (!/^\d+\.\d+\.\d+$/.test(v)) return `bad value for header "api-version": ${v}`;
-    const latest = this.#opts.latestVersion ?? "5.0.0";
-    if (semverGt(v, latest)) return `server does not support this API version: ${v}`;
-    return undefined;
+    const o = this.#opts;
+    return apiVersionError(headers, o.latestVersion ?? "5.0.0", o.ignoreVersionHeader ?? false);
   }
 
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -327,7 +286,7 @@ export class FakePropolisServer {
         const action = (JSON.parse(text || "{}") as { action?: string }).action;
         if (action === "boot") this.boot(req.socket);
         else if (action === "halt") this.crash(req.socket);
-        return this.#json(res, 200, { alive: this.#alive });
+        return sendJson(res, 200, { alive: this.#alive });
       }
       if (!this.#alive) {
         req.socket.destroy(); // nobody serves this port: connection reset
@@ -349,8 +308,8 @@ export class FakePropolisServer {
         body,
       });
       const ver = this.#versionError(req.headers);
-      if (ver) return this.#error(res, 400, ver);
-      if (bad) return this.#error(res, 400, bad);
+      if (ver) return sendError(res, 400, ver);
+      if (bad) return sendError(res, 400, bad);
       this.#route(req.method ?? "", url, body, res);
     });
   }
@@ -362,7 +321,7 @@ export class FakePropolisServer {
         return this.#ensure(body, res);
       case "GET /instance":
         if (!this.#vm) return this.#noInstance(res);
-        return this.#json(res, 200, {
+        return sendJson(res, 200, {
           instance: { properties: this.#vm.properties, state: this.#vm.state },
         });
       case "PUT /instance/state":
@@ -372,22 +331,22 @@ export class FakePropolisServer {
       case "GET /instance/serial/history":
         return this.#history(url, res);
       default:
-        return this.#error(res, 404, "Not Found");
+        return sendError(res, 404, "Not Found");
     }
   }
 
   #noInstance(res: http.ServerResponse): void {
-    this.#error(res, 424, "Server not initialized (no instance)", "NoInstance");
+    sendError(res, 424, "Server not initialized (no instance)", "NoInstance");
   }
 
   #ensure(body: unknown, res: http.ServerResponse): void {
     const old = this.#vm;
     if (old && old.state !== "Destroyed") {
-      return this.#error(res, 409, "instance already initialized", "AlreadyInitialized");
+      return sendError(res, 409, "instance already initialized", "AlreadyInitialized");
     }
     const p = InstanceEnsureRequest.safeParse(body);
     if (!p.success) {
-      return this.#error(
+      return sendError(
         res,
         400,
         `unable to parse JSON body: ${p.error.issues[0]?.message ?? "invalid"}`,
@@ -396,7 +355,7 @@ export class FakePropolisServer {
     if (old) {
       // The old publisher is dropped: its pending polls can never be satisfied.
       for (const w of old.waiters) {
-        this.#error(
+        sendError(
           w.res,
           410,
           `No instance present; will never reach generation ${w.gen}`,
@@ -421,22 +380,22 @@ export class FakePropolisServer {
       this.#failEnsure = false;
       this.#publish(vm, "Failed");
       this.#later(() => this.#publish(vm, "Destroyed"));
-      return this.#error(res, 500, "Internal Server Error", "Internal");
+      return sendError(res, 500, "Internal Server Error", "Internal");
     }
-    this.#json(res, 201, { migrate: null });
+    sendJson(res, 201, { migrate: null });
   }
 
   #stateChange(body: unknown, res: http.ServerResponse): void {
     const p = InstanceStateRequested.safeParse(body);
-    if (!p.success) return this.#error(res, 400, "unable to parse JSON body: unknown variant");
+    if (!p.success) return sendError(res, 400, "unable to parse JSON body: unknown variant");
     const vm = this.#vm;
     if (!vm || vm.state === "Destroyed") return this.#noInstance(res);
     if (this.#busy > 0) {
       this.#busy -= 1;
-      return this.#error(res, 503, "Service Unavailable");
+      return sendError(res, 503, "Service Unavailable");
     }
     const deny = (reason: string) =>
-      this.#error(res, 403, "Forbidden", `instance state change not allowed: ${reason}`);
+      sendError(res, 403, "Forbidden", `instance state change not allowed: ${reason}`);
     const terminalReason = vm.state === "Failed" ? REASONS.failed : REASONS.halted;
     switch (p.data) {
       case "Run":
@@ -471,15 +430,15 @@ export class FakePropolisServer {
         this.#haltSequence(vm);
         break;
     }
-    this.#json(res, 204, undefined);
+    sendJson(res, 204, undefined);
   }
 
   #monitor(body: unknown, res: http.ServerResponse): void {
     const p = InstanceStateMonitorRequest.safeParse(body);
-    if (!p.success) return this.#error(res, 400, "unable to parse JSON body: missing field `gen`");
+    if (!p.success) return sendError(res, 400, "unable to parse JSON body: missing field `gen`");
     const vm = this.#vm;
     if (!vm) return this.#noInstance(res);
-    if (p.data.gen <= vm.gen) return this.#json(res, 200, this.#monitorBody(vm));
+    if (p.data.gen <= vm.gen) return sendJson(res, 200, this.#monitorBody(vm));
     const w = { gen: p.data.gen, res };
     vm.waiters.add(w);
     res.on("close", () => vm.waiters.delete(w));
@@ -489,25 +448,14 @@ export class FakePropolisServer {
     const fs = url.searchParams.get("from_start");
     const mr = url.searchParams.get("most_recent");
     if ((fs === null) === (mr === null)) {
-      return this.#error(
-        res,
-        400,
-        "Exactly one of 'from_start' or 'most_recent' must be specified.",
-      );
+      return sendError(res, 400, "Exactly one of 'from_start' or 'most_recent' must be specified.");
     }
     if (!this.#vm) return this.#noInstance(res);
     const max = Number(url.searchParams.get("max_bytes") ?? SERIAL_PAGE);
-    const total = this.#serialEvicted + this.#serial.length;
-    const start = fs !== null ? Number(fs) : Math.max(0, total - Number(mr));
-    if (start < this.#serialEvicted) {
-      return this.#error(res, 400, `Requested byte offset ${start} is no longer cached`);
-    }
-    const from = Math.min(start, total) - this.#serialEvicted;
-    const data = this.#serial.subarray(from, from + max);
-    this.#json(res, 200, {
-      data: [...data],
-      last_byte_offset: this.#serialEvicted + from + data.length,
-    });
+    const start = fs !== null ? Number(fs) : Math.max(0, this.#serial.total - Number(mr));
+    const page = this.#serial.page(start, max);
+    if ("error" in page) return sendError(res, 400, page.error);
+    sendJson(res, 200, page);
   }
 
   #onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -525,13 +473,7 @@ export class FakePropolisServer {
       body: undefined,
     });
     const ver = this.#versionError(req.headers);
-    if (ver) {
-      const text = JSON.stringify({ request_id: randomUUID(), message: ver });
-      socket.end(
-        `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
-      );
-      return;
-    }
+    if (ver) return rejectUpgrade(socket, ver);
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
       const vm = this.#vm;
       if (!vm || vm.state === "Destroyed") {
@@ -540,19 +482,13 @@ export class FakePropolisServer {
       }
       const fs = url.searchParams.get("from_start");
       const mr = url.searchParams.get("most_recent");
-      const total = this.#serialEvicted + this.#serial.length;
       const start =
-        fs !== null ? Number(fs) : mr !== null ? Math.max(0, total - Number(mr)) : total;
-      const from = Math.max(0, start - this.#serialEvicted);
-      if (from < this.#serial.length) ws.send(this.#serial.subarray(from), { binary: true });
-      ws.on("message", (data: RawData, isBinary: boolean) => {
-        if (!isBinary) return;
-        this.serialInput.push(
-          Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer),
-        );
-      });
-      this.#serialClients.add(ws);
-      ws.on("close", () => this.#serialClients.delete(ws));
+        fs !== null
+          ? Number(fs)
+          : mr !== null
+            ? Math.max(0, this.#serial.total - Number(mr))
+            : undefined;
+      this.#serial.attach(ws, start);
     });
   }
 }

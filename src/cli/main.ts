@@ -11,6 +11,7 @@ import { registerConsole } from "./commands/console.js";
 import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
 import { registerPermissions } from "./commands/permissions.js";
+import { registerContext } from "./commands/context.js";
 import { registerCompletion } from "./commands/completion.js";
 import { EXIT_CODES_HELP } from "./connection.js";
 import { VERSION } from "../worker/services/heartbeat.js";
@@ -30,7 +31,7 @@ const program = new Command("vmq")
   // which each command sets below to its own " — hint: ..." ending the same line.
   .exitOverride()
   .configureOutput({
-    outputError: (str, write) => write(`vmq: ${oneLine(str.replace(/^error: /, ""))}`),
+    outputError: (str, write) => write(`vmq: ${oneLine(str.replace(/^error: /, ""))} [cli::usage]`),
   })
   .addHelpText("after", EXIT_CODES_HELP);
 registerWorker(program);
@@ -43,6 +44,7 @@ registerConsole(program);
 registerReplay(program);
 registerDlq(program);
 registerPermissions(program);
+registerContext(program);
 registerCompletion(program); // last: it describes the commands above
 
 const usageHint = (cmd: CommandUnknownOpts): void => {

@@ -489,7 +489,7 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
     assert.equal(bad.exitCode, 2);
     assertOneLineError(
       bad.stderr,
-      /^vmq: unknown option '--bogus' — hint: see vmq list --help for the usage$/,
+      /^vmq: unknown option '--bogus' \[cli::usage\] — hint: see vmq list --help for the usage$/,
     );
     assert.equal(badId.exitCode, 2);
     assertOneLineError(

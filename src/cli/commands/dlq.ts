@@ -16,10 +16,10 @@ import {
   hostArg,
   intOption,
   printJson,
-  table,
   withClient,
   type Connected,
 } from "../connection.js";
+import { age, colourOn, formatOf, isMachine, machine, outputOption, table } from "../output.js";
 import { refusedAsTooLarge } from "../../client/wire.js";
 import { CliError } from "../errors.js";
 
@@ -44,28 +44,37 @@ export function registerDlq(program: Command): void {
   addConnectionFlags(
     dlq
       .command("list")
+      .alias("ls")
       .description("List the dead-lettered commands")
       .option("--host <host>", "only this host's dead letters")
-      .option("--json", "print a JSON array of entries (headers and payload)"),
+      .addOption(outputOption())
+      .option("--json", "same as -o json: an array of entries (headers and payload)")
+      .addHelpText(
+        "after",
+        "\nExamples:\n  vmq dlq ls\n  vmq dlq ls --host h1 -o wide\n  vmq dlq ls -o json\n",
+      ),
   ).action(async (flags) => {
     const host = hostArg(flags.host);
+    const format = formatOf(flags);
     await withClient(flags, async (c) => {
       const entries = await listEntries(c, host);
-      if (flags.json) {
-        printJson(entries);
+      if (isMachine(format)) {
+        process.stdout.write(machine(format, entries));
         return;
       }
+      const wide = format === "wide";
       process.stdout.write(
         table(
-          ["SEQ", "AT", "SUBJECT", "CODE", "ATTEMPTS", "REASON"],
+          ["SEQ", wide ? "AT" : "AGE", "SUBJECT", "CODE", "ATTEMPTS", "REASON"],
           entries.map((e) => [
             e.seq,
-            e.headers[DLQ_HEADERS.at] ?? e.time,
+            wide ? (e.headers[DLQ_HEADERS.at] ?? e.time) : age(e.headers[DLQ_HEADERS.at] ?? e.time),
             e.headers[DLQ_HEADERS.subject],
             e.headers[DLQ_HEADERS.code],
             e.headers[DLQ_HEADERS.attempts],
-            short(e.headers[DLQ_HEADERS.reason] ?? "", 80),
+            wide ? e.headers[DLQ_HEADERS.reason] : short(e.headers[DLQ_HEADERS.reason] ?? "", 80),
           ]),
+          colourOn(),
         ),
       );
     });

@@ -4,7 +4,7 @@ import { VmView, viewRecordAt } from "../../contracts/index.js";
 import { emptyVm, evolve, toView, type Vm } from "../../domain/index.js";
 import { JetStreamEventStore } from "../../event-store/jetstream-event-store.js";
 import { addConnectionFlags, hostArg, printJson, withClient } from "../connection.js";
-import { vmTable } from "./inspect.js";
+import { vmTable } from "../views.js";
 import { latestValues } from "../../client/kv-scan.js";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 

@@ -12,6 +12,7 @@ import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
 import { registerPermissions } from "./commands/permissions.js";
 import { registerContext } from "./commands/context.js";
+import { registerCheck } from "./commands/check.js";
 import { registerCompletion } from "./commands/completion.js";
 import { EXIT_CODES_HELP } from "./connection.js";
 import { VERSION } from "../worker/services/heartbeat.js";
@@ -45,6 +46,7 @@ registerReplay(program);
 registerDlq(program);
 registerPermissions(program);
 registerContext(program);
+registerCheck(program);
 registerCompletion(program); // last: it describes the commands above
 
 const usageHint = (cmd: CommandUnknownOpts): void => {

@@ -68,7 +68,12 @@ type Cell = string | number | undefined | null | { text: string; tone?: Tone | u
  * A plain text table: a header row and left-aligned columns. A cell may carry a tone, applied
  * after padding (escape codes would break the widths) and only when `colour` is on.
  */
-export function table(headers: string[], rows: Cell[][], colour = false): string {
+export function table(
+  headers: string[],
+  rows: Cell[][],
+  colour = false,
+  minWidths: readonly number[] = [],
+): string {
   const text = (c: Cell): string =>
     c === undefined || c === null ? "-" : typeof c === "object" ? c.text : String(c);
   const tone = (c: Cell): Tone | undefined =>
@@ -77,7 +82,9 @@ export function table(headers: string[], rows: Cell[][], colour = false): string
     headers.map((h) => ({ t: h, tone: "bold" as Tone })),
     ...rows.map((r) => r.map((c) => ({ t: text(c), tone: tone(c) }))),
   ];
-  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i]?.t ?? "").length)));
+  const widths = headers.map((_, i) =>
+    Math.max(minWidths[i] ?? 0, ...cells.map((r) => (r[i]?.t ?? "").length)),
+  );
   return cells
     .map((r) =>
       r

@@ -48,11 +48,27 @@ export function vmRow(v: VmView, wide: boolean, now = Date.now()): Cell[] {
   ];
 }
 
-export function vmTable(vms: VmView[], wide = false, colour = false, now = Date.now()): string {
+/**
+ * Column widths while watching: each change is printed as its own row, so the columns are wide
+ * enough for common values from the start (a longer value only shifts its own line).
+ */
+export const WATCH_WIDTHS = {
+  table: [16, 10, 10, 7, 11, 4],
+  wide: [16, 10, 10, 7, 6, 8, 5, 7, 11, 36, 24, 4],
+};
+
+export function vmTable(
+  vms: VmView[],
+  wide = false,
+  colour = false,
+  now = Date.now(),
+  minWidths: readonly number[] = [],
+): string {
   return table(
     wide ? VM_HEADERS.wide : VM_HEADERS.table,
     vms.map((v) => vmRow(v, wide, now)),
     colour,
+    minWidths,
   );
 }
 

@@ -19,7 +19,7 @@ import {
   table,
   type Format,
 } from "../output.js";
-import { VM_HEADERS, describeVm, hostTable, vmRow, vmTable } from "../views.js";
+import { VM_HEADERS, WATCH_WIDTHS, describeVm, hostTable, vmRow, vmTable } from "../views.js";
 import { watchView, type ViewChange } from "../watch.js";
 
 const WATCH_HELP =
@@ -44,6 +44,8 @@ export function registerInspect(program: Command): void {
   ).action(async (rawVmId, flags) => {
     const vmId = vmIdArg(rawVmId);
     const format = formatOf(flags);
+    const wide = format === "wide";
+    const widths = wide ? WATCH_WIDTHS.wide : WATCH_WIDTHS.table;
     await withClient(flags, async ({ client, names, nc }) => {
       const show = async () => {
         const v = await client.get(vmId);
@@ -55,7 +57,8 @@ export function registerInspect(program: Command): void {
             EXIT.failed,
           );
         if (isMachine(format)) process.stdout.write(machine(format, v));
-        else if (flags.watch) process.stdout.write(vmTable([v], format === "wide", colourOn()));
+        else if (flags.watch)
+          process.stdout.write(vmTable([v], wide, colourOn(), Date.now(), widths));
         else process.stdout.write(describeVm(v, colourOn()));
       };
       if (!flags.watch) return show();
@@ -89,6 +92,8 @@ export function registerInspect(program: Command): void {
     const host = hostArg(flags.host);
     const since = flags.since === undefined ? undefined : sinceOption(flags.since).getTime();
     const format = formatOf(flags);
+    const wide = format === "wide";
+    const widths = wide ? WATCH_WIDTHS.wide : WATCH_WIDTHS.table;
     // A destroyed VM's record stays until compaction; asked for by state, it is shown.
     const wanted = (v: VmView): boolean =>
       (!host || v.host === host) &&
@@ -104,7 +109,10 @@ export function registerInspect(program: Command): void {
         const live = all.filter(wanted);
         const vms = flags.limit === undefined ? live : live.slice(0, flags.limit);
         if (isMachine(format)) process.stdout.write(machine(format, vms));
-        else process.stdout.write(vmTable(vms, format === "wide", colourOn()));
+        else
+          process.stdout.write(
+            vmTable(vms, wide, colourOn(), Date.now(), flags.watch ? widths : []),
+          );
       };
       if (!flags.watch) return show();
       // While watching, a VM that changes to destroyed is shown: that is the change.
@@ -152,7 +160,12 @@ export function printChange(format: Format, wanted: (v: VmView) => boolean) {
         ? vmRow(c.view, wide)
         : [c.vmId, c.host, "(removed)", ...headers.slice(3).map(() => undefined)];
     // The header row is dropped: only the change's own line is printed.
-    const lines = table(headers, [row], colourOn()).split("\n");
+    const lines = table(
+      headers,
+      [row],
+      colourOn(),
+      wide ? WATCH_WIDTHS.wide : WATCH_WIDTHS.table,
+    ).split("\n");
     process.stdout.write(`${lines[1] ?? ""}\n`);
   };
 }

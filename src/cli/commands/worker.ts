@@ -26,7 +26,7 @@ export function registerWorker(program: Command): void {
       import("../../observability/logger.js"),
       import("../../worker/data-dir-lock.js"),
     ]);
-    const log = createLogger({ level: parsed.data.logLevel });
+    const log = createLogger({ level: parsed.data.logLevel, format: parsed.data.logFormat });
     const lock = new DataDirLock(parsed.data.dataDir, log);
     try {
       await lock.start();

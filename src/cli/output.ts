@@ -126,3 +126,7 @@ export function sinceOption(raw: string, now: number = Date.now()): Date {
     `--since must be a duration (90s, 10m, 2h, 7d) or an ISO time, not ${JSON.stringify(raw)}`,
   );
 }
+
+/** The `Examples:` section that ends every command's --help (a unit test walks them all). */
+export const examples = (...lines: string[]): string =>
+  `\nExamples:\n${lines.map((l) => `  ${l}`).join("\n")}\n`;

@@ -3,24 +3,31 @@ import { resolve } from "node:path";
 import type { Command } from "@commander-js/extra-typings";
 import { ContextStore, ContextSettings, PATH_KEYS, configDir, contextName } from "../contexts.js";
 import { CliError } from "../errors.js";
-import { colourOn, formatOf, isMachine, machine, outputOption, table } from "../output.js";
+import {
+  colourOn,
+  examples,
+  formatOf,
+  isMachine,
+  machine,
+  outputOption,
+  table,
+} from "../output.js";
 
 const store = (): ContextStore => new ContextStore(configDir());
 
 const EXAMPLES = `
-Examples:
-  vmq context add prod --nats tls://nats.example:4222 --creds ~/.nkeys/prod.creds --select
-  vmq context add lab --nats nats://10.0.0.5:4222 --prefix lab --description "lab rack"
-  vmq context ls
-  vmq context use lab
-  vmq list --context prod          # one command against another context
-  vmq context show -o json
-  vmq context rm lab
-
 Contexts live in $VMQ_CONFIG_DIR, else $XDG_CONFIG_HOME/vmq, else ~/.config/vmq
 (contexts/<name>.json, mode 0600, and the selected name in "current").
 Precedence for every connection setting: flag > environment variable > context > default.
-`;
+${examples(
+  "vmq context add prod --nats tls://nats.example:4222 --creds ~/.nkeys/prod.creds --select",
+  'vmq context add lab --nats nats://10.0.0.5:4222 --prefix lab --description "lab rack"',
+  "vmq context ls",
+  "vmq context use lab",
+  "vmq context show -o json",
+  "vmq context rm lab",
+  "vmq list --context prod          # one command against another context",
+)}`;
 
 /** vmq context add|use|ls|show|rm: named connection settings, like `nats context`. */
 export function registerContext(program: Command): void {

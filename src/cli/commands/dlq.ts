@@ -19,7 +19,16 @@ import {
   withClient,
   type Connected,
 } from "../connection.js";
-import { age, colourOn, formatOf, isMachine, machine, outputOption, table } from "../output.js";
+import {
+  age,
+  colourOn,
+  examples,
+  formatOf,
+  isMachine,
+  machine,
+  outputOption,
+  table,
+} from "../output.js";
 import { refusedAsTooLarge } from "../../client/wire.js";
 import { CliError } from "../errors.js";
 
@@ -39,6 +48,15 @@ export function registerDlq(program: Command): void {
     .command("dlq")
     .description(
       "Dead-lettered commands (VMQ_DLQ): list, show one, retry it on its original subject, or drop it",
+    )
+    .addHelpText(
+      "after",
+      examples(
+        "vmq dlq ls",
+        "vmq dlq show 12",
+        "vmq dlq retry 12 --new-command-id",
+        "vmq dlq drop 12",
+      ),
     );
 
   addConnectionFlags(
@@ -87,7 +105,8 @@ export function registerDlq(program: Command): void {
         "Show one dead letter: its headers (code, reason, attempts, ...) and raw payload",
       )
       .argument("<seq>", "its sequence in the DLQ stream (vmq dlq list)", intOption("<seq>"))
-      .option("--json", "print it as JSON"),
+      .option("--json", "print it as JSON")
+      .addHelpText("after", examples("vmq dlq show 12", "vmq dlq show 12 --json")),
   ).action(async (seq, flags) => {
     await withClient(flags, async (c) => {
       const e = toEntry(await getEntry(await jetstreamManager(c.nc), c.names, seq));
@@ -125,7 +144,15 @@ export function registerDlq(program: Command): void {
         "give the command a fresh commandId (needed when the old one already has an outcome)",
       )
       .option("--force", "publish even if the command is still invalid or already has an outcome")
-      .option("--json", "print the result as JSON"),
+      .option("--json", "print the result as JSON")
+      .addHelpText(
+        "after",
+        examples(
+          "vmq dlq retry 12",
+          "vmq dlq retry 12 --payload fixed.json",
+          "vmq dlq retry 12 --new-command-id --json",
+        ),
+      ),
   ).action(async (seq, flags) => {
     await withClient(flags, async (c) => {
       const jsm = await jetstreamManager(c.nc);
@@ -203,7 +230,8 @@ export function registerDlq(program: Command): void {
     dlq
       .command("drop")
       .description("Delete a dead letter for good")
-      .argument("<seq>", "its sequence in the DLQ stream", intOption("<seq>")),
+      .argument("<seq>", "its sequence in the DLQ stream", intOption("<seq>"))
+      .addHelpText("after", examples("vmq dlq drop 12")),
   ).action(async (seq, flags) => {
     await withClient(flags, async (c) => {
       const jsm = await jetstreamManager(c.nc);

@@ -79,7 +79,7 @@ export function table(
   const tone = (c: Cell): Tone | undefined =>
     c !== null && typeof c === "object" ? c.tone : undefined;
   const cells: { t: string; tone: Tone | undefined }[][] = [
-    headers.map((h) => ({ t: h, tone: "bold" as Tone })),
+    headers.map((h): { t: string; tone: Tone | undefined } => ({ t: h, tone: "bold" })),
     ...rows.map((r) => r.map((c) => ({ t: text(c), tone: tone(c) }))),
   ];
   const widths = headers.map((_, i) =>

@@ -371,7 +371,7 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
     assert.ok(p1 && p2, JSON.stringify(entries));
     assert.equal(p1.headers["Vmq-Dlq-Code"], "command::not-json");
     assert.equal(p1.payload, "{not json");
-    assert.match(table.stdout, /^SEQ +AT +SUBJECT +CODE/);
+    assert.match(table.stdout, /^SEQ +AGE +SUBJECT +CODE/);
     assert.match(
       table.stdout,
       new RegExp(

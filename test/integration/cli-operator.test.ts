@@ -142,11 +142,11 @@ describe("vmq operator conventions (the built CLI, as a process)", { timeout: 24
         seen.push(...(Array.isArray(doc) ? doc : [doc]));
       }
     });
-    await eventually(async () => (seen.some((v) => v.vmId === "o2") ? true : undefined), 30_000);
+    await eventually(() => (seen.some((v) => v.vmId === "o2") ? true : undefined), 30_000);
     const before = seen.length;
     await h.client.start("o2", { host: "h1" });
     await eventually(
-      async () =>
+      () =>
         seen.slice(before).some((v) => v.vmId === "o2" && v.state === "running") ? true : undefined,
       30_000,
     );
@@ -160,9 +160,9 @@ describe("vmq operator conventions (the built CLI, as a process)", { timeout: 24
     const p = runVmq(["get", "o2", "--watch"], { env: env() });
     let out = "";
     p.stdout?.on("data", (d: Buffer) => (out += d.toString()));
-    await eventually(async () => (/^o2 +h1 +running/m.test(out) ? true : undefined), 30_000);
+    await eventually(() => (/^o2 +h1 +running/m.test(out) ? true : undefined), 30_000);
     await h.client.suspend("o2", { host: "h1" });
-    await eventually(async () => (/^o2 +h1 +suspended/m.test(out) ? true : undefined), 30_000);
+    await eventually(() => (/^o2 +h1 +suspended/m.test(out) ? true : undefined), 30_000);
     p.kill("SIGINT");
     const r = await p;
     assert.equal(r.exitCode, 0, r.stderr);

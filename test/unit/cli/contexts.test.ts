@@ -87,7 +87,11 @@ describe("contexts", () => {
     await store.remove("lab");
     assert.equal(await store.current(), undefined);
     assert.equal(
-      JSON.parse(await readFile(join(store.dir, "contexts", "prod.json"), "utf8")).nats,
+      (
+        JSON.parse(await readFile(join(store.dir, "contexts", "prod.json"), "utf8")) as {
+          nats: string;
+        }
+      ).nats,
       "nats://prod:4222",
     );
   });

@@ -104,7 +104,11 @@ export function registerDlq(program: Command): void {
       .description(
         "Show one dead letter: its headers (code, reason, attempts, ...) and raw payload",
       )
-      .argument("<seq>", "its sequence in the DLQ stream (vmq dlq list)", intOption("<seq>"))
+      .argument(
+        "<seq>",
+        "its sequence in the DLQ stream (vmq dlq list)",
+        intOption("the DLQ sequence"),
+      )
       .option("--json", "print it as JSON")
       .addHelpText("after", examples("vmq dlq show 12", "vmq dlq show 12 --json")),
   ).action(async (seq, flags) => {
@@ -134,7 +138,7 @@ export function registerDlq(program: Command): void {
       .description(
         "Re-publish a dead-lettered command to its original subject (with a new Nats-Msg-Id), then delete the entry",
       )
-      .argument("<seq>", "its sequence in the DLQ stream", intOption("<seq>"))
+      .argument("<seq>", "its sequence in the DLQ stream", intOption("the DLQ sequence"))
       .option(
         "--payload <file>",
         "publish this fixed command instead of the stored one (- for stdin)",
@@ -230,7 +234,7 @@ export function registerDlq(program: Command): void {
     dlq
       .command("drop")
       .description("Delete a dead letter for good")
-      .argument("<seq>", "its sequence in the DLQ stream", intOption("<seq>"))
+      .argument("<seq>", "its sequence in the DLQ stream", intOption("the DLQ sequence"))
       .addHelpText("after", examples("vmq dlq drop 12")),
   ).action(async (seq, flags) => {
     await withClient(flags, async (c) => {

@@ -34,7 +34,7 @@ export function registerSchemas(program: Command): void {
         throw new CliError(
           "schemas::not-found",
           `no schema ${file}`,
-          `Known: ${known.filter((f) => f.endsWith(".json")).join(", ")}`,
+          "vmq schemas lists them (an index); name one by its path, e.g. commands/vm.start.v1.json.",
         );
       process.stdout.write(readFileSync(join(schemasDir, file), "utf8"));
     });

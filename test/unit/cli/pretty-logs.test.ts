@@ -5,8 +5,15 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { createLogger, prettyOn } from "../../../src/observability/logger.js";
 
-/** What a logger writes to a file descriptor, in the given format. */
-function logged(format: "json" | "pretty", write: (log: ReturnType<typeof createLogger>) => void) {
+/**
+ * What a logger writes to a file descriptor, in the given format. Both streams write after the
+ * call returns (pino-pretty is a Transform, pino's destination is asynchronous): the fd is closed
+ * only once the line is there, never under a pending write.
+ */
+async function logged(
+  format: "json" | "pretty",
+  write: (log: ReturnType<typeof createLogger>) => void,
+): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), "vmq-log-"));
   const file = join(dir, "log");
   const fd = openSync(file, "w");
@@ -14,12 +21,14 @@ function logged(format: "json" | "pretty", write: (log: ReturnType<typeof create
     const log = createLogger({ destination: fd, format, colour: false });
     write(log);
     log.flush();
+    const end = Date.now() + 10_000;
+    while (!readFileSync(file, "utf8").endsWith("\n") && Date.now() < end)
+      await new Promise((r) => setTimeout(r, 20));
+    return readFileSync(file, "utf8");
   } finally {
     closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
   }
-  const text = readFileSync(file, "utf8");
-  rmSync(dir, { recursive: true, force: true });
-  return text;
 }
 
 describe("worker logs", () => {
@@ -53,8 +62,7 @@ describe("worker logs", () => {
         },
         "accepted a command",
       );
-    const pretty = logged("pretty", secret);
-    await new Promise((r) => setTimeout(r, 50));
+    const pretty = await logged("pretty", secret);
     const lines = pretty.split("\n").filter(Boolean);
     assert.equal(lines.length, 1, pretty);
     assert.match(lines[0] ?? "", /INFO.*accepted a command.*"vmId":"web-1"/);
@@ -63,8 +71,7 @@ describe("worker logs", () => {
       assert.ok(!pretty.includes(s), `${s} is not in the pretty log`);
     assert.match(pretty, /\[redacted\]/);
 
-    const json = logged("json", secret);
-    await new Promise((r) => setTimeout(r, 50));
+    const json = await logged("json", secret);
     const rec = JSON.parse(json.split("\n")[0] ?? "{}") as Record<string, unknown>;
     assert.equal(rec.password, "[redacted]");
     for (const s of ["hunter2", "s3cret-pass", "s3cret-token"]) assert.ok(!json.includes(s), s);

@@ -1,11 +1,13 @@
 import type { Command, OptionValues } from "@commander-js/extra-typings";
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { z } from "zod";
 import { VmqClient } from "../client/index.js";
 import { WorkerConfig, type WorkerConfigInput } from "../config/config.js";
 import { VmId, describeIssues, names, type Names } from "../contracts/index.js";
 import { isVmqError, toVmqError } from "../lib/errors.js";
 import { connectNats } from "../worker/nats/connect.js";
 import { addConfigFlags, configFromFlags, type FlagSelection } from "./config-flags.js";
+import { activeContext } from "./contexts.js";
 import { CliError } from "./errors.js";
 
 /** The worker's connection flags, reused as they are (same names, same environment variables). */
@@ -39,6 +41,7 @@ const ConnectionConfig = WorkerConfig.pick({
   tlsCert: true,
   tlsKey: true,
 });
+type ConnectionConfig = z.infer<typeof ConnectionConfig>;
 
 /** Exit codes of the operator commands (documented in --help). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, rejected: 3, timeout: 4 } as const;
@@ -56,7 +59,35 @@ Exit codes:
 export function addConnectionFlags<A extends unknown[], O extends OptionValues>(
   cmd: Command<A, O>,
 ): Command<A, O> {
+  cmd.option(
+    "--context <name>",
+    "use this saved context's connection settings (vmq context ls) [env VMQ_CONTEXT]",
+  );
   return addConfigFlags(cmd, SELECTION);
+}
+
+/**
+ * The connection settings of this invocation: flag > environment variable > context (--context,
+ * VMQ_CONTEXT or the selected one) > default. `source` names the context used, if any.
+ */
+export async function connectionSettings(
+  opts: object,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ config: ConnectionConfig; context: string | undefined }> {
+  const flag = (opts as { context?: string }).context;
+  const ctx = await activeContext(flag, env);
+  const { description: _d, ...fromContext } = ctx?.settings ?? {};
+  const parsed = ConnectionConfig.safeParse({
+    ...fromContext,
+    ...configFromFlags(opts, env, SELECTION),
+  });
+  if (!parsed.success)
+    throw new CliError(
+      "config::invalid",
+      `invalid connection settings${ctx ? ` (context ${ctx.name})` : ""}: ${describeIssues(parsed.error)}`,
+      "See --help for the connection flags and their environment variables.",
+    );
+  return { config: parsed.data, context: ctx?.name };
 }
 
 export interface Connected {
@@ -67,14 +98,7 @@ export interface Connected {
 
 /** Connects with the flags/env of `addConnectionFlags`, runs `fn`, and always closes. */
 export async function withClient<T>(opts: object, fn: (c: Connected) => Promise<T>): Promise<T> {
-  const parsed = ConnectionConfig.safeParse(configFromFlags(opts, process.env, SELECTION));
-  if (!parsed.success)
-    throw new CliError(
-      "config::invalid",
-      `invalid connection settings: ${describeIssues(parsed.error)}`,
-      "See --help for the connection flags and their environment variables.",
-    );
-  const config = parsed.data;
+  const { config } = await connectionSettings(opts);
   let nc: NatsConnection;
   try {
     nc = await connectNats(config, "vmq-cli");
@@ -147,20 +171,4 @@ export const printJson = (v: unknown): void => {
   process.stdout.write(`${JSON.stringify(v)}\n`);
 };
 
-/** A plain text table: a header row and left-aligned columns. */
-export function table(headers: string[], rows: (string | number | undefined | null)[][]): string {
-  const cells = [
-    headers,
-    ...rows.map((r) => r.map((c) => (c === undefined || c === null ? "-" : String(c)))),
-  ];
-  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
-  return cells
-    .map((r) =>
-      r
-        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
-        .join("  ")
-        .trimEnd(),
-    )
-    .join("\n")
-    .concat("\n");
-}
+export { table } from "./output.js";

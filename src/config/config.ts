@@ -146,6 +146,12 @@ export const WorkerSection = z.object({
     .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
     .default("info")
     .describe("Log level."),
+  logFormat: z
+    .enum(["auto", "json", "pretty"])
+    .default("auto")
+    .describe(
+      "Log format on stderr: auto (pretty one-liners on a terminal, JSON lines otherwise), json, or pretty.",
+    ),
 });
 
 /** How it reaches NATS: a URL (or an embedded server), credentials, TLS. */

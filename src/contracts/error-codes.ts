@@ -180,6 +180,10 @@ export const ERROR_CODES = {
     retryable: false,
     hint: "Give the .creds file nsc or your operator generated for this account.",
   },
+  "cli::usage": {
+    retryable: false,
+    hint: "See the command's --help (every one ends with examples).",
+  },
   "cli::invalid-vm-id": {
     retryable: false,
     hint: "vmIds are 1-64 letters, digits, '-' or '_', starting with a letter or digit.",
@@ -197,6 +201,14 @@ export const ERROR_CODES = {
   "cli::unreadable-file": {
     retryable: false,
     hint: "Check the file's path and permissions.",
+  },
+  "cli::unknown-context": {
+    retryable: false,
+    hint: "List the saved contexts with vmq context ls; add one with vmq context add.",
+  },
+  "cli::invalid-context": {
+    retryable: false,
+    hint: "Context names are 1-64 letters, digits, '-' or '_'; rewrite a bad file with vmq context add.",
   },
   "client::no-host": {
     retryable: false,

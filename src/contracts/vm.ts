@@ -221,6 +221,11 @@ export const VmView = z.object({
   host: HostId,
   state: VmState,
   lastEventSeq: z.int().min(0),
+  /**
+   * The VM's own version: how many events its subject holds (1, 2, 3...), where lastEventSeq is
+   * the stream-wide sequence. Added in 0.1 (additive): records written before it lack it.
+   */
+  eventCount: z.int().min(0).optional(),
   handle: VmHandle.nullable(),
   pending: Pending.nullable().default(null),
   updatedAt: z.iso.datetime({ offset: true }),

@@ -18,6 +18,11 @@ export interface Vm {
   readonly pendingCommand: Command | null;
   /** Stream sequence of the VM's last event (0: none). */
   readonly version: number;
+  /**
+   * How many events the VM's subject holds up to `version` (1, 2, 3...): its own version, where
+   * `version` is a stream-wide sequence. A compaction restarts it at the tombstone event.
+   */
+  readonly eventCount: number;
   readonly seenCommands: Set<string>;
   /**
    * Digests of the commands of earlier lives compacted to a tombstone (commandDigest), or null:
@@ -36,6 +41,7 @@ export const emptyVm = (vmId: string, host: string): Vm => ({
   pending: null,
   pendingCommand: null,
   version: 0,
+  eventCount: 0,
   seenCommands: new Set(),
   seenDigests: null,
   updatedAt: null,

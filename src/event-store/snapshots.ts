@@ -8,7 +8,7 @@ import { withoutUserData, type Vm } from "../domain/index.js";
  * Snapshots of a host's VMs tied to a stream sequence S: every event of the host up to S is
  * reflected, so a restart loads them and replays only what came after S.
  *
- * Layout (format 2): the VMs are spread over a power-of-two number of chunks by a hash of the
+ * Layout (format 3): the VMs are spread over a power-of-two number of chunks by a hash of the
  * vmId, one KV entry per chunk (`<host>.chunk.<i>`, a JSON array), and a manifest (`<host>`)
  * written last with the SHA-256 of every chunk. A periodic snapshot rewrites only the chunks
  * whose VMs changed. Loading is a handful of gets and one JSON.parse per chunk, checked by its
@@ -16,7 +16,8 @@ import { withoutUserData, type Vm } from "../domain/index.js";
  * inconsistent, a missing or altered chunk, a count that does not match, an older format,
  * means "no snapshot": the worker replays the whole history instead.
  */
-const FORMAT = 2;
+/** 3: each VM carries its eventCount (a format-2 snapshot means one full replay to count). */
+const FORMAT = 3;
 /** Average VMs per chunk; chunks stay far below NATS's default 1 MiB message limit. */
 const VMS_PER_CHUNK = 64;
 /** A chunk bigger than this (large cloud-init data, say) doubles the number of chunks. */

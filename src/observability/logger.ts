@@ -1,4 +1,6 @@
-import { pino, type Logger } from "pino";
+import { pino, type DestinationStream, type Logger } from "pino";
+import { isatty } from "node:tty";
+import pinoPretty from "pino-pretty";
 
 export type { Logger } from "pino";
 
@@ -14,17 +16,48 @@ const REDACT = [
   "*.token",
 ];
 
-/** Structured JSON logs on stderr; child loggers carry host, vmId, commandId. */
+/** `auto`: pretty one-liners when the log's file descriptor is a terminal, JSON otherwise. */
+export type LogFormat = "auto" | "json" | "pretty";
+
+/** Whether `format` means pretty lines on this descriptor. */
+export function prettyOn(format: LogFormat, fd: number, isTty: (fd: number) => boolean): boolean {
+  return format === "pretty" || (format === "auto" && isTty(fd));
+}
+
+/**
+ * Structured JSON logs on stderr (pretty one-liners on a terminal); child loggers carry host,
+ * vmId, commandId. Redaction happens in pino before either form is written, so pretty lines
+ * censor the same fields as JSON.
+ */
 export function createLogger(
-  opts: { level?: string; name?: string; destination?: number } = {},
+  opts: {
+    level?: string;
+    name?: string;
+    destination?: number;
+    format?: LogFormat;
+    /** Colour in pretty mode (default: a terminal without NO_COLOR). */
+    colour?: boolean;
+  } = {},
 ): Logger {
+  const fd = opts.destination ?? 2;
+  const pretty = prettyOn(opts.format ?? "json", fd, (d) => isatty(d));
+  const stream: DestinationStream = pretty
+    ? pinoPretty({
+        destination: fd,
+        sync: true,
+        singleLine: true,
+        colorize: opts.colour ?? (isatty(fd) && !process.env.NO_COLOR),
+        ignore: "pid,hostname",
+        translateTime: "SYS:HH:MM:ss.l",
+      })
+    : pino.destination({ fd, sync: false });
   return pino(
     {
       name: opts.name ?? "vmq",
       level: opts.level ?? "info",
       redact: { paths: REDACT, censor: "[redacted]" },
     },
-    pino.destination({ fd: opts.destination ?? 2, sync: false }),
+    stream,
   );
 }
 

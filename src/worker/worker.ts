@@ -49,7 +49,9 @@ export class Worker {
 
   constructor(input: WorkerConfigInput, deps: WorkerDeps = {}) {
     this.config = resolveConfig(input);
-    this.log = (deps.logger ?? createLogger({ level: this.config.logLevel })).child({
+    this.log = (
+      deps.logger ?? createLogger({ level: this.config.logLevel, format: this.config.logFormat })
+    ).child({
       host: this.config.host,
     });
     this.router = deps.router ?? buildRouter(this.config, this.log);

@@ -371,7 +371,7 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
     assert.ok(p1 && p2, JSON.stringify(entries));
     assert.equal(p1.headers["Vmq-Dlq-Code"], "command::not-json");
     assert.equal(p1.payload, "{not json");
-    assert.match(table.stdout, /^SEQ +AT +SUBJECT +CODE/);
+    assert.match(table.stdout, /^SEQ +AGE +SUBJECT +CODE/);
     assert.match(
       table.stdout,
       new RegExp(
@@ -489,7 +489,7 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
     assert.equal(bad.exitCode, 2);
     assertOneLineError(
       bad.stderr,
-      /^vmq: unknown option '--bogus' — hint: see vmq list --help for the usage$/,
+      /^vmq: unknown option '--bogus' \[cli::usage\] — hint: see vmq list --help for the usage$/,
     );
     assert.equal(badId.exitCode, 2);
     assertOneLineError(

@@ -20,7 +20,7 @@ describe("vmq describe (the built CLI, as a process)", { timeout: 120_000 }, () 
     const r = await vmq(["describe", "d1", "--events", "2"]);
     assert.equal(r.exitCode, 0, r.stderr);
     assert.match(r.stdout, /^state: +running$/m);
-    assert.match(r.stdout, /^Host: +h1: running, heartbeat \S+, vmq \S+$/m);
+    assert.match(r.stdout, /^Host: +h1: running, heartbeat \d+s ago \(\S+\), vmq \S+$/m);
     assert.match(r.stdout, /^Busy: +nothing$/m);
     assert.match(r.stdout, /^Events \(last 2 of 4\):$/m);
     const events = r.stdout.split("\n").filter((l) => /^ {2}\d+ /.test(l));

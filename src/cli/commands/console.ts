@@ -1,5 +1,6 @@
 import type { Command } from "@commander-js/extra-typings";
 import { addConnectionFlags, hostArg, vmIdArg, withClient } from "../connection.js";
+import { examples } from "../output.js";
 
 /** Ctrl-] ends the session, as in telnet. */
 const ESCAPE = 0x1d;
@@ -13,7 +14,8 @@ export function registerConsole(program: Command): void {
         "Attach to a VM's serial console over NATS: stdin goes to the VM, its output to stdout; Ctrl-] or the end of stdin detaches",
       )
       .argument("<vmId>", "the VM's id")
-      .option("--host <host>", "the VM's host (default: from the vmq-vms view)"),
+      .option("--host <host>", "the VM's host (default: from the vmq-vms view)")
+      .addHelpText("after", examples("vmq console web-1", "vmq console web-1 --host h1")),
   ).action(async (rawVmId, flags) => {
     const vmId = vmIdArg(rawVmId);
     const host = hostArg(flags.host);

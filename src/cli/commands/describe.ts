@@ -1,16 +1,10 @@
 import type { Command } from "@commander-js/extra-typings";
 import type { HostRecord, VmEvent, VmView } from "../../contracts/index.js";
-import {
-  EXIT,
-  addConnectionFlags,
-  intOption,
-  printJson,
-  vmIdArg,
-  withClient,
-} from "../connection.js";
+import { EXIT, addConnectionFlags, intOption, vmIdArg, withClient } from "../connection.js";
 import { CliError } from "../errors.js";
+import { age, colourOn, formatOf, isMachine, machine, outputOption } from "../output.js";
+import { describeVm } from "../views.js";
 import { eventLine } from "./events.js";
-import { describeVm } from "./inspect.js";
 
 const DEFAULT_HISTORY = 10;
 
@@ -28,10 +22,11 @@ export function registerDescribe(program: Command): void {
         `how many of its latest events to show (default ${DEFAULT_HISTORY})`,
         intOption("--events"),
       )
-      .option("--json", "print { view, host, events } as JSON")
+      .addOption(outputOption(["table", "json", "yaml"]))
+      .option("--json", "same as -o json: { view, host, events }")
       .addHelpText(
         "after",
-        "\nExamples:\n  vmq describe web-1\n  vmq describe web-1 --events 50 --json\n",
+        "\nExamples:\n  vmq describe web-1\n  vmq describe web-1 --events 50 -o json\n  vmq describe web-1 -o yaml\n",
       ),
   ).action(async (rawVmId, flags) => {
     const vmId = vmIdArg(rawVmId);
@@ -48,7 +43,9 @@ export function registerDescribe(program: Command): void {
       const [hosts, history] = await Promise.all([client.hosts(), client.history(view.host, vmId)]);
       const host = hosts.find((h) => h.host === view.host);
       const events = keep === 0 ? [] : history.slice(-keep);
-      if (flags.json) return printJson({ view, host: host ?? null, events });
+      const format = formatOf(flags);
+      if (isMachine(format))
+        return void process.stdout.write(machine(format, { view, host: host ?? null, events }));
       process.stdout.write(text(view, host, events, history.length));
     });
   });
@@ -61,13 +58,13 @@ function text(
   total: number,
 ): string {
   const hostLine = host
-    ? `${host.host}: ${host.state}, heartbeat ${host.heartbeatAt}, vmq ${host.version}`
+    ? `${host.host}: ${host.state}, heartbeat ${age(host.heartbeatAt)} ago (${host.heartbeatAt}), vmq ${host.version}`
     : `${view.host}: not in the host registry (its worker is down, or it stopped beating)`;
   const busy = view.pending
     ? `${view.pending.type} (command ${view.pending.commandId}) since ${view.pending.since}, deadline ${view.pending.deadline}`
     : "nothing";
   return [
-    describeVm(view),
+    describeVm(view, colourOn()),
     "",
     `Host:     ${hostLine}`,
     `Busy:     ${busy}`,

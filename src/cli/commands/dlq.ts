@@ -16,10 +16,19 @@ import {
   hostArg,
   intOption,
   printJson,
-  table,
   withClient,
   type Connected,
 } from "../connection.js";
+import {
+  age,
+  colourOn,
+  examples,
+  formatOf,
+  isMachine,
+  machine,
+  outputOption,
+  table,
+} from "../output.js";
 import { refusedAsTooLarge } from "../../client/wire.js";
 import { CliError } from "../errors.js";
 
@@ -39,33 +48,51 @@ export function registerDlq(program: Command): void {
     .command("dlq")
     .description(
       "Dead-lettered commands (VMQ_DLQ): list, show one, retry it on its original subject, or drop it",
+    )
+    .addHelpText(
+      "after",
+      examples(
+        "vmq dlq ls",
+        "vmq dlq show 12",
+        "vmq dlq retry 12 --new-command-id",
+        "vmq dlq drop 12",
+      ),
     );
 
   addConnectionFlags(
     dlq
       .command("list")
+      .alias("ls")
       .description("List the dead-lettered commands")
       .option("--host <host>", "only this host's dead letters")
-      .option("--json", "print a JSON array of entries (headers and payload)"),
+      .addOption(outputOption())
+      .option("--json", "same as -o json: an array of entries (headers and payload)")
+      .addHelpText(
+        "after",
+        "\nExamples:\n  vmq dlq ls\n  vmq dlq ls --host h1 -o wide\n  vmq dlq ls -o json\n",
+      ),
   ).action(async (flags) => {
     const host = hostArg(flags.host);
+    const format = formatOf(flags);
     await withClient(flags, async (c) => {
       const entries = await listEntries(c, host);
-      if (flags.json) {
-        printJson(entries);
+      if (isMachine(format)) {
+        process.stdout.write(machine(format, entries));
         return;
       }
+      const wide = format === "wide";
       process.stdout.write(
         table(
-          ["SEQ", "AT", "SUBJECT", "CODE", "ATTEMPTS", "REASON"],
+          ["SEQ", wide ? "AT" : "AGE", "SUBJECT", "CODE", "ATTEMPTS", "REASON"],
           entries.map((e) => [
             e.seq,
-            e.headers[DLQ_HEADERS.at] ?? e.time,
+            wide ? (e.headers[DLQ_HEADERS.at] ?? e.time) : age(e.headers[DLQ_HEADERS.at] ?? e.time),
             e.headers[DLQ_HEADERS.subject],
             e.headers[DLQ_HEADERS.code],
             e.headers[DLQ_HEADERS.attempts],
-            short(e.headers[DLQ_HEADERS.reason] ?? "", 80),
+            wide ? e.headers[DLQ_HEADERS.reason] : short(e.headers[DLQ_HEADERS.reason] ?? "", 80),
           ]),
+          colourOn(),
         ),
       );
     });
@@ -77,8 +104,13 @@ export function registerDlq(program: Command): void {
       .description(
         "Show one dead letter: its headers (code, reason, attempts, ...) and raw payload",
       )
-      .argument("<seq>", "its sequence in the DLQ stream (vmq dlq list)", intOption("<seq>"))
-      .option("--json", "print it as JSON"),
+      .argument(
+        "<seq>",
+        "its sequence in the DLQ stream (vmq dlq list)",
+        intOption("the DLQ sequence"),
+      )
+      .option("--json", "print it as JSON")
+      .addHelpText("after", examples("vmq dlq show 12", "vmq dlq show 12 --json")),
   ).action(async (seq, flags) => {
     await withClient(flags, async (c) => {
       const e = toEntry(await getEntry(await jetstreamManager(c.nc), c.names, seq));
@@ -106,7 +138,7 @@ export function registerDlq(program: Command): void {
       .description(
         "Re-publish a dead-lettered command to its original subject (with a new Nats-Msg-Id), then delete the entry",
       )
-      .argument("<seq>", "its sequence in the DLQ stream", intOption("<seq>"))
+      .argument("<seq>", "its sequence in the DLQ stream", intOption("the DLQ sequence"))
       .option(
         "--payload <file>",
         "publish this fixed command instead of the stored one (- for stdin)",
@@ -116,7 +148,15 @@ export function registerDlq(program: Command): void {
         "give the command a fresh commandId (needed when the old one already has an outcome)",
       )
       .option("--force", "publish even if the command is still invalid or already has an outcome")
-      .option("--json", "print the result as JSON"),
+      .option("--json", "print the result as JSON")
+      .addHelpText(
+        "after",
+        examples(
+          "vmq dlq retry 12",
+          "vmq dlq retry 12 --payload fixed.json",
+          "vmq dlq retry 12 --new-command-id --json",
+        ),
+      ),
   ).action(async (seq, flags) => {
     await withClient(flags, async (c) => {
       const jsm = await jetstreamManager(c.nc);
@@ -194,7 +234,8 @@ export function registerDlq(program: Command): void {
     dlq
       .command("drop")
       .description("Delete a dead letter for good")
-      .argument("<seq>", "its sequence in the DLQ stream", intOption("<seq>")),
+      .argument("<seq>", "its sequence in the DLQ stream", intOption("the DLQ sequence"))
+      .addHelpText("after", examples("vmq dlq drop 12")),
   ).action(async (seq, flags) => {
     await withClient(flags, async (c) => {
       const jsm = await jetstreamManager(c.nc);

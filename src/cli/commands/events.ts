@@ -2,8 +2,8 @@ import type { Command } from "@commander-js/extra-typings";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { findTombstone, type WatchOptions } from "../../client/index.js";
 import type { VmEvent } from "../../contracts/index.js";
-import { addConnectionFlags, hostArg, printJson, vmIdArg, withClient } from "../connection.js";
-import { CliError } from "../errors.js";
+import { addConnectionFlags, hostArg, vmIdArg, withClient } from "../connection.js";
+import { formatOf, isMachine, machine, outputOption, sinceOption } from "../output.js";
 
 /** vmq events: the event stream of one VM, one host or the fleet; history, then optionally live. */
 export function registerEvents(program: Command): void {
@@ -16,12 +16,21 @@ export function registerEvents(program: Command): void {
       .argument("[vmId]", "only this VM's events")
       .option("--host <host>", "only this host's events")
       .option("--follow", "keep printing new events until interrupted")
-      .option("--since <seq|time>", "start at this stream sequence, or at this ISO time")
-      .option("--json", "print JSON lines: the event plus its stream sequence as seq"),
+      .option(
+        "--since <seq|when>",
+        "start at this stream sequence, or this long ago (10m, 2h, 7d), or at this ISO time",
+      )
+      .addOption(outputOption(["table", "json", "yaml"]))
+      .option("--json", "same as -o json: JSON lines, the event plus its stream sequence as seq")
+      .addHelpText(
+        "after",
+        "\nExamples:\n  vmq events web-1\n  vmq events --host h1 --since 10m\n  vmq events --follow -o json | jq .type\n  vmq events web-1 --since 2026-01-01T00:00:00Z -o yaml\n",
+      ),
   ).action(async (rawVmId, flags) => {
     const vmId = rawVmId === undefined ? undefined : vmIdArg(rawVmId);
     const host = hostArg(flags.host);
     const start = since(flags.since);
+    const format = formatOf(flags);
     const abort = new AbortController();
     const stop = () => abort.abort();
     process.once("SIGINT", stop);
@@ -35,7 +44,7 @@ export function registerEvents(program: Command): void {
           opts,
         )) {
           printed++;
-          if (flags.json) printJson({ seq, ...event });
+          if (isMachine(format)) process.stdout.write(machine(format, { seq, ...event }));
           else process.stdout.write(`${eventLine(event, seq)}\n`);
         }
         // A VM with no events left may have been compacted: say so rather than print nothing.
@@ -60,13 +69,7 @@ function since(raw: string | undefined): Pick<WatchOptions, "afterSeq" | "since"
     const seq = Number(raw);
     return seq > 1 ? { afterSeq: seq - 1 } : {};
   }
-  const at = new Date(raw);
-  if (!/^\d{4}-\d\d-\d\d/.test(raw) || Number.isNaN(at.getTime()))
-    throw new CliError(
-      "cli::invalid-option",
-      `--since must be a stream sequence or an ISO time, not ${JSON.stringify(raw)}`,
-    );
-  return { since: at };
+  return { since: sinceOption(raw) };
 }
 
 /** `seq at host/vmId type state [detail]`: one event, one line. */

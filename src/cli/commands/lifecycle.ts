@@ -21,6 +21,7 @@ import {
   withClient,
 } from "../connection.js";
 import { CliError } from "../errors.js";
+import { examples } from "../output.js";
 
 interface CommonFlags {
   host?: string;
@@ -65,6 +66,13 @@ export function registerLifecycle(program: Command): void {
         ]),
       ),
     "the VM's host (default: one chosen by placement among live hosts offering the backend)",
+  ).addHelpText(
+    "after",
+    examples(
+      "vmq prepare web-1 --image /var/lib/vmq/images/base.qcow2 --vcpus 2 --memory-mb 1024",
+      "vmq prepare web-1 --spec web.json --host h1",
+      "vmq prepare web-1 --image base.qcow2 --user-data cloud-init.yaml --no-wait",
+    ),
   );
   prepare.action(async (rawVmId, flags) => {
     const vmId = vmIdArg(rawVmId);
@@ -98,15 +106,18 @@ export function registerLifecycle(program: Command): void {
     ["suspend", "vm.suspend", "Suspend (pause) a running VM"],
     ["resume", "vm.resume", "Resume a suspended VM"],
   ] as const) {
-    common(program.command(name).description(what).argument("<vmId>", "the VM's id")).action(
-      async (rawVmId, flags) => {
+    common(program.command(name).description(what).argument("<vmId>", "the VM's id"))
+      .addHelpText(
+        "after",
+        examples(`vmq ${name} web-1`, `vmq ${name} web-1 --json`, `vmq ${name} web-1 --no-wait`),
+      )
+      .action(async (rawVmId, flags) => {
         const vmId = vmIdArg(rawVmId);
         await withClient(flags, async ({ client }) => {
           const host = await client.hostOf(vmId, await knownHost(client, flags));
           await run(client, host, { type, vmId, ...envelope(flags) }, flags);
         });
-      },
-    );
+      });
   }
 
   common(
@@ -126,20 +137,29 @@ export function registerLifecycle(program: Command): void {
           StopForce.options,
         ),
       ),
-  ).action(async (rawVmId, flags) => {
-    const vmId = vmIdArg(rawVmId);
-    await withClient(flags, async ({ client }) => {
-      const host = await client.hostOf(vmId, await knownHost(client, flags));
-      const body: CommandBody = {
-        type: "vm.stop",
-        vmId,
-        ...(flags.timeoutMs === undefined ? {} : { timeoutMs: flags.timeoutMs }),
-        ...(flags.force ? { force: flags.force } : {}),
-        ...envelope(flags),
-      };
-      await run(client, host, body, flags, stopWait(flags.timeoutMs));
+  )
+    .addHelpText(
+      "after",
+      examples(
+        "vmq stop web-1",
+        "vmq stop web-1 --timeout-ms 30000",
+        "vmq stop web-1 --force now --json",
+      ),
+    )
+    .action(async (rawVmId, flags) => {
+      const vmId = vmIdArg(rawVmId);
+      await withClient(flags, async ({ client }) => {
+        const host = await client.hostOf(vmId, await knownHost(client, flags));
+        const body: CommandBody = {
+          type: "vm.stop",
+          vmId,
+          ...(flags.timeoutMs === undefined ? {} : { timeoutMs: flags.timeoutMs }),
+          ...(flags.force ? { force: flags.force } : {}),
+          ...envelope(flags),
+        };
+        await run(client, host, body, flags, stopWait(flags.timeoutMs));
+      });
     });
-  });
 
   common(
     program
@@ -151,19 +171,24 @@ export function registerLifecycle(program: Command): void {
         `how long the graceful stop before destroying may take (default ${DEFAULT_STOP_TIMEOUT_MS})`,
         intOption("--timeout-ms"),
       ),
-  ).action(async (rawVmId, flags) => {
-    const vmId = vmIdArg(rawVmId);
-    await withClient(flags, async ({ client }) => {
-      const host = await client.hostOf(vmId, await knownHost(client, flags));
-      const body: CommandBody = {
-        type: "vm.destroy",
-        vmId,
-        ...(flags.timeoutMs === undefined ? {} : { timeoutMs: flags.timeoutMs }),
-        ...envelope(flags),
-      };
-      await run(client, host, body, flags, stopWait(flags.timeoutMs));
+  )
+    .addHelpText(
+      "after",
+      examples("vmq destroy web-1", "vmq destroy web-1 --timeout-ms 5000 --json"),
+    )
+    .action(async (rawVmId, flags) => {
+      const vmId = vmIdArg(rawVmId);
+      await withClient(flags, async ({ client }) => {
+        const host = await client.hostOf(vmId, await knownHost(client, flags));
+        const body: CommandBody = {
+          type: "vm.destroy",
+          vmId,
+          ...(flags.timeoutMs === undefined ? {} : { timeoutMs: flags.timeoutMs }),
+          ...envelope(flags),
+        };
+        await run(client, host, body, flags, stopWait(flags.timeoutMs));
+      });
     });
-  });
 }
 
 /** The flags every lifecycle command has; their types join the command's own. */

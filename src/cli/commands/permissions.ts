@@ -9,6 +9,7 @@ import {
 import { addConfigFlags, configFromFlags, type FlagSelection } from "../config-flags.js";
 import { hostArg, printJson } from "../connection.js";
 import { CliError } from "../errors.js";
+import { examples } from "../output.js";
 
 /** Only --prefix (and VMQ_PREFIX), exactly as the other commands take it. */
 const PREFIX_ONLY: FlagSelection = { only: ["prefix"] };
@@ -40,7 +41,15 @@ export function registerPermissions(program: Command): void {
         "--compaction",
         "worker: also the right to purge the events stream, which compaction needs to bound it (stream-wide: it could purge other hosts' events)",
       )
-      .option("--json", "print the permissions object as JSON"),
+      .option("--json", "print the permissions object as JSON")
+      .addHelpText(
+        "after",
+        examples(
+          "vmq permissions --host h1",
+          "vmq permissions --role scheduler --prefix lab --json",
+          "vmq permissions --host h1 --no-provision --compaction",
+        ),
+      ),
     PREFIX_ONLY,
   ).action((flags) => {
     const parsed = PrefixConfig.safeParse(configFromFlags(flags, process.env, PREFIX_ONLY));

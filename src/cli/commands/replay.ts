@@ -4,7 +4,8 @@ import { VmView, viewRecordAt } from "../../contracts/index.js";
 import { emptyVm, evolve, toView, type Vm } from "../../domain/index.js";
 import { JetStreamEventStore } from "../../event-store/jetstream-event-store.js";
 import { addConnectionFlags, hostArg, printJson, withClient } from "../connection.js";
-import { vmTable } from "./inspect.js";
+import { examples } from "../output.js";
+import { vmTable } from "../views.js";
 import { latestValues } from "../../client/kv-scan.js";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 
@@ -24,7 +25,11 @@ export function registerReplay(program: Command): void {
         "--rewrite-view",
         "write the rebuilt records into the vmq-vms view (entries newer than the replay are left alone; entries with no events are removed)",
       )
-      .option("--json", "print a JSON array of the rebuilt view records"),
+      .option("--json", "print a JSON array of the rebuilt view records")
+      .addHelpText(
+        "after",
+        examples("vmq replay", "vmq replay --host h1 --json", "vmq replay --rewrite-view"),
+      ),
   ).action(async (flags) => {
     const host = hostArg(flags.host);
     await withClient(flags, async ({ client, nc, names }) => {

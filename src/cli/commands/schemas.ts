@@ -3,6 +3,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "@commander-js/extra-typings";
 import { CliError } from "../errors.js";
+import { examples } from "../output.js";
 
 /** schemas/ ships with the package, next to dist/. */
 const schemasDir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "schemas");
@@ -14,6 +15,14 @@ export function registerSchemas(program: Command): void {
       "List the JSON Schemas of the wire contract, or print one (e.g. vmq schemas commands/vm.start.v1.json)",
     )
     .argument("[file]", "schema file to print")
+    .addHelpText(
+      "after",
+      examples(
+        "vmq schemas",
+        "vmq schemas commands/vm.start.v1.json",
+        "vmq schemas records/vm-view.v1.json",
+      ),
+    )
     .action((file?: string) => {
       if (!file) {
         const index = readFileSync(join(schemasDir, "index.json"), "utf8");
@@ -25,7 +34,7 @@ export function registerSchemas(program: Command): void {
         throw new CliError(
           "schemas::not-found",
           `no schema ${file}`,
-          `Known: ${known.filter((f) => f.endsWith(".json")).join(", ")}`,
+          "vmq schemas lists them (an index); name one by its path, e.g. commands/vm.start.v1.json.",
         );
       process.stdout.write(readFileSync(join(schemasDir, file), "utf8"));
     });

@@ -3,6 +3,7 @@ import { WorkerConfig } from "../../config/config.js";
 import { describeIssues } from "../../contracts/index.js";
 import { addConfigFlags, configFromFlags } from "../config-flags.js";
 import { CliError, reportError } from "../errors.js";
+import { examples } from "../output.js";
 
 export function registerWorker(program: Command): void {
   addConfigFlags(
@@ -10,6 +11,14 @@ export function registerWorker(program: Command): void {
       .command("worker")
       .description(
         "Run the worker of this host: consume its VM commands, run them, publish events. With no --nats it starts an embedded nats-server.",
+      )
+      .addHelpText(
+        "after",
+        examples(
+          "vmq worker                                   # embedded NATS, Noop backend, data in ./.vmq",
+          "vmq worker --nats nats://n1:4222 --host h1 --backend qemu --image-roots /var/lib/vmq/images",
+          "VMQ_LOG_FORMAT=json vmq worker --nats nats://n1:4222 --host h1 --http :9464",
+        ),
       ),
   ).action(async (opts) => {
     const parsed = WorkerConfig.safeParse(configFromFlags(opts));
@@ -26,7 +35,7 @@ export function registerWorker(program: Command): void {
       import("../../observability/logger.js"),
       import("../../worker/data-dir-lock.js"),
     ]);
-    const log = createLogger({ level: parsed.data.logLevel });
+    const log = createLogger({ level: parsed.data.logLevel, format: parsed.data.logFormat });
     const lock = new DataDirLock(parsed.data.dataDir, log);
     try {
       await lock.start();

@@ -49,6 +49,26 @@ function history() {
 }
 
 describe("evolve", () => {
+  it("counts the VM's own events (1, 2, 3...) whatever the stream sequence, into the view", () => {
+    let vm = emptyVm("vm1", "h1");
+    const c = cmd({ type: "vm.prepare", spec });
+    const d = decide(c, vm, ctx);
+    assert.equal(d.kind, "accept");
+    if (d.kind !== "accept") return;
+    // Other VMs' events fill the stream between this VM's: seqs 7 and 40.
+    vm = evolve(vm, d.event, 7);
+    assert.equal(vm.eventCount, 1);
+    vm = evolve(vm, succeeded(vm, c, { handle }, ctx), 40);
+    assert.equal(vm.eventCount, 2);
+    assert.equal(vm.version, 40, "the stream sequence stays the expectedVersion");
+    const info = { code: "command::invalid", message: "bad", streamSeq: 41 };
+    vm = evolve(vm, rejectInvalid(vm, info, ctx), 41);
+    assert.equal(vm.eventCount, 3, "a rejection is one of its events too");
+    const view = toView(vm);
+    assert.equal(view?.eventCount, 3);
+    assert.equal(view?.lastEventSeq, 41);
+  });
+
   it("a prepare after a destroy starts from its own spec, without the old handle", () => {
     const h = history().run(cmd({ type: "vm.prepare", spec }));
     h.run(cmd({ type: "vm.destroy" }));

@@ -115,6 +115,9 @@ describe("tombstones", () => {
     const d = decide(p, life2, { now: NOW });
     assert.equal(d.kind, "accept", "a tombstoned vmId may be prepared again (as a destroyed one)");
     if (d.kind === "accept") life2 = evolve(life2, d.event, 2);
+    assert.equal(life2.eventCount, 2, "its subject holds the tombstone and the new intent");
+    // Evolved live from the old life (not replayed), the count restarts at the tombstone too.
+    assert.equal(evolve(vm, e, 99).eventCount, 1);
     for (const id of ids) assert.equal(hasSeen(life2, id), true, "earlier commands stay seen");
     // Compacted again: the second tombstone holds both lives.
     const t2 = tombstoneOf({ ...life2, state: "destroyed", pending: null }, NOW);

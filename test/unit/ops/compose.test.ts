@@ -17,8 +17,13 @@ interface Service {
   environment?: Record<string, string>;
   profiles?: string[];
   devices?: string[];
-  depends_on?: string[];
+  depends_on?: Record<string, { condition?: string }> | string[];
   volumes?: string[];
+  ports?: string[];
+  group_add?: string[];
+  healthcheck?: { test?: string[] };
+  build?: unknown;
+  image?: string;
 }
 const compose = parse(readFileSync(join(ROOT, "docker-compose.yml"), "utf8"), { merge: true }) as {
   services: Record<string, Service>;
@@ -75,6 +80,82 @@ describe("docker-compose.yml", () => {
         (k) => envNames.has(k) || k === "VMQ_PREFIX" || k === "DEMO_IMAGE",
       ),
     );
+  });
+});
+
+describe("docker-compose.yml, as it runs", () => {
+  const dockerfile = readFileSync(join(ROOT, "Dockerfile"), "utf8");
+  const imageHealthy = /^HEALTHCHECK /m.test(dockerfile);
+  const healthy = (name: string): boolean => {
+    const s = services[name];
+    if (s?.healthcheck?.test?.length) return true;
+    // A service built from this Dockerfile has its HEALTHCHECK.
+    return s?.build !== undefined && imageHealthy;
+  };
+
+  it("starts nothing before what it depends on is healthy", () => {
+    for (const [name, s] of Object.entries(services)) {
+      if (!s.depends_on) continue;
+      assert.ok(!Array.isArray(s.depends_on), `${name}: depends_on with conditions, not a list`);
+      for (const [dep, how] of Object.entries(s.depends_on)) {
+        assert.ok(services[dep], `${name} depends on ${dep}, a service`);
+        assert.equal(how.condition, "service_healthy", `${name} waits for ${dep} to be healthy`);
+        assert.ok(healthy(dep), `${dep} has a healthcheck`);
+      }
+    }
+  });
+
+  it("NATS's healthcheck asks the monitoring port each node serves", () => {
+    for (const n of ["n1", "n2", "n3"]) {
+      const cmd = services[n]?.command ?? [];
+      const port = cmd[cmd.indexOf("-m") + 1];
+      assert.ok(cmd.includes("-m") && port, `${n} serves monitoring`);
+      assert.ok(services[n]?.healthcheck?.test?.some((a) => a.includes(`:${port}/healthz`)));
+    }
+  });
+
+  it("publishes NATS and the workers' metrics on the ports its header and the README name", () => {
+    const header = readFileSync(join(ROOT, "docker-compose.yml"), "utf8");
+    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+    const published = Object.values(services).flatMap((s) => s.ports ?? []);
+    assert.ok(published.includes("4222:4222"), "NATS client port");
+    for (const [name, s] of workers.filter(([, w]) => !w.profiles)) {
+      const http = s.environment?.VMQ_HTTP?.replace(":", "") ?? "";
+      const port = s.ports?.find((p) => p.endsWith(`:${http}`));
+      assert.ok(port, `${name} publishes its metrics port ${http}`);
+      const hostPort = port.split(":")[0] ?? "";
+      assert.match(header, new RegExp(`${name}'s metrics/health on ${hostPort}|on ${hostPort}`));
+      assert.ok(readme.includes(hostPort), `README names port ${hostPort}`);
+    }
+  });
+
+  it("lets the KVM worker open /dev/kvm (group_add) and builds every image it names", () => {
+    const kvm = workers.find(([, s]) => s.devices?.some((d) => d.startsWith("/dev/kvm")));
+    assert.ok(
+      kvm?.[1].group_add?.some((g) => /KVM_GID|kvm/.test(g)),
+      "joins the kvm group",
+    );
+    const built = new Set(
+      Object.values(services)
+        .filter((s) => s.build !== undefined)
+        .map((s) => s.image),
+    );
+    for (const [name, s] of Object.entries(services))
+      if (s.image?.startsWith("vmq:"))
+        assert.ok(built.has(s.image) && s.build !== undefined, `${name}: ${s.image} is built here`);
+  });
+
+  it("has a .dockerignore that keeps local state out but what the Dockerfile copies in", () => {
+    const ignore = readFileSync(join(ROOT, ".dockerignore"), "utf8")
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith("#"));
+    for (const p of ["node_modules", "dist", ".git", ".vmq"]) assert.ok(ignore.includes(p), p);
+    for (const m of dockerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm))
+      for (const src of (m[1] ?? "").split(/\s+/)) {
+        const top = src.split("/")[0] ?? "";
+        assert.ok(!ignore.includes(top) && !ignore.includes(src), `${src} is not ignored`);
+      }
   });
 });
 

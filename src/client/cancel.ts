@@ -60,7 +60,16 @@ export async function cancelCommand(
     (e) => e.event.causationId === commandId,
   );
   const done = mine.find((e) => e.event.type !== "vm.command-accepted");
-  if (done) return { ...base, result: "finished", outcome: done.event, outcomeSeq: done.seq };
+  if (done) {
+    const e = done.event;
+    const cancelled = e.type === "vm.command-rejected" && e.code === "command::cancelled";
+    return {
+      ...base,
+      result: cancelled ? "cancelled" : "finished",
+      outcome: e,
+      outcomeSeq: done.seq,
+    };
+  }
   const fromSeq = mine.at(-1)?.seq ?? 0;
   if (mine.length === 0) {
     const record: CancelRecord = {
@@ -118,24 +127,22 @@ export async function findCommand(
       ? { host: s.host, vmId: s.vmId }
       : undefined;
   };
-  {
-    const { state } = await jsm.streams.info(stream);
-    const from = Math.max(state.first_seq, state.last_seq - RECENT + 1);
-    const seqs = Array.from(
-      { length: Math.max(0, state.last_seq - from + 1) },
-      (_, i) => state.last_seq - i,
-    );
-    let hit: { host: string; vmId: string } | undefined;
-    await pMap(
-      seqs,
-      async (seq) => {
-        if (hit) return;
-        hit ??= found(await jsm.streams.getMessage(stream, { seq }).catch(() => null));
-      },
-      { concurrency: 32 },
-    );
-    if (hit) return hit;
-  }
+  const { state } = await jsm.streams.info(stream);
+  const from = Math.max(state.first_seq, state.last_seq - RECENT + 1);
+  const seqs = Array.from(
+    { length: Math.max(0, state.last_seq - from + 1) },
+    (_, i) => state.last_seq - i,
+  );
+  let hit: { host: string; vmId: string } | undefined;
+  await pMap(
+    seqs,
+    async (seq) => {
+      if (hit) return;
+      hit ??= found(await jsm.streams.getMessage(stream, { seq }).catch(() => null));
+    },
+    { concurrency: 32 },
+  );
+  if (hit) return hit;
   throw new VmqError(
     "client::command-unknown",
     `no command ${commandId} in ${stream} among its newest ${RECENT} commands`,

@@ -8,7 +8,7 @@ import {
   type VmEvent,
 } from "../contracts/index.js";
 import { isVmqError, VmqError } from "../lib/errors.js";
-import { outcomeOf, vmHistory } from "./event-watch.js";
+import { outcomeOf } from "./event-watch.js";
 
 export interface CancelOptions {
   /** Where the command went (default: found in the commands stream by its commandId). */
@@ -26,7 +26,8 @@ export interface CancelResult {
    * - `cancelled`: rejected with `command::cancelled`, it had no effect;
    * - `accepted`: its worker had accepted it before the cancel reached it, so it ran (or runs):
    *   `outcome` says how it ended, when it ended within the wait;
-   * - `finished`: it had its outcome before the cancel was asked for (`outcome`);
+   * - `finished`: it was rejected for another reason (expired, illegal, ...) before the cancel
+   *   counted: it never ran (`outcome`);
    * - `pending`: the cancel is recorded but the command has no outcome yet (its worker is down
    *   or busy): it is rejected with `command::cancelled` when its worker takes it.
    */
@@ -56,41 +57,26 @@ export async function cancelCommand(
       ? { host: opts.host, vmId: opts.vmId }
       : await findCommand(jsm, names, commandId, opts);
   const base = { commandId, host, vmId };
-  const mine = (await vmHistory(js, jsm, names, host, vmId)).filter(
-    (e) => e.event.causationId === commandId,
+  // Written first, before anything is read: the sooner it is stored, the likelier it counts.
+  // For a command already decided it is inert (the worker checks it only before accepting).
+  const record: CancelRecord = {
+    version: 1,
+    commandId,
+    host,
+    vmId,
+    requestedAt: new Date().toISOString(),
+  };
+  await js.publish(
+    `$KV.${names.cancelsBucket}.${cancelKey(host, commandId)}`,
+    encoder.encode(JSON.stringify(record)),
   );
-  const done = mine.find((e) => e.event.type !== "vm.command-accepted");
-  if (done) {
-    const e = done.event;
-    const cancelled = e.type === "vm.command-rejected" && e.code === "command::cancelled";
-    return {
-      ...base,
-      result: cancelled ? "cancelled" : "finished",
-      outcome: e,
-      outcomeSeq: done.seq,
-    };
-  }
-  const fromSeq = mine.at(-1)?.seq ?? 0;
-  if (mine.length === 0) {
-    const record: CancelRecord = {
-      version: 1,
-      commandId,
-      host,
-      vmId,
-      requestedAt: new Date().toISOString(),
-    };
-    await js.publish(
-      `$KV.${names.cancelsBucket}.${cancelKey(host, commandId)}`,
-      encoder.encode(JSON.stringify(record)),
-    );
-  }
   try {
+    // From the VM's first event: an outcome recorded before the cancel is found too.
     const { outcome, outcomeSeq } = await outcomeOf(js, names, host, vmId, commandId, {
       timeoutMs,
-      fromSeq,
+      fromSeq: 0,
     });
     const rejected = outcome.type === "vm.command-rejected";
-    // Rejected for another reason (expired, illegal) before the cancel counted: it had ended.
     const result =
       rejected && outcome.code === "command::cancelled"
         ? "cancelled"
@@ -99,11 +85,8 @@ export async function cancelCommand(
           : "accepted";
     return { ...base, result, outcome, outcomeSeq };
   } catch (e) {
-    if (!isVmqError(e)) throw e;
-    if (e.code === "client::not-accepted" && mine.length === 0)
-      return { ...base, result: "pending" };
-    if (e.code === "client::outcome-timeout" || mine.length > 0)
-      return { ...base, result: "accepted" };
+    if (isVmqError(e, "client::not-accepted")) return { ...base, result: "pending" };
+    if (isVmqError(e, "client::outcome-timeout")) return { ...base, result: "accepted" };
     throw e;
   }
 }
@@ -138,7 +121,8 @@ export async function findCommand(
     seqs,
     async (seq) => {
       if (hit) return;
-      hit ??= found(await jsm.streams.getMessage(stream, { seq }).catch(() => null));
+      const m = found(await jsm.streams.getMessage(stream, { seq }).catch(() => null));
+      if (m) hit = m; // never `hit ??= found(await ...)`: a later miss would overwrite it
     },
     { concurrency: 32 },
   );
@@ -147,9 +131,7 @@ export async function findCommand(
     "client::command-unknown",
     `no command ${commandId} in ${stream} among its newest ${RECENT} commands`,
     {
-      hint: where.vmId
-        ? "Check the commandId and the vmId (both were printed when the command was published)."
-        : "Check the commandId, or give the command's VM (--vm) to search all of its commands.",
+      hint: "Check the commandId (printed when the command was published); for an older command give its --host and --vm.",
     },
   );
 }

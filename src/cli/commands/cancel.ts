@@ -83,8 +83,8 @@ function tooLate(r: CancelResult): CliError {
   return new CliError(
     "client::cancel-too-late",
     r.result === "accepted"
-      ? `${what} was already accepted by its worker, so it was not cancelled; ${outcomeText(r.outcome)}`
-      : `${what} had already ended, so there was nothing to cancel; ${outcomeText(r.outcome)}`,
+      ? `${what} was already accepted by its worker before the cancel reached it, so it was not cancelled; ${outcomeText(r.outcome)}`
+      : `${what} had already ended without running, so there was nothing to cancel; ${outcomeText(r.outcome)}`,
     undefined,
     EXIT.failed,
   );

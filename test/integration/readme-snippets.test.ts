@@ -8,7 +8,8 @@ import { ROOT, runVmq } from "../helpers/cli.js";
 import { WorkerProcess } from "../helpers/worker-process.js";
 import { eventually } from "../helpers/worker-harness.js";
 
-const RUNS = 20;
+/** 20 by default (the bar); README_RUNS=2 for a quick local look. Each run starts 5 node processes. */
+const RUNS = Number(process.env.README_RUNS ?? 20);
 const QUICK_START_URL = "nats://127.0.0.1:4222";
 
 /** The README's own text: the snippets run here are cut from it, so a change that breaks them fails. */

@@ -74,7 +74,7 @@ export default tseslint.config(
             zone("config", ["contracts", "lib", "hypervisor"]),
             zone("hypervisor", ["domain", "contracts", "lib", "observability"]),
             zone("event-store", ["domain", "contracts", "lib"]),
-            zone("client", ["contracts", "lib"]),
+            zone("client", ["domain", "contracts", "lib"]),
             zone("worker", [
               "domain",
               "contracts",

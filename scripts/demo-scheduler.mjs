@@ -17,10 +17,17 @@ const spec = {
   vcpus: 1,
   memoryMb: 256,
 };
-const show = (r) =>
+// start, suspend, ... find the VM's host by reading the view: the SDK reads its own writes, so
+// each step sees the one before even when the view is written a moment after the outcome.
+const show = (r) => {
   console.log(
     `${r.outcome.type.padEnd(22)} state=${r.outcome.state} host=${r.outcome.host} seq=${r.outcomeSeq}`,
   );
+  if (r.outcome.type === "vm.command-rejected" || r.outcome.type === "vm.command-failed") {
+    console.error(`${r.outcome.code}: ${r.outcome.message}`);
+    process.exit(1);
+  }
+};
 show(await client.prepare(vmId, spec));
 for (const step of ["start", "suspend", "resume", "stop", "destroy"])
   show(await client[step](vmId));

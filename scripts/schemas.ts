@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import {
+  CancelRecord,
   COMMAND_SCHEMAS,
   EVENT_SCHEMAS,
   HostLease,
@@ -55,6 +56,7 @@ export function buildSchemas(): Map<string, string> {
     "records/host-lease.v1.json",
     toSchema(HostLease, "records/host-lease.v1.json", "output"),
   );
+  files.set("records/cancel.v1.json", toSchema(CancelRecord, "records/cancel.v1.json", "output"));
 
   index.subjects = [
     {
@@ -102,6 +104,7 @@ export function buildSchemas(): Map<string, string> {
       key: "<host>.<vmId>",
       schema: "records/vm-tombstone.v1.json",
     },
+    { bucket: "<prefix>-cancels", key: "<host>.<hex commandId>", schema: "records/cancel.v1.json" },
   ];
   files.set(
     "index.json",

@@ -6,6 +6,7 @@ import { registerSchemas } from "./commands/schemas.js";
 import { registerLifecycle } from "./commands/lifecycle.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerDescribe } from "./commands/describe.js";
+import { registerCancel } from "./commands/cancel.js";
 import { registerEvents } from "./commands/events.js";
 import { registerConsole } from "./commands/console.js";
 import { registerReplay } from "./commands/replay.js";
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerLifecycle(program);
   registerInspect(program);
   registerDescribe(program);
+  registerCancel(program);
   registerEvents(program);
   registerConsole(program);
   registerReplay(program);

@@ -5,6 +5,11 @@ export interface VmqClientOptions {
   prefix?: string;
   /** Default time to wait for an outcome. */
   timeoutMs?: number;
+  /**
+   * How long a read waits for a `vmq-vms` record that lags this client's own writes before it
+   * folds the VM's events instead (default 250 ms; 0 folds at once).
+   */
+  viewWaitMs?: number;
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -17,11 +22,16 @@ export type CommandBody = DistributiveOmit<CommandInput, "commandId" | "version"
 
 export interface SendResult {
   commandId: string;
+  /** The host the command was published to. */
+  host: string;
   /** The command's stream sequence in VMQ_COMMANDS. */
   seq: number;
   /** The first event caused by the command that is not vm.command-accepted. */
   outcome: VmEvent;
-  /** Its stream sequence: the VM's version after the command. */
+  /**
+   * Its events-stream sequence: the VM's version after the command. The client remembers it,
+   * and its reads of the VM (get, list, the host of start without one) reflect at least it.
+   */
   outcomeSeq: number;
   accepted: boolean;
 }

@@ -5,6 +5,10 @@ export {
   type CommandBody,
   type SendResult,
   type WatchOptions,
+  type ReadOptions,
+  type ReadStats,
+  type CancelOptions,
+  type CancelResult,
 } from "./vm-client.js";
 export * as contracts from "../contracts/index.js";
 export { VmqError, isVmqError } from "../lib/errors.js";

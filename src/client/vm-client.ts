@@ -1,29 +1,29 @@
 import { randomUUID } from "node:crypto";
 import {
-  DeliverPolicy,
   jetstream,
   jetstreamManager,
   type JetStreamClient,
   type JetStreamManager,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { ConsoleSession } from "./console-session.js";
+import type { ConsoleSession } from "./console-session.js";
 import { latestValues } from "./kv-scan.js";
-import { commandTooLarge, jsonOf, parseJson, refusedAsTooLarge } from "./wire.js";
+import { commandTooLarge, parseJson, refusedAsTooLarge } from "./wire.js";
 import type { CommandBody, SendResult, VmqClientOptions, WatchOptions } from "./client-types.js";
 import { Placer, type PlacementRequest } from "./placement.js";
 import { sealSpecFor, type SealOptions } from "./sealing.js";
+import { outcomeOf, vmHistory, watchEvents, type OutcomeWait } from "./event-watch.js";
+import { OwnWrites } from "./own-writes.js";
+import { ViewReads, type ReadOptions, type ReadStats } from "./view-reads.js";
+import { cancelCommand, type CancelOptions, type CancelResult } from "./cancel.js";
+import { askQuery, consoleEndpointOf, guestAddressOf, openConsoleOn } from "./live-queries.js";
 import {
   Command,
   HostRecord,
   describeIssues,
-  QUERY_REPLY_SCHEMAS,
   type VmEvent,
   type VmView,
-  currentView,
-  viewRecordAt,
   names as namesFor,
-  upcastEvent,
   type ConsoleEndpoint,
   type GuestAddress,
   type StopForce,
@@ -33,16 +33,18 @@ import {
   type QueryReply,
   MAX_COMMAND_BYTES,
 } from "../contracts/index.js";
-import { receivedCode, VmqError } from "../lib/errors.js";
-import { untilAborted } from "../lib/time.js";
+import { VmqError } from "../lib/errors.js";
 
 export type { CommandBody, SendResult, VmqClientOptions, WatchOptions } from "./client-types.js";
+export type { ReadOptions, ReadStats } from "./view-reads.js";
+export type { CancelOptions, CancelResult } from "./cancel.js";
 
 const encoder = new TextEncoder();
 
 /**
  * The scheduler's side of vmq: publish commands with ids and dedupe, wait for their outcome,
- * read the view and the host registry, follow events, ask live queries.
+ * read the view and the host registry (seeing this client's own writes), follow events, ask
+ * live queries, cancel queued commands.
  */
 export class VmqClient {
   readonly names: Names;
@@ -51,6 +53,9 @@ export class VmqClient {
   readonly #timeoutMs: number;
   /** Placement with memory of its own recent choices (see Placer). */
   readonly placer: Placer;
+  /** The outcomes this client saw, per VM: what its reads wait for (read-your-writes). */
+  readonly ownWrites = new OwnWrites();
+  readonly #views: ViewReads;
 
   constructor(
     readonly nc: NatsConnection,
@@ -60,10 +65,21 @@ export class VmqClient {
     this.js = jetstream(nc);
     this.#timeoutMs = opts.timeoutMs ?? 60_000;
     this.placer = new Placer(() => this.hosts());
+    this.#views = new ViewReads(
+      () => this.#manager(),
+      this.names,
+      this.ownWrites,
+      opts.viewWaitMs ?? 250,
+    );
   }
 
   async #manager(): Promise<JetStreamManager> {
     return (this.#jsm ??= await jetstreamManager(this.nc));
+  }
+
+  /** How this client's view reads were answered: fresh at once, after waiting, or by a fold. */
+  get readStats(): ReadStats {
+    return { ...this.#views.stats };
   }
 
   /** Publishes a command (assigning a commandId) and waits for its outcome. */
@@ -89,7 +105,7 @@ export class VmqClient {
       timeoutMs,
       fromSeq: 0,
     });
-    return { commandId: command.commandId, seq, ...found };
+    return { commandId: command.commandId, host, seq, ...found };
   }
 
   /** Publishes without waiting; the commandId doubles as Nats-Msg-Id. */
@@ -123,153 +139,53 @@ export class VmqClient {
     return { command, seq: ack.seq, duplicate: ack.duplicate };
   }
 
-  /** Waits for the command's outcome event (scanning the VM's history, then following it). */
+  /**
+   * Waits for the command's outcome event (scanning the VM's history, then following it). The
+   * outcome's sequence is remembered: this client's later reads of the VM wait for it.
+   */
   async waitForOutcome(
     host: string,
     vmId: string,
     commandId: string,
-    opts: {
-      timeoutMs?: number;
-      fromSeq?: number;
-      /** Called once the worker has recorded the command's intent (vm.command-accepted). */
-      onAccepted?: (event: VmEvent, seq: number) => void;
-    } = {},
+    opts: Partial<OutcomeWait> = {},
   ): Promise<{ outcome: VmEvent; outcomeSeq: number; accepted: boolean }> {
-    const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
-    const signal = AbortSignal.timeout(timeoutMs);
-    let accepted = false;
-    for await (const { event, seq } of this.watch(
-      { host, vmId },
-      { afterSeq: opts.fromSeq ?? 0, signal },
-    )) {
-      if (event.causationId !== commandId) continue;
-      if (event.type === "vm.command-accepted") {
-        if (!accepted) opts.onAccepted?.(event, seq);
-        accepted = true;
-        continue;
-      }
-      return { outcome: event, outcomeSeq: seq, accepted };
-    }
-    throw new VmqError(
-      accepted ? "client::outcome-timeout" : "client::not-accepted",
-      accepted
-        ? `command ${commandId} was accepted by ${host} but has no outcome after ${timeoutMs} ms`
-        : `command ${commandId} was not even accepted by ${host} within ${timeoutMs} ms`,
-      {
-        hint: accepted
-          ? "The VM may still be working; follow it with vmq events --follow."
-          : `Is the worker of host ${host} running? (vmq hosts)`,
-      },
-    );
+    const found = await outcomeOf(this.js, this.names, host, vmId, commandId, {
+      ...opts,
+      timeoutMs: opts.timeoutMs ?? this.#timeoutMs,
+    });
+    this.ownWrites.saw(vmId, host, found.outcomeSeq);
+    return found;
   }
 
   /** Typed events of one VM, one host or all hosts, from any point in history, as they come. */
-  async *watch(
+  watch(
     target: { host?: string; vmId?: string } = {},
     opts: WatchOptions = {},
   ): AsyncGenerator<{ event: VmEvent; seq: number }> {
-    const filter = this.names
-      .evt(target.host ?? "*", target.vmId ?? (target.host ? "*" : ">"))
-      .replace(/\.\*\.>$/, ".>");
-    const start = opts.newOnly
-      ? { deliver_policy: DeliverPolicy.New }
-      : opts.since
-        ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: opts.since.toISOString() }
-        : opts.afterSeq
-          ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.afterSeq + 1 }
-          : { deliver_policy: DeliverPolicy.All };
-    const oc = await this.js.consumers.get(this.names.eventsStream, {
-      filter_subjects: filter,
-      ...start,
-    });
-    // Short fetches in a loop rather than consume(): consume() was seen to stall on its last
-    // messages under load, and a fetch's expiry gives the abort signal a chance every second.
-    let current: { stop(): void } | undefined;
-    const stop = () => current?.stop();
-    opts.signal?.addEventListener("abort", stop, { once: true });
-    try {
-      if (opts.toEnd && (await oc.info(true)).num_pending === 0) return;
-      while (!opts.signal?.aborted) {
-        // The fetch itself (it may first re-create the ordered consumer) also yields to abort.
-        const batch = await untilAborted(
-          oc.fetch({ max_messages: 256, expires: 1_000 }),
-          opts.signal,
-        );
-        if (!batch) break;
-        current = batch;
-        for await (const m of batch) {
-          const parsed = upcastEvent(jsonOf(m.data));
-          if (parsed.ok) yield { event: parsed.event, seq: m.seq };
-          else if (opts.onUnreadable)
-            opts.onUnreadable({ seq: m.seq, subject: m.subject, message: parsed.message });
-          else {
-            throw new VmqError("client::unreadable-event", `${parsed.message} (seq ${m.seq})`, {
-              hint: "A newer vmq wrote it: upgrade this client, or pass onUnreadable to skip such events.",
-            });
-          }
-          if (opts.toEnd && m.info.pending === 0) return;
-        }
-      }
-    } finally {
-      opts.signal?.removeEventListener("abort", stop);
-      current?.stop();
-      await oc.delete().catch(() => false);
-    }
+    return watchEvents(this.js, this.names, target, opts);
   }
 
   /** Every event of one VM so far. */
   async history(host: string, vmId: string): Promise<{ event: VmEvent; seq: number }[]> {
-    const jsm = await this.#manager();
-    const info = await jsm.streams.info(this.names.eventsStream, {
-      subjects_filter: this.names.evt(host, vmId),
-    });
-    const total = info.state.subjects?.[this.names.evt(host, vmId)] ?? 0;
-    const out: { event: VmEvent; seq: number }[] = [];
-    if (total === 0) return out;
-    for await (const e of this.watch({ host, vmId }, { signal: AbortSignal.timeout(30_000) })) {
-      out.push(e);
-      if (out.length >= total) break;
-    }
-    return out;
+    return vmHistory(this.js, await this.#manager(), this.names, host, vmId);
   }
 
   /**
-   * The VM's current view (from `vmq-vms`), or undefined: the newest record under any host
-   * (`<host>.<vmId>`, one direct get), else a v1 record keyed by the vmId alone. A record that
-   * names another host than its key is forged and ignored.
+   * The VM's current view, or undefined. It reflects at least `atLeastSeq` (default: the newest
+   * outcome this client saw for the VM): a `vmq-vms` record that lags is waited for up to
+   * `viewWaitMs`, then the VM's events after it are folded in. A VM absent from the view but
+   * with events (prepared a moment ago by anyone) is folded from its events.
    */
-  async get(vmId: string): Promise<VmView | undefined> {
-    const jsm = await this.#manager();
-    const bucket = this.names.vmsBucket;
-    for (const key of [`*.${vmId}`, vmId]) {
-      const m = await jsm.direct.getMessage(`KV_${bucket}`, {
-        last_by_subj: `$KV.${bucket}.${key}`,
-      });
-      if (!m) continue;
-      const op = m.header?.get("KV-Operation");
-      if (op === "DEL" || op === "PURGE") return undefined;
-      return viewRecordAt(m.subject.slice(`$KV.${bucket}.`.length), jsonOf(m.data));
-    }
-    return undefined;
+  async get(vmId: string, opts: ReadOptions = {}): Promise<VmView | undefined> {
+    return this.#views.get(vmId, opts);
   }
 
-  async list(filter: { host?: string; state?: string } = {}): Promise<VmView[]> {
-    const byVm = new Map<string, { key: string; view: VmView }[]>();
-    for (const { key, data } of await latestValues(await this.#manager(), this.names.vmsBucket)) {
-      const view = viewRecordAt(key, jsonOf(data));
-      if (view) byVm.set(view.vmId, [...(byVm.get(view.vmId) ?? []), { key, view }]);
-    }
-    const out: VmView[] = [];
-    for (const records of byVm.values()) {
-      const v = currentView(records);
-      if (
-        v &&
-        (!filter.host || v.host === filter.host) &&
-        (!filter.state || v.state === filter.state)
-      )
-        out.push(v);
-    }
-    return out.sort((a, b) => a.vmId.localeCompare(b.vmId));
+  /** The VMs of the view, with this client's own writes even when the view lags behind them. */
+  async list(
+    filter: { host?: string; state?: string } = {},
+    opts: Pick<ReadOptions, "viewWaitMs"> = {},
+  ): Promise<VmView[]> {
+    return this.#views.list(filter, opts);
   }
 
   /** Live host records (a host that stopped beating has expired from the bucket). */
@@ -289,15 +205,25 @@ export class VmqClient {
     query: Q,
     timeoutMs = 15_000,
   ): Promise<QueryReply<Q>> {
-    const m = await this.nc.request(this.names.api(host, vmId, query), undefined, {
-      timeout: timeoutMs,
+    return askQuery(this.nc, this.names, host, vmId, query, timeoutMs);
+  }
+
+  /**
+   * Cancels a queued command: it ends as vm.command-rejected `command::cancelled` if its worker
+   * had not accepted it yet. The result says what really happened (see CancelResult).
+   */
+  async cancel(commandId: string, opts: CancelOptions = {}): Promise<CancelResult> {
+    const r = await cancelCommand(this.js, await this.#manager(), this.names, commandId, {
+      timeoutMs: this.#timeoutMs,
+      ...opts,
     });
-    return QUERY_REPLY_SCHEMAS[query].parse(m.json()) as QueryReply<Q>;
+    if (r.outcomeSeq !== undefined) this.ownWrites.saw(r.vmId, r.host, r.outcomeSeq);
+    return r;
   }
 
   // ---- conveniences ------------------------------------------------------------------------
 
-  /** The host a VM lives on, from the view (or the one given). */
+  /** The host a VM lives on, from the view (read-your-writes: see get), or the one given. */
   async hostOf(vmId: string, host?: string): Promise<string> {
     if (host) return host;
     const v = await this.get(vmId);
@@ -335,25 +261,13 @@ export class VmqClient {
     return this.send(host, { type: "vm.prepare", vmId, spec, ...common(opts) }, timeout(opts));
   }
   async start(vmId: string, opts: CommonOptions = {}): Promise<SendResult> {
-    return this.send(
-      await this.hostOf(vmId, opts.host),
-      { type: "vm.start", vmId, ...common(opts) },
-      timeout(opts),
-    );
+    return this.#lifecycle(vmId, { type: "vm.start", vmId, ...common(opts) }, opts);
   }
   async suspend(vmId: string, opts: CommonOptions = {}): Promise<SendResult> {
-    return this.send(
-      await this.hostOf(vmId, opts.host),
-      { type: "vm.suspend", vmId, ...common(opts) },
-      timeout(opts),
-    );
+    return this.#lifecycle(vmId, { type: "vm.suspend", vmId, ...common(opts) }, opts);
   }
   async resume(vmId: string, opts: CommonOptions = {}): Promise<SendResult> {
-    return this.send(
-      await this.hostOf(vmId, opts.host),
-      { type: "vm.resume", vmId, ...common(opts) },
-      timeout(opts),
-    );
+    return this.#lifecycle(vmId, { type: "vm.resume", vmId, ...common(opts) }, opts);
   }
   async stop(
     vmId: string,
@@ -363,22 +277,17 @@ export class VmqClient {
       ...(opts.stopTimeoutMs === undefined ? {} : { timeoutMs: opts.stopTimeoutMs }),
       ...(opts.force ? { force: opts.force } : {}),
     };
-    return this.send(
-      await this.hostOf(vmId, opts.host),
-      { type: "vm.stop", vmId, ...extra, ...common(opts) },
-      timeout(opts),
-    );
+    return this.#lifecycle(vmId, { type: "vm.stop", vmId, ...extra, ...common(opts) }, opts);
   }
   async destroy(
     vmId: string,
     opts: CommonOptions & { stopTimeoutMs?: number } = {},
   ): Promise<SendResult> {
     const extra = opts.stopTimeoutMs === undefined ? {} : { timeoutMs: opts.stopTimeoutMs };
-    return this.send(
-      await this.hostOf(vmId, opts.host),
-      { type: "vm.destroy", vmId, ...extra, ...common(opts) },
-      timeout(opts),
-    );
+    return this.#lifecycle(vmId, { type: "vm.destroy", vmId, ...extra, ...common(opts) }, opts);
+  }
+  async #lifecycle(vmId: string, body: CommandBody, opts: CommonOptions): Promise<SendResult> {
+    return this.send(await this.hostOf(vmId, opts.host), body, timeout(opts));
   }
 
   /** The guest's IP address, asked live from its host. */
@@ -388,68 +297,17 @@ export class VmqClient {
 
   /** The guest's address and the host ports forwarded to it (QEMU user networking). */
   async guestAddress(vmId: string, opts: { host?: string } = {}): Promise<GuestAddress> {
-    const r = await this.query(await this.hostOf(vmId, opts.host), vmId, "guest-ip");
-    if (!r.ok)
-      throw new VmqError(
-        receivedCode(r.error.code),
-        r.error.message,
-        r.error.hint ? { hint: r.error.hint } : {},
-      );
-    const { ok: _ok, ...address } = r;
-    return address;
+    return guestAddressOf(this.nc, this.names, await this.hostOf(vmId, opts.host), vmId);
   }
 
   /** Where the VM's console is, on its host. */
   async consoleEndpoint(vmId: string, opts: { host?: string } = {}): Promise<ConsoleEndpoint> {
-    const r = await this.query(await this.hostOf(vmId, opts.host), vmId, "console");
-    if (!r.ok)
-      throw new VmqError(
-        receivedCode(r.error.code),
-        r.error.message,
-        r.error.hint ? { hint: r.error.hint } : {},
-      );
-    return r.console;
+    return consoleEndpointOf(this.nc, this.names, await this.hostOf(vmId, opts.host), vmId);
   }
 
-  /**
-   * An interactive serial console relayed over NATS by the VM's host worker. The session's
-   * output is subscribed to before the open request is sent, so no early byte is lost.
-   */
+  /** An interactive serial console relayed over NATS by the VM's host worker. */
   async openConsole(vmId: string, opts: { host?: string } = {}): Promise<ConsoleSession> {
-    const host = await this.hostOf(vmId, opts.host);
-    const base = this.names.consoleSubject(host, vmId);
-    const id = randomUUID().replaceAll("-", "");
-    let session = new ConsoleSession(this.nc, `${base}.${id}`);
-    let r:
-      | { ok: true; session: string; subject: string }
-      | { ok: false; error: { code: string; message: string; hint?: string } };
-    try {
-      const m = await this.nc.request(
-        `${base}.open`,
-        encoder.encode(JSON.stringify({ session: id })),
-        {
-          timeout: 15_000,
-        },
-      );
-      r = m.json();
-    } catch (e) {
-      session.close();
-      throw e;
-    }
-    if (!r.ok) {
-      session.close();
-      throw new VmqError(
-        receivedCode(r.error.code),
-        r.error.message,
-        r.error.hint ? { hint: r.error.hint } : {},
-      );
-    }
-    if (r.subject !== session.subject) {
-      // A worker from before client-chosen sessions picked its own id.
-      session.close();
-      session = new ConsoleSession(this.nc, r.subject);
-    }
-    return session;
+    return openConsoleOn(this.nc, this.names, await this.hostOf(vmId, opts.host), vmId);
   }
 }
 

@@ -23,6 +23,10 @@ export const ERROR_CODES = {
     retryable: false,
     hint: "It waited in the queue past its notAfter (the worker was down or busy); send it again if it still matters.",
   },
+  "command::cancelled": {
+    retryable: false,
+    hint: "Someone cancelled it (vmq cancel) before its worker took it; send it again if it still matters.",
+  },
   "command::invalid": {
     retryable: false,
     hint: "Check the command against schemas/commands/<type>.v1.json.",
@@ -233,6 +237,18 @@ export const ERROR_CODES = {
   "client::host-unknown": {
     retryable: false,
     hint: "Check the host id (vmq hosts); pass --queue-for-unknown-host to queue for a host that has not started yet.",
+  },
+  "client::command-unknown": {
+    retryable: false,
+    hint: "No such command in the commands stream: check the commandId (it was printed when the command was published).",
+  },
+  "client::cancel-too-late": {
+    retryable: false,
+    hint: "Its worker had accepted it (or it had ended) before the cancel reached it: it ran, and its outcome is shown. Undo it with the opposite command if needed.",
+  },
+  "client::cancel-pending": {
+    retryable: false,
+    hint: "The cancel is recorded; the command is rejected with command::cancelled when its worker takes it. Follow it with vmq events.",
   },
   "dlq::not-found": { retryable: false, hint: "See vmq dlq list." },
   "dlq::no-subject": {

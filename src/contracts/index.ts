@@ -76,3 +76,4 @@ export { upcastEvent, UPCASTERS, type Upcaster, type UpcastResult } from "./upca
 export { parseCommand, describeIssues, type ParseResult, type ParseFailure } from "./parse.js";
 export { VmTombstone, CommandDigest } from "./tombstones.js";
 export { viewRecordAt, currentView, VIEW_KEY_VERSION } from "./view.js";
+export { CancelRecord, CANCEL_TTL_MS, cancelKey } from "./cancels.js";

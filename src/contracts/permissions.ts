@@ -55,6 +55,7 @@ export function workerPermissions(
     snaps: `KV_${n.snapshotsBucket}`,
     tombs: `KV_${n.tombstonesBucket}`,
     leases: `KV_${n.leasesBucket}`,
+    cancels: `KV_${n.cancelsBucket}`,
   };
   const streams = [
     n.commandsStream,
@@ -66,6 +67,7 @@ export function workerPermissions(
     kv.snaps,
     kv.tombs,
     kv.leases,
+    kv.cancels,
   ];
   const durable = n.durable(host);
   const dlqDurable = `dlq-${host}`;
@@ -124,6 +126,11 @@ export function workerPermissions(
         // request names its subject in the body, so that right is stream-wide (security.md)
         `${API}.DIRECT.GET.${kv.tombs}.$KV.${n.tombstonesBucket}.${host}.>`,
         ...(opts.compaction ? [`${API}.STREAM.PURGE.${n.eventsStream}`] : []),
+        // cancels of its own commands only (an ordered consumer filtered on its host's keys)
+        `${API}.CONSUMER.CREATE.${kv.cancels}.*.$KV.${n.cancelsBucket}.${host}.>`,
+        `${API}.CONSUMER.INFO.${kv.cancels}.*`,
+        `${API}.CONSUMER.MSG.NEXT.${kv.cancels}.*`,
+        `${API}.CONSUMER.DELETE.${kv.cancels}.*`,
       ],
     },
     subscribe: {
@@ -172,6 +179,10 @@ export function schedulerPermissions(prefix: string): NatsPermissions {
         // what is left of compacted VMs (vmq events on a VM whose events were purged)
         `${API}.STREAM.INFO.${kv.tombs}`,
         `${API}.DIRECT.GET.${kv.tombs}.>`,
+        // cancels of queued commands (vmq cancel), whose host and VM are found by reading the
+        // commands stream by sequence (a request: it cannot take a command from a worker)
+        `$KV.${n.cancelsBucket}.*.*`,
+        `${API}.STREAM.MSG.GET.${n.commandsStream}`,
         // ordered consumers to follow events, views and host records (never durable ones)
         ...[n.eventsStream, kv.vms, kv.hosts, n.dlqStream].flatMap((s) => [
           `${API}.CONSUMER.CREATE.${s}.*.>`,

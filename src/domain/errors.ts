@@ -3,6 +3,8 @@ export type RejectionCode =
   | "command::illegal-transition"
   | "command::version-conflict"
   | "command::expired"
+  /** Cancelled (vmq cancel) before the worker took it. */
+  | "command::cancelled"
   | "vm::exists"
   | "vm::not-found"
   /** The VM's backend cannot do this (decided by the worker from capabilities). */

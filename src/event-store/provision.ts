@@ -11,6 +11,7 @@ import {
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { MAX_COMMAND_MESSAGE_BYTES } from "../contracts/commands.js";
+import { CANCEL_TTL_MS } from "../contracts/cancels.js";
 import type { Names } from "../contracts/subjects.js";
 import { VmqError } from "../lib/errors.js";
 
@@ -50,6 +51,8 @@ export interface Topology {
   tombstones: KV;
   /** One key per host id: its active worker (create / compare-and-set; see docs/lease.md). */
   leases: KV;
+  /** Cancels of queued commands, `<host>.<hex commandId>`, with a TTL (contracts/cancels.ts). */
+  cancels: KV;
 }
 
 /** The advisory subjects the DLQ mover listens to, captured by a stream so none is missed. */
@@ -153,7 +156,16 @@ export async function ensureTopology(
     replicas,
   });
   await checkBucket(jsm, names.leasesBucket, { ttlMs: 0 });
-  return { vms, hosts, snapshots, tombstones, leases };
+  // Cancels matter while their command may still be queued: as long as the commands stream
+  // keeps a command by default; expired ones are simply gone.
+  const cancels = await kvm.create(names.cancelsBucket, {
+    history: 1,
+    storage: StorageType.File,
+    replicas,
+    ttl: CANCEL_TTL_MS,
+  });
+  await checkBucket(jsm, names.cancelsBucket, { ttlMs: CANCEL_TTL_MS });
+  return { vms, hosts, snapshots, tombstones, leases, cancels };
 }
 
 /**

@@ -27,6 +27,7 @@ import { holderId } from "./lease/holder-id.js";
 import { kvTombstones } from "./nats/tombstones.js";
 import type { NatsLink } from "./nats/nats-link.js";
 import { KvViewWriter } from "./nats/view-writer.js";
+import { CancelWatch } from "./nats/cancel-watch.js";
 import type { DataDirLock } from "./data-dir-lock.js";
 import { CommandHandler } from "./pipeline/command-handler.js";
 import { OrderGate } from "./pipeline/order-gate.js";
@@ -242,6 +243,8 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     config.ackWaitMs * (config.maxDeliver + 1),
   );
   parts.order = order;
+  // Every cancel stored so far is loaded before the first command is taken.
+  const cancels = await stack.start(new CancelWatch(js, names, config.host, log));
   const handler = new CommandHandler({
     host: config.host,
     streams,
@@ -261,6 +264,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       stopCrashAllowanceMs: config.ackWaitMs,
     },
     hostKey,
+    cancels,
   });
   parts.consumer = new CommandConsumer(js, names.commandsStream, durable, lanes, handler, log, {
     ackWaitMs: config.ackWaitMs,

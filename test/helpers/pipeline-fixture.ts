@@ -94,6 +94,8 @@ export interface PipelineOptions {
   ownerElsewhere?: string;
   /** The Noop in fault injection (failNext, hangStop, calls). */
   noop?: FaultyBackend<NoopBackend>;
+  /** commandIds cancelled (vmq cancel) before the worker takes them. */
+  cancelled?: Set<string>;
 }
 
 export function pipeline(opts: PipelineOptions = {}) {
@@ -137,6 +139,7 @@ export function pipeline(opts: PipelineOptions = {}) {
     abandon: abandon.signal,
     limits: { maxAttempts: opts.maxAttempts ?? 3, maxDeliver: opts.maxDeliver ?? 5 },
     hostKey: memoryHostKey(),
+    cancels: opts.cancelled ?? new Set(),
   });
   let seq = 0;
   return {

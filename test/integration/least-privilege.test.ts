@@ -166,8 +166,23 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
     assert.equal(dupe.outcome.type, "vm.command-rejected");
     // drain (final snapshot, host record removed) and start again (replay from the snapshot)
     await workers.shift()!.drain();
+    // a scheduler cancels a command queued for the stopped A, found by its commandId alone;
+    // A reads the cancel (its own host's keys only) before it takes the command
+    const { command: queued } = await client.publish("A", {
+      type: "vm.destroy",
+      vmId: "vm-a",
+      timeoutMs: 1000,
+    });
+    const pending = await client.cancel(queued.commandId, { timeoutMs: 500 });
+    assert.equal(pending.result, "pending");
+    assert.equal(pending.host, "A");
     const again = await startWorker("A", "worker-a");
     assert.equal(again.state, "running");
+    const cancelled = await client.waitForOutcome("A", "vm-a", queued.commandId);
+    assert.equal(
+      cancelled.outcome.type === "vm.command-rejected" && cancelled.outcome.code,
+      "command::cancelled",
+    );
     // and once more without snapshots: a full replay of A's events
     await workers.pop()!.drain();
     const full = await startWorker("A", "worker-a", { snapshots: "off" });

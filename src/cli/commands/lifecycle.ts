@@ -354,7 +354,7 @@ async function run(
   const onInterrupt = (): void => {
     progress?.done();
     process.stderr.write(
-      `vmq: interrupted; ${command.type} ${command.vmId} (command ${command.commandId}) was published to ${host}${command.notAfter ? ` and expires unless its worker takes it by ${command.notAfter}` : " and runs when its worker takes it"} — follow it: vmq events ${command.vmId} --follow\n`,
+      `vmq: interrupted; ${command.type} ${command.vmId} (command ${command.commandId}) was published to ${host}${command.notAfter ? ` and expires unless its worker takes it by ${command.notAfter}` : " and runs when its worker takes it"} — follow it: vmq events ${command.vmId} --follow, or cancel it: vmq cancel ${command.commandId}\n`,
     );
     process.exit(130);
   };

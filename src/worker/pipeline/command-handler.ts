@@ -155,6 +155,14 @@ export class CommandHandler {
         now,
         stopCrashAllowanceMs: deps.limits.stopCrashAllowanceMs,
       });
+      if (decision.kind === "accept" && deps.cancels?.has(command.commandId)) {
+        // Cancelled while queued: decided here, once, so it is cancelled or it runs, never both.
+        const no = {
+          code: "command::cancelled" as const,
+          message: `${command.type} ${command.commandId} was cancelled before it could start`,
+        };
+        decision = { kind: "reject", rejection: no, event: rejected(vm, command, no, { now }) };
+      }
       if (decision.kind === "accept") {
         // What only the host knows (backends, capabilities, other hosts) is checked before the
         // intent is recorded, so such a command touches nothing. Only a prepare asks NATS.

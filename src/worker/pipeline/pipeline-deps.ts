@@ -42,6 +42,8 @@ export interface PipelineDeps {
     /** Added to a stop's deadline: time for a dead worker's command to come back (ack_wait). */
     stopCrashAllowanceMs?: number;
   };
+  /** Commands cancelled before they were taken (vmq cancel): rejected, never run. */
+  cancels?: { has(commandId: string): boolean };
   /** Opens user-data sealed to this host, only to hand it to the backend's prepare. */
   hostKey: Pick<HostKey, "open">;
 }

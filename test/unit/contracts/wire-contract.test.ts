@@ -13,6 +13,7 @@ import {
   ERROR_CODES,
   EVENT_TYPES,
   HostLease,
+  CancelRecord,
   HostRecord,
   INVALID_VM_TOKEN,
   QUERY_NAMES,
@@ -93,6 +94,7 @@ describe("docs/wire-contract.md", () => {
       "records/vm-view.v1.json": VmView,
       "records/host-record.v1.json": HostRecord,
       "records/host-lease.v1.json": HostLease,
+      "records/cancel.v1.json": CancelRecord,
       "records/vm-tombstone.v1.json": VmTombstone,
     };
     const examples = contractExamples(doc);

@@ -140,7 +140,12 @@ export class DeadLetters {
         throw refusedAsTooLarge(e, data.length);
       });
     await this.jsm.streams.deleteMessage(names.dlqStream, seq);
-    return { dlqSeq: seq, subject: original, commandSeq: ack.seq, ...(commandId ? { commandId } : {}) };
+    return {
+      dlqSeq: seq,
+      subject: original,
+      commandSeq: ack.seq,
+      ...(commandId ? { commandId } : {}),
+    };
   }
 
   /** Deletes the entry for good. */

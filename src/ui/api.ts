@@ -47,7 +47,10 @@ export async function handleApi(client: VmqClient, r: ApiRequest): Promise<unkno
 async function vmDetail(client: VmqClient, vmId: string): Promise<unknown> {
   const view = await client.get(vmId);
   if (!view)
-    throw new VmqError("client::vm-unknown", `VM ${vmId} is not in the ${client.names.vmsBucket} view`);
+    throw new VmqError(
+      "client::vm-unknown",
+      `VM ${vmId} is not in the ${client.names.vmsBucket} view`,
+    );
   const history = await client.history(view.host, vmId);
   let spec: unknown = null;
   for (const { event } of history)

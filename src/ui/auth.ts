@@ -38,7 +38,9 @@ const sameSecret = (a: string, b: string): boolean =>
   timingSafeEqual(createHash("sha256").update(a).digest(), createHash("sha256").update(b).digest());
 
 const hostName = (hostHeader: string): string =>
-  hostHeader.startsWith("[") ? hostHeader.slice(0, hostHeader.indexOf("]") + 1) : hostHeader.split(":")[0] ?? "";
+  hostHeader.startsWith("[")
+    ? hostHeader.slice(0, hostHeader.indexOf("]") + 1)
+    : (hostHeader.split(":")[0] ?? "");
 
 /** Any request: the Host header (loopback listeners) and the token (when one is set). */
 export function checkAccess(g: Guard, req: IncomingMessage, url: URL): void {

@@ -34,8 +34,7 @@ export function attachConsoleBridge(
     }
     const vmId = url.searchParams.get("vmId") ?? "";
     const host = url.searchParams.get("host") ?? "";
-    if (!isValidId(vmId) || (host !== "" && !isValidId(host)))
-      return refuse(400, "Bad Request");
+    if (!isValidId(vmId) || (host !== "" && !isValidId(host))) return refuse(400, "Bad Request");
     wss.handleUpgrade(req, socket, head, (ws) => {
       void bridge(ws, client, vmId, host || undefined, log);
     });

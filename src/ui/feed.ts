@@ -237,7 +237,8 @@ export class Feed {
   #onEvent(event: VmEvent, seq: number): void {
     const fe = { seq, event: redact(event) };
     this.events.push(fe);
-    if (this.events.length > RECENT_EVENTS) this.events.splice(0, this.events.length - RECENT_EVENTS);
+    if (this.events.length > RECENT_EVENTS)
+      this.events.splice(0, this.events.length - RECENT_EVENTS);
     this.#pending.events.push(fe);
     const sec = Math.floor(Date.parse(event.at) / 1000);
     const s = this.#stats.get(sec) ?? { c: 0, o: 0, sum: 0, max: 0 };

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -66,7 +66,7 @@ export async function startUi(o: UiOptions): Promise<UiServer> {
       bridge.close();
       await feed.stop();
       server.closeAllConnections();
-      await new Promise<void>((r) => (server as Server).close(() => r()));
+      await new Promise<void>((r) => server.close(() => r()));
     },
   };
 }

@@ -23,7 +23,7 @@ import { serveConsole } from "../../src/worker/console-relay.js";
 import { ROOT, runVmq, builtCliPath } from "../helpers/cli.js";
 import { HANDLE } from "../helpers/decider-spec.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
-import { skipWhenMissing } from "../helpers/required.js";
+import { describeMissing, skipWhenMissing } from "../helpers/required.js";
 import { WorkerProcess } from "../helpers/worker-process.js";
 import { execa } from "execa";
 
@@ -66,6 +66,8 @@ const eventually = async <T>(f: () => Promise<T | undefined>, ms: number, what: 
   throw new Error(`timed out waiting for ${what}`);
 };
 
+const SKIP = chromiumMissing ? describeMissing(chromiumMissing) : false;
+
 describe("vmq ui in a real browser", { timeout: 150_000 }, () => {
   let server: NatsServer;
   let nc: NatsConnection;
@@ -77,10 +79,11 @@ describe("vmq ui in a real browser", { timeout: 150_000 }, () => {
   let browser: Browser;
   let page: Page;
   let skipped = false;
-  const shot = (p: Page, name: string) => p.screenshot({ path: join(ART, `${name}.png`), fullPage: true });
+  const shot = (p: Page, name: string) =>
+    p.screenshot({ path: join(ART, `${name}.png`), fullPage: true });
 
-  before(async (t) => {
-    if (skipWhenMissing(t, chromiumMissing)) {
+  before(async () => {
+    if (chromiumMissing) {
       skipped = true;
       return;
     }
@@ -90,7 +93,17 @@ describe("vmq ui in a real browser", { timeout: 150_000 }, () => {
     dir = await mkdtemp(join(tmpdir(), "vmq-ui-"));
     const conn = ["--nats", server.url, "--prefix", prefix];
     worker = new WorkerProcess(
-      [...conn, "--host", "h1", "--data-dir", join(dir, "h1"), "--backend", "noop", "--heartbeat-ms", "500"],
+      [
+        ...conn,
+        "--host",
+        "h1",
+        "--data-dir",
+        join(dir, "h1"),
+        "--backend",
+        "noop",
+        "--heartbeat-ms",
+        "500",
+      ],
       { VMQ_LOG_LEVEL: "warn" },
     ).start();
     nc = await server.connect();
@@ -122,48 +135,68 @@ describe("vmq ui in a real browser", { timeout: 150_000 }, () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("the fleet page shows the live host", { skip: !!chromiumMissing }, async () => {
+  // Fails under CI, skips with the reason elsewhere (required.ts); the others then skip too.
+  it("runs in Debian's chromium", (t) => {
+    skipWhenMissing(t, chromiumMissing);
+  });
+
+  it("the fleet page shows the live host", { skip: SKIP }, async () => {
     await page.goto(`${ui.url}#/fleet`);
     await page.waitForSelector('tr[data-host="h1"]', { timeout: 15_000 });
-    const row = await page.$eval('tr[data-host="h1"]', (e) => e.textContent ?? "");
+    const row = (await page.evaluate(
+      `document.querySelector('tr[data-host="h1"]').textContent`,
+    )) as string;
     assert.match(row, /noop/);
     assert.match(row, /running/);
     await shot(page, "fleet");
   });
 
-  it("prepare and start from the page: events come and the VMs table updates live", { skip: !!chromiumMissing }, async () => {
-    const watcher = await browser.newPage();
-    await watcher.goto(`${ui.url}#/vms`);
-    await page.goto(`${ui.url}#/vms`);
-    // Filled and clicked through the DOM: puppeteer's own clicks wait for frames to paint,
-    // which a background tab on a busy machine may not do for a long time.
-    // (A string: tsx would wrap named inner functions in a helper the page does not have.)
-    await page.evaluate(`(() => {
+  it(
+    "prepare and start from the page: events come and the VMs table updates live",
+    { skip: SKIP },
+    async () => {
+      const watcher = await browser.newPage();
+      await watcher.goto(`${ui.url}#/vms`);
+      await page.goto(`${ui.url}#/vms`);
+      // Filled and clicked through the DOM: puppeteer's own clicks wait for frames to paint,
+      // which a background tab on a busy machine may not do for a long time.
+      // (A string: tsx would wrap named inner functions in a helper the page does not have.)
+      await page.evaluate(`(() => {
       const form = document.querySelector("#prepare");
       form.elements.namedItem("vmId").value = "ui-1";
       form.elements.namedItem("image").value = "images/base.qcow2";
       form.elements.namedItem("host").value = "h1";
       form.requestSubmit();
     })()`);
-    await page.waitForSelector('[data-outcome="vm.prepared"]', { timeout: 30_000 });
-    // The other page, never reloaded, shows the new VM from the live feed.
-    await watcher.waitForSelector('tr[data-vm="ui-1"][data-state="prepared"]', { timeout: 10_000 });
-    await page.goto(`${ui.url}#/vm/ui-1`);
-    await page.waitForSelector('[data-act="start"]');
-    await page.$eval('[data-act="start"]', (b) => (b as HTMLButtonElement).click());
-    await page.waitForSelector('[data-outcome="vm.started"]', { timeout: 30_000 });
-    await watcher.waitForSelector('tr[data-vm="ui-1"][data-state="running"]', { timeout: 10_000 });
-    await page.waitForSelector('tr[data-type="vm.started"]', { timeout: 10_000 });
-    const types = (await client.history("h1", "ui-1")).map((e) => e.event.type);
-    assert.deepEqual(types, ["vm.command-accepted", "vm.prepared", "vm.command-accepted", "vm.started"]);
-    await shot(page, "vm-detail");
-    await page.goto(`${ui.url}#/events`);
-    await page.waitForSelector("tr[data-seq]");
-    await shot(page, "events");
-    await watcher.close();
-  });
+      await page.waitForSelector('[data-outcome="vm.prepared"]', { timeout: 30_000 });
+      // The other page, never reloaded, shows the new VM from the live feed.
+      await watcher.waitForSelector('tr[data-vm="ui-1"][data-state="prepared"]', {
+        timeout: 10_000,
+      });
+      await page.goto(`${ui.url}#/vm/ui-1`);
+      await page.waitForSelector('[data-act="start"]');
+      await page.evaluate(`document.querySelector('[data-act="start"]').click()`);
+      await page.waitForSelector('[data-outcome="vm.started"]', { timeout: 30_000 });
+      await watcher.waitForSelector('tr[data-vm="ui-1"][data-state="running"]', {
+        timeout: 10_000,
+      });
+      await page.waitForSelector('tr[data-type="vm.started"]', { timeout: 10_000 });
+      const types = (await client.history("h1", "ui-1")).map((e) => e.event.type);
+      assert.deepEqual(types, [
+        "vm.command-accepted",
+        "vm.prepared",
+        "vm.command-accepted",
+        "vm.started",
+      ]);
+      await shot(page, "vm-detail");
+      await page.goto(`${ui.url}#/events`);
+      await page.waitForSelector("tr[data-seq]");
+      await shot(page, "events");
+      await watcher.close();
+    },
+  );
 
-  it("the console page echoes what is typed", { skip: !!chromiumMissing }, async () => {
+  it("the console page echoes what is typed", { skip: SKIP }, async () => {
     const relayNc = await server.connect();
     const relay = serveConsole(relayNc, {
       host: "c1",
@@ -178,7 +211,8 @@ describe("vmq ui in a real browser", { timeout: 150_000 }, () => {
       router: {
         openConsole: (_h, handlers) =>
           Promise.resolve({
-            write: (b: Uint8Array) => handlers.onData(new TextEncoder().encode(`<${Buffer.from(b).toString()}>`)),
+            write: (b: Uint8Array) =>
+              handlers.onData(new TextEncoder().encode(`<${Buffer.from(b).toString()}>`)),
             close: () => undefined,
           }),
       },
@@ -186,10 +220,13 @@ describe("vmq ui in a real browser", { timeout: 150_000 }, () => {
     });
     try {
       await page.goto(`${ui.url}#/console/echo-1?host=c1`);
-      await page.waitForFunction(() => document.querySelector("#c-state")?.textContent === "connected", { timeout: 15_000 });
+      await page.waitForFunction(
+        `document.querySelector("#c-state")?.textContent === "connected"`,
+        { timeout: 15_000 },
+      );
       await page.type("#term textarea", "hello-ui");
       await page.waitForFunction(
-        () => (document.querySelector(".xterm-rows")?.textContent ?? "").includes("<h><e><l><l><o>"),
+        `(document.querySelector(".xterm-rows")?.textContent ?? "").includes("<h><e><l><l><o>")`,
         { timeout: 15_000 },
       );
       await shot(page, "console");
@@ -199,27 +236,46 @@ describe("vmq ui in a real browser", { timeout: 150_000 }, () => {
     }
   });
 
-  it("the DLQ page retries a dead letter, and the worker then runs it", { skip: !!chromiumMissing }, async () => {
-    // A dead letter as the worker writes one: the command and its original subject in headers.
-    const names = namesFor(prefix);
-    const cmd = { version: 1, type: "vm.prepare", commandId: randomUUID(), issuedAt: new Date().toISOString(), vmId: "dl-1", spec: { name: "dl-1", imagePath: "images/base.qcow2", vcpus: 1, memoryMb: 256 } };
-    const h = natsHeaders();
-    h.set(DLQ_HEADERS.subject, names.cmd("h1", "dl-1"));
-    h.set(DLQ_HEADERS.code, "command::max-deliveries");
-    h.set(DLQ_HEADERS.reason, "test: gave up");
-    await client.js.publish(`${prefix}.dlq.h1.dl-1`, JSON.stringify(cmd), { headers: h });
-    await page.goto(`${ui.url}#/dlq`);
-    await page.waitForSelector("tr[data-dlq]", { timeout: 10_000 });
-    await shot(page, "dlq");
-    await page.$eval('tr[data-dlq] [data-act="retry"]', (b) => (b as HTMLButtonElement).click());
-    await page.waitForSelector('[data-done="retry"]', { timeout: 15_000 });
-    await eventually(async () => ((await client.get("dl-1"))?.state === "prepared" ? true : undefined), 20_000, "dl-1 prepared after the retry");
-    assert.equal((await (await client.deadLetters()).list()).length, 0);
-  });
+  it(
+    "the DLQ page retries a dead letter, and the worker then runs it",
+    { skip: SKIP },
+    async () => {
+      // A dead letter as the worker writes one: the command and its original subject in headers.
+      const names = namesFor(prefix);
+      const cmd = {
+        version: 1,
+        type: "vm.prepare",
+        commandId: randomUUID(),
+        issuedAt: new Date().toISOString(),
+        vmId: "dl-1",
+        spec: { name: "dl-1", imagePath: "images/base.qcow2", vcpus: 1, memoryMb: 256 },
+      };
+      const h = natsHeaders();
+      h.set(DLQ_HEADERS.subject, names.cmd("h1", "dl-1"));
+      h.set(DLQ_HEADERS.code, "command::max-deliveries");
+      h.set(DLQ_HEADERS.reason, "test: gave up");
+      await client.js.publish(`${prefix}.dlq.h1.dl-1`, JSON.stringify(cmd), { headers: h });
+      await page.goto(`${ui.url}#/dlq`);
+      await page.waitForSelector("tr[data-dlq]", { timeout: 10_000 });
+      await shot(page, "dlq");
+      await page.evaluate(`document.querySelector('tr[data-dlq] [data-act="retry"]').click()`);
+      await page.waitForSelector('[data-done="retry"]', { timeout: 15_000 });
+      await eventually(
+        async () => ((await client.get("dl-1"))?.state === "prepared" ? true : undefined),
+        20_000,
+        "dl-1 prepared after the retry",
+      );
+      assert.equal((await (await client.deadLetters()).list()).length, 0);
+    },
+  );
 
-  it("cross-site state changes are refused", { skip: !!chromiumMissing }, async () => {
+  it("cross-site state changes are refused", { skip: SKIP }, async () => {
     const post = (hdrs: Record<string, string>) =>
-      fetch(`${ui.url}api/vms/ui-1/stop`, { method: "POST", headers: { "Content-Type": "application/json", ...hdrs }, body: "{}" });
+      fetch(`${ui.url}api/vms/ui-1/stop`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", ...hdrs },
+        body: "{}",
+      });
     const evil = await post({ Origin: "http://evil.example" });
     assert.equal(evil.status, 403);
     assert.equal(((await evil.json()) as { error: { code: string } }).error.code, "ui::cross-site");
@@ -237,69 +293,105 @@ describe("vmq ui in a real browser", { timeout: 150_000 }, () => {
     assert.equal((await client.get("ui-1"))?.state, "running", "nothing was stopped");
   });
 
-  it("a non-loopback listener needs the token and refuses requests without it", { skip: !!chromiumMissing }, async () => {
-    const conn = ["--nats", server.url, "--prefix", prefix];
-    const refused = await runVmq(["ui", ...conn, "--listen", "0.0.0.0:0"]);
-    assert.equal(refused.exitCode, 2);
-    assert.match(refused.stderr, /ui::token-required/);
-    const token = randomUUID();
-    const open = await startUi([...conn, "--listen", "0.0.0.0:0", "--ui-token", token]);
-    try {
-      const url = open.url.replace("0.0.0.0", "127.0.0.1");
-      const none = await fetch(`${url}api/session`);
-      assert.equal(none.status, 401);
-      assert.equal(((await none.json()) as { error: { code: string } }).error.code, "ui::unauthorized");
-      assert.equal((await fetch(`${url}api/session`, { headers: { Authorization: "Bearer wrong-token-000000" } })).status, 401);
-      assert.equal((await fetch(`${url}api/session`, { headers: { Authorization: `Bearer ${token}` } })).status, 200);
-      const p = await browser.newPage();
-      await p.goto(`${url}?token=${token}#/fleet`);
-      await p.waitForSelector('tr[data-host="h1"]', { timeout: 15_000 });
-      await p.close();
-    } finally {
-      open.proc.kill("SIGTERM");
-      await open.proc;
-    }
-  });
-
-  it("1,000 VMs at ~50 changes/s: first render and update latency (measured)", { skip: !!chromiumMissing }, async () => {
-    const kv = await new Kvm(nc).open(namesFor(prefix).vmsBucket);
-    const view = (i: number, state: string) => ({
-      vmId: `vm-${String(i).padStart(4, "0")}`,
-      host: "bulk",
-      state,
-      lastEventSeq: i,
-      handle: null,
-      pending: null,
-      updatedAt: new Date().toISOString(),
-    });
-    const put = (i: number, state: string) => kv.put(`bulk.${view(i, state).vmId}`, JSON.stringify(view(i, state)));
-    for (let i = 0; i < 1000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => put(i + k, "stopped")));
-    const p = await browser.newPage();
-    await p.setViewport({ width: 1280, height: 800 });
-    const t0 = Date.now();
-    await p.goto(`${ui.url}#/vms`);
-    await p.waitForFunction(
-      () => Number(/of (\d+)/.exec(document.querySelector("#shown")?.textContent ?? "")?.[1]) >= 1000 && document.querySelectorAll("tr[data-vm]").length >= 50,
-      { timeout: 10_000 },
-    );
-    const firstRender = Date.now() - t0;
-    await shot(p, "vms");
-    // Background load: ~50 view changes and ~50 events per second on VMs off the first page.
-    let n = 0;
-    const load = setInterval(() => {
-      for (let k = 0; k < 5; k++) {
-        const i = 500 + (n++ % 500);
-        void put(i, n % 2 ? "running" : "stopped");
-        const e = { version: 1, type: "vm.state-observed", eventId: randomUUID(), vmId: view(i, "x").vmId, host: "bulk", at: new Date().toISOString(), causationId: null, state: "running", observed: "running", previous: "stopped", source: "reconcile" };
-        void client.js.publish(`${prefix}.evt.bulk.${e.vmId}`, JSON.stringify(e));
+  it(
+    "a non-loopback listener needs the token and refuses requests without it",
+    { skip: SKIP },
+    async () => {
+      const conn = ["--nats", server.url, "--prefix", prefix];
+      const refused = await runVmq(["ui", ...conn, "--listen", "0.0.0.0:0"]);
+      assert.equal(refused.exitCode, 2);
+      assert.match(refused.stderr, /ui::token-required/);
+      const token = randomUUID();
+      const open = await startUi([...conn, "--listen", "0.0.0.0:0", "--ui-token", token]);
+      try {
+        const url = open.url.replace("0.0.0.0", "127.0.0.1");
+        const none = await fetch(`${url}api/session`);
+        assert.equal(none.status, 401);
+        assert.equal(
+          ((await none.json()) as { error: { code: string } }).error.code,
+          "ui::unauthorized",
+        );
+        assert.equal(
+          (
+            await fetch(`${url}api/session`, {
+              headers: { Authorization: "Bearer wrong-token-000000" },
+            })
+          ).status,
+          401,
+        );
+        assert.equal(
+          (await fetch(`${url}api/session`, { headers: { Authorization: `Bearer ${token}` } }))
+            .status,
+          200,
+        );
+        const p = await browser.newPage();
+        await p.goto(`${url}?token=${token}#/fleet`);
+        await p.waitForSelector('tr[data-host="h1"]', { timeout: 15_000 });
+        await p.close();
+      } finally {
+        open.proc.kill("SIGTERM");
+        await open.proc;
       }
-    }, 100);
-    const latencies: number[] = [];
-    try {
-      for (let s = 0; s < 15; s++) {
-        const vm = view(s % 10, "x").vmId; // on the first page, sorted by id
-        const state = s % 2 ? "running" : "suspended";
-        const seen = p.evaluate(`new Promise((resolve) => {
+    },
+  );
+
+  it(
+    "1,000 VMs at ~50 changes/s: first render and update latency (measured)",
+    { skip: SKIP },
+    async () => {
+      const kv = await new Kvm(nc).open(namesFor(prefix).vmsBucket);
+      const view = (i: number, state: string) => ({
+        vmId: `vm-${String(i).padStart(4, "0")}`,
+        host: "bulk",
+        state,
+        lastEventSeq: i,
+        handle: null,
+        pending: null,
+        updatedAt: new Date().toISOString(),
+      });
+      const put = (i: number, state: string) =>
+        kv.put(`bulk.${view(i, state).vmId}`, JSON.stringify(view(i, state)));
+      for (let i = 0; i < 1000; i += 100)
+        await Promise.all(Array.from({ length: 100 }, (_, k) => put(i + k, "stopped")));
+      const p = await browser.newPage();
+      await p.setViewport({ width: 1280, height: 800 });
+      const t0 = Date.now();
+      await p.goto(`${ui.url}#/vms`);
+      await p.waitForFunction(
+        `Number(/of (\\d+)/.exec(document.querySelector("#shown")?.textContent ?? "")?.[1]) >= 1000 &&
+          document.querySelectorAll("tr[data-vm]").length >= 50`,
+        { timeout: 10_000 },
+      );
+      const firstRender = Date.now() - t0;
+      await shot(p, "vms");
+      // Background load: ~50 view changes and ~50 events per second on VMs off the first page.
+      let n = 0;
+      const load = setInterval(() => {
+        for (let k = 0; k < 5; k++) {
+          const i = 500 + (n++ % 500);
+          void put(i, n % 2 ? "running" : "stopped");
+          const e = {
+            version: 1,
+            type: "vm.state-observed",
+            eventId: randomUUID(),
+            vmId: view(i, "x").vmId,
+            host: "bulk",
+            at: new Date().toISOString(),
+            causationId: null,
+            state: "running",
+            observed: "running",
+            previous: "stopped",
+            source: "reconcile",
+          };
+          void client.js.publish(`${prefix}.evt.bulk.${e.vmId}`, JSON.stringify(e));
+        }
+      }, 100);
+      const latencies: number[] = [];
+      try {
+        for (let s = 0; s < 15; s++) {
+          const vm = view(s % 10, "x").vmId; // on the first page, sorted by id
+          const state = s % 2 ? "running" : "suspended";
+          const seen = p.evaluate(`new Promise((resolve) => {
           const obs = new MutationObserver(() => {
             if (document.querySelector('tr[data-vm="${vm}"]')?.getAttribute("data-state") === "${state}") {
               obs.disconnect();
@@ -308,20 +400,23 @@ describe("vmq ui in a real browser", { timeout: 150_000 }, () => {
           });
           obs.observe(document.getElementById("rows"), { childList: true, subtree: true, attributes: true });
         })`) as Promise<number>;
-        await new Promise((r) => setTimeout(r, 50)); // the observer is in place
-        const sent = Date.now();
-        await put(s % 10, state);
-        latencies.push((await seen) - sent);
+          await new Promise((r) => setTimeout(r, 50)); // the observer is in place
+          const sent = Date.now();
+          await put(s % 10, state);
+          latencies.push((await seen) - sent);
+        }
+      } finally {
+        clearInterval(load);
+        await p.close();
       }
-    } finally {
-      clearInterval(load);
-      await p.close();
-    }
-    latencies.sort((a, b) => a - b);
-    const median = latencies[Math.floor(latencies.length / 2)] ?? 0;
-    const max = latencies.at(-1) ?? 0;
-    process.stdout.write(`# ui: 1,000 VMs: first render ${firstRender} ms; update latency median ${median} ms, max ${max} ms (goal: < 1000 ms, < 250 ms)\n`);
-    assert.ok(firstRender < 5_000, `first render took ${firstRender} ms`);
-    assert.ok(max < 5_000, `an update took ${max} ms`);
-  });
+      latencies.sort((a, b) => a - b);
+      const median = latencies[Math.floor(latencies.length / 2)] ?? 0;
+      const max = latencies.at(-1) ?? 0;
+      process.stdout.write(
+        `# ui: 1,000 VMs: first render ${firstRender} ms; update latency median ${median} ms, max ${max} ms (goal: < 1000 ms, < 250 ms)\n`,
+      );
+      assert.ok(firstRender < 5_000, `first render took ${firstRender} ms`);
+      assert.ok(max < 5_000, `an update took ${max} ms`);
+    },
+  );
 });

@@ -72,7 +72,10 @@ function uiToken(flag: string | undefined, file: string | undefined): string | u
     try {
       t = readFileSync(file, "utf8").trim();
     } catch (e) {
-      throw new CliError("cli::unreadable-file", `cannot read --ui-token-file ${file}: ${(e as Error).message}`);
+      throw new CliError(
+        "cli::unreadable-file",
+        `cannot read --ui-token-file ${file}: ${(e as Error).message}`,
+      );
     }
   }
   if (t !== undefined && t.length < 16)

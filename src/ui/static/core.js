@@ -26,8 +26,7 @@
   const listeners = new Set();
   const emit = (what) => listeners.forEach((fn) => fn(what));
 
-  const esc = (v) =>
-    String(v ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const now = () => Date.now() + S.skew;
   const age = (iso) => {
     const ms = now() - Date.parse(iso);

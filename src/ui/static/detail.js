@@ -24,7 +24,8 @@
     const summary = () => {
       const v = S.vms.get(vmId) || detail?.view;
       if (!v) {
-        $("summary").innerHTML = '<p class="muted">not in the view (destroyed and compacted, or never prepared)</p>';
+        $("summary").innerHTML =
+          '<p class="muted">not in the view (destroyed and compacted, or never prepared)</p>';
         return;
       }
       const p = v.pending;
@@ -43,11 +44,19 @@
     };
     const drawHistory = () => {
       const cmds = byCommand();
-      $("spec").textContent = detail?.spec ? JSON.stringify(detail.spec, null, 2) : "(no spec recorded)";
+      $("spec").textContent = detail?.spec
+        ? JSON.stringify(detail.spec, null, 2)
+        : "(no spec recorded)";
       $("history").innerHTML = (detail?.history || [])
         .map(({ seq, event: e }) => {
-          const cause = e.causationId ? `${cmds.get(e.causationId) || "command"} ${e.causationId}` : "observed";
-          const d = e.code ? `${e.code}: ${e.message}` : e.type === "vm.stopped" ? `how=${e.how}` : "";
+          const cause = e.causationId
+            ? `${cmds.get(e.causationId) || "command"} ${e.causationId}`
+            : "observed";
+          const d = e.code
+            ? `${e.code}: ${e.message}`
+            : e.type === "vm.stopped"
+              ? `how=${e.how}`
+              : "";
           return `<tr data-type="${esc(e.type)}"><td>${seq}</td><td>${esc(e.at)}</td><td>${esc(e.type)}</td>
             <td>${esc(e.state)}</td><td class="muted">${esc(cause)}</td><td class="wrap">${esc(d)}</td></tr>`;
         })
@@ -68,15 +77,23 @@
     $("actions").addEventListener("click", async (e) => {
       const act = e.target.dataset?.act;
       if (!act) return;
-      if (act === "destroy" && !confirm(`Destroy VM ${vmId}? Its disk and state are gone for good.`)) return;
+      if (
+        act === "destroy" &&
+        !confirm(`Destroy VM ${vmId}? Its disk and state are gone for good.`)
+      )
+        return;
       const body = {};
       const host = (S.vms.get(vmId) || detail?.view)?.host;
       if (host) body.host = host;
-      if ((act === "stop" || act === "destroy") && $("stop-timeout").value) body.timeoutMs = Number($("stop-timeout").value);
+      if ((act === "stop" || act === "destroy") && $("stop-timeout").value)
+        body.timeoutMs = Number($("stop-timeout").value);
       if (act === "stop" && $("stop-force").value) body.force = $("stop-force").value;
-      $("out").innerHTML = `<div class="outcome" data-waiting="${act}">${act}: waiting for the outcome…</div>`;
+      $("out").innerHTML =
+        `<div class="outcome" data-waiting="${act}">${act}: waiting for the outcome…</div>`;
       try {
-        $("out").innerHTML = outcomeHtml(await api("POST", `vms/${encodeURIComponent(vmId)}/${act}`, body));
+        $("out").innerHTML = outcomeHtml(
+          await api("POST", `vms/${encodeURIComponent(vmId)}/${act}`, body),
+        );
       } catch (err) {
         $("out").innerHTML = errorHtml(err);
       }
@@ -95,11 +112,16 @@
   route(/^#\/console\/([^/?]+)(?:\?.*)?$/, (el, vmId) => {
     el.innerHTML = `<h2>Console of <a href="#/vm/${encodeURIComponent(vmId)}">${esc(vmId)}</a>
       <span id="c-state" class="muted">connecting…</span></h2><div id="term"></div>`;
-    const host = new URLSearchParams(location.hash.split("?")[1] || "").get("host") || S.vms.get(vmId)?.host || "";
+    const host =
+      new URLSearchParams(location.hash.split("?")[1] || "").get("host") ||
+      S.vms.get(vmId)?.host ||
+      "";
     const term = new window.Terminal({ convertEol: false, cursorBlink: true, fontSize: 14 });
     term.open(el.querySelector("#term"));
     const q = `vmId=${encodeURIComponent(vmId)}${host ? `&host=${encodeURIComponent(host)}` : ""}&csrf=${encodeURIComponent(S.csrf)}`;
-    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${withToken(`/api/console?${q}`)}`);
+    const ws = new WebSocket(
+      `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${withToken(`/api/console?${q}`)}`,
+    );
     ws.binaryType = "arraybuffer";
     const st = el.querySelector("#c-state");
     ws.onopen = () => {

@@ -135,7 +135,11 @@
       const s = e.target.dataset?.state;
       if (s === undefined) return;
       f.state = f.state === s ? "" : s;
-      options($("f-state"), [...$("f-state").options].slice(1).map((o) => o.value), "all states");
+      options(
+        $("f-state"),
+        [...$("f-state").options].slice(1).map((o) => o.value),
+        "all states",
+      );
       $("f-state").value = f.state;
       draw();
     });
@@ -241,7 +245,11 @@
       )
       .join("");
     const pts = stats
-      .map((s, i) => (s.meanMs === null ? null : `${(i * bw + bw / 2).toFixed(1)},${(H - (s.meanMs / maxL) * H).toFixed(1)}`))
+      .map((s, i) =>
+        s.meanMs === null
+          ? null
+          : `${(i * bw + bw / 2).toFixed(1)},${(H - (s.meanMs / maxL) * H).toFixed(1)}`,
+      )
       .filter(Boolean)
       .join(" ");
     const total = stats.reduce((a, s) => a + s.commands, 0);
@@ -274,7 +282,8 @@
               <button data-act="drop" class="danger">Drop</button></td></tr>`;
           })
           .join("");
-        if (!list.length) body.innerHTML = '<tr><td colspan="7" class="muted">no dead letters</td></tr>';
+        if (!list.length)
+          body.innerHTML = '<tr><td colspan="7" class="muted">no dead letters</td></tr>';
       } catch (e) {
         out.innerHTML = errorHtml(e);
       }

@@ -56,9 +56,10 @@ export function checkAccess(g: Guard, req: IncomingMessage, url: URL): void {
 
 /** The request comes from a page of this very server (Origin, or Referer as a fallback). */
 export function checkSameOrigin(req: IncomingMessage): void {
-  const own = `http://${req.headers.host ?? ""}`;
+  // Same host, either scheme: a TLS proxy in front keeps the Host but makes the page https.
+  const host = req.headers.host ?? "";
   const origin = req.headers.origin ?? originOf(req.headers.referer);
-  if (origin !== own)
+  if (!host || (origin !== `http://${host}` && origin !== `https://${host}`))
     throw new VmqError(
       "ui::cross-site",
       `refused a request from ${origin ? JSON.stringify(origin) : "an unknown origin"}`,

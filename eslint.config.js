@@ -84,7 +84,10 @@ export default tseslint.config(
               "event-store",
               "config",
             ]),
+            // The web UI's server: the SDK, as any scheduler would use it.
+            zone("ui", ["client", "contracts", "lib", "observability"]),
             zone("cli", [
+              "ui",
               "worker",
               "client",
               "event-store",
@@ -114,6 +117,32 @@ export default tseslint.config(
         setTimeout: "readonly",
         fetch: "readonly",
       },
+    },
+  },
+  {
+    // The web UI's page: plain browser scripts, no build step.
+    files: ["src/ui/static/**/*.js"],
+    languageOptions: {
+      sourceType: "script",
+      globals: Object.fromEntries(
+        [
+          "window",
+          "document",
+          "location",
+          "history",
+          "sessionStorage",
+          "URLSearchParams",
+          "EventSource",
+          "WebSocket",
+          "TextEncoder",
+          "FormData",
+          "MutationObserver",
+          "addEventListener",
+          "confirm",
+          "setInterval",
+          "clearInterval",
+        ].map((g) => [g, "readonly"]),
+      ),
     },
   },
 );

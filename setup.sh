@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 # Debian packages: nats-server for the embedded default NATS and the tests, openssl for the
 # TLS tests (test/integration/auth.test.ts makes a CA and certificates with it).
 # iproute2 and dnsmasq-base: the tap-networking test builds a bridge and DHCP in a network namespace.
-packages=(nats-server openssl qemu-system-x86 qemu-utils genisoimage busybox-static cpio dosfstools mtools syslinux syslinux-common xz-utils ovmf iproute2 dnsmasq-base)
+packages=(nats-server openssl qemu-system-x86 qemu-utils genisoimage busybox-static cpio dosfstools mtools syslinux syslinux-common xz-utils ovmf iproute2 dnsmasq-base chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

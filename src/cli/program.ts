@@ -7,6 +7,7 @@ import { registerLifecycle } from "./commands/lifecycle.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerDescribe } from "./commands/describe.js";
 import { registerCancel } from "./commands/cancel.js";
+import { registerUi } from "./commands/ui.js";
 import { registerEvents } from "./commands/events.js";
 import { registerConsole } from "./commands/console.js";
 import { registerReplay } from "./commands/replay.js";
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
   registerInspect(program);
   registerDescribe(program);
   registerCancel(program);
+  registerUi(program);
   registerEvents(program);
   registerConsole(program);
   registerReplay(program);

@@ -15,3 +15,9 @@ export { VmqError, isVmqError } from "../lib/errors.js";
 export { findTombstone } from "./tombstones.js";
 export { sealSpecFor, type SealOptions } from "./sealing.js";
 export { ConsoleSession } from "./console-session.js";
+export {
+  DeadLetters,
+  type DlqEntry,
+  type DlqRetryOptions,
+  type DlqRetryResult,
+} from "./dead-letters.js";

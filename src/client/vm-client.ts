@@ -7,6 +7,7 @@ import {
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { ConsoleSession } from "./console-session.js";
+import { DeadLetters } from "./dead-letters.js";
 import { latestValues } from "./kv-scan.js";
 import { commandTooLarge, parseJson, refusedAsTooLarge } from "./wire.js";
 import type { CommandBody, SendResult, VmqClientOptions, WatchOptions } from "./client-types.js";
@@ -196,6 +197,11 @@ export class VmqClient {
       if (r) out.push(r);
     }
     return out.sort((a, b) => a.host.localeCompare(b.host));
+  }
+
+  /** The dead-letter stream: list, show, retry, drop. */
+  async deadLetters(): Promise<DeadLetters> {
+    return new DeadLetters(this, await this.#manager());
   }
 
   /** A live query answered by the VM's host worker. */

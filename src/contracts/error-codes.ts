@@ -264,6 +264,21 @@ export const ERROR_CODES = {
     hint: "Add --new-command-id to run it again as a new command.",
   },
   "schemas::not-found": { retryable: false, hint: "vmq schemas lists the known schema files." },
+  "ui::token-required": {
+    retryable: false,
+    hint: "A non-loopback --listen needs --ui-token or --ui-token-file (or VMQ_UI_TOKEN).",
+  },
+  "ui::unauthorized": {
+    retryable: false,
+    hint: "Open the UI as http://<address>/?token=<token>, or send Authorization: Bearer <token>.",
+  },
+  "ui::cross-site": {
+    retryable: false,
+    hint: "Use the UI from its own page: state changes need the same Origin and the page's CSRF token.",
+  },
+  "ui::not-found": { retryable: false, hint: "Check the address; the UI's pages start at /." },
+  "ui::bad-request": { retryable: false, hint: "Check the request's parameters and JSON body." },
+  "ui::internal": { retryable: true, hint: "See the vmq ui process's log." },
 
   // ---- hypervisors --------------------------------------------------------------------------
   "hypervisor::unsupported": {

@@ -1,15 +1,8 @@
-import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Command } from "@commander-js/extra-typings";
-import { jetstreamManager, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
-import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
-import {
-  DLQ_HEADERS,
-  isValidId,
-  parseCommand,
-  parseSubject,
-  type Names,
-} from "../../contracts/index.js";
+import type { DeadLetters } from "../../client/index.js";
+import { DLQ_HEADERS } from "../../contracts/index.js";
+import { isVmqError } from "../../lib/errors.js";
 import {
   EXIT,
   addConnectionFlags,
@@ -17,7 +10,6 @@ import {
   intOption,
   printJson,
   withClient,
-  type Connected,
 } from "../connection.js";
 import {
   age,
@@ -29,20 +21,9 @@ import {
   outputOption,
   table,
 } from "../output.js";
-import { refusedAsTooLarge } from "../../client/wire.js";
 import { CliError } from "../errors.js";
 
-const decoder = new TextDecoder();
-
-interface DlqEntry {
-  seq: number;
-  subject: string;
-  time: string;
-  headers: Record<string, string>;
-  payload: string;
-}
-
-/** vmq dlq list|show|retry|drop: read and act on the dead-letter stream. */
+/** vmq dlq list|show|retry|drop: read and act on the dead-letter stream (the SDK's DeadLetters). */
 export function registerDlq(program: Command): void {
   const dlq = program
     .command("dlq")
@@ -74,8 +55,8 @@ export function registerDlq(program: Command): void {
   ).action(async (flags) => {
     const host = hostArg(flags.host);
     const format = formatOf(flags);
-    await withClient(flags, async (c) => {
-      const entries = await listEntries(c, host);
+    await withDlq(flags, async (d) => {
+      const entries = await d.list(host);
       if (isMachine(format)) {
         process.stdout.write(machine(format, entries));
         return;
@@ -112,8 +93,8 @@ export function registerDlq(program: Command): void {
       .option("--json", "print it as JSON")
       .addHelpText("after", examples("vmq dlq show 12", "vmq dlq show 12 --json")),
   ).action(async (seq, flags) => {
-    await withClient(flags, async (c) => {
-      const e = toEntry(await getEntry(await jetstreamManager(c.nc), c.names, seq));
+    await withDlq(flags, async (d) => {
+      const e = await d.show(seq);
       if (flags.json) {
         printJson(e);
         return;
@@ -158,74 +139,18 @@ export function registerDlq(program: Command): void {
         ),
       ),
   ).action(async (seq, flags) => {
-    await withClient(flags, async (c) => {
-      const jsm = await jetstreamManager(c.nc);
-      const stored = await getEntry(jsm, c.names, seq);
-      const original = stored.header?.get(DLQ_HEADERS.subject) ?? "";
-      const target = parseSubject(original);
-      if (
-        !target ||
-        target.kind !== "cmd" ||
-        target.prefix !== c.names.prefix ||
-        target.rest.length > 0 ||
-        !isValidId(target.host) ||
-        !isValidId(target.vmId)
-      )
-        throw new CliError(
-          "dlq::no-subject",
-          `DLQ entry ${seq} names no command subject of prefix ${c.names.prefix} (${DLQ_HEADERS.subject}: ${JSON.stringify(original)})`,
-          "It cannot be retried; drop it (vmq dlq drop).",
-          EXIT.failed,
-        );
-      if (!flags.payload && stored.header?.get(DLQ_HEADERS.truncated))
-        throw new CliError(
-          "dlq::still-invalid",
-          `DLQ entry ${seq} holds a truncated copy (${stored.header.get(DLQ_HEADERS.truncated)} cut; the command was ${stored.header.get(DLQ_HEADERS.size)} bytes)`,
-          "Pass the command again with --payload <file>, within the 64 KiB limit.",
-        );
-      let data: Uint8Array = flags.payload ? readPayload(flags.payload) : stored.data;
-      const parsed = parseCommand(data, target.vmId);
-      if (!parsed.ok && !flags.force)
-        throw new CliError(
-          "dlq::still-invalid",
-          `the command is still invalid: ${parsed.message} [${parsed.code}]`,
-          "Pass a fixed command with --payload <file>, or --force to publish it as it is.",
-        );
-      let commandId = parsed.ok ? parsed.command.commandId : undefined;
-      if (parsed.ok && flags.newCommandId) {
-        commandId = randomUUID();
-        data = new TextEncoder().encode(JSON.stringify({ ...parsed.command, commandId }));
-      } else if (parsed.ok && !flags.force) {
-        const done = (await c.client.history(target.host, target.vmId)).find(
-          ({ event }) =>
-            event.causationId === parsed.command.commandId && event.type !== "vm.command-accepted",
-        );
-        if (done)
-          throw new CliError(
-            "dlq::already-done",
-            `command ${parsed.command.commandId} already has an outcome (${done.event.type} at ${done.seq}); re-publishing it would have no effect`,
-            "Add --new-command-id to run it again as a new command.",
-          );
-      }
-      const ack = await c.client.js
-        .publish(original, data, {
-          msgID: `dlq-retry:${randomUUID()}`,
-          ...headersOpt(stored.header),
-        })
-        .catch((e: unknown) => {
-          throw refusedAsTooLarge(e, data.length);
-        });
-      await jsm.streams.deleteMessage(c.names.dlqStream, seq);
-      const result = {
-        dlqSeq: seq,
-        subject: original,
-        commandSeq: ack.seq,
-        ...(commandId ? { commandId } : {}),
-      };
+    const payload = flags.payload ? readPayload(flags.payload) : undefined;
+    await withDlq(flags, async (d) => {
+      const result = await d.retry(seq, {
+        ...(payload ? { payload } : {}),
+        newCommandId: flags.newCommandId === true,
+        force: flags.force === true,
+      });
+      const { commandId, subject, commandSeq } = result;
       if (flags.json) printJson(result);
       else
         process.stdout.write(
-          `re-published DLQ entry ${seq} to ${original} (stream sequence ${ack.seq}${commandId ? `, commandId ${commandId}` : ""}) and removed it from the DLQ\n`,
+          `re-published DLQ entry ${seq} to ${subject} (stream sequence ${commandSeq}${commandId ? `, commandId ${commandId}` : ""}) and removed it from the DLQ\n`,
         );
     });
   });
@@ -237,83 +162,31 @@ export function registerDlq(program: Command): void {
       .argument("<seq>", "its sequence in the DLQ stream", intOption("the DLQ sequence"))
       .addHelpText("after", examples("vmq dlq drop 12")),
   ).action(async (seq, flags) => {
-    await withClient(flags, async (c) => {
-      const jsm = await jetstreamManager(c.nc);
-      await getEntry(jsm, c.names, seq);
-      await jsm.streams.deleteMessage(c.names.dlqStream, seq);
+    await withDlq(flags, async (d) => {
+      await d.drop(seq);
       process.stdout.write(`dropped DLQ entry ${seq}\n`);
     });
   });
 }
 
-async function getEntry(jsm: JetStreamManager, names: Names, seq: number): Promise<StoredMsg> {
-  const m = await jsm.streams.getMessage(names.dlqStream, { seq }).catch(() => null);
-  if (!m)
-    throw new CliError(
-      "dlq::not-found",
-      `no entry ${seq} in ${names.dlqStream}`,
-      "See vmq dlq list.",
-      EXIT.failed,
-    );
-  return m;
-}
+/** Exit 2 for what the operator can fix in the call itself (a payload, a flag); 1 otherwise. */
+const USAGE_CODES = new Set(["dlq::still-invalid", "dlq::already-done"]);
 
-async function listEntries(c: Connected, host: string | undefined): Promise<DlqEntry[]> {
-  const oc = await c.client.js.consumers.get(c.names.dlqStream, {
-    filter_subjects: host ? `${c.names.prefix}.dlq.${host}.>` : `${c.names.prefix}.dlq.>`,
-  });
-  const out: DlqEntry[] = [];
-  try {
-    let pending = (await oc.info(true)).num_pending;
-    while (pending > 0) {
-      let got = 0;
-      for await (const m of await oc.fetch({ max_messages: 256, expires: 2_000 })) {
-        got++;
-        out.push({
-          seq: m.seq,
-          subject: m.subject,
-          time: m.time.toISOString(),
-          headers: headerRecord(m.headers),
-          payload: decoder.decode(m.data),
-        });
-        pending = m.info.pending;
-        if (pending === 0) break;
-      }
-      if (got === 0) break;
+async function withDlq(flags: object, fn: (d: DeadLetters) => Promise<void>): Promise<void> {
+  await withClient(flags, async ({ client }) => {
+    try {
+      await fn(await client.deadLetters());
+    } catch (e) {
+      if (isVmqError(e) && e.code.startsWith("dlq::"))
+        throw new CliError(
+          e.code,
+          e.message,
+          e.hint,
+          USAGE_CODES.has(e.code) ? EXIT.usage : EXIT.failed,
+        );
+      throw e;
     }
-  } finally {
-    await oc.delete().catch(() => false);
-  }
-  return out;
-}
-
-function toEntry(m: StoredMsg): DlqEntry {
-  return {
-    seq: m.seq,
-    subject: m.subject,
-    time: m.time.toISOString(),
-    headers: headerRecord(m.header),
-    payload: decoder.decode(m.data),
-  };
-}
-
-function headerRecord(h: MsgHdrs | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (h) for (const [k, v] of h) out[k] = v.join(", ");
-  return out;
-}
-
-/** The command's own headers: neither NATS's nor the DLQ's. */
-function headersOpt(h: MsgHdrs | undefined): { headers?: MsgHdrs } {
-  if (!h) return {};
-  const out = natsHeaders();
-  let any = false;
-  for (const [k, v] of h) {
-    if (k.startsWith("Nats-") || k.startsWith("Vmq-Dlq-")) continue;
-    for (const x of v) out.append(k, x);
-    any = true;
-  }
-  return any ? { headers: out } : {};
+  });
 }
 
 function readPayload(file: string): Uint8Array {

@@ -8,7 +8,7 @@ const STALL_MS = 2_000;
 /** Messages per pull request; two requests are kept outstanding, so one is always being served. */
 const BATCH = 2_048;
 /** A request the server holds this long without messages ends with a 408: then ask where it is. */
-const EXPIRES_MS = 500;
+const EXPIRES_MS = 1_000;
 
 const enc = new TextEncoder();
 
@@ -97,8 +97,12 @@ export async function batchReplay(
       // Status messages (404 no messages, 408 request expired, 409 ...) are empty; an event
       // never is. Checking the length first spares parsing every event's headers.
       if (m.data.length === 0 && m.headers?.code !== undefined && m.headers.code >= 100) {
-        if (m.headers.code === 404 || m.headers.code === 408) idle();
-        else finish(false);
+        if (m.headers.code === 404 || m.headers.code === 408) {
+          // A request ended short (what it did not fill is lost): one in its place, and ask
+          // the consumer whether anything is left.
+          pull();
+          idle();
+        } else finish(false);
         return;
       }
       alive();

@@ -131,6 +131,7 @@ export class VmStreams implements VmReader {
     let vm = emptyVm(vmId, this.host);
     for (const { event, seq } of history) vm = evolve(vm, event, seq);
     this.#vms.set(vmId, vm);
+    this.#prefetched.delete(vmId);
     this.#emit(vmId, "reloaded");
     return vm;
   }
@@ -165,14 +166,15 @@ export class VmStreams implements VmReader {
 
   /** Caches a compacted VM from its tombstone; false when there is none. */
   async #revive(vmId: string): Promise<boolean> {
+    // Kept until the VM is cached: its later commands queued meanwhile need no look-up either.
     const ahead = this.#prefetched.get(vmId);
-    this.#prefetched.delete(vmId);
     const fresh = ahead && Date.now() - ahead.at < PREFETCH_FRESH_MS;
     const t = fresh
       ? await ahead.tombstone.catch(() => this.#tombstones?.get(vmId))
       : await this.#tombstones?.get(vmId);
     if (!t) return false;
     this.#vms.set(vmId, vmFromTombstone(t));
+    this.#prefetched.delete(vmId);
     this.#revived.set(vmId, t);
     return true;
   }
@@ -214,6 +216,7 @@ export class VmStreams implements VmReader {
   #apply(event: VmEvent, seq: number, change: Change): Vm {
     const vm = evolve(this.get(event.vmId), event, seq);
     this.#vms.set(event.vmId, vm);
+    if (this.#prefetched.size > 0) this.#prefetched.delete(event.vmId);
     if (seq > this.#lastSeq) this.#lastSeq = seq;
     this.#emit(event.vmId, change);
     return vm;

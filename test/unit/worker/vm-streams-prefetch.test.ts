@@ -91,6 +91,27 @@ describe("VmStreams.prefetch", () => {
     assert.deepEqual(t.tombstones.asked, ["b"], "a held VM is not looked up");
   });
 
+  it("a command queued while the VM's first one runs (looked up, not yet appended) asks nothing", async () => {
+    const t = setup();
+    t.streams.prefetch("d");
+    let deciding!: () => void;
+    const decided = new Promise<void>((r) => (deciding = r));
+    let go!: () => void;
+    const gate = new Promise<void>((r) => (go = r));
+    const done = t.streams.update("d", async () => {
+      deciding();
+      await gate;
+      return observed("d");
+    });
+    t.tombstones.releaseAll();
+    await decided;
+    t.streams.prefetch("d"); // the next command of the VM arrives now
+    go();
+    await done;
+    t.streams.prefetch("d");
+    assert.deepEqual(t.tombstones.asked, ["d"]);
+  });
+
   it("an answer is used once: a VM forgotten later is looked up afresh", async () => {
     const t = setup();
     t.streams.prefetch("c");

@@ -73,6 +73,7 @@ export {
   type ErrorCodeInfo,
 } from "./error-codes.js";
 export { upcastEvent, UPCASTERS, type Upcaster, type UpcastResult } from "./upcasters.js";
+export { fastEvent } from "./fast-events.js";
 export { parseCommand, describeIssues, type ParseResult, type ParseFailure } from "./parse.js";
 export { VmTombstone, CommandDigest } from "./tombstones.js";
 export { viewRecordAt, currentView, VIEW_KEY_VERSION } from "./view.js";

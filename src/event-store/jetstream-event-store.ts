@@ -12,7 +12,7 @@ import { retry } from "../lib/retry.js";
 import { untilAborted } from "../lib/time.js";
 import type { EventStore, StoredEvent } from "./event-store.js";
 import type { JetStreamPublisher } from "./publisher.js";
-import { pushReplay } from "./push-replay.js";
+import { batchReplay } from "./batch-replay.js";
 import { upcast } from "./upcasters.js";
 
 export interface JetStreamEventStoreOptions {
@@ -23,11 +23,12 @@ export interface JetStreamEventStoreOptions {
   /** The worker's batched publisher; without one, appends use `js.publish`. */
   publisher?: JetStreamPublisher;
   /**
-   * The connection a full replay may read through a push consumer (push-replay.ts, about twice
-   * as fast); without one, or with replayVia "fetch", it fetches through an ordered consumer.
+   * The connection a replay reads through into a plain subscription (batch-replay.ts, about
+   * twice as fast); without one, or with replayVia "fetch", it fetches through an ordered
+   * consumer.
    */
   connection?: NatsConnection;
-  replayVia?: "push" | "fetch";
+  replayVia?: "batch" | "fetch";
 }
 
 /** VMQ_EVENTS: one subject per VM, appended with Nats-Expected-Last-Subject-Sequence. */
@@ -35,7 +36,7 @@ export class JetStreamEventStore implements EventStore {
   readonly #appendTimeoutMs: number;
   readonly #publishTimeoutMs: number;
   readonly #publisher: JetStreamPublisher | undefined;
-  readonly #push: NatsConnection | undefined;
+  readonly #direct: NatsConnection | undefined;
 
   constructor(
     private readonly js: JetStreamClient,
@@ -45,7 +46,7 @@ export class JetStreamEventStore implements EventStore {
     this.#appendTimeoutMs = opts.appendTimeoutMs ?? 60_000;
     this.#publishTimeoutMs = opts.publishTimeoutMs ?? 5_000;
     this.#publisher = opts.publisher;
-    this.#push = opts.replayVia === "fetch" ? undefined : opts.connection;
+    this.#direct = opts.replayVia === "fetch" ? undefined : opts.connection;
   }
 
   async append(event: VmEvent, expectedSeq: number): Promise<number> {
@@ -127,18 +128,18 @@ export class JetStreamEventStore implements EventStore {
   ): Promise<{ lastSeq: number; count: number }> {
     const filter = host === "*" ? `${this.names.prefix}.evt.>` : this.names.evtFilter(host);
     let from = afterSeq;
-    let pushed = 0;
-    if (this.#push) {
+    let read = 0;
+    if (this.#direct) {
       const jsm = await this.js.jetstreamManager();
       const stream = this.names.eventsStream;
-      const r = await pushReplay(this.#push, jsm, stream, filter, from, onEvent, signal);
+      const r = await batchReplay(this.#direct, jsm, stream, filter, from, onEvent, signal);
       if (r.complete) return { lastSeq: r.lastSeq, count: r.count };
       // A gap or a stall: the rest through the fetch path, from the last event applied.
       from = r.lastSeq;
-      pushed = r.count;
+      read = r.count;
     }
     const rest = await this.#scan(filter, from, onEvent, signal);
-    return { lastSeq: rest.lastSeq, count: pushed + rest.count };
+    return { lastSeq: rest.lastSeq, count: read + rest.count };
   }
 
   /** One ordered consumer over a subject filter; deleted when done (they outlive close()). */

@@ -273,6 +273,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       ensureConsumer(jsm, names, config.host, { ...consumerOptions, startSeq }),
     onRestart: () => stats.consumerRestarts++,
     send: (settle) => link.publisher.later(settle),
+    queued: (vmKey) => streams.prefetch(vmKey),
   });
   parts.pipeline = await stack.start(
     new CommandPipeline({

@@ -1,12 +1,16 @@
 /** The EventStore conformance suite against the JetStream store on a real nats-server. */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { names as namesFor } from "../../src/contracts/index.js";
 import { JetStreamEventStore } from "../../src/event-store/jetstream-event-store.js";
 import { ensureTopology } from "../../src/event-store/provision.js";
+import { isVmqError } from "../../src/lib/errors.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { eventStoreConformance } from "./event-store.conformance.js";
 
-for (const via of ["push", "fetch"] as const)
+for (const via of ["batch", "fetch"] as const)
   eventStoreConformance(`jetstream (replay by ${via})`, async () => {
     const server = await NatsServer.start();
     const nc = await server.connect();
@@ -20,3 +24,79 @@ for (const via of ["push", "fetch"] as const)
       },
     };
   });
+
+describe("jetstream replay of a stream it cannot fully read", () => {
+  let server: NatsServer;
+  let nc: NatsConnection;
+  before(async () => {
+    server = await NatsServer.start();
+    nc = await server.connect();
+  });
+  after(async () => {
+    await nc.close();
+    await server.stop();
+  });
+
+  /** 2,500 events (more than one pull batch), one of them `bad` at `at`. */
+  async function streamWith(
+    bad: string,
+    at: number,
+  ): Promise<{ store: (via: "batch" | "fetch") => JetStreamEventStore; host: string }> {
+    const names = namesFor(testPrefix());
+    await ensureTopology(nc, await jetstreamManager(nc), names);
+    const host = "h1";
+    const enc = new TextEncoder();
+    for (let i = 1; i <= 2_500; i++) {
+      const vmId = `vm-${i % 50}`;
+      const e = {
+        type: "vm.destroyed",
+        version: 1,
+        eventId: `e-${i}`,
+        vmId,
+        host,
+        at: "2026-11-25T10:00:00.000Z",
+        causationId: null,
+        state: "destroyed",
+      };
+      nc.publish(names.evt(host, vmId), enc.encode(i === at ? bad : JSON.stringify(e)));
+    }
+    await nc.flush();
+    const jsm = await jetstreamManager(nc);
+    await waitUntil(
+      async () => (await jsm.streams.info(names.eventsStream)).state.messages === 2_500,
+    );
+    return {
+      host,
+      store: (via) =>
+        new JetStreamEventStore(jetstream(nc), names, { connection: nc, replayVia: via }),
+    };
+  }
+
+  for (const via of ["batch", "fetch"] as const)
+    for (const [what, bad] of [
+      ["not JSON", "{nope"],
+      ["a schema failure", JSON.stringify({ type: "vm.destroyed", version: 1, vmId: "vm-1" })],
+      ["a newer version", JSON.stringify({ type: "vm.started", version: 9 })],
+    ] as const)
+      it(`stops at ${what} (replay by ${via}), having applied only the events before it`, async () => {
+        const { store, host } = await streamWith(bad, 2_100);
+        const seen: number[] = [];
+        await assert.rejects(
+          store(via).replay(host, 0, (e) => seen.push(e.seq)),
+          (e: unknown) =>
+            what === "not JSON"
+              ? e instanceof Error
+              : isVmqError(e, "event-store::unreadable-event"),
+        );
+        assert.equal(seen.length, 2_099);
+        assert.deepEqual(seen.slice(-2), [2_098, 2_099]);
+      });
+});
+
+async function waitUntil(ok: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await ok()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error("timed out");
+}

@@ -23,6 +23,8 @@ export interface CommandConsumerOptions {
   onRestart?: () => void;
   /** Sends an ack or term (the worker batches them with its publishes); default: at once. */
   send?: (settle: () => void) => void;
+  /** Told of each new command's VM token as it is queued (to look the VM up ahead of its lane). */
+  queued?: (vmKey: string) => void;
 }
 
 /**
@@ -167,6 +169,7 @@ export class CommandConsumer {
     const entry = { msg, since: Date.now() };
     this.#held.set(msg.seq, entry);
     const delivery = new Delivery(entry, this.#unsettled, this.opts.send ?? now);
+    this.opts.queued?.(vmKey);
     this.lanes.push(vmKey, {
       run: async () => {
         try {

@@ -2,12 +2,17 @@ import type { VmEvent } from "../../contracts/index.js";
 import type { VmTombstone } from "../../contracts/index.js";
 import { emptyVm, evolve, tombstonedEvent, vmFromTombstone, type Vm } from "../../domain/index.js";
 import type { EventStore } from "../../event-store/event-store.js";
+import { isValidId } from "../../contracts/index.js";
 import { isVmqError, VmqError } from "../../lib/errors.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Tombstones } from "../ports.js";
 
 /** Rounds of decide-append before a VM that keeps changing is given up on. */
 const MAX_ROUNDS = 8;
+/** Tombstone look-ups started ahead of a VM's lane; more are not started (a burst of new VMs). */
+const MAX_PREFETCH = 4_096;
+/** A look-up older than this is not trusted: its VM's command did not come (bad input, say). */
+const PREFETCH_FRESH_MS = 10_000;
 
 /** Decides the event to append to a VM at its current state, or nothing. */
 export type Decide = (vm: Vm) => VmEvent | undefined | Promise<VmEvent | undefined>;
@@ -42,6 +47,11 @@ export class VmStreams implements VmReader {
   readonly #listeners: ((vmId: string, change: Change) => void)[] = [];
   /** VMs known from their tombstone whose subject does not hold it yet (see #revive). */
   readonly #revived = new Map<string, VmTombstone>();
+  /** Tombstone look-ups of uncached VMs started when their command was queued (see prefetch). */
+  readonly #prefetched = new Map<
+    string,
+    { at: number; tombstone: Promise<VmTombstone | undefined> }
+  >();
   #lastSeq = 0;
   readonly #log: Logger;
   readonly #onConflict: () => void;
@@ -121,6 +131,7 @@ export class VmStreams implements VmReader {
     let vm = emptyVm(vmId, this.host);
     for (const { event, seq } of history) vm = evolve(vm, event, seq);
     this.#vms.set(vmId, vm);
+    this.#prefetched.delete(vmId);
     this.#emit(vmId, "reloaded");
     return vm;
   }
@@ -132,11 +143,38 @@ export class VmStreams implements VmReader {
     this.#emit(vmId, "forgotten");
   }
 
+  /**
+   * Starts the tombstone look-up of a VM this worker does not hold, when its command is queued:
+   * the VM's first command then does not wait a round trip for it in its lane. Safe because a
+   * VM gets a tombstone only while it is cached (the compactor writes it, then forgets the VM),
+   * and an uncached VM enters the cache only through its lane, which takes the answer.
+   */
+  prefetch(vmId: string): void {
+    if (!this.#tombstones || this.#vms.has(vmId) || this.#prefetched.has(vmId)) return;
+    if (!isValidId(vmId)) return;
+    if (this.#prefetched.size >= MAX_PREFETCH) this.#dropStale();
+    if (this.#prefetched.size >= MAX_PREFETCH) return;
+    const tombstone = this.#tombstones.get(vmId);
+    tombstone.catch(() => undefined); // the lane asks again
+    this.#prefetched.set(vmId, { at: Date.now(), tombstone });
+  }
+
+  #dropStale(): void {
+    const old = Date.now() - PREFETCH_FRESH_MS;
+    for (const [id, p] of this.#prefetched) if (p.at < old) this.#prefetched.delete(id);
+  }
+
   /** Caches a compacted VM from its tombstone; false when there is none. */
   async #revive(vmId: string): Promise<boolean> {
-    const t = await this.#tombstones?.get(vmId);
+    // Kept until the VM is cached: its later commands queued meanwhile need no look-up either.
+    const ahead = this.#prefetched.get(vmId);
+    const fresh = ahead && Date.now() - ahead.at < PREFETCH_FRESH_MS;
+    const t = fresh
+      ? await ahead.tombstone.catch(() => this.#tombstones?.get(vmId))
+      : await this.#tombstones?.get(vmId);
     if (!t) return false;
     this.#vms.set(vmId, vmFromTombstone(t));
+    this.#prefetched.delete(vmId);
     this.#revived.set(vmId, t);
     return true;
   }
@@ -178,6 +216,7 @@ export class VmStreams implements VmReader {
   #apply(event: VmEvent, seq: number, change: Change): Vm {
     const vm = evolve(this.get(event.vmId), event, seq);
     this.#vms.set(event.vmId, vm);
+    if (this.#prefetched.size > 0) this.#prefetched.delete(event.vmId);
     if (seq > this.#lastSeq) this.#lastSeq = seq;
     this.#emit(event.vmId, change);
     return vm;

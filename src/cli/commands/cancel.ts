@@ -12,6 +12,7 @@ import {
   withClient,
 } from "../connection.js";
 import { CliError } from "../errors.js";
+import { examples } from "../output.js";
 
 /**
  * vmq cancel <commandId>: a queued command that no worker has accepted yet ends as
@@ -36,7 +37,10 @@ export function registerCancel(program: Command): void {
       .option("--json", "print the result as JSON")
       .addHelpText(
         "after",
-        `\nExamples:\n  vmq cancel 0b8f6c1e-3f7a-4c55-9d1e-7f0a2b9c4d11\n  vmq cancel 0b8f6c1e-3f7a-4c55-9d1e-7f0a2b9c4d11 --vm web-1 --host h1 --json\n\nExit: 0 cancelled; 1 too late (it was accepted or had ended: its outcome is shown) or unknown;\n4 the cancel is recorded but the command has no outcome yet (its worker is down or busy).\n${EXIT_CODES_HELP}`,
+        `\nExit: 0 cancelled; 1 too late (it was accepted or had ended: its outcome is shown) or unknown;\n4 the cancel is recorded but the command has no outcome yet (its worker is down or busy).\n${EXIT_CODES_HELP}${examples(
+          "vmq cancel 0b8f6c1e-3f7a-4c55-9d1e-7f0a2b9c4d11",
+          "vmq cancel 0b8f6c1e-3f7a-4c55-9d1e-7f0a2b9c4d11 --vm web-1 --host h1 --json",
+        )}`,
       ),
   ).action(async (rawId, flags) => {
     const id = CommandId.safeParse(rawId);

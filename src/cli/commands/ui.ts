@@ -3,6 +3,7 @@ import type { Command } from "@commander-js/extra-typings";
 import { isLoopback } from "../../ui/auth.js";
 import { addConnectionFlags, withClient } from "../connection.js";
 import { CliError } from "../errors.js";
+import { examples } from "../output.js";
 
 const DEFAULT_LISTEN = "127.0.0.1:8080";
 
@@ -20,7 +21,15 @@ export function registerUi(program: Command): void {
         "the token a browser must present; required for a non-loopback --listen (env VMQ_UI_TOKEN)",
       )
       .option("--ui-token-file <file>", "read the UI token from this file")
-      .option("--log-level <level>", "log level of the UI's own log on stderr", "warn"),
+      .option("--log-level <level>", "log level of the UI's own log on stderr", "warn")
+      .addHelpText(
+        "after",
+        examples(
+          "vmq ui",
+          "vmq ui --context lab --listen 127.0.0.1:9090",
+          "vmq ui --listen 0.0.0.0:8080 --ui-token-file /etc/vmq/ui-token",
+        ),
+      ),
   ).action(async (flags) => {
     const { host, port } = parseListen(flags.listen ?? process.env.VMQ_UI_LISTEN ?? DEFAULT_LISTEN);
     const token = uiToken(flags.uiToken, flags.uiTokenFile);

@@ -72,7 +72,13 @@ export {
   type ErrorCode,
   type ErrorCodeInfo,
 } from "./error-codes.js";
-export { upcastEvent, UPCASTERS, type Upcaster, type UpcastResult } from "./upcasters.js";
+export {
+  fieldText,
+  upcastEvent,
+  UPCASTERS,
+  type Upcaster,
+  type UpcastResult,
+} from "./upcasters.js";
 export { fastEvent } from "./fast-events.js";
 export { parseCommand, describeIssues, type ParseResult, type ParseFailure } from "./parse.js";
 export { VmTombstone, CommandDigest } from "./tombstones.js";

@@ -9,6 +9,19 @@ import { VmEvent } from "./events.js";
 export type Upcaster = (e: Record<string, unknown>) => Record<string, unknown>;
 export const UPCASTERS: Record<string, Upcaster> = {};
 
+/** A field of a stored event as text, for a key or a message: never throws, whatever was stored
+ * (String() throws on an object whose toString is not callable). */
+export function fieldText(v: unknown): string {
+  if (typeof v === "string") return v;
+  if (typeof v === "number" || typeof v === "boolean" || v === undefined || v === null)
+    return String(v);
+  try {
+    return JSON.stringify(v) ?? typeof v;
+  } catch {
+    return typeof v;
+  }
+}
+
 export type UpcastResult = { ok: true; event: VmEvent } | { ok: false; message: string };
 
 /** The event in its current shape, or why it cannot be read (a newer vmq wrote it, say). */
@@ -18,7 +31,7 @@ export function upcastEvent(
 ): UpcastResult {
   let e = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
   for (let guard = 0; guard < 16; guard++) {
-    const up = upcasters[`${String(e.type)}@${String(e.version)}`];
+    const up = upcasters[`${fieldText(e.type)}@${fieldText(e.version)}`];
     if (!up) break;
     e = up(e);
   }
@@ -26,6 +39,6 @@ export function upcastEvent(
   if (parsed.success) return { ok: true, event: parsed.data };
   return {
     ok: false,
-    message: `event ${String(e.eventId)} (${String(e.type)} v${String(e.version)}) cannot be read: ${parsed.error.issues[0]?.message ?? "invalid"}`,
+    message: `event ${fieldText(e.eventId)} (${fieldText(e.type)} v${fieldText(e.version)}) cannot be read: ${parsed.error.issues[0]?.message ?? "invalid"}`,
   };
 }

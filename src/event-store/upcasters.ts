@@ -1,4 +1,4 @@
-import { fastEvent, upcastEvent, UPCASTERS, type VmEvent } from "../contracts/index.js";
+import { fastEvent, fieldText, upcastEvent, UPCASTERS, type VmEvent } from "../contracts/index.js";
 import { VmqError } from "../lib/errors.js";
 
 /** The stored event in its current shape (contracts' upcasters), or a coded error. */
@@ -19,6 +19,8 @@ export function upcast(raw: unknown): VmEvent {
 function hasUpcaster(raw: unknown): boolean {
   const e = raw as { type?: unknown; version?: unknown } | null;
   return (
-    typeof e === "object" && e !== null && `${String(e.type)}@${String(e.version)}` in UPCASTERS
+    typeof e === "object" &&
+    e !== null &&
+    `${fieldText(e.type)}@${fieldText(e.version)}` in UPCASTERS
   );
 }

@@ -286,6 +286,17 @@ describe("fast event checks", () => {
     );
   });
 
+  it("refuse with a code, not a TypeError, a type or version String() cannot print", () => {
+    // Found by the property below: {"toString": null} made String() throw inside upcast.
+    for (const odd of [{ toString: null }, { valueOf: null, toString: null }, [null]]) {
+      const e = { type: odd, version: odd, eventId: odd, vmId: "web-1", host: "h1" };
+      assert.throws(
+        () => upcast(e),
+        (err: unknown) => isVmqError(err, "event-store::unreadable-event"),
+      );
+    }
+  });
+
   it("leave to zod what it fills in or drops: a missing default, an unknown key", () => {
     const e = {
       type: "vm.started",

@@ -7,7 +7,8 @@
  * fraction. test/unit/contracts/fast-events.test.ts checks both against each other.
  */
 import { CommandId, ID_PATTERN } from "./ids.js";
-import { CommandAcceptedEvent } from "./events.js";
+import { CommandAcceptedEvent, StopHow } from "./events.js";
+import { VmState } from "./vm.js";
 import { MAX_STOP_TIMEOUT_MS } from "./commands.js";
 import type { VmEvent } from "./events.js";
 
@@ -28,18 +29,10 @@ const COMMAND_ID = patternOf(CommandId);
 const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
 const IFNAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,30}$/;
 
-const STATES = new Set([
-  "preparing",
-  "prepared",
-  "running",
-  "suspended",
-  "stopped",
-  "failed",
-  "destroyed",
-  "unknown",
-]);
+// The same lists as the zod enums, so a state or stop kind added there cannot drift here.
+const STATES = new Set<string>(VmState.options);
 const BACKENDS = new Set(["qemu", "propolis", "noop"]);
-const STOP_HOW = new Set(["acpi", "sigterm", "sigkill", "forced", "guest"]);
+const STOP_HOW = new Set<string>(StopHow.options);
 const FORCE = new Set(["never", "after-timeout", "now"]);
 const ACCELERATORS = new Set(["kvm", "tcg"]);
 

@@ -174,6 +174,11 @@ describe("vmq operator conventions (the built CLI, as a process)", { timeout: 24
     assert.equal(good.exitCode, 0, good.stdout + good.stderr);
     assert.match(good.stdout, /^ok +connection +.*nats-server \d+\.\d+\.\d+, rtt \d+ ms/m);
     assert.match(good.stdout, /^ok +provisioning /m);
+    assert.match(
+      good.stdout,
+      /-leases, [^ ]*-cancels present/,
+      "the lease and cancel buckets are checked too",
+    );
     assert.match(good.stdout, /^ok +host h1 +running, last heartbeat [\d.]+ s ago/m);
     assert.match(good.stdout, /^ok +clock h1 +host clock [+-]\d+ ms/m);
     const json = await vmq(["check", "-o", "json"]);

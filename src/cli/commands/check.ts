@@ -99,7 +99,14 @@ export function checkLines(results: CheckResult[], colour = false): string {
 
 async function provisioning(jsm: JetStreamManager, n: Names): Promise<CheckResult> {
   const streams = [n.commandsStream, n.eventsStream, n.dlqStream];
-  const buckets = [n.vmsBucket, n.hostsBucket, n.snapshotsBucket, n.tombstonesBucket];
+  const buckets = [
+    n.vmsBucket,
+    n.hostsBucket,
+    n.snapshotsBucket,
+    n.tombstonesBucket,
+    n.leasesBucket,
+    n.cancelsBucket,
+  ];
   const missing: string[] = [];
   for (const s of [...streams, ...buckets.map((b) => `KV_${b}`)])
     await jsm.streams.info(s).catch(() => missing.push(s));

@@ -10,6 +10,7 @@ import { registerEvents } from "./commands/events.js";
 import { registerConsole } from "./commands/console.js";
 import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
+import { registerImages } from "./commands/images.js";
 import { registerPermissions } from "./commands/permissions.js";
 import { registerCompletion } from "./commands/completion.js";
 import { EXIT_CODES_HELP } from "./connection.js";
@@ -42,6 +43,7 @@ registerEvents(program);
 registerConsole(program);
 registerReplay(program);
 registerDlq(program);
+registerImages(program);
 registerPermissions(program);
 registerCompletion(program); // last: it describes the commands above
 

@@ -11,3 +11,5 @@ export { VmqError, isVmqError } from "../lib/errors.js";
 export { findTombstone } from "./tombstones.js";
 export { sealSpecFor, type SealOptions } from "./sealing.js";
 export { ConsoleSession } from "./console-session.js";
+export { ImageStore, type PushOptions } from "./images/image-store.js";
+export type { ResolvedImage } from "../event-store/image-bucket.js";

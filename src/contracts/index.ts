@@ -75,4 +75,13 @@ export {
 export { upcastEvent, UPCASTERS, type Upcaster, type UpcastResult } from "./upcasters.js";
 export { parseCommand, describeIssues, type ParseResult, type ParseFailure } from "./parse.js";
 export { VmTombstone, CommandDigest } from "./tombstones.js";
+export {
+  ImageName,
+  ImageTag,
+  ImageDigest,
+  ImageRef,
+  ImageInfo,
+  parseImageRef,
+  type ParsedImageRef,
+} from "./images.js";
 export { viewRecordAt, currentView, VIEW_KEY_VERSION } from "./view.js";

@@ -14,6 +14,8 @@ export interface Names {
   tombstonesBucket: string;
   /** One lease per host id: which worker of that host is active (an addition, view v2). */
   leasesBucket: string;
+  /** The object store of VM base images (stream `OBJ_<prefix>-images`; an addition). */
+  imagesBucket: string;
   /** The key of a VM's record in the view: `<host>.<vmId>` (view v2; v1 keyed by vmId alone). */
   viewKey(host: string, vmId: string): string;
   cmd(host: string, vmId: string): string;
@@ -43,6 +45,7 @@ export function names(prefix: string = DEFAULT_PREFIX): Names {
     snapshotsBucket: `${prefix}-snapshots`,
     tombstonesBucket: `${prefix}-tombstones`,
     leasesBucket: `${prefix}-leases`,
+    imagesBucket: `${prefix}-images`,
     viewKey: (host, vmId) => `${host}.${vmId}`,
     cmd: (host, vmId) => `${prefix}.cmd.${host}.${vmId}`,
     cmdFilter: (host) => `${prefix}.cmd.${host}.>`,

@@ -9,6 +9,7 @@ import {
   type StreamInfo,
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
+import { Objm } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { MAX_COMMAND_MESSAGE_BYTES } from "../contracts/commands.js";
 import type { Names } from "../contracts/subjects.js";
@@ -153,6 +154,9 @@ export async function ensureTopology(
     replicas,
   });
   await checkBucket(jsm, names.leasesBucket, { ttlMs: 0 });
+  // Base images (docs/wire-contract.md, Images): created if missing, file storage checked.
+  await new Objm(nc).create(names.imagesBucket, { storage: StorageType.File, replicas });
+  await checkBucket(jsm, names.imagesBucket, { ttlMs: 0 }, "OBJ_");
   return { vms, hosts, snapshots, tombstones, leases };
 }
 
@@ -165,8 +169,9 @@ async function checkBucket(
   jsm: JetStreamManager,
   bucket: string,
   want: { ttlMs: number },
+  streamPrefix = "KV_",
 ): Promise<void> {
-  const c = (await jsm.streams.info(`KV_${bucket}`)).config;
+  const c = (await jsm.streams.info(`${streamPrefix}${bucket}`)).config;
   const problems: string[] = [];
   if (c.storage !== StorageType.File)
     problems.push(`storage is ${c.storage}, vmq needs file storage`);

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { VmId, HostId, CommandId } from "./ids.js";
-import { ImageRef } from "./images.js";
+import { ImageDigest, ImageRef } from "./images.js";
 
 export const BackendTag = z
   .enum(["qemu", "propolis", "noop"])
@@ -189,6 +189,9 @@ export const VmHandle = z
       .optional()
       .describe("Propolis: host:port of this VM's propolis-server."),
     zoneName: z.string().optional().describe("Propolis: the VM's zone."),
+    imageDigest: ImageDigest.optional().describe(
+      "The object-store image (spec.image) the VM was prepared from, as fetched and verified.",
+    ),
   })
   .describe("A VM's runtime handle, persisted in events and the view.");
 export type VmHandle = z.infer<typeof VmHandle>;

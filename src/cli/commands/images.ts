@@ -9,7 +9,9 @@ const MiB = 1024 * 1024;
 export function registerImages(program: Command): void {
   const image = program
     .command("image")
-    .description("Base images in the NATS object store (<prefix>-images): push, ls, inspect, rm, tag");
+    .description(
+      "Base images in the NATS object store (<prefix>-images): push, ls, inspect, rm, tag",
+    );
 
   addConnectionFlags(
     image
@@ -68,7 +70,9 @@ export function registerImages(program: Command): void {
   addConnectionFlags(
     image
       .command("rm")
-      .description("Remove a tag (and its image once untagged), or an image by digest with its tags")
+      .description(
+        "Remove a tag (and its image once untagged), or an image by digest with its tags",
+      )
       .argument("<ref>", "name:tag or name@sha256:<hex>"),
   ).action(async (ref, flags) => {
     await withClient(flags, async (c) => {

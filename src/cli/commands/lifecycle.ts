@@ -47,7 +47,10 @@ export function registerLifecycle(program: Command): void {
       .option("--spec <file>", "VmSpec as JSON (flags below override its fields)")
       .option("--name <name>", "human name (default: the vmId)")
       .option("--image <path>", "base image (imagePath)")
-      .option("--image-ref <ref>", "base image from the object store (name:tag or name@sha256:<hex>)")
+      .option(
+        "--image-ref <ref>",
+        "base image from the object store (name:tag or name@sha256:<hex>)",
+      )
       .option("--vcpus <n>", "virtual CPUs (default 1)", intOption("--vcpus"))
       .option("--memory-mb <n>", "memory in MiB (default 512)", intOption("--memory-mb"))
       .option("--disk-gb <n>", "disk size in GiB", intOption("--disk-gb"))

@@ -12,6 +12,7 @@ import { registerEvents } from "./commands/events.js";
 import { registerConsole } from "./commands/console.js";
 import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
+import { registerImages } from "./commands/images.js";
 import { registerPermissions } from "./commands/permissions.js";
 import { registerContext } from "./commands/context.js";
 import { registerCheck } from "./commands/check.js";
@@ -45,6 +46,7 @@ export function buildProgram(): Command {
   registerConsole(program);
   registerReplay(program);
   registerDlq(program);
+  registerImages(program);
   registerPermissions(program);
   registerContext(program);
   registerCheck(program);

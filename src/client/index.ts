@@ -21,3 +21,5 @@ export {
   type DlqRetryOptions,
   type DlqRetryResult,
 } from "./dead-letters.js";
+export { ImageStore, type PushOptions } from "./images/image-store.js";
+export type { ResolvedImage } from "../event-store/image-bucket.js";

@@ -42,6 +42,13 @@ export const WorkerSection = z.object({
     .min(1)
     .default(".vmq")
     .describe("Where VMs, the embedded NATS store and local state live."),
+  imageCacheMaxMb: z
+    .int()
+    .min(0)
+    .default(0)
+    .describe(
+      "Cap of the image cache (<data-dir>/images) in MiB; least recently used images no VM uses are evicted (0: no cap).",
+    ),
   hostKeyFile: z
     .string()
     .min(1)

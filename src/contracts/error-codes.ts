@@ -405,7 +405,35 @@ export const ERROR_CODES = {
   },
   "image::not-found": {
     retryable: false,
-    hint: "Put the base image inside an image root and check the spec's imagePath.",
+    hint: "Put the base image inside an image root and check the spec's imagePath, or push spec.image (vmq image ls).",
+  },
+  "image::not-resolved": {
+    retryable: false,
+    hint: "Prepare through the worker, which fetches spec.image into its image cache.",
+  },
+  "image::invalid-ref": {
+    retryable: false,
+    hint: "Use name:tag or name@sha256:<64 hex>; names are a-z 0-9 . _ - (see schemas).",
+  },
+  "image::digest-mismatch": {
+    retryable: false,
+    hint: "The stored bytes do not match the recorded digest: push the image again (vmq image push).",
+  },
+  "image::fetch-failed": {
+    retryable: true,
+    hint: "The image could not be read from the object store (NATS down, permissions); it is tried again.",
+  },
+  "image::cache-full": {
+    retryable: true,
+    hint: "The image cache is at its cap with images VMs still use: raise --image-cache-max-mb or destroy VMs.",
+  },
+  "image::unsupported-backend": {
+    retryable: false,
+    hint: "Propolis takes images from its ZFS image dataset: give imagePath (docs/propolis.md).",
+  },
+  "image::store-unavailable": {
+    retryable: false,
+    hint: "Create the images bucket (vmq provision, or start a worker with provisioning rights).",
   },
   "image::overlay-failed": {
     retryable: false,

@@ -82,5 +82,14 @@ export {
 export { fastEvent } from "./fast-events.js";
 export { parseCommand, describeIssues, type ParseResult, type ParseFailure } from "./parse.js";
 export { VmTombstone, CommandDigest } from "./tombstones.js";
+export {
+  ImageName,
+  ImageTag,
+  ImageDigest,
+  ImageRef,
+  ImageInfo,
+  parseImageRef,
+  type ParsedImageRef,
+} from "./images.js";
 export { viewRecordAt, currentView, VIEW_KEY_VERSION } from "./view.js";
 export { CancelRecord, CANCEL_TTL_MS, cancelKey } from "./cancels.js";

@@ -69,6 +69,7 @@ export function workerPermissions(
     kv.leases,
     kv.cancels,
   ];
+  const images = `OBJ_${n.imagesBucket}`;
   const durable = n.durable(host);
   const dlqDurable = `dlq-${host}`;
   const reader = commandReaderName(host);
@@ -131,6 +132,15 @@ export function workerPermissions(
         `${API}.CONSUMER.INFO.${kv.cancels}.*`,
         `${API}.CONSUMER.MSG.NEXT.${kv.cancels}.*`,
         `${API}.CONSUMER.DELETE.${kv.cancels}.*`,
+        // images: read only (an object's metadata, then its chunks through an ordered consumer
+        // and its flow control); creating the bucket is a provisioning right
+        `${API}.STREAM.INFO.${images}`,
+        ...(opts.provision === false ? [] : [`${API}.STREAM.CREATE.${images}`]),
+        `${API}.STREAM.MSG.GET.${images}`,
+        `${API}.CONSUMER.CREATE.${images}.*.$O.${n.imagesBucket}.C.*`,
+        `${API}.CONSUMER.INFO.${images}.*`,
+        `${API}.CONSUMER.DELETE.${images}.*`,
+        `$JS.FC.${images}.>`,
       ],
     },
     subscribe: {
@@ -152,6 +162,7 @@ export function schedulerPermissions(prefix: string): NatsPermissions {
     hosts: `KV_${n.hostsBucket}`,
     tombs: `KV_${n.tombstonesBucket}`,
   };
+  const images = `OBJ_${n.imagesBucket}`;
   return {
     publish: {
       allow: [
@@ -191,6 +202,17 @@ export function schedulerPermissions(prefix: string): NatsPermissions {
           `${API}.CONSUMER.MSG.NEXT.${s}.*`,
           `${API}.CONSUMER.DELETE.${s}.*`,
         ]),
+        // images: push (chunks and metadata), list, inspect, tag, remove (a purge of one
+        // object's subjects); the bucket itself is the workers' or an admin's to create
+        `$O.${n.imagesBucket}.>`,
+        `${API}.STREAM.INFO.${images}`,
+        `${API}.STREAM.MSG.GET.${images}`,
+        `${API}.STREAM.PURGE.${images}`,
+        `${API}.CONSUMER.CREATE.${images}.*.>`,
+        `${API}.CONSUMER.CREATE.${images}.*`,
+        `${API}.CONSUMER.INFO.${images}.*`,
+        `${API}.CONSUMER.DELETE.${images}.*`,
+        `$JS.FC.${images}.>`,
       ],
     },
     subscribe: {

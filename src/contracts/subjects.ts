@@ -16,6 +16,8 @@ export interface Names {
   leasesBucket: string;
   /** Cancels of queued commands, `<host>.<hex commandId>` (an addition; cancels.ts). */
   cancelsBucket: string;
+  /** The object store of VM base images (stream `OBJ_<prefix>-images`; an addition). */
+  imagesBucket: string;
   /** The key of a VM's record in the view: `<host>.<vmId>` (view v2; v1 keyed by vmId alone). */
   viewKey(host: string, vmId: string): string;
   cmd(host: string, vmId: string): string;
@@ -46,6 +48,7 @@ export function names(prefix: string = DEFAULT_PREFIX): Names {
     tombstonesBucket: `${prefix}-tombstones`,
     leasesBucket: `${prefix}-leases`,
     cancelsBucket: `${prefix}-cancels`,
+    imagesBucket: `${prefix}-images`,
     viewKey: (host, vmId) => `${host}.${vmId}`,
     cmd: (host, vmId) => `${prefix}.cmd.${host}.${vmId}`,
     cmdFilter: (host) => `${prefix}.cmd.${host}.>`,

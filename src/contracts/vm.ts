@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { VmId, HostId, CommandId } from "./ids.js";
+import { ImageDigest, ImageRef } from "./images.js";
 
 export const BackendTag = z
   .enum(["qemu", "propolis", "noop"])
@@ -133,7 +134,11 @@ export const VmSpec = z
       .min(1)
       // A regex, not a refine, so the published JSON Schema carries the rule as a pattern.
       .regex(/^(?!(?:.*[\\/])?\.\.(?:[\\/]|$))/, "must not contain .. path segments")
-      .describe("Base image; resolved inside the worker's image roots."),
+      .optional()
+      .describe("Base image; resolved inside the worker's image roots. Give this or image."),
+    image: ImageRef.optional().describe(
+      "Base image from the object store (name:tag or name@sha256:<hex>); the worker fetches it into its image cache. Give this or imagePath.",
+    ),
     vcpus: z.int().min(1).max(64),
     memoryMb: z.int().min(64).max(1048576),
     diskGb: z.int().min(1).max(65536).optional(),
@@ -141,6 +146,9 @@ export const VmSpec = z
     cloudInit: CloudInit.optional(),
     ssh: SshConfig.optional(),
     uefi: z.boolean().default(false),
+  })
+  .refine((s) => (s.imagePath === undefined) !== (s.image === undefined), {
+    message: "give exactly one of imagePath and image",
   })
   .describe("What to prepare (camelCase of the seed's VmSpec).");
 export type VmSpec = z.infer<typeof VmSpec>;
@@ -181,6 +189,9 @@ export const VmHandle = z
       .optional()
       .describe("Propolis: host:port of this VM's propolis-server."),
     zoneName: z.string().optional().describe("Propolis: the VM's zone."),
+    imageDigest: ImageDigest.optional().describe(
+      "The object-store image (spec.image) the VM was prepared from, as fetched and verified.",
+    ),
   })
   .describe("A VM's runtime handle, persisted in events and the view.");
 export type VmHandle = z.infer<typeof VmHandle>;

@@ -9,6 +9,7 @@ import {
   type StreamInfo,
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
+import { Objm } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { MAX_COMMAND_MESSAGE_BYTES } from "../contracts/commands.js";
 import { CANCEL_TTL_MS } from "../contracts/cancels.js";
@@ -165,6 +166,9 @@ export async function ensureTopology(
     ttl: CANCEL_TTL_MS,
   });
   await checkBucket(jsm, names.cancelsBucket, { ttlMs: CANCEL_TTL_MS });
+  // Base images (docs/wire-contract.md, Images): created if missing, file storage checked.
+  await new Objm(nc).create(names.imagesBucket, { storage: StorageType.File, replicas });
+  await checkBucket(jsm, names.imagesBucket, { ttlMs: 0 }, "OBJ_");
   return { vms, hosts, snapshots, tombstones, leases, cancels };
 }
 
@@ -177,8 +181,9 @@ async function checkBucket(
   jsm: JetStreamManager,
   bucket: string,
   want: { ttlMs: number },
+  streamPrefix = "KV_",
 ): Promise<void> {
-  const c = (await jsm.streams.info(`KV_${bucket}`)).config;
+  const c = (await jsm.streams.info(`${streamPrefix}${bucket}`)).config;
   const problems: string[] = [];
   if (c.storage !== StorageType.File)
     problems.push(`storage is ${c.storage}, vmq needs file storage`);

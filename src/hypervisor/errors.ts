@@ -24,3 +24,18 @@ export function checkAborted(signal: AbortSignal | undefined, what: string): voi
     });
   }
 }
+
+/**
+ * The spec's local base image. A spec naming an object-store `image` reaches a backend only
+ * through the worker, which fetches it and gives its cached path here instead.
+ */
+export function localImagePath(spec: { imagePath?: string | undefined }): string {
+  if (spec.imagePath === undefined) {
+    throw new HypervisorError(
+      "image::not-resolved",
+      "the spec names an object-store image that was not fetched into a local path",
+      { hint: "Prepare through the worker, which fetches spec.image into its image cache." },
+    );
+  }
+  return spec.imagePath;
+}

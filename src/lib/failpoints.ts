@@ -38,8 +38,11 @@ export const STOP_FAILPOINTS = [
   /** SIGTERM was ignored; SIGKILL is about to be sent. */
   "stop-sigkill",
 ] as const;
+/** Half-way through an image download into the host cache (tested in images.test). */
+export const IMAGE_FAILPOINTS = ["mid-image-fetch"] as const;
 export const FAILPOINTS = [
   ...COMMAND_FAILPOINTS,
+  ...IMAGE_FAILPOINTS,
   ...COMPACTION_FAILPOINTS,
   ...VIEW_FAILPOINTS,
   ...STOP_FAILPOINTS,

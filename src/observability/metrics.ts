@@ -33,6 +33,17 @@ export interface MetricsSource {
   natsConnected(): boolean;
   workerState(): string;
   replay(): { ms: number; events: number; from: string };
+  /** The host image cache's counters (src/worker/images/image-stats.ts). */
+  images?(): {
+    hits: number;
+    misses: number;
+    fetches: number;
+    fetchedBytes: number;
+    fetchSeconds: number;
+    failures: number;
+    evicted: number;
+    cachedBytes: number;
+  };
   /** Size and limits of the streams the host writes (read at scrape time; a failure skips them). */
   streams?(): Promise<StreamUse[]>;
 }
@@ -116,6 +127,49 @@ export function createMetrics(source: MetricsSource): {
     "Changes backends reported that no command explains.",
     "observed",
   );
+  const images = source.images;
+  if (images) {
+    const image = (
+      name: string,
+      help: string,
+      key: keyof ReturnType<typeof images>,
+      gauge = false,
+    ) =>
+      gauge
+        ? new Gauge({
+            name,
+            help,
+            ...reg,
+            collect() {
+              this.set(images()[key]);
+            },
+          })
+        : new Counter({
+            name,
+            help,
+            ...reg,
+            collect() {
+              this.reset();
+              this.inc(images()[key]);
+            },
+          });
+    image("vmq_image_cache_hits_total", "Prepares whose image was already cached.", "hits");
+    image("vmq_image_cache_misses_total", "Prepares that waited for an image download.", "misses");
+    image("vmq_image_fetches_total", "Image downloads finished and verified.", "fetches");
+    image("vmq_image_fetched_bytes_total", "Bytes of verified image downloads.", "fetchedBytes");
+    image(
+      "vmq_image_fetch_seconds_total",
+      "Time spent in verified image downloads.",
+      "fetchSeconds",
+    );
+    image(
+      "vmq_image_fetch_failures_total",
+      "Image downloads that failed (digest, NATS).",
+      "failures",
+    );
+    image("vmq_image_evictions_total", "Cached images evicted for the cache cap.", "evicted");
+    image("vmq_image_cache_bytes", "Bytes of verified images in the cache.", "cachedBytes", true);
+  }
   const streams = async (): Promise<StreamUse[]> =>
     (await source.streams?.().catch(() => [])) ?? [];
   const streamGauge = (name: string, help: string, value: (u: StreamUse) => number) =>

@@ -35,6 +35,10 @@ import { systemClock, type Ids } from "./ports.js";
 import { loadHostKey, type HostKey } from "./secrets/host-key.js";
 import type { Service, ServiceStack } from "./service-stack.js";
 import type { KV } from "@nats-io/kv";
+import type { ObjectStore } from "@nats-io/obj";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { openImageBucket } from "../event-store/image-bucket.js";
+import { ImageCache, imageCacheDir } from "./images/image-cache.js";
 import { Compactor } from "./services/compactor.js";
 import { DlqMover } from "./services/dlq-mover.js";
 import { Heartbeat } from "./services/heartbeat.js";
@@ -149,6 +153,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   parts.streams = streams;
   parts.view = new KvViewWriter(link.publisher, topology.vms, names.vmsBucket, config.host, log);
   const view = new ViewProjector(streams, parts.view, log, () => lanes.queued > 0);
+  const images = await imageCache(w, link.commands, streams);
   const busy = (): boolean => lanes.running > 0 || lanes.queued > 0;
   const snapshotter =
     config.snapshots === "on"
@@ -265,6 +270,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     },
     hostKey,
     cancels,
+    images,
   });
   parts.consumer = new CommandConsumer(js, names.commandsStream, durable, lanes, handler, log, {
     ackWaitMs: config.ackWaitMs,
@@ -317,6 +323,34 @@ async function hostLease(
   });
 }
 
+/** The host image cache under <data-dir>/images, read from the images bucket on first use. */
+async function imageCache(
+  w: WorkerCore,
+  nc: NatsConnection,
+  streams: VmStreams,
+): Promise<ImageCache> {
+  const { config, log, stats } = w;
+  let bucket: Promise<ObjectStore> | undefined;
+  const cache = new ImageCache({
+    dir: imageCacheDir(config.dataDir),
+    maxBytes: config.imageCacheMaxMb * 1024 * 1024,
+    bucket: () =>
+      (bucket ??= openImageBucket(nc, namesFor(config.prefix)).catch((e: unknown) => {
+        bucket = undefined; // not cached: the next prepare tries again
+        throw e;
+      })),
+    inUse: () =>
+      streams
+        .all()
+        .filter((vm) => vm.state !== "destroyed")
+        .flatMap((vm) => (vm.handle?.imageDigest ? [vm.handle.imageDigest] : [])),
+    log: log.child({ component: "images" }),
+    stats: stats.images,
+  });
+  await cache.start();
+  return cache;
+}
+
 /** What the active worker's host record and a standby's share: who and what this host is. */
 function hostRecordOf(w: WorkerCore, hosts: KV) {
   const { config, log, router } = w;
@@ -339,6 +373,7 @@ function httpService(listen: string, w: WorkerCore, parts: Parts): HttpService {
   const { registry, observeDuration } = createMetrics({
     commands: () => stats.commands,
     counters: () => stats,
+    images: () => stats.images,
     inFlight: () => stats.inFlight,
     queued: () => w.lanes.queued,
     waiting: () => parts.order?.waiting ?? 0,

@@ -10,6 +10,7 @@ import {
 } from "../hypervisor/index.js";
 import { VmqError } from "../lib/errors.js";
 import type { Logger } from "../observability/logger.js";
+import { imageCacheDir } from "./images/image-cache.js";
 
 /** The router this worker offers, from --backend. */
 export function buildRouter(config: ResolvedConfig, log: Logger): HypervisorRouter {
@@ -32,7 +33,10 @@ export function buildRouter(config: ResolvedConfig, log: Logger): HypervisorRout
         const qemu = new QemuBackend({
           ...q,
           dataDir: resolve(config.dataDir, "qemu"),
-          imageRoots: (imageRoots ?? [resolve(config.dataDir, "images")]).map((r) => resolve(r)),
+          // The image cache is always a root: the cached file is the overlay's backing file.
+          imageRoots: [...(imageRoots ?? []), imageCacheDir(config.dataDir)]
+            .map((r) => resolve(r))
+            .filter((r, i, all) => all.indexOf(r) === i),
           vnc: vnc === "on",
           logger: log.child({ backend: "qemu" }),
           ...(cpuModel ? { cpuModel } : {}),

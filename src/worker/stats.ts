@@ -1,5 +1,9 @@
+import { ImageStats } from "./images/image-stats.js";
+
 /** Counters the worker keeps for its host record, health and metrics. */
 export class WorkerStats {
+  /** The host image cache's counters. */
+  readonly images = new ImageStats();
   commands = new Map<string, number>(); // `${type}|${outcome}` -> count
   redeliveries = 0;
   deadLettered = 0;

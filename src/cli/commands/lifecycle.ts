@@ -48,6 +48,10 @@ export function registerLifecycle(program: Command): void {
       .option("--spec <file>", "VmSpec as JSON (flags below override its fields)")
       .option("--name <name>", "human name (default: the vmId)")
       .option("--image <path>", "base image (imagePath)")
+      .option(
+        "--image-ref <ref>",
+        "base image from the object store (name:tag or name@sha256:<hex>)",
+      )
       .option("--vcpus <n>", "virtual CPUs (default 1)", intOption("--vcpus"))
       .option("--memory-mb <n>", "memory in MiB (default 512)", intOption("--memory-mb"))
       .option("--disk-gb <n>", "disk size in GiB", intOption("--disk-gb"))
@@ -253,6 +257,7 @@ interface PrepareFlags {
   spec?: string;
   name?: string;
   image?: string;
+  imageRef?: string;
   vcpus?: number;
   memoryMb?: number;
   diskGb?: number;
@@ -302,7 +307,9 @@ function specFrom(vmId: string, f: PrepareFlags): VmSpec {
     memoryMb: 512,
     ...base,
     ...(f.name ? { name: f.name } : {}),
-    ...(f.image ? { imagePath: f.image } : {}),
+    // One of the two forms: a flag replaces whichever one the spec file gave.
+    ...(f.image ? { imagePath: f.image, image: undefined } : {}),
+    ...(f.imageRef ? { image: f.imageRef, imagePath: undefined } : {}),
     ...(f.vcpus === undefined ? {} : { vcpus: f.vcpus }),
     ...(f.memoryMb === undefined ? {} : { memoryMb: f.memoryMb }),
     ...(f.diskGb === undefined ? {} : { diskGb: f.diskGb }),
@@ -316,7 +323,7 @@ function specFrom(vmId: string, f: PrepareFlags): VmSpec {
     throw new CliError(
       "cli::invalid-spec",
       `invalid VM spec: ${describeIssues(parsed.error)}`,
-      "Give --image (and --vcpus, --memory-mb), or a --spec file; see vmq schemas commands/vm.prepare.v1.json.",
+      "Give --image or --image-ref (and --vcpus, --memory-mb), or a --spec file; see vmq schemas commands/vm.prepare.v1.json.",
     );
   return parsed.data;
 }

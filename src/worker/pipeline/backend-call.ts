@@ -2,7 +2,8 @@ import { VmHandle, type CloudInit, type Command } from "../../contracts/index.js
 import { stopPlan, type CommandResult, type Vm } from "../../domain/index.js";
 import { withheldSpec } from "../../lib/user-data.js";
 import type { HostKey } from "../secrets/host-key.js";
-import type { CommandRouter } from "./pipeline-deps.js";
+import { VmqError } from "../../lib/errors.js";
+import type { CommandRouter, ImageSource } from "./pipeline-deps.js";
 
 /** When this run of the command began and when its intent's deadline is (epoch ms). */
 export interface RunTiming {
@@ -33,6 +34,7 @@ export async function backendCall(
   signal: AbortSignal,
   timing: RunTiming,
   hostKey: Pick<HostKey, "open">,
+  images?: ImageSource,
 ): Promise<CommandResult> {
   const handle = vm.handle ?? stubHandle(vm, router.defaultBackend);
   switch (command.type) {
@@ -45,8 +47,19 @@ export async function backendCall(
         ci && sealed
           ? { ...spec, cloudInit: { ...withoutSealed(ci), userData: hostKey.open(sealed) } }
           : spec;
-      const handle = await router.prepare(command.vmId, given, { signal });
-      return { handle, spec: withheldSpec(spec) };
+      if (spec.image === undefined) {
+        const handle = await router.prepare(command.vmId, given, { signal });
+        return { handle, spec: withheldSpec(spec) };
+      }
+      // The backend gets the verified cached file as its imagePath; the VM records its digest.
+      const image = await fetchImage(images, spec.image, spec.backend, command.vmId, signal);
+      const { image: _ref, ...local } = given;
+      const handle = await router.prepare(
+        command.vmId,
+        { ...local, imagePath: image.path },
+        { signal },
+      );
+      return { handle: { ...handle, imageDigest: image.digest }, spec: withheldSpec(spec) };
     }
     case "vm.start":
       return { handle: await router.start(handle, { signal }) };
@@ -68,8 +81,24 @@ export async function backendCall(
         force: "after-timeout",
         signal,
       });
+      images?.unpin(command.vmId);
       return {};
   }
+}
+
+function fetchImage(
+  images: ImageSource | undefined,
+  ref: string,
+  backend: VmHandle["backend"],
+  vmId: string,
+  signal: AbortSignal,
+): Promise<{ path: string; digest: string }> {
+  if (backend === "propolis") {
+    // Propolis clones ZFS snapshots from its image dataset, not files (docs/propolis.md).
+    throw new VmqError("image::unsupported-backend", "propolis VMs take imagePath, not image");
+  }
+  if (!images) throw new VmqError("image::store-unavailable", "this worker has no image cache");
+  return images.ensure(ref, vmId, signal);
 }
 
 /** A VM whose prepare never finished has no handle; the backend finds it by id. */

@@ -45,7 +45,15 @@ export class CommandExecution {
           // A retry goes on with the time that is left, it does not start the stop's window again.
           const now = attempt === 1 ? startedAt : deps.clock.now().getTime();
           const timing = { now, deadline: deadline.getTime() };
-          const result = await backendCall(deps.router, command, vm, signal, timing, deps.hostKey);
+          const result = await backendCall(
+            deps.router,
+            command,
+            vm,
+            signal,
+            timing,
+            deps.hostKey,
+            deps.images,
+          );
           failpoint("in-backend");
           outcome = succeeded(vm, command, result, { now: deps.clock.now() });
           break;

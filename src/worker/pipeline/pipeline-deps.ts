@@ -46,4 +46,16 @@ export interface PipelineDeps {
   cancels?: { has(commandId: string): boolean };
   /** Opens user-data sealed to this host, only to hand it to the backend's prepare. */
   hostKey: Pick<HostKey, "open">;
+  /** Fetches a spec's object-store `image` into the host's cache (absent: such specs fail). */
+  images?: ImageSource;
+}
+
+/** The host image cache as the pipeline uses it. */
+export interface ImageSource {
+  ensure(
+    ref: string,
+    vmId: string,
+    signal?: AbortSignal,
+  ): Promise<{ path: string; digest: string }>;
+  unpin(vmId: string): void;
 }

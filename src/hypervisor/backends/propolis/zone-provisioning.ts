@@ -11,7 +11,7 @@ import { basename, dirname, isAbsolute, join } from "node:path";
 import { ID_PATTERN } from "../../../contracts/ids.js";
 import type { VmHandle, VmSpec } from "../../../contracts/index.js";
 import { isVmqError, VmqError } from "../../../lib/errors.js";
-import { checkAborted, HypervisorError } from "../../errors.js";
+import { checkAborted, HypervisorError, localImagePath } from "../../errors.js";
 import { plainUserData } from "../shared/user-data.js";
 import type { CommandRunner } from "./command-runner.js";
 import {
@@ -99,7 +99,7 @@ export class ZoneProvisioner {
   async provision(vmId: string, spec: VmSpec, signal?: AbortSignal): Promise<VmHandle> {
     const zone = this.zoneName(vmId);
     const guestVnic = vnicOf(spec);
-    const image = this.#imageSnapshot(spec.imagePath);
+    const image = this.#imageSnapshot(localImagePath(spec));
     const dataset = this.dataset(vmId);
     const workDir = this.#workDir(vmId);
     const zonepath = `${this.#o.zonesRoot}/${zone}`;

@@ -6,7 +6,7 @@
 import { existsSync } from "node:fs";
 import { copyFile, mkdir, rm } from "node:fs/promises";
 import type { VmHandle, VmSpec } from "../../../contracts/index.js";
-import { checkAborted, HypervisorError } from "../../errors.js";
+import { checkAborted, HypervisorError, localImagePath } from "../../errors.js";
 import type { Accelerator } from "./accelerator.js";
 import { SOCKET_PATH_MAX, vmPaths, writeRecord } from "./qemu-files.js";
 import {
@@ -40,7 +40,7 @@ export async function prepareQemuVm(
   if (spec.uefi && (!existsSync(o.ovmfCode) || !existsSync(o.ovmfVars))) {
     throw new HypervisorError("qemu::uefi-unavailable", `OVMF firmware not found (${o.ovmfCode})`);
   }
-  const base = await resolveImagePath(spec.imagePath, o.imageRoots);
+  const base = await resolveImagePath(localImagePath(spec), o.imageRoots);
   checkAborted(signal, "qemu prepare");
   await mkdir(o.dataDir, { recursive: true });
   try {

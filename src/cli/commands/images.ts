@@ -1,0 +1,104 @@
+import type { Command } from "@commander-js/extra-typings";
+import { ImageStore } from "../../client/images/image-store.js";
+import type { ImageInfo } from "../../contracts/images.js";
+import { addConnectionFlags, printJson, table, withClient } from "../connection.js";
+
+const MiB = 1024 * 1024;
+
+/** vmq image push|ls|inspect|rm|tag: base images in the `<prefix>-images` object store. */
+export function registerImages(program: Command): void {
+  const image = program
+    .command("image")
+    .description(
+      "Base images in the NATS object store (<prefix>-images): push, ls, inspect, rm, tag",
+    );
+
+  addConnectionFlags(
+    image
+      .command("push")
+      .description("Stream a disk image file into the store as name:tag (SHA-256 recorded)")
+      .argument("<file>", "the image file (qcow2, raw, ...)")
+      .requiredOption("--name <name>", "image name (a-z 0-9 . _ -)")
+      .option("--tag <tag>", "tag to point at it", "latest")
+      .option("--json", "print the stored image as JSON"),
+  ).action(async (file, flags) => {
+    await withClient(flags, async (c) => {
+      const store = new ImageStore(c.nc, { prefix: c.names.prefix });
+      // A progress line on a terminal only: pipes and logs get the result alone.
+      const tty = process.stderr.isTTY;
+      let last = 0;
+      const info = await store.push(file, {
+        name: flags.name,
+        tag: flags.tag,
+        onProgress: (sent, total) => {
+          if (!tty || (Date.now() - last < 200 && sent !== total)) return;
+          last = Date.now();
+          const pct = total ? ` ${Math.floor((100 * sent) / total)}%` : "";
+          process.stderr.write(`\rpushing ${(sent / MiB).toFixed(1)} MiB${pct}   `);
+        },
+      });
+      if (tty) process.stderr.write("\n");
+      if (flags.json) printJson(info);
+      else process.stdout.write(`${info.name}:${flags.tag} ${info.digest} ${info.size} bytes\n`);
+    });
+  });
+
+  addConnectionFlags(
+    image
+      .command("ls")
+      .description("List the stored images with their tags")
+      .option("--json", "print a JSON array"),
+  ).action(async (flags) => {
+    await withClient(flags, async (c) => {
+      const list = await new ImageStore(c.nc, { prefix: c.names.prefix }).list();
+      if (flags.json) return printJson(list);
+      process.stdout.write(table(["NAME", "TAGS", "DIGEST", "SIZE", "PUSHED"], list.map(row)));
+    });
+  });
+
+  addConnectionFlags(
+    image
+      .command("inspect")
+      .description("One image by name:tag or name@sha256:<hex>, as JSON")
+      .argument("<ref>", "name:tag or name@sha256:<hex>"),
+  ).action(async (ref, flags) => {
+    await withClient(flags, async (c) => {
+      printJson(await new ImageStore(c.nc, { prefix: c.names.prefix }).inspect(ref));
+    });
+  });
+
+  addConnectionFlags(
+    image
+      .command("rm")
+      .description(
+        "Remove a tag (and its image once untagged), or an image by digest with its tags",
+      )
+      .argument("<ref>", "name:tag or name@sha256:<hex>"),
+  ).action(async (ref, flags) => {
+    await withClient(flags, async (c) => {
+      const removed = await new ImageStore(c.nc, { prefix: c.names.prefix }).remove(ref);
+      for (const r of removed) process.stdout.write(`removed ${r}\n`);
+    });
+  });
+
+  addConnectionFlags(
+    image
+      .command("tag")
+      .description("Point another tag of the same name at an image")
+      .argument("<ref>", "name:tag or name@sha256:<hex>")
+      .argument("<tag>", "the new tag"),
+  ).action(async (ref, tag, flags) => {
+    await withClient(flags, async (c) => {
+      const info = await new ImageStore(c.nc, { prefix: c.names.prefix }).tag(ref, tag);
+      process.stdout.write(`${info.name}:${tag} ${info.digest}\n`);
+    });
+  });
+}
+
+const row = (i: ImageInfo): string[] => [
+  i.name,
+  i.tags.join(",") || "-",
+  i.digest,
+  `${(i.size / MiB).toFixed(1)} MiB`,
+  i.pushedAt,
+];

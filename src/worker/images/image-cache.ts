@@ -1,0 +1,219 @@
+/**
+ * The host image cache: images named by a VM spec's `image` are fetched from the object store
+ * into `<dir>/<sha256 hex>`, verified before use. A download is written under `.partial/` and
+ * renamed into place only once its digest matches, so a file under its digest is always whole;
+ * `.partial/` is emptied at start (what a crash left there was never used). Concurrent
+ * prepares of one image share one download. With a cap, least recently used images that no
+ * VM of this host uses are evicted to make room.
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { mkdir, open, readdir, rename, rm, stat, utimes } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import type { ObjectStore } from "@nats-io/obj";
+import { resolveImage, type ResolvedImage } from "../../event-store/image-bucket.js";
+import { isVmqError, VmqError } from "../../lib/errors.js";
+import { failpoint } from "../../lib/failpoints.js";
+import type { Logger } from "../../observability/logger.js";
+import type { ImageStats } from "./image-stats.js";
+
+/** Where a worker caches images: an image root of its QEMU backend whatever --image-roots says. */
+export const imageCacheDir = (dataDir: string): string => resolve(dataDir, "images");
+
+const CACHED = /^[0-9a-f]{64}$/;
+const PROGRESS_EVERY_MS = 5_000;
+
+export interface ImageCacheOptions {
+  dir: string;
+  /** Bytes the cache may hold (0: no cap). */
+  maxBytes: number;
+  bucket: () => Promise<ObjectStore>;
+  /** The digests (`sha256:<hex>`) this host's VMs were prepared from. */
+  inUse: () => Iterable<string>;
+  log: Logger;
+  stats: ImageStats;
+}
+
+export interface CachedImage {
+  path: string;
+  digest: string;
+  ref: string;
+}
+
+export class ImageCache {
+  readonly #inflight = new Map<string, Promise<void>>();
+  /** Images handed to a prepare whose VM is not recorded yet (or not destroyed). */
+  readonly #pins = new Map<string, string>();
+
+  constructor(private readonly o: ImageCacheOptions) {}
+
+  get dir(): string {
+    return this.o.dir;
+  }
+
+  /** Empties `.partial/` (a crash's leftovers, never used) and counts what is cached. */
+  async start(): Promise<void> {
+    const partial = join(this.o.dir, ".partial");
+    const left = await readdir(partial).catch(() => []);
+    await rm(partial, { recursive: true, force: true });
+    await mkdir(partial, { recursive: true, mode: 0o700 });
+    if (left.length) this.o.log.warn({ files: left.length }, "removed unfinished image downloads");
+    this.o.stats.cachedBytes = (await this.#cached()).reduce((n, f) => n + f.size, 0);
+  }
+
+  /** The local file of `ref` for `vmId`'s prepare, fetched and verified if missing. */
+  async ensure(ref: string, vmId: string, signal?: AbortSignal): Promise<CachedImage> {
+    const os = await this.o.bucket();
+    const r = await resolveImage(os, ref).catch((e: unknown) => {
+      throw isVmqError(e) ? e : fetchFailed(ref, e);
+    });
+    const hex = r.digest.slice("sha256:".length);
+    const path = join(this.o.dir, hex);
+    this.#pins.set(vmId, r.digest); // before any eviction can run
+    try {
+      if (await isFile(path)) {
+        this.o.stats.hits++;
+        const now = new Date();
+        await utimes(path, now, now); // the LRU order
+      } else {
+        this.o.stats.misses++;
+        let download = this.#inflight.get(hex);
+        if (!download) {
+          download = this.#download(os, r, path).finally(() => this.#inflight.delete(hex));
+          this.#inflight.set(hex, download);
+        } else this.o.log.info({ vmId, ref }, "image download in progress; waiting for it");
+        await untilAborted(download, signal);
+      }
+      return { path, digest: r.digest, ref };
+    } catch (e) {
+      this.#pins.delete(vmId);
+      throw e;
+    }
+  }
+
+  /** The VM is gone: its image may be evicted (once no other VM uses it). */
+  unpin(vmId: string): void {
+    this.#pins.delete(vmId);
+  }
+
+  async #download(os: ObjectStore, r: ResolvedImage, path: string): Promise<void> {
+    const { log, stats } = this.o;
+    await this.#makeRoom(r.size, r.digest);
+    const tmp = join(this.o.dir, ".partial", `${r.digest.slice(7)}.${randomUUID().slice(0, 8)}`);
+    const began = Date.now();
+    log.info({ ref: r.ref, digest: r.digest, bytes: r.size }, "fetching image");
+    const file = await open(tmp, "wx", 0o600);
+    try {
+      const got = await os.get(r.object).catch((e: unknown) => {
+        throw fetchFailed(r.ref, e);
+      });
+      if (!got) throw new VmqError("image::not-found", `image ${r.ref} vanished from the store`);
+      const hash = createHash("sha256");
+      let bytes = 0;
+      let said = Date.now();
+      try {
+        for await (const chunk of got.data) {
+          hash.update(chunk);
+          await file.write(chunk);
+          const before = bytes;
+          bytes += chunk.length;
+          if (before * 2 < r.size && bytes * 2 >= r.size) failpoint("mid-image-fetch");
+          if (Date.now() - said >= PROGRESS_EVERY_MS) {
+            said = Date.now();
+            log.info({ ref: r.ref, bytes, of: r.size }, "fetching image");
+          }
+        }
+      } catch (e) {
+        throw corrupt(e) ? mismatch(r, String((e as Error).message)) : fetchFailed(r.ref, e);
+      }
+      const actual = `sha256:${hash.digest("hex")}`;
+      if (actual !== r.digest || bytes !== r.size)
+        throw mismatch(r, `got ${bytes} bytes with digest ${actual}`);
+      await file.sync();
+      await file.close();
+      await rename(tmp, path);
+      const seconds = (Date.now() - began) / 1000;
+      stats.fetches++;
+      stats.fetchedBytes += bytes;
+      stats.fetchSeconds += seconds;
+      stats.cachedBytes += bytes;
+      log.info({ ref: r.ref, digest: r.digest, bytes, seconds }, "image fetched and verified");
+    } catch (e) {
+      stats.failures++;
+      await file.close().catch(() => undefined);
+      await rm(tmp, { force: true });
+      throw e;
+    }
+  }
+
+  /**
+   * Evicts least recently used images no VM uses until `incoming` more bytes fit the cap;
+   * image::cache-full when the images in use alone leave no room.
+   */
+  async #makeRoom(incoming: number, digest: string): Promise<void> {
+    const max = this.o.maxBytes;
+    if (max <= 0) return;
+    const files = await this.#cached();
+    let total = files.reduce((n, f) => n + f.size, 0);
+    const used = new Set([...this.o.inUse(), ...this.#pins.values(), digest]);
+    for (const hex of this.#inflight.keys()) used.add(`sha256:${hex}`);
+    for (const f of files.sort((a, b) => a.mtimeMs - b.mtimeMs)) {
+      if (total + incoming <= max) break;
+      if (used.has(`sha256:${f.name}`)) continue;
+      await rm(join(this.o.dir, f.name), { force: true });
+      total -= f.size;
+      this.o.stats.evicted++;
+      this.o.log.info({ digest: `sha256:${f.name}`, bytes: f.size }, "evicted cached image");
+    }
+    this.o.stats.cachedBytes = total;
+    if (total + incoming > max) {
+      throw new VmqError(
+        "image::cache-full",
+        `image ${digest} (${incoming} bytes) does not fit the ${max}-byte image cache: ${total} bytes are images in use`,
+      );
+    }
+  }
+
+  async #cached(): Promise<{ name: string; size: number; mtimeMs: number }[]> {
+    const names = (await readdir(this.o.dir).catch(() => [])).filter((n) => CACHED.test(n));
+    const out = [];
+    for (const name of names) {
+      const s = await stat(join(this.o.dir, name)).catch(() => undefined);
+      if (s?.isFile()) out.push({ name, size: s.size, mtimeMs: s.mtimeMs });
+    }
+    return out;
+  }
+}
+
+const isFile = (p: string): Promise<boolean> =>
+  stat(p).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+
+/** The object store library's own digest check (its SHA-256 over the chunks) failed. */
+const corrupt = (e: unknown): boolean =>
+  e instanceof Error && /corrupt object|digests do not match/i.test(e.message);
+
+const mismatch = (r: ResolvedImage, what: string): VmqError =>
+  new VmqError("image::digest-mismatch", `image ${r.ref} does not match ${r.digest}: ${what}`);
+
+const fetchFailed = (ref: string, e: unknown): VmqError =>
+  new VmqError("image::fetch-failed", `image ${ref} could not be fetched: ${String(e)}`, {
+    cause: e,
+  });
+
+/** Waits for a shared download; this waiter's abort stops its wait, not the download. */
+function untilAborted(p: Promise<void>, signal?: AbortSignal): Promise<void> {
+  if (!signal) return p;
+  return new Promise((res, rej) => {
+    const onAbort = () =>
+      rej(
+        new VmqError("hypervisor::aborted", "the image wait was cancelled", {
+          cause: signal.reason,
+        }),
+      );
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(res, rej).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}

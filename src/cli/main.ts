@@ -12,6 +12,7 @@ import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
 import { registerPermissions } from "./commands/permissions.js";
 import { registerCompletion } from "./commands/completion.js";
+import { registerEvacuate } from "./commands/evacuate.js";
 import { EXIT_CODES_HELP } from "./connection.js";
 import { VERSION } from "../worker/services/heartbeat.js";
 
@@ -43,6 +44,7 @@ registerConsole(program);
 registerReplay(program);
 registerDlq(program);
 registerPermissions(program);
+registerEvacuate(program);
 registerCompletion(program); // last: it describes the commands above
 
 const usageHint = (cmd: CommandUnknownOpts): void => {

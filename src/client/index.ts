@@ -11,3 +11,4 @@ export { VmqError, isVmqError } from "../lib/errors.js";
 export { findTombstone } from "./tombstones.js";
 export { sealSpecFor, type SealOptions } from "./sealing.js";
 export { ConsoleSession } from "./console-session.js";
+export { evacuate, evacuationCommandId, type EvacuateOptions } from "./evacuation.js";

@@ -5,6 +5,8 @@ export type RejectionCode =
   | "command::expired"
   | "vm::exists"
   | "vm::not-found"
+  /** The VM was evacuated to another host (vm.evacuated): nothing runs here again. */
+  | "vm::evacuated"
   /** The VM's backend cannot do this (decided by the worker from capabilities). */
   | "hypervisor::unsupported"
   | "hypervisor::backend-unavailable";

@@ -13,6 +13,7 @@ import { registerConsole } from "./commands/console.js";
 import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
 import { registerImages } from "./commands/images.js";
+import { registerEvacuate } from "./commands/evacuate.js";
 import { registerPermissions } from "./commands/permissions.js";
 import { registerContext } from "./commands/context.js";
 import { registerCheck } from "./commands/check.js";
@@ -47,6 +48,7 @@ export function buildProgram(): Command {
   registerReplay(program);
   registerDlq(program);
   registerImages(program);
+  registerEvacuate(program);
   registerPermissions(program);
   registerContext(program);
   registerCheck(program);

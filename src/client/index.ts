@@ -23,3 +23,4 @@ export {
 } from "./dead-letters.js";
 export { ImageStore, type PushOptions } from "./images/image-store.js";
 export type { ResolvedImage } from "../event-store/image-bucket.js";
+export { evacuate, evacuationCommandId, type EvacuateOptions } from "./evacuation.js";

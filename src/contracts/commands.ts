@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { CommandId, VmId } from "./ids.js";
+import { CommandId, HostId, VmId } from "./ids.js";
 import { VmSpec } from "./vm.js";
 
 /** Commands are at most 64 KiB of JSON. */
@@ -11,6 +11,14 @@ export const MAX_COMMAND_BYTES = 64 * 1024;
 export const MAX_COMMAND_MESSAGE_BYTES = MAX_COMMAND_BYTES + 4 * 1024;
 export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 export const MAX_STOP_TIMEOUT_MS = 3_600_000;
+
+/** A command published by an evacuation (`vmq evacuate`): the VM comes from a dead host. */
+export const CommandOrigin = z.object({
+  kind: z.literal("evacuation"),
+  fromHost: HostId.describe("The dead host the VM was evacuated from."),
+  evacuationId: z.string().min(1).max(64).describe("The evacuation (its lease record's id)."),
+});
+export type CommandOrigin = z.infer<typeof CommandOrigin>;
 
 const envelope = {
   version: z.literal(1),
@@ -38,6 +46,9 @@ const envelope = {
     .describe(
       "The command must be accepted by then (the worker's clock), else it is rejected with command::expired and has no effect. Absent: it waits in the queue for as long as it takes.",
     ),
+  origin: CommandOrigin.optional().describe(
+    "Why the command exists, when not a plain scheduler's: e.g. an evacuation.",
+  ),
 };
 
 const timeoutMs = z

@@ -62,6 +62,10 @@ export const ERROR_CODES = {
 
   // ---- VMs and the worker's answers -------------------------------------------------------
   "vm::exists": { retryable: false, hint: "Destroy the VM first, or choose another vmId." },
+  "vm::evacuated": {
+    retryable: false,
+    hint: "The VM was evacuated from this host to another one (vmq evacuate); send its commands to the host vmq get names.",
+  },
   "vm::not-found": { retryable: false, hint: "Prepare the VM first; check the host and vmId." },
   "vm::no-handle": {
     retryable: false,
@@ -94,6 +98,22 @@ export const ERROR_CODES = {
   "worker::http-unavailable": {
     retryable: false,
     hint: "The --http address could not be served: is the port taken by another process? Choose another, or leave --http off.",
+  },
+  "host::alive": {
+    retryable: true,
+    hint: "Its lease was renewed within its TTL (or, with no lease, its heartbeat has not expired): it is not dead. Stop its worker, or wait; --i-know-it-is-dead only for a host with no lease record.",
+  },
+  "host::evacuated": {
+    retryable: true,
+    hint: "This host was evacuated (vmq evacuate); its worker waits until the evacuation completes, then takes the lease back and removes its stale copies. Finish it with vmq evacuate <host>.",
+  },
+  "evacuation::conflict": {
+    retryable: true,
+    hint: "The host's lease record changed under the evacuation (another evacuation, or its worker took it back); run vmq evacuate again to see where it stands.",
+  },
+  "evacuation::no-target": {
+    retryable: true,
+    hint: "No live host other than the dead one can take this VM (placement); start a worker on another host and run vmq evacuate again.",
   },
   "host::lease-lost": {
     retryable: true,

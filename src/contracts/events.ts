@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { CommandId, HostId, VmId } from "./ids.js";
-import { Command } from "./commands.js";
+import { Command, CommandOrigin } from "./commands.js";
 import { CommandDigest } from "./tombstones.js";
 import { VmHandle, VmSpec, VmState } from "./vm.js";
 
@@ -44,6 +44,9 @@ export const PreparedEvent = z.object({
   ...base,
   handle: VmHandle,
   spec: VmSpec.optional().describe("The spec the VM was prepared from."),
+  origin: CommandOrigin.optional().describe(
+    "The prepare command's origin: set when an evacuation re-created the VM here.",
+  ),
 });
 const transition = <T extends string>(type: T) =>
   z.object({
@@ -103,6 +106,20 @@ export const TombstonedEvent = z.object({
     .describe("The digests of every commandId the earlier life had an outcome for."),
 });
 
+/**
+ * The VM was evacuated to another host while this one was dead (`vmq evacuate`): the worker
+ * that came back found it in its lease record, stopped and destroyed its stale copy, and from
+ * now on rejects every command for it here with vm::evacuated. State: destroyed.
+ */
+export const EvacuatedEvent = z.object({
+  type: z.literal("vm.evacuated"),
+  ...base,
+  evacuationId: z.string().min(1).max(64),
+  toHost: HostId.optional().describe("Where the evacuation re-created it (absent: not known)."),
+  stale: VmState.describe("What this host's backend said of its stale copy before it was removed."),
+  detail: z.string().max(1024).optional(),
+});
+
 export const EVENT_SCHEMAS = {
   "vm.command-accepted": CommandAcceptedEvent,
   "vm.prepared": PreparedEvent,
@@ -115,6 +132,7 @@ export const EVENT_SCHEMAS = {
   "vm.command-failed": CommandFailedEvent,
   "vm.state-observed": StateObservedEvent,
   "vm.tombstoned": TombstonedEvent,
+  "vm.evacuated": EvacuatedEvent,
 } as const;
 
 export const VmEvent = z.discriminatedUnion("type", [
@@ -129,6 +147,7 @@ export const VmEvent = z.discriminatedUnion("type", [
   CommandFailedEvent,
   StateObservedEvent,
   TombstonedEvent,
+  EvacuatedEvent,
 ]);
 export type VmEvent = z.infer<typeof VmEvent>;
 export type VmEventType = VmEvent["type"];

@@ -30,6 +30,7 @@ export {
   ResumeCommand,
   DestroyCommand,
   StopForce,
+  CommandOrigin,
   MAX_COMMAND_BYTES,
   MAX_COMMAND_MESSAGE_BYTES,
   DEFAULT_STOP_TIMEOUT_MS,
@@ -45,7 +46,14 @@ export {
   ObservationSource,
   isOutcome,
 } from "./events.js";
-export { HostRecord, HostLease, WorkerState } from "./host.js";
+export {
+  HostRecord,
+  HostLease,
+  Evacuation,
+  EvacuatedVm,
+  WorkerState,
+  EVACUATION_HOLDER_PREFIX,
+} from "./host.js";
 export {
   QUERY_NAMES,
   QueryName,

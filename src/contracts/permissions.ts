@@ -221,6 +221,30 @@ export function schedulerPermissions(prefix: string): NatsPermissions {
   };
 }
 
+/**
+ * An operator: a scheduler that may also evacuate a dead host (`vmq evacuate`), which writes
+ * another host's lease record (the fence) and purges that host's view records. Kept apart from
+ * the scheduler set: a plain scheduler must not be able to fence a live host.
+ */
+export function operatorPermissions(prefix: string): NatsPermissions {
+  const n = namesFor(prefix);
+  const base = schedulerPermissions(prefix);
+  const leases = `KV_${n.leasesBucket}`;
+  return {
+    publish: {
+      allow: [
+        ...base.publish.allow,
+        `$KV.${n.leasesBucket}.>`,
+        `$KV.${n.vmsBucket}.>`,
+        `${API}.STREAM.INFO.${leases}`,
+        `${API}.STREAM.MSG.GET.${leases}`,
+        `${API}.DIRECT.GET.${leases}.>`,
+      ],
+    },
+    subscribe: base.subscribe,
+  };
+}
+
 /** The permissions as a nats-server configuration value (JSON is valid nats-server syntax). */
 export function permissionsConfig(p: NatsPermissions): string {
   return JSON.stringify(p, null, 2);

@@ -7,6 +7,8 @@ export type RejectionCode =
   | "command::cancelled"
   | "vm::exists"
   | "vm::not-found"
+  /** The VM was evacuated to another host (vm.evacuated): nothing runs here again. */
+  | "vm::evacuated"
   /** The VM's backend cannot do this (decided by the worker from capabilities). */
   | "hypervisor::unsupported"
   | "hypervisor::backend-unavailable";

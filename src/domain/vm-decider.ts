@@ -69,7 +69,8 @@ export function deadlineFor(command: Command, ctx: DecideContext): Date {
 /** decide(command, vm) -> intent event | rejection | nothing new. */
 export function decide(command: Command, vm: Vm, ctx: DecideContext): Decision {
   if (hasSeen(vm, command.commandId)) return { kind: "duplicate" };
-  if (vm.pending?.commandId === command.commandId)
+  // An evacuated VM runs nothing here again, not even an intent a dead worker left behind.
+  if (!vm.evacuated && vm.pending?.commandId === command.commandId)
     return { kind: "resume", deadline: vm.pending.deadline };
 
   const rejection = expired(command, ctx.now) ?? check(command, vm);
@@ -116,6 +117,14 @@ function expired(command: Command, now: Date): Rejection | undefined {
 }
 
 function check(command: Command, vm: Vm): Rejection | undefined {
+  // Its only copy is on another host now: running anything here would run it twice.
+  if (vm.evacuated) {
+    const to = vm.evacuated.toHost ? ` to host ${vm.evacuated.toHost}` : "";
+    return {
+      code: "vm::evacuated",
+      message: `VM ${vm.vmId} was evacuated from host ${vm.host}${to} (evacuation ${vm.evacuated.id})`,
+    };
+  }
   if (command.expectedVersion !== undefined && command.expectedVersion !== vm.version) {
     return {
       code: "command::version-conflict",
@@ -184,6 +193,7 @@ export function succeeded(
         ...b,
         handle: result.handle,
         spec: result.spec ?? command.spec,
+        ...(command.origin ? { origin: command.origin } : {}),
       };
     }
     case "vm.start":

@@ -64,6 +64,18 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
         seenDigests: new Set([...digestsOf(vm), ...event.seen]),
         updatedAt: event.at,
       };
+    case "vm.evacuated": {
+      const next = settled(
+        vm,
+        event,
+        seq,
+        event.state,
+        notLive(vm.handle),
+        withoutUserData(vm.spec),
+      );
+      const evacuated = { id: event.evacuationId, toHost: event.toHost };
+      return { ...next, pending: null, pendingCommand: null, evacuated };
+    }
     case "vm.state-observed":
       return vmAt(vm, event, seq, {
         state: event.state,
@@ -119,6 +131,7 @@ function vmAt(
     seenCommands: vm.seenCommands,
     seenDigests: vm.seenDigests,
     updatedAt: event.at,
+    ...(vm.evacuated ? { evacuated: vm.evacuated } : {}),
   };
 }
 
@@ -165,7 +178,8 @@ export function replayVm(
 
 /** The `vmq-vms` record of a VM; undefined while it has no lifecycle (only rejections). */
 export function toView(vm: Vm): VmView | undefined {
-  if (vm.state === null) return undefined;
+  // An evacuated VM's record is its new host's: this host has none (its worker dropped it).
+  if (vm.state === null || vm.evacuated) return undefined;
   return {
     vmId: vm.vmId,
     host: vm.host,

@@ -30,6 +30,8 @@ export interface Vm {
    */
   readonly seenDigests: ReadonlySet<string> | null;
   readonly updatedAt: string | null;
+  /** Set by vm.evacuated: the VM lives on another host now; every command here is rejected. */
+  readonly evacuated?: { readonly id: string; readonly toHost?: string | undefined };
 }
 
 export const emptyVm = (vmId: string, host: string): Vm => ({

@@ -24,6 +24,7 @@ import { dropOwnRecord, kvFleetView } from "./nats/fleet-view.js";
 import { fencedRouter } from "./lease/fenced-router.js";
 import { HostLease } from "./lease/host-lease.js";
 import { holderId } from "./lease/holder-id.js";
+import { evacuatedVmIds, removeEvacuated } from "./lease/evacuated.js";
 import { kvTombstones } from "./nats/tombstones.js";
 import type { NatsLink } from "./nats/nats-link.js";
 import { KvViewWriter } from "./nats/view-writer.js";
@@ -152,7 +153,20 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   });
   parts.streams = streams;
   parts.view = new KvViewWriter(link.publisher, topology.vms, names.vmsBucket, config.host, log);
-  const view = new ViewProjector(streams, parts.view, log, () => lanes.queued > 0);
+  // VMs evacuated while this host was dead: their view records are their new host's now.
+  const evacuated = evacuatedVmIds(parts.lease.evacuation);
+  const writer = parts.view;
+  const view = new ViewProjector(
+    streams,
+    evacuated.size === 0
+      ? writer
+      : {
+          write: (id, json, seq) => (evacuated.has(id) ? undefined : writer.write(id, json, seq)),
+          flush: () => writer.flush(),
+        },
+    log,
+    () => lanes.queued > 0,
+  );
   const images = await imageCache(w, link.commands, streams);
   const busy = (): boolean => lanes.running > 0 || lanes.queued > 0;
   const snapshotter =
@@ -176,6 +190,20 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
 
   const running = (): boolean => w.state() === "running";
   const clock = systemClock;
+  const evacuation = parts.lease.evacuation;
+  if (evacuation) {
+    await removeEvacuated({
+      evacuation,
+      get: (vmId) => streams.get(vmId),
+      update: (vmId, decide) => lanes.run(vmId, () => streams.update(vmId, decide)),
+      router,
+      clock,
+      ids,
+      log,
+      dropView: (vmId) => dropOwnRecord(topology.vms, names.viewKey(config.host, vmId)),
+    });
+    await parts.lease.clearEvacuation();
+  }
   const intervalMs = config.reconcileIntervalMs;
   await stack.start(
     new Reconciler({ streams, router, lanes, clock, ids, log, running, intervalMs }),

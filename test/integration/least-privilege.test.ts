@@ -21,6 +21,7 @@ import { names as namesFor, type Names } from "../../src/contracts/index.js";
 import {
   commandReaderName,
   schedulerPermissions,
+  operatorPermissions,
   workerInboxPrefix,
   workerPermissions,
   type NatsPermissions,
@@ -50,6 +51,7 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       permissions: workerPermissions(prefix, "D", { compaction: true }),
     },
     scheduler: { password: "s-pw", permissions: schedulerPermissions(prefix) },
+    operator: { password: "o-pw", permissions: operatorPermissions(prefix) },
   };
   let dir: string;
   let logFile: string;
@@ -279,6 +281,11 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       (async () => (await new Kvm(sc).open(n.vmsBucket)).put("vm-a", "{}"))(),
       "scheduler: views",
     );
+    // nor fence a host: another host's lease is an operator's to write (vmq evacuate)
+    await assert.rejects(
+      (async () => (await new Kvm(sc).open(n.leasesBucket)).put("Z", "{}"))(),
+      "scheduler: leases",
+    );
     await sc.close();
     // nothing of it landed
     const cmdB = await jsm.streams.info(n.commandsStream, { subjects_filter: `${prefix}.cmd.>` });
@@ -506,6 +513,20 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       );
       const before = w.stats.duplicates;
       await eventually(() => (w.stats.duplicates > before ? true : undefined), 15_000, "dupe");
+    }
+  });
+
+  it("an operator may read and write any host's lease and view records (vmq evacuate)", async () => {
+    const op = await as("operator", "operator");
+    try {
+      const leases = await new Kvm(op).open(n.leasesBucket);
+      assert.ok((await leases.get("A"))?.value, "A's lease is readable");
+      const rev = await leases.create("Z", "{}");
+      await leases.delete("Z", { previousSeq: rev });
+      const vms = await new Kvm(op).open(n.vmsBucket);
+      await vms.purge("Z.vm-z");
+    } finally {
+      await op.close();
     }
   });
 });

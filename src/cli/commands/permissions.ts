@@ -4,6 +4,7 @@ import { describeIssues } from "../../contracts/index.js";
 import {
   permissionsConfig,
   schedulerPermissions,
+  operatorPermissions,
   workerPermissions,
 } from "../../contracts/permissions.js";
 import { addConfigFlags, configFromFlags, type FlagSelection } from "../config-flags.js";
@@ -30,7 +31,7 @@ export function registerPermissions(program: Command): void {
       .option("--host <host>", "the worker's host id (required for --role worker)")
       .addOption(
         new Option("--role <role>", "whose permissions")
-          .choices(["worker", "scheduler"] as const)
+          .choices(["worker", "scheduler", "operator"] as const)
           .default("worker" as const),
       )
       .option(
@@ -67,24 +68,30 @@ export function registerPermissions(program: Command): void {
         "--host is required for the permissions of a worker",
         "Pass the worker's host id (--host h1), or --role scheduler.",
       );
-    if (flags.role === "scheduler" && host !== undefined)
+    if (flags.role !== "worker" && host !== undefined)
       throw new CliError(
         "cli::invalid-option",
         "--host applies to --role worker only: a scheduler's permissions cover every host",
       );
     const perms =
-      host === undefined
-        ? schedulerPermissions(prefix)
-        : workerPermissions(prefix, host, {
-            provision: flags.provision,
-            compaction: flags.compaction === true,
-          });
+      flags.role === "operator"
+        ? operatorPermissions(prefix)
+        : host === undefined
+          ? schedulerPermissions(prefix)
+          : workerPermissions(prefix, host, {
+              provision: flags.provision,
+              compaction: flags.compaction === true,
+            });
     if (flags.json) {
       printJson(perms);
       return;
     }
     const whose =
-      host === undefined ? `a vmq scheduler` : `the vmq worker of host ${JSON.stringify(host)}`;
+      flags.role === "operator"
+        ? "a vmq operator (a scheduler that may evacuate a dead host)"
+        : host === undefined
+          ? `a vmq scheduler`
+          : `the vmq worker of host ${JSON.stringify(host)}`;
     process.stdout.write(
       [
         `# NATS permissions of ${whose}, prefix ${JSON.stringify(prefix)}.`,

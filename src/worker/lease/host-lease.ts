@@ -1,6 +1,6 @@
 import { JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { HostLease as LeaseRecord } from "../../contracts/index.js";
+import { HostLease as LeaseRecord, type Evacuation } from "../../contracts/index.js";
 import { VmqError } from "../../lib/errors.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Service } from "../service-stack.js";
@@ -38,6 +38,11 @@ export class HostLease implements Service {
   token = 0;
   /** ms from start() until this worker became active (a standby's takeover time included). */
   waitedMs: number | undefined;
+  /**
+   * The evacuation found on the lease when it was taken back: kept in this worker's records
+   * until its stale copies are removed (clearEvacuation), so a crash meanwhile finds it again.
+   */
+  evacuation: Evacuation | undefined;
   #revision = 0;
   /** performance.now() at the send of the last renewal that succeeded. */
   #renewedAt = 0;
@@ -118,15 +123,19 @@ export class HostLease implements Service {
           if (seen?.revision !== entry.revision) seen = { revision: entry.revision, since: now };
           // Our own data dir's lease: a previous run of this worker, which is gone.
           const ours = rec.success && rec.data.holder === holder;
-          if ((ours || now - seen.since >= ttl) && (await this.#take(entry.revision))) return;
-          if (this.role !== "standby") {
-            this.role = "standby";
-            log.info(
-              { holder: rec.success ? rec.data.holder : undefined, ttlMs: ttl },
-              "standby: another worker holds this host's lease; taking over if it stops renewing",
-            );
-            this.deps.onRole?.("standby");
-          }
+          const evacuation = rec.success ? rec.data.evacuation : undefined;
+          if (evacuation) {
+            // Evacuated while dead (docs/lease.md): taken back only once the evacuation is
+            // complete, and never by waiting out a TTL (the evacuation does not renew).
+            if (evacuation.completedAt && (await this.#take(entry.revision, evacuation))) return;
+            if (!evacuation.completedAt) {
+              this.#standby(`evacuation ${evacuation.id} in progress`, ttl, true);
+              await sleep(pollMs, stopping);
+              continue;
+            }
+          } else if ((ours || now - seen.since >= ttl) && (await this.#take(entry.revision)))
+            return;
+          this.#standby(rec.success ? rec.data.holder : undefined, ttl, false);
         }
       } catch (e) {
         log.warn({ err: e }, "could not read the host lease; trying again");
@@ -135,12 +144,35 @@ export class HostLease implements Service {
     }
   }
 
+  #standby(holder: string | undefined, ttlMs: number, evacuated: boolean): void {
+    if (this.role === "standby") return;
+    this.role = "standby";
+    if (evacuated)
+      this.deps.log.warn(
+        { code: "host::evacuated", why: holder },
+        "this host was evacuated: waiting for the evacuation to complete before taking the lease back",
+      );
+    else
+      this.deps.log.info(
+        { holder, ttlMs },
+        "standby: another worker holds this host's lease; taking over if it stops renewing",
+      );
+    this.deps.onRole?.("standby");
+  }
+
+  /** The stale copies of the evacuation are gone: the next renewal drops it from the record. */
+  async clearEvacuation(): Promise<void> {
+    this.evacuation = undefined;
+    await this.#renew();
+  }
+
   /** Compare-and-set from `revision` (0: no record); false when another worker was faster. */
-  async #take(revision: number): Promise<boolean> {
+  async #take(revision: number, evacuation?: Evacuation): Promise<boolean> {
     const { kv, host, log } = this.deps;
     const sent = performance.now();
     this.#acquiredAt = new Date().toISOString();
     try {
+      this.evacuation = evacuation;
       const body = this.#record(0);
       const rev =
         revision === 0 ? await kv.create(host, body) : await kv.update(host, body, revision);
@@ -148,7 +180,7 @@ export class HostLease implements Service {
       this.token = rev;
       this.#renewedAt = sent;
       this.role = "active";
-      log.info({ token: rev }, "took this host's lease: active");
+      log.info({ token: rev, evacuation: evacuation?.id }, "took this host's lease: active");
       this.deps.onRole?.("active");
       return true;
     } catch (e) {
@@ -213,6 +245,7 @@ export class HostLease implements Service {
         ttlMs: this.deps.ttlMs,
         acquiredAt: this.#acquiredAt || now,
         renewedAt: now,
+        ...(this.evacuation ? { evacuation: this.evacuation } : {}),
       }),
     );
   }

@@ -74,7 +74,8 @@ export default tseslint.config(
             zone("config", ["contracts", "lib", "hypervisor"]),
             zone("hypervisor", ["domain", "contracts", "lib", "observability"]),
             zone("event-store", ["domain", "contracts", "lib"]),
-            zone("client", ["domain", "contracts", "lib"]),
+            // The images bucket is read the same way by the SDK and the worker (one resolver).
+            zone("client", ["domain", "contracts", "lib", "event-store/image-bucket.ts"]),
             zone("worker", [
               "domain",
               "contracts",

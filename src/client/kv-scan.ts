@@ -12,10 +12,11 @@ const PARALLEL = 32;
 export async function latestValues(
   jsm: JetStreamManager,
   bucket: string,
+  keys = ">",
 ): Promise<{ key: string; data: Uint8Array }[]> {
   const stream = `KV_${bucket}`;
   const prefix = `$KV.${bucket}.`;
-  const info = await jsm.streams.info(stream, { subjects_filter: `${prefix}>` });
+  const info = await jsm.streams.info(stream, { subjects_filter: `${prefix}${keys}` });
   const subjects = Object.keys(info.state.subjects ?? {});
   const found = await pMap(
     subjects,

@@ -51,8 +51,16 @@ export class ViewReads {
       });
       if (!m) continue;
       const op = m.header?.get("KV-Operation");
-      if (op === "DEL" || op === "PURGE") return undefined;
-      return viewRecordAt(m.subject.slice(`$KV.${bucket}.`.length), jsonOf(m.data));
+      if (op !== "DEL" && op !== "PURGE")
+        return viewRecordAt(m.subject.slice(`$KV.${bucket}.`.length), jsonOf(m.data));
+      if (key === vmId) return undefined;
+      // One host dropped its record (the VM moved or was evacuated from it): another host's
+      // record may still speak for the VM, so look at each host's latest.
+      const records = (await latestValues(jsm, bucket, key)).map(({ key: k, data }) => ({
+        key: k,
+        view: viewRecordAt(k, jsonOf(data)),
+      }));
+      return currentView(records.filter((r): r is { key: string; view: VmView } => !!r.view));
     }
     return undefined;
   }
@@ -101,7 +109,12 @@ export class ViewReads {
     host ??= view?.host ?? (await newestEventOf(jsm, this.names, vmId))?.host;
     if (!host) return view;
     this.stats.folded++;
-    return foldedView(jsm, this.names, host, vmId, view);
+    const folded = await foldedView(jsm, this.names, host, vmId, view);
+    // The copy on `host` ended (destroyed, or evacuated/moved away) while another host's record
+    // still speaks for the VM: the VM lives there now.
+    const ended = !folded || folded.state === "destroyed";
+    if (ended && view && view.host !== host && view.state !== "destroyed") return view;
+    return folded;
   }
 
   /** Every VM's current record, this client's own writes included even when the view lags. */

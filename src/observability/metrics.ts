@@ -34,7 +34,7 @@ export interface MetricsSource {
   workerState(): string;
   replay(): { ms: number; events: number; from: string };
   /** The host image cache's counters (src/worker/images/image-stats.ts). */
-  images?(): {
+  images?: () => {
     hits: number;
     misses: number;
     fetches: number;

@@ -2,6 +2,7 @@ import type { Command } from "@commander-js/extra-typings";
 import { ImageStore } from "../../client/images/image-store.js";
 import type { ImageInfo } from "../../contracts/images.js";
 import { addConnectionFlags, printJson, table, withClient } from "../connection.js";
+import { age, examples, formatOf, isMachine, machine, outputOption } from "../output.js";
 
 const MiB = 1024 * 1024;
 
@@ -11,6 +12,14 @@ export function registerImages(program: Command): void {
     .command("image")
     .description(
       "Base images in the NATS object store (<prefix>-images): push, ls, inspect, rm, tag",
+    )
+    .addHelpText(
+      "after",
+      examples(
+        "vmq image push ./base.qcow2 --name base --tag v1",
+        "vmq image ls",
+        "vmq prepare web-1 --image-ref base:v1 --vcpus 1 --memory-mb 512",
+      ),
     );
 
   addConnectionFlags(
@@ -20,7 +29,14 @@ export function registerImages(program: Command): void {
       .argument("<file>", "the image file (qcow2, raw, ...)")
       .requiredOption("--name <name>", "image name (a-z 0-9 . _ -)")
       .option("--tag <tag>", "tag to point at it", "latest")
-      .option("--json", "print the stored image as JSON"),
+      .option("--json", "print the stored image as JSON")
+      .addHelpText(
+        "after",
+        examples(
+          "vmq image push ./base.qcow2 --name base --tag v1",
+          "vmq image push ./base.qcow2 --name base --json",
+        ),
+      ),
   ).action(async (file, flags) => {
     await withClient(flags, async (c) => {
       const store = new ImageStore(c.nc, { prefix: c.names.prefix });
@@ -47,23 +63,42 @@ export function registerImages(program: Command): void {
     image
       .command("ls")
       .description("List the stored images with their tags")
-      .option("--json", "print a JSON array"),
+      .addOption(outputOption())
+      .option("--json", "same as -o json: a JSON array")
+      .addHelpText(
+        "after",
+        examples("vmq image ls", "vmq image ls -o wide", "vmq image ls -o json"),
+      ),
   ).action(async (flags) => {
+    const format = formatOf(flags);
     await withClient(flags, async (c) => {
       const list = await new ImageStore(c.nc, { prefix: c.names.prefix }).list();
-      if (flags.json) return printJson(list);
-      process.stdout.write(table(["NAME", "TAGS", "DIGEST", "SIZE", "PUSHED"], list.map(row)));
+      if (isMachine(format)) return void process.stdout.write(machine(format, list));
+      const wide = format === "wide";
+      process.stdout.write(
+        table(
+          ["NAME", "TAGS", "DIGEST", "SIZE", wide ? "PUSHED" : "AGE"],
+          list.map((i) => row(i, wide)),
+        ),
+      );
     });
   });
 
   addConnectionFlags(
     image
       .command("inspect")
-      .description("One image by name:tag or name@sha256:<hex>, as JSON")
-      .argument("<ref>", "name:tag or name@sha256:<hex>"),
+      .description("One image by name:tag or name@sha256:<hex>, as JSON (or -o yaml)")
+      .argument("<ref>", "name:tag or name@sha256:<hex>")
+      .addOption(outputOption(["json", "yaml"]))
+      .addHelpText(
+        "after",
+        examples("vmq image inspect base:v1", "vmq image inspect base:v1 -o yaml"),
+      ),
   ).action(async (ref, flags) => {
     await withClient(flags, async (c) => {
-      printJson(await new ImageStore(c.nc, { prefix: c.names.prefix }).inspect(ref));
+      const info = await new ImageStore(c.nc, { prefix: c.names.prefix }).inspect(ref);
+      if (flags.output === "yaml") process.stdout.write(machine("yaml", info));
+      else printJson(info);
     });
   });
 
@@ -73,7 +108,11 @@ export function registerImages(program: Command): void {
       .description(
         "Remove a tag (and its image once untagged), or an image by digest with its tags",
       )
-      .argument("<ref>", "name:tag or name@sha256:<hex>"),
+      .argument("<ref>", "name:tag or name@sha256:<hex>")
+      .addHelpText(
+        "after",
+        examples("vmq image rm base:v1", "vmq image rm base@sha256:<64 hex digits>"),
+      ),
   ).action(async (ref, flags) => {
     await withClient(flags, async (c) => {
       const removed = await new ImageStore(c.nc, { prefix: c.names.prefix }).remove(ref);
@@ -86,7 +125,11 @@ export function registerImages(program: Command): void {
       .command("tag")
       .description("Point another tag of the same name at an image")
       .argument("<ref>", "name:tag or name@sha256:<hex>")
-      .argument("<tag>", "the new tag"),
+      .argument("<tag>", "the new tag")
+      .addHelpText(
+        "after",
+        examples("vmq image tag base:v1 stable", "vmq image tag base@sha256:<hex> v2"),
+      ),
   ).action(async (ref, tag, flags) => {
     await withClient(flags, async (c) => {
       const info = await new ImageStore(c.nc, { prefix: c.names.prefix }).tag(ref, tag);
@@ -95,10 +138,10 @@ export function registerImages(program: Command): void {
   });
 }
 
-const row = (i: ImageInfo): string[] => [
+const row = (i: ImageInfo, wide: boolean): string[] => [
   i.name,
   i.tags.join(",") || "-",
-  i.digest,
+  wide ? i.digest : i.digest.slice(0, 19),
   `${(i.size / MiB).toFixed(1)} MiB`,
-  i.pushedAt,
+  wide ? i.pushedAt : age(i.pushedAt),
 ];

@@ -5,7 +5,7 @@
  * earlier commands; a restart from a snapshot equals a full replay.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -167,6 +167,62 @@ describe("worker: compaction of destroyed VMs to tombstones", { timeout: 120_000
     assert.deepEqual(types, ["vm.tombstoned", "vm.command-accepted", "vm.prepared"]);
     assert.equal(w2.stats.compacted, 1, "compacted once, before the new life began");
     await w2.drain();
+  });
+
+  it("a command that arrives while a compaction is stopped midway waits for it, then sees the tombstone (failpoint)", async () => {
+    const host = "cr";
+    const vmId = "cr-1";
+    const dir = await mkdtemp(join(tmpdir(), "vmq-compact-"));
+    const args = [
+      ...["--nats", h.server.url, "--prefix", h.prefix, "--host", host, "--data-dir", dir],
+      ...["--noop-state-dir", join(dir, "noop"), "--retention-ms", "300"],
+      ...["--compact-interval-ms", "1000", "--log-level", "info"],
+    ];
+    const calls = async () =>
+      (await readFile(join(dir, "noop", "calls.log"), "utf8").catch(() => ""))
+        .split("\n")
+        .filter((l) => l.endsWith(` ${vmId}`));
+    // The worker stops itself (SIGSTOP) inside its first compaction, after the tombstone is
+    // written and before the view, the purge and the forget.
+    const w = new WorkerProcess(args, { VMQ_FAILPOINTS: "after-tombstone~1" }).start();
+    try {
+      await eventually(() => (w.ready ? true : undefined), 30_000, "worker ready").catch(
+        (e: unknown) => {
+          throw new Error(`${String(e)}: ${w.output}`);
+        },
+      );
+      await h.client.send(host, { type: "vm.prepare", vmId, spec: SPEC });
+      const destroy = await h.client.send(host, { type: "vm.destroy", vmId });
+      await eventually(
+        () => (w.output.includes("after-tombstone (stalled)") ? true : undefined),
+        30_000,
+        "stopped in the compaction",
+      );
+      const effectsBefore = await calls();
+      // Meanwhile: a scheduler's late retry of the destroy, and a new life for the vmId.
+      await republish({
+        type: "vm.destroy",
+        version: 1,
+        commandId: destroy.commandId,
+        vmId,
+        issuedAt: new Date().toISOString(),
+      });
+      const prepare = await h.client.publish(host, { type: "vm.prepare", vmId, spec: SPEC });
+      w.proc?.kill("SIGCONT");
+      const out = await h.client.waitForOutcome(host, vmId, prepare.command.commandId, {
+        timeoutMs: 30_000,
+      });
+      assert.equal(out.outcome.type, "vm.prepared");
+      // The compaction finished first (the lane serialises them): the old life is purged, the
+      // new one begins with its tombstone, the old destroy had no effect and no outcome.
+      const types = (await h.client.history(host, vmId)).map((e) => e.event.type);
+      assert.deepEqual(types, ["vm.tombstoned", "vm.command-accepted", "vm.prepared"]);
+      assert.deepEqual((await calls()).slice(effectsBefore.length), [`prepare ${vmId}`]);
+      assert.equal((await h.client.get(vmId))?.state, "prepared");
+    } finally {
+      await w.kill("SIGKILL");
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   for (const point of ["after-tombstone", "after-purge"] as const) {

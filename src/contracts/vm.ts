@@ -149,6 +149,7 @@ export const VmSpec = z
   })
   .refine((s) => (s.imagePath === undefined) !== (s.image === undefined), {
     message: "give exactly one of imagePath and image",
+    path: ["imagePath"],
   })
   .describe("What to prepare (camelCase of the seed's VmSpec).");
 export type VmSpec = z.infer<typeof VmSpec>;

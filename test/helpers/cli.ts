@@ -3,6 +3,7 @@
  * under plain `node`, never the sources through tsx. `npm test` and `npm run test:integration`
  * build first; a test file that imports this without a build fails at once, saying so.
  */
+import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { execa, type Options } from "execa";
@@ -36,4 +37,12 @@ export function runVmq<O extends Options = Record<never, never>>(args: string[],
     cwd: ROOT,
     ...opts,
   } as O & { reject: false; cwd: string });
+}
+
+/** `vmq: <message> [<code>]`, optionally ` — hint: <hint>`, as the whole of stderr: one line. */
+export function assertOneLineError(stderr: string, message: RegExp): void {
+  const all = stderr.split("\n").filter(Boolean);
+  assert.equal(all.length, 1, `exactly one line on stderr:\n${stderr}`);
+  assert.match(all[0] ?? "", /^vmq: \S.*$/);
+  assert.match(all[0] ?? "", message);
 }

@@ -1,32 +1,16 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { names as namesFor, type VmEvent, type VmView } from "../../src/contracts/index.js";
-import {
-  schedulerPermissions,
-  workerPermissions,
-  type NatsPermissions,
-} from "../../src/contracts/permissions.js";
-import { execa } from "execa";
-import { runVmq } from "../helpers/cli.js";
+import { assertOneLineError, runVmq } from "../helpers/cli.js";
 import {
   makePropolisFixture,
   type PropolisFixture,
 } from "../helpers/fake-propolis/propolis-fixture.js";
-import { findNatsServer } from "../helpers/nats-server.js";
 import { Harness, SPEC, eventually } from "../helpers/worker-harness.js";
-
-/** `vmq: <message> [<code>]`, optionally ` — hint: <hint>`, as the whole of stderr: one line. */
-function assertOneLineError(stderr: string, message: RegExp): void {
-  const all = stderr.split("\n").filter(Boolean);
-  assert.equal(all.length, 1, `exactly one line on stderr:\n${stderr}`);
-  assert.match(all[0] ?? "", /^vmq: \S.*$/);
-  assert.match(all[0] ?? "", message);
-}
 
 describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, () => {
   let h: Harness;
@@ -344,89 +328,6 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
     assert.equal(await kv.get("c-2").then((e) => e?.operation), "DEL", "the v1 key is gone");
   });
 
-  it("dlq list/show/retry/drop work on real poison messages", async () => {
-    const names = namesFor(h.prefix);
-    const jsm = await jetstreamManager(h.nc);
-    const enc = new TextEncoder();
-    await h.client.js.publish(names.cmd("h1", "p-1"), enc.encode("{not json"), {
-      msgID: "poison-1",
-    });
-    await h.client.js.publish(names.cmd("h1", "p-2"), enc.encode("nope"), { msgID: "poison-2" });
-    await eventually(
-      async () =>
-        (await jsm.streams.info(names.dlqStream)).state.messages >= 2 ? true : undefined,
-      20_000,
-      "two dead letters",
-    );
-    const [l, table] = await Promise.all([
-      vmq(["dlq", "list", "--json"]),
-      vmq(["dlq", "list", "--host", "h1"]),
-    ]);
-    assert.equal(l.exitCode, 0, l.stderr);
-    const entries = json<{ seq: number; headers: Record<string, string>; payload: string }[]>(
-      l.stdout,
-    );
-    const p1 = entries.find((e) => e.headers["Vmq-Dlq-Subject"] === names.cmd("h1", "p-1"));
-    const p2 = entries.find((e) => e.headers["Vmq-Dlq-Subject"] === names.cmd("h1", "p-2"));
-    assert.ok(p1 && p2, JSON.stringify(entries));
-    assert.equal(p1.headers["Vmq-Dlq-Code"], "command::not-json");
-    assert.equal(p1.payload, "{not json");
-    assert.match(table.stdout, /^SEQ +AGE +SUBJECT +CODE/);
-    assert.match(
-      table.stdout,
-      new RegExp(
-        `^${p1.seq} .*${names.cmd("h1", "p-1").replace(/\./g, "\\.")} +command::not-json`,
-        "m",
-      ),
-    );
-
-    // Retrying the poison as it is would only dead-letter it again: refused.
-    const [show, refused] = await Promise.all([
-      vmq(["dlq", "show", String(p1.seq)]),
-      vmq(["dlq", "retry", String(p1.seq)]),
-    ]);
-    assert.equal(show.exitCode, 0, show.stderr);
-    assert.match(show.stdout, /^Vmq-Dlq-Code: +command::not-json$/m);
-    assert.match(show.stdout, /^\{not json$/m);
-
-    assert.equal(refused.exitCode, 2);
-    assertOneLineError(refused.stderr, /still invalid.*\[dlq::still-invalid\]/);
-
-    const fixed = join(dir, "fixed.json");
-    const commandId = "fixed-p-1";
-    await writeFile(
-      fixed,
-      JSON.stringify({
-        type: "vm.prepare",
-        version: 1,
-        commandId,
-        vmId: "p-1",
-        issuedAt: new Date().toISOString(),
-        spec: SPEC,
-      }),
-    );
-    const retried = await vmq(["dlq", "retry", String(p1.seq), "--payload", fixed, "--json"]);
-    assert.equal(retried.exitCode, 0, retried.stderr);
-    assert.equal(json<{ commandId: string }>(retried.stdout).commandId, commandId);
-    const { outcome } = await h.client.waitForOutcome("h1", "p-1", commandId, {
-      timeoutMs: 15_000,
-    });
-    assert.equal(outcome.type, "vm.prepared");
-    const [gone, drop] = await Promise.all([
-      vmq(["dlq", "show", String(p1.seq)]),
-      vmq(["dlq", "drop", String(p2.seq)]),
-    ]);
-    assert.equal(gone.exitCode, 1);
-    assertOneLineError(gone.stderr, /\[dlq::not-found\]/);
-
-    assert.equal(drop.exitCode, 0, drop.stderr);
-    const after = json<{ seq: number }[]>((await vmq(["dlq", "list", "--json"])).stdout);
-    assert.ok(
-      !after.some((e) => e.seq === p1.seq || e.seq === p2.seq),
-      "retried and dropped entries are gone",
-    );
-  });
-
   it("console relays stdin to the VM and the VM's output to stdout; Ctrl-] detaches", async () => {
     const spec = {
       ...SPEC,
@@ -535,79 +436,3 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
       assert.ok(help.stdout.includes(s), `start --help mentions ${s}`);
   });
 });
-
-describe("vmq permissions (the CLI, as a process; offline)", { timeout: 60_000 }, () => {
-  /** No VMQ_PREFIX from the caller's environment: the default prefix unless a test sets one. */
-  const vmq = (args: string[], env: Record<string, string> = {}) =>
-    runVmq(["permissions", ...args], { env: { VMQ_PREFIX: "", ...env }, timeout: 30_000 });
-  const json = (stdout: string): NatsPermissions => JSON.parse(stdout) as NatsPermissions;
-
-  it("--json prints workerPermissions() / schedulerPermissions() for the host and prefix", async () => {
-    const [w, acme, sched, schedEnv] = await Promise.all([
-      vmq(["--host", "h1", "--json"]),
-      vmq(["--host", "h-2", "--prefix", "acme", "--no-provision", "--json"]),
-      vmq(["--role", "scheduler", "--json"]),
-      vmq(["--role", "scheduler", "--json"], { VMQ_PREFIX: "acme" }),
-    ]);
-    for (const r of [w, acme, sched, schedEnv]) assert.equal(r.exitCode, 0, r.stderr);
-    assert.deepEqual(json(w.stdout), workerPermissions("vmq", "h1"));
-    assert.deepEqual(json(acme.stdout), workerPermissions("acme", "h-2", { provision: false }));
-    assert.deepEqual(json(sched.stdout), schedulerPermissions("vmq"));
-    assert.deepEqual(json(schedEnv.stdout), schedulerPermissions("acme"));
-  });
-
-  it("prints a permissions block that nats-server accepts in a user entry", async () => {
-    const r = await vmq(["--host", "h1"]);
-    assert.equal(r.exitCode, 0, r.stderr);
-    const at = r.stdout.indexOf("permissions: ");
-    assert.ok(at > 0, r.stdout);
-    assert.ok(
-      r.stdout
-        .slice(0, at)
-        .split("\n")
-        .filter(Boolean)
-        .every((l) => l.startsWith("#")),
-      "only comments before the block",
-    );
-    assert.deepEqual(
-      JSON.parse(r.stdout.slice(at + "permissions: ".length)),
-      workerPermissions("vmq", "h1"),
-    );
-    const dir = await mkdtemp(join(tmpdir(), "vmq-perms-"));
-    try {
-      const conf = join(dir, "server.conf");
-      await writeFile(
-        conf,
-        `authorization {\n  users: [\n    { user: "vmq-worker-h1", password: "x"\n${r.stdout}    }\n  ]\n}\n`,
-      );
-      const t = await execaTest(await findNatsServer(), conf);
-      assert.equal(t.exitCode, 0, `${t.stdout}${t.stderr}`);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
-
-  it("validates --host and --role: exit 2 with one readable line", async () => {
-    const [badHost, noHost, badRole, schedHost] = await Promise.all([
-      vmq(["--host", "bad.host"]),
-      vmq([]),
-      vmq(["--host", "h1", "--role", "admin"]),
-      vmq(["--role", "scheduler", "--host", "h1"]),
-    ]);
-    for (const r of [badHost, noHost, badRole, schedHost]) {
-      assert.equal(r.exitCode, 2, r.stderr);
-      assert.equal(r.stdout, "");
-    }
-    assertOneLineError(badHost.stderr, /^vmq: invalid host "bad\.host": .*\[cli::invalid-host\]/);
-    assertOneLineError(noHost.stderr, /--host is required.*\[cli::missing-host\] — hint: \S/);
-    assertOneLineError(
-      badRole.stderr,
-      /'admin' is invalid.*worker, scheduler.* — hint: see vmq permissions --help for the usage$/,
-    );
-    assertOneLineError(schedHost.stderr, /\[cli::invalid-option\]/);
-  });
-});
-
-/** `nats-server -t -c conf`: checks a configuration file and exits. */
-const execaTest = (bin: string, conf: string) =>
-  execa(bin, ["-t", "-c", conf], { reject: false, stdin: "ignore", timeout: 10_000 });

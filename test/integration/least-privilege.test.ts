@@ -9,13 +9,13 @@
  * back.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { VmqClient } from "../../src/client/index.js";
 import { names as namesFor, type Names } from "../../src/contracts/index.js";
 import {
@@ -26,15 +26,18 @@ import {
   workerPermissions,
   type NatsPermissions,
 } from "../../src/contracts/permissions.js";
-import { HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
-import { silentLogger } from "../../src/observability/logger.js";
 import { CommandReader } from "../../src/worker/nats/command-reader.js";
-import { Worker } from "../../src/worker/worker.js";
+import type { Worker } from "../../src/worker/worker.js";
 import { usersConfig } from "../helpers/nats-auth.js";
+import {
+  assertSubscriptionRefused,
+  connectAs,
+  loggedViolations,
+  startUserWorker,
+  type UserWorker,
+} from "../helpers/permission-fleet.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
 import { SPEC, eventually } from "../helpers/worker-harness.js";
-
-import { setTimeout as delay } from "node:timers/promises";
 
 const enc = new TextEncoder();
 
@@ -63,56 +66,21 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
   const workers: Worker[] = [];
   /** A connection as `user`; a worker's user gets its host's inbox prefix, as the worker does. */
   const as = (user: string, name: string, inboxPrefix?: string) =>
-    connect({
-      servers: server.url,
-      user,
-      pass: users[user]!.password,
-      name,
-      maxReconnectAttempts: 0,
-      ...(inboxPrefix ? { inboxPrefix } : {}),
-    });
-  const startWorker = async (
-    host: string,
-    user: string,
-    extra: { snapshots?: "on" | "off"; retentionMs?: number; compactIntervalMs?: number } = {},
-  ) => {
-    const w = new Worker(
-      {
-        nats: server.url,
-        prefix,
-        host,
-        dataDir: join(dir, host),
-        reconcileIntervalMs: 0,
-        heartbeatMs: 500,
-        user,
-        password: users[user]!.password,
-        ...extra,
-      },
-      { router: new HypervisorRouter([new NoopBackend()]), logger: silentLogger() },
-    );
-    await w.start();
+    connectAs(server.url, user, users[user]!.password, name, inboxPrefix);
+  const startWorker = async (host: string, user: string, extra: UserWorker["extra"] = {}) => {
+    const password = users[user]!.password;
+    const w = await startUserWorker({ url: server.url, prefix, host, dir, user, password, extra });
     workers.push(w);
     return w;
   };
   /** Subscribing to `subject` as worker A is refused by the server (a permissions error). */
-  const refusedSubscription = async (subject: string): Promise<void> => {
-    const other = await as("worker-a", "attacker-sub", workerInboxPrefix("A"));
-    const denied = (async () => {
-      for await (const st of other.status())
-        if (st.type === "error" && /permissions violation/i.test(String(st.error))) return true;
-      return false;
-    })();
-    other.subscribe(subject);
-    await other.flush();
-    const refused = await Promise.race([denied, delay(2_000).then(() => false)]);
-    await other.close();
-    assert.ok(refused, `subscribing to ${subject} must be refused`);
-  };
+  const refusedSubscription = (subject: string): Promise<void> =>
+    assertSubscriptionRefused(
+      () => as("worker-a", "attacker-sub", workerInboxPrefix("A")),
+      subject,
+    );
   /** Permission violations the server logged, except those of the named connection. */
-  const violations = async (except = "attacker") =>
-    (await readFile(logFile, "utf8"))
-      .split("\n")
-      .filter((l) => /violation/i.test(l) && !l.includes(except));
+  const violations = (except = "attacker") => loggedViolations(logFile, (l) => !l.includes(except));
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "vmq-perm-"));
@@ -321,9 +289,7 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
     assert.equal(cmdB.state.subjects?.[n.cmd("B", "vm-b")], 5, "only the scheduler's commands");
     const bConsumer = await jsm.consumers.info(n.commandsStream, n.durable("B"));
     assert.equal(bConsumer.config.filter_subject, n.cmdFilter("B"));
-    const violationsSeen = (await readFile(logFile, "utf8"))
-      .split("\n")
-      .filter((l) => /violation/i.test(l) && l.includes("attacker"));
+    const violationsSeen = await loggedViolations(logFile, (l) => l.includes("attacker"));
     assert.ok(violationsSeen.length >= attempts.length, violationsSeen.join("\n"));
   });
 

@@ -65,6 +65,22 @@ export class WorkerProcess {
     await this.proc;
   }
 
+  /**
+   * Ends it as an operator would: SIGTERM (it drains and stops an embedded nats-server with it),
+   * then SIGKILL if it has not ended after `graceMs`. A SIGKILL alone would leave the embedded
+   * nats-server running (on purpose: see worker-data-dir-lock.test.ts).
+   */
+  async stop(graceMs = 15_000): Promise<void> {
+    if (!this.proc || this.dead) return void (await this.proc);
+    this.proc.kill("SIGTERM");
+    const timer = setTimeout(() => this.proc?.kill("SIGKILL"), graceMs);
+    try {
+      await this.proc;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async exit(): Promise<number | undefined> {
     return (await this.proc)?.exitCode;
   }

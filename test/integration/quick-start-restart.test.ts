@@ -61,7 +61,7 @@ describe("the quick start keeps its VMs across a worker restart", { timeout: 180
       const stop = await runVmq(["stop", "demo"], { env: env2 });
       assert.equal(stop.exitCode, 0, stop.stderr);
     } finally {
-      await w.kill();
+      await w.stop();
       await rm(dir, { recursive: true, force: true });
     }
   });
@@ -89,7 +89,7 @@ describe("the quick start keeps its VMs across a worker restart", { timeout: 180
         "the ephemeral VM recorded destroyed after the restart",
       );
     } finally {
-      await w.kill();
+      await w.stop();
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -138,7 +138,7 @@ describe("the README's quick start and snippets, run as written", { timeout: 600
         assert.equal((JSON.parse(r.stdout) as { state: string }).state, "running", vmId);
       }
     } finally {
-      await w.kill();
+      await w.stop();
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -43,6 +43,8 @@ export interface MetricsSource {
     failures: number;
     evicted: number;
     cachedBytes: number;
+    downloading: number;
+    downloadingBytes: number;
   };
   /** Size and limits of the streams the host writes (read at scrape time; a failure skips them). */
   streams?(): Promise<StreamUse[]>;
@@ -169,6 +171,18 @@ export function createMetrics(source: MetricsSource): {
     );
     image("vmq_image_evictions_total", "Cached images evicted for the cache cap.", "evicted");
     image("vmq_image_cache_bytes", "Bytes of verified images in the cache.", "cachedBytes", true);
+    image(
+      "vmq_image_downloads",
+      "Image downloads under way (prepares wait on them).",
+      "downloading",
+      true,
+    );
+    image(
+      "vmq_image_downloading_bytes",
+      "Bytes received so far by the image downloads under way.",
+      "downloadingBytes",
+      true,
+    );
   }
   const streams = async (): Promise<StreamUse[]> =>
     (await source.streams?.().catch(() => [])) ?? [];

@@ -143,6 +143,9 @@ describe("images: object store and host cache", { timeout: 240_000 }, () => {
     );
     assert.equal(metric(m, "vmq_image_fetched_bytes_total"), image.length);
     assert.equal(metric(m, "vmq_image_cache_misses_total"), 8);
+    // Nothing is left counted as under way once the download ended.
+    assert.equal(metric(m, "vmq_image_downloads"), 0);
+    assert.equal(metric(m, "vmq_image_downloading_bytes"), 0);
     // A later prepare of the same image is a hit, also by digest.
     const again = await client.send("h1", {
       type: "vm.prepare",

@@ -102,13 +102,14 @@ export class ImageCache {
     const began = Date.now();
     log.info({ ref: r.ref, digest: r.digest, bytes: r.size }, "fetching image");
     const file = await open(tmp, "wx", 0o600);
+    let bytes = 0;
+    stats.downloading++;
     try {
       const got = await os.get(r.object).catch((e: unknown) => {
         throw fetchFailed(r.ref, e);
       });
       if (!got) throw new VmqError("image::not-found", `image ${r.ref} vanished from the store`);
       const hash = createHash("sha256");
-      let bytes = 0;
       let said = Date.now();
       try {
         for await (const chunk of got.data) {
@@ -116,6 +117,7 @@ export class ImageCache {
           await file.write(chunk);
           const before = bytes;
           bytes += chunk.length;
+          stats.downloadingBytes += chunk.length;
           if (before * 2 < r.size && bytes * 2 >= r.size) failpoint("mid-image-fetch");
           if (Date.now() - said >= PROGRESS_EVERY_MS) {
             said = Date.now();
@@ -142,6 +144,9 @@ export class ImageCache {
       await file.close().catch(() => undefined);
       await rm(tmp, { force: true });
       throw e;
+    } finally {
+      stats.downloading--;
+      stats.downloadingBytes -= bytes;
     }
   }
 

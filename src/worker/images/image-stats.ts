@@ -12,4 +12,7 @@ export class ImageStats {
   evicted = 0;
   /** Bytes of verified images in the cache now. */
   cachedBytes = 0;
+  /** Downloads under way and the bytes they have received so far (a prepare waiting on one). */
+  downloading = 0;
+  downloadingBytes = 0;
 }

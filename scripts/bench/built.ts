@@ -7,6 +7,9 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type * as Client from "../../src/client/index.js";
 import type * as EventStoreProvision from "../../src/event-store/provision.js";
+import type * as ImageBucket from "../../src/event-store/image-bucket.js";
+import type * as ImageCacheModule from "../../src/worker/images/image-cache.js";
+import type * as ImageStatsModule from "../../src/worker/images/image-stats.js";
 import type * as Accelerator from "../../src/hypervisor/backends/qemu/accelerator.js";
 import type * as CommandLine from "../../src/hypervisor/backends/qemu/qemu-command-line.js";
 import type * as Qmp from "../../src/hypervisor/backends/qemu/qmp-client.js";
@@ -31,7 +34,16 @@ export const { createLogger, silentLogger } = (await import(
 export const { ensureConsumer, ensureTopology } = (await import(
   dist("event-store/provision.js")
 )) as typeof EventStoreProvision;
-export const { VmqClient } = (await import(dist("client/index.js"))) as typeof Client;
+export const { VmqClient, ImageStore } = (await import(dist("client/index.js"))) as typeof Client;
+export const { imageChunks, openImageBucket } = (await import(
+  dist("event-store/image-bucket.js")
+)) as typeof ImageBucket;
+export const { ImageCache } = (await import(
+  dist("worker/images/image-cache.js")
+)) as typeof ImageCacheModule;
+export const { ImageStats } = (await import(
+  dist("worker/images/image-stats.js")
+)) as typeof ImageStatsModule;
 export const { QmpClient } = (await import(
   dist("hypervisor/backends/qemu/qmp-client.js")
 )) as typeof Qmp;

@@ -1,5 +1,6 @@
 /** Turns the collected results into docs/benchmark.json and a Markdown report. */
 import type { LatencyResult, ThroughputResult } from "./throughput.js";
+import { imagesGoal, imagesMarkdown, type ImagesResult } from "./images.js";
 import type { ProfileResult } from "./profile.js";
 import { qemuTable, type QemuResult } from "./qemu.js";
 import type { RecoveryResult } from "./recovery.js";
@@ -20,6 +21,7 @@ export interface BenchResults {
   recovery?: RecoveryResult;
   profile: ProfileResult[];
   qemu?: QemuResult;
+  images?: ImagesResult;
   failures: { section: string; message: string }[];
 }
 
@@ -135,6 +137,7 @@ export function goals(r: BenchResults): Goal[] {
       met: ratio >= 0.85 * s.workers,
     });
   }
+  if (r.images) out.push(imagesGoal(r.images));
   return out;
 }
 
@@ -478,6 +481,7 @@ export function markdown(r: BenchResults): string {
   }
 
   if (r.qemu) L.push("\n## QEMU side by side\n", qemuTable(r.qemu), "");
+  if (r.images) L.push("", imagesMarkdown(r.images));
   if (r.failures.length) {
     L.push("\n## Sections that failed\n");
     for (const f of r.failures) L.push(`- ${f.section}: ${f.message.replace(/\n/g, " ")}`);

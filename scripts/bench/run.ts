@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --quick] [--only a,b] [--out dir]`: vmq's benchmark (issue 9, part 1).
  * Sections: baseline, vmq, latency, logs, scale-out, recovery, profile, qemu (vmq vs raw QEMU
- * side by side, with a real guest; printed as a table). Writes
+ * side by side, with a real guest; printed as a table), images (object-store fetch vs a copy). Writes
  * <out>/benchmark.md and <out>/benchmark.json (default out: docs/, or bench-results/ with --quick).
  */
 import { existsSync } from "node:fs";
@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { NatsServer } from "../../test/helpers/nats-server.js";
+import { imagesBench } from "./images.js";
 import { profileVmq } from "./profile.js";
 import { qemuSideBySide, qemuTable } from "./qemu.js";
 import { recovery } from "./recovery.js";
@@ -36,6 +37,7 @@ const SECTIONS = [
   "recovery",
   "profile",
   "qemu",
+  "images",
 ] as const;
 type Section = (typeof SECTIONS)[number];
 
@@ -83,6 +85,8 @@ const SIZES = quick
       recoveryVms: 1_000,
       profile: [500, 4] as [number, number],
       qemuPairs: 2,
+      imageMiB: 64,
+      imageReps: 2,
     }
   : {
       reps: 7,
@@ -97,6 +101,8 @@ const SIZES = quick
       recoveryVms: 10_000,
       profile: [2_000, 10] as [number, number],
       qemuPairs: 6,
+      imageMiB: 256,
+      imageReps: 3,
     };
 const CONCURRENCIES = [1, 8, 64];
 
@@ -223,6 +229,14 @@ const sections: Record<Section, () => Promise<void>> = {
     withServer(async (server, nc) => {
       results.qemu = await qemuSideBySide(server, nc, SIZES.qemuPairs, log);
       process.stdout.write(`\n${qemuTable(results.qemu)}\n\n`);
+    }),
+  images: () =>
+    withServer(async (server, nc) => {
+      const r = await imagesBench(server, nc, SIZES.imageMiB * 2 ** 20, SIZES.imageReps);
+      log(
+        `images: fetch ${r.fetchMiBs} MiB/s, copyFile ${r.copyFileMiBs} MiB/s, ratio ${r.ratio}x`,
+      );
+      results.images = r;
     }),
 };
 

@@ -132,15 +132,15 @@ export function workerPermissions(
         `${API}.CONSUMER.INFO.${kv.cancels}.*`,
         `${API}.CONSUMER.MSG.NEXT.${kv.cancels}.*`,
         `${API}.CONSUMER.DELETE.${kv.cancels}.*`,
-        // images: read only (an object's metadata, then its chunks through an ordered consumer
-        // and its flow control); creating the bucket is a provisioning right
+        // images: read only (an object's metadata, then its chunks through a pull consumer
+        // filtered on that object's chunks); creating the bucket is a provisioning right
         `${API}.STREAM.INFO.${images}`,
         ...(opts.provision === false ? [] : [`${API}.STREAM.CREATE.${images}`]),
         `${API}.STREAM.MSG.GET.${images}`,
         `${API}.CONSUMER.CREATE.${images}.*.$O.${n.imagesBucket}.C.*`,
         `${API}.CONSUMER.INFO.${images}.*`,
+        `${API}.CONSUMER.MSG.NEXT.${images}.*`,
         `${API}.CONSUMER.DELETE.${images}.*`,
-        `$JS.FC.${images}.>`,
       ],
     },
     subscribe: {

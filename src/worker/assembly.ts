@@ -38,7 +38,7 @@ import type { Service, ServiceStack } from "./service-stack.js";
 import type { KV } from "@nats-io/kv";
 import type { ObjectStore } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { openImageBucket } from "../event-store/image-bucket.js";
+import { imageChunks, openImageBucket } from "../event-store/image-bucket.js";
 import { ImageCache, imageCacheDir } from "./images/image-cache.js";
 import { Compactor } from "./services/compactor.js";
 import { DlqMover } from "./services/dlq-mover.js";
@@ -367,6 +367,7 @@ async function imageCache(
         bucket = undefined; // not cached: the next prepare tries again
         throw e;
       })),
+    chunks: (r) => imageChunks(nc, namesFor(config.prefix), r),
     inUse: () =>
       streams
         .all()

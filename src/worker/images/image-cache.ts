@@ -7,7 +7,7 @@
  * VM of this host uses are evicted to make room.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { mkdir, open, readdir, rename, rm, stat, utimes } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, stat, utimes, type FileHandle } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { ObjectStore } from "@nats-io/obj";
 import { resolveImage, type ResolvedImage } from "../../event-store/image-bucket.js";
@@ -21,12 +21,15 @@ export const imageCacheDir = (dataDir: string): string => resolve(dataDir, "imag
 
 const CACHED = /^[0-9a-f]{64}$/;
 const PROGRESS_EVERY_MS = 5_000;
+const WRITE_AHEAD = 16 * 1024 * 1024;
 
 export interface ImageCacheOptions {
   dir: string;
   /** Bytes the cache may hold (0: no cap). */
   maxBytes: number;
   bucket: () => Promise<ObjectStore>;
+  /** The bytes of a resolved image, in order (imageChunks: a pull consumer of its chunks). */
+  chunks: (r: ResolvedImage) => AsyncIterable<Uint8Array>;
   /** The digests (`sha256:<hex>`) this host's VMs were prepared from. */
   inUse: () => Iterable<string>;
   log: Logger;
@@ -78,7 +81,7 @@ export class ImageCache {
         this.o.stats.misses++;
         let download = this.#inflight.get(hex);
         if (!download) {
-          download = this.#download(os, r, path).finally(() => this.#inflight.delete(hex));
+          download = this.#download(r, path).finally(() => this.#inflight.delete(hex));
           this.#inflight.set(hex, download);
         } else this.o.log.info({ vmId, ref }, "image download in progress; waiting for it");
         await untilAborted(download, signal);
@@ -95,7 +98,7 @@ export class ImageCache {
     this.#pins.delete(vmId);
   }
 
-  async #download(os: ObjectStore, r: ResolvedImage, path: string): Promise<void> {
+  async #download(r: ResolvedImage, path: string): Promise<void> {
     const { log, stats } = this.o;
     await this.#makeRoom(r.size, r.digest);
     const tmp = join(this.o.dir, ".partial", `${r.digest.slice(7)}.${randomUUID().slice(0, 8)}`);
@@ -105,16 +108,13 @@ export class ImageCache {
     let bytes = 0;
     stats.downloading++;
     try {
-      const got = await os.get(r.object).catch((e: unknown) => {
-        throw fetchFailed(r.ref, e);
-      });
-      if (!got) throw new VmqError("image::not-found", `image ${r.ref} vanished from the store`);
       const hash = createHash("sha256");
       let said = Date.now();
       try {
-        for await (const chunk of got.data) {
+        const writes = new WriteBehind(file);
+        for await (const chunk of this.o.chunks(r)) {
           hash.update(chunk);
-          await file.write(chunk);
+          await writes.add(chunk);
           const before = bytes;
           bytes += chunk.length;
           stats.downloadingBytes += chunk.length;
@@ -124,8 +124,9 @@ export class ImageCache {
             log.info({ ref: r.ref, bytes, of: r.size }, "fetching image");
           }
         }
+        await writes.done();
       } catch (e) {
-        throw corrupt(e) ? mismatch(r, String((e as Error).message)) : fetchFailed(r.ref, e);
+        throw fetchFailed(r.ref, e);
       }
       const actual = `sha256:${hash.digest("hex")}`;
       if (actual !== r.digest || bytes !== r.size)
@@ -189,15 +190,43 @@ export class ImageCache {
   }
 }
 
+/**
+ * Writes a download's chunks in order while the next ones arrive: the network and the disk
+ * overlap instead of taking turns. At most WRITE_AHEAD bytes wait in memory; `add` waits
+ * beyond that. A failed write fails the next `add` or `done`.
+ */
+class WriteBehind {
+  #tail: Promise<void> = Promise.resolve();
+  #queued = 0;
+  #failed: Error | undefined;
+
+  constructor(private readonly file: FileHandle) {}
+
+  async add(chunk: Uint8Array): Promise<void> {
+    if (this.#failed) throw this.#failed;
+    this.#queued += chunk.length;
+    this.#tail = this.#tail
+      .then(async () => {
+        if (!this.#failed) await this.file.write(chunk);
+        this.#queued -= chunk.length;
+      })
+      .catch((e: unknown) => {
+        this.#failed ??= e instanceof Error ? e : new Error(String(e));
+      });
+    if (this.#queued > WRITE_AHEAD) await this.#tail;
+  }
+
+  async done(): Promise<void> {
+    await this.#tail;
+    if (this.#failed) throw this.#failed;
+  }
+}
+
 const isFile = (p: string): Promise<boolean> =>
   stat(p).then(
     (s) => s.isFile(),
     () => false,
   );
-
-/** The object store library's own digest check (its SHA-256 over the chunks) failed. */
-const corrupt = (e: unknown): boolean =>
-  e instanceof Error && /corrupt object|digests do not match/i.test(e.message);
 
 const mismatch = (r: ResolvedImage, what: string): VmqError =>
   new VmqError("image::digest-mismatch", `image ${r.ref} does not match ${r.digest}: ${what}`);

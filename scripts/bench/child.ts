@@ -5,6 +5,8 @@
  *  - recovery: seed the Noop backend with the preloaded VMs, time start() (replay + reconcile),
  *    measure resident memory, drain (writing the snapshot when snapshots are on), print it all.
  *  - profile: run until `commands` outcomes are recorded (for --cpu-prof), print the window.
+ *  - churn: run with a short retention window; "measure" on stdin prints resident memory after
+ *    a forced GC and what the worker holds; "stop" drains (writing its snapshot).
  */
 import { createInterface } from "node:readline";
 import { FaultyBackend, NoopBackend } from "./built.js";
@@ -13,7 +15,7 @@ import { recoveryHandle } from "./recovery-data.js";
 import { waitFor } from "./common.js";
 
 export interface ChildArgs {
-  mode: "serve" | "recovery" | "profile";
+  mode: "serve" | "recovery" | "profile" | "churn";
   url: string;
   prefix: string;
   host: string;
@@ -22,6 +24,7 @@ export interface ChildArgs {
   snapshots?: "on" | "off";
   vms?: number;
   commands?: number;
+  retentionMs?: number;
 }
 
 const say = (o: object): void => {
@@ -105,8 +108,35 @@ async function profile(a: ChildArgs): Promise<void> {
   say({ startUs, endUs, ms, commands: worker.stats.total() });
 }
 
+async function churn(a: ChildArgs): Promise<void> {
+  const { worker } = childWorker(a, {
+    snapshots: "on",
+    retentionMs: a.retentionMs ?? 2_000,
+    compactIntervalMs: 1_000,
+  });
+  await worker.start();
+  say({ ready: true });
+  const rl = createInterface({ input: process.stdin });
+  for await (const line of rl) {
+    if (line.trim() === "stop") break;
+    if (line.trim() !== "measure") continue;
+    gc();
+    const m = process.memoryUsage();
+    say({
+      rss: m.rss,
+      heapUsed: m.heapUsed,
+      held: worker.registry?.size ?? 0,
+      compacted: worker.stats.compacted,
+      outcomes: worker.stats.total(),
+    });
+  }
+  rl.close();
+  await worker.drain();
+  say({ done: true });
+}
+
 const args = JSON.parse(process.argv[2] ?? "{}") as ChildArgs;
-const run = { serve, recovery, profile }[args.mode];
+const run = { serve, recovery, profile, churn }[args.mode];
 run(args).then(
   () => process.exit(0),
   (e: unknown) => {

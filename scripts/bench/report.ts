@@ -1,5 +1,6 @@
 /** Turns the collected results into docs/benchmark.json and a Markdown report. */
 import type { LatencyResult, ThroughputResult } from "./throughput.js";
+import { churnGoals, churnMarkdown, type ChurnResult } from "./churn.js";
 import { imagesGoal, imagesMarkdown, type ImagesResult } from "./images.js";
 import type { ProfileResult } from "./profile.js";
 import { qemuTable, type QemuResult } from "./qemu.js";
@@ -22,6 +23,7 @@ export interface BenchResults {
   profile: ProfileResult[];
   qemu?: QemuResult;
   images?: ImagesResult;
+  churn?: ChurnResult;
   failures: { section: string; message: string }[];
 }
 
@@ -138,6 +140,7 @@ export function goals(r: BenchResults): Goal[] {
     });
   }
   if (r.images) out.push(imagesGoal(r.images));
+  if (r.churn) out.push(...churnGoals(r.churn));
   return out;
 }
 
@@ -482,6 +485,7 @@ export function markdown(r: BenchResults): string {
 
   if (r.qemu) L.push("\n## QEMU side by side\n", qemuTable(r.qemu), "");
   if (r.images) L.push("", imagesMarkdown(r.images));
+  if (r.churn) L.push("", churnMarkdown(r.churn));
   if (r.failures.length) {
     L.push("\n## Sections that failed\n");
     for (const f of r.failures) L.push(`- ${f.section}: ${f.message.replace(/\n/g, " ")}`);

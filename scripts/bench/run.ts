@@ -1,7 +1,8 @@
 /**
  * `npm run bench [-- --quick] [--only a,b] [--out dir]`: vmq's benchmark (issue 9, part 1).
  * Sections: baseline, vmq, latency, logs, scale-out, recovery, profile, qemu (vmq vs raw QEMU
- * side by side, with a real guest; printed as a table), images (object-store fetch vs a copy). Writes
+ * side by side, with a real guest; printed as a table), images (object-store fetch vs a copy),
+ * churn (a long life of short-lived VMs, compressed). Writes
  * <out>/benchmark.md and <out>/benchmark.json (default out: docs/, or bench-results/ with --quick).
  */
 import { existsSync } from "node:fs";
@@ -11,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { NatsServer } from "../../test/helpers/nats-server.js";
+import { churn } from "./churn.js";
 import { imagesBench } from "./images.js";
 import { profileVmq } from "./profile.js";
 import { qemuSideBySide, qemuTable } from "./qemu.js";
@@ -38,6 +40,7 @@ const SECTIONS = [
   "profile",
   "qemu",
   "images",
+  "churn",
 ] as const;
 type Section = (typeof SECTIONS)[number];
 
@@ -87,6 +90,7 @@ const SIZES = quick
       qemuPairs: 2,
       imageMiB: 64,
       imageReps: 2,
+      churnVms: 4_000,
     }
   : {
       reps: 7,
@@ -103,6 +107,7 @@ const SIZES = quick
       qemuPairs: 6,
       imageMiB: 256,
       imageReps: 3,
+      churnVms: 40_000,
     };
 const CONCURRENCIES = [1, 8, 64];
 
@@ -237,6 +242,10 @@ const sections: Record<Section, () => Promise<void>> = {
         `images: fetch ${r.fetchMiBs} MiB/s, copyFile ${r.copyFileMiBs} MiB/s, ratio ${r.ratio}x`,
       );
       results.images = r;
+    }),
+  churn: () =>
+    withServer(async (server, nc) => {
+      results.churn = await churn(server, nc, SIZES.churnVms, log);
     }),
 };
 

@@ -13,6 +13,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { NatsServer } from "../../test/helpers/nats-server.js";
 import { benchPrefix, namesFor, SPEC, waitFor, type Names } from "./common.js";
 import { BenchChild } from "./spawn.js";
+import { departure } from "./flatness.js";
 import { round } from "./stats.js";
 import { provisionVmq } from "./vmq.js";
 
@@ -60,18 +61,6 @@ export const FLAT_METRICS = [
   ["coldSnapshotMs", "cold start from the snapshot"],
   ["coldFullReplayMs", "cold start, full replay"],
 ] as const satisfies readonly (readonly [keyof ChurnPoint, string])[];
-
-/** Largest relative departure of later points from the first (0.2 = 20%). */
-export function departure(points: readonly ChurnPoint[], key: keyof ChurnPoint): number {
-  const first = points[0]?.[key];
-  if (first === undefined || points.length < 2) return Number.NaN;
-  let worst = 0;
-  for (const p of points.slice(1)) {
-    const base = Math.max(Math.abs(first), 1e-9);
-    worst = Math.max(worst, Math.abs(p[key] - first) / base);
-  }
-  return worst;
-}
 
 const command = (vmId: string, type: string, extra: object = {}) => {
   const commandId = randomUUID();

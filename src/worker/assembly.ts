@@ -163,6 +163,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       : {
           write: (id, json, seq) => (evacuated.has(id) ? undefined : writer.write(id, json, seq)),
           flush: () => writer.flush(),
+          expectStored: (ids) => writer.expectStored(ids),
         },
     log,
     () => lanes.queued > 0,

@@ -23,6 +23,8 @@ export class KvViewWriter implements ViewWriter {
   readonly #revision = new Map<string, number>();
   readonly #inFlight = new Map<string, Promise<void>>();
   readonly #next = new Map<string, { json: string; seq: number }>();
+  /** VMs whose record was likely written before this worker started: read before written. */
+  readonly #stored = new Set<string>();
   /** Records refused because the view held one at least as new (a later writer's). */
   refused = 0;
 
@@ -37,6 +39,15 @@ export class KvViewWriter implements ViewWriter {
   write(vmId: string, json: string, lastEventSeq: number): void {
     if (this.#inFlight.has(vmId)) this.#next.set(vmId, { json, seq: lastEventSeq });
     else this.#send(vmId, json, lastEventSeq);
+  }
+
+  /**
+   * The VMs a replay found: their records were probably written by an earlier worker, so a
+   * write starts by reading the record (one request, and none at all when it is current)
+   * instead of a blind compare-and-set that is refused and then read anyway.
+   */
+  expectStored(vmIds: Iterable<string>): void {
+    for (const id of vmIds) if (!this.#revision.has(id)) this.#stored.add(id);
   }
 
   async flush(): Promise<void> {
@@ -60,6 +71,10 @@ export class KvViewWriter implements ViewWriter {
     const subject = `$KV.${this.bucket}.${key}`;
     for (let round = 0; round < ROUNDS; round++) {
       failpoint("before-view-write");
+      if (round === 0 && this.#stored.delete(vmId)) {
+        const r = await this.#current(vmId, key, seq);
+        if (r === "current") return;
+      }
       try {
         const ack = await this.publisher.publish(subject, enc.encode(json), {
           expectedLastSubjectSeq: this.#revision.get(vmId) ?? 0,
@@ -70,21 +85,25 @@ export class KvViewWriter implements ViewWriter {
         if (!(e instanceof JetStreamApiError && e.code === 10071)) throw e;
       }
       // Someone else wrote the key (or this worker has not seen it since it started).
-      const current = await this.kv.get(key);
-      this.#revision.set(vmId, current?.revision ?? 0);
-      if (current?.operation !== "PUT") continue;
-      const have = VmView.safeParse(current.json());
-      if (have.success && have.data.lastEventSeq >= seq) {
-        if (have.data.lastEventSeq > seq) {
-          this.refused++;
-          this.log.info(
-            { vmId, have: have.data.lastEventSeq, mine: seq },
-            "view write refused: the record is newer (written by a later worker of this host)",
-          );
-        }
-        return;
-      }
+      if ((await this.#current(vmId, key, seq)) === "current") return;
     }
     this.log.warn({ vmId }, "view record kept changing under this write; left to the next one");
+  }
+
+  /** Reads the stored record and its revision: "current" when it is at least as new as `seq`. */
+  async #current(vmId: string, key: string, seq: number): Promise<"current" | "older"> {
+    const current = await this.kv.get(key);
+    this.#revision.set(vmId, current?.revision ?? 0);
+    if (current?.operation !== "PUT") return "older";
+    const have = VmView.safeParse(current.json());
+    if (!have.success || have.data.lastEventSeq < seq) return "older";
+    if (have.data.lastEventSeq > seq) {
+      this.refused++;
+      this.log.info(
+        { vmId, have: have.data.lastEventSeq, mine: seq },
+        "view write refused: the record is newer (written by a later worker of this host)",
+      );
+    }
+    return "current";
   }
 }

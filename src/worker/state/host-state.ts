@@ -50,7 +50,9 @@ export class HostState implements Service {
       "replayed the host's event stream",
     );
     snapshotter?.replayed(from !== undefined, replay.count);
-    // A worker that died may not have written its last view updates: rewrite them all.
+    // A worker that died may not have written its last view updates: rewrite them all (each
+    // is read first, and written only when it lags).
+    view.expectStored(streams.ids());
     for (const id of streams.ids()) view.markDirty(id);
     snapshotter?.every(this.deps.snapshotIntervalMs);
   }

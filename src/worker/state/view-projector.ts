@@ -21,6 +21,8 @@ const VIEW_CHUNK = 100;
 export interface ViewWriter {
   write(vmId: string, json: string, lastEventSeq: number): void;
   flush(): Promise<void>;
+  /** These VMs' records probably exist already (a replay found them): read before writing. */
+  expectStored?(vmIds: Iterable<string>): void;
 }
 
 /**
@@ -43,6 +45,11 @@ export class ViewProjector {
     /** Whether commands are waiting for a lane (widens the coalescing window). */
     private readonly backlog: () => boolean = () => false,
   ) {}
+
+  /** The replayed VMs: their records were probably written by an earlier worker. */
+  expectStored(vmIds: Iterable<string>): void {
+    this.view?.expectStored?.(vmIds);
+  }
 
   /** The VM's record is written at the end of the current window. */
   markDirty(vmId: string): void {

@@ -4,7 +4,7 @@ import { churnGoals, churnMarkdown, type ChurnResult } from "./churn.js";
 import { imagesGoal, imagesMarkdown, type ImagesResult } from "./images.js";
 import type { ProfileResult } from "./profile.js";
 import { qemuTable, type QemuResult } from "./qemu.js";
-import type { RecoveryResult } from "./recovery.js";
+import { recoveryGoals, type RecoveryResult } from "./recovery.js";
 import type { ScaleOutResult } from "./scale-out.js";
 import { quantile, round, type MachineFacts } from "./stats.js";
 
@@ -108,26 +108,7 @@ export function goals(r: BenchResults): Goal[] {
         `${b1 ? `; the baseline's ${b1.p99} ms` : ""})`,
       met: l1.p99 < 5,
     });
-  const rec = r.recovery;
-  if (rec) {
-    const off = rec.runs.find((x) => x.snapshots === "off");
-    const snap = rec.runs.find((x) => x.replayFrom === "snapshot");
-    const scaled = rec.vms === 10_000 ? "" : ` (${rec.vms} VMs in this run, not 10,000)`;
-    if (off)
-      out.push({
-        goal: `cold start with ${rec.vms.toLocaleString("en")} VMs, snapshots off`,
-        target: "< 1 s",
-        measured: `${off.startMs} ms${scaled}`,
-        met: rec.vms >= 10_000 ? off.startMs < 1000 : null,
-      });
-    if (snap)
-      out.push({
-        goal: `cold start with ${rec.vms.toLocaleString("en")} VMs, from a snapshot`,
-        target: "< 1 s",
-        measured: `${snap.startMs} ms${scaled}`,
-        met: rec.vms >= 10_000 ? snap.startMs < 1000 : null,
-      });
-  }
+  if (r.recovery) out.push(...recoveryGoals(r.recovery));
   const one = r.scaleOut.find((s) => s.workers === 1);
   for (const s of r.scaleOut.filter((x) => x.workers > 1)) {
     if (!one) break;

@@ -208,7 +208,7 @@ export function churnGoals(r: ChurnResult) {
     return {
       goal: `churn: ${label} flat over ${r.vms.toLocaleString("en")} VMs`,
       target: "within 20% of the first window (10%)",
-      measured: `${r.points.map((p) => `${p[key]}`).join(" → ")} (max departure ${round(d * 100, 1)}%)`,
+      measured: `${r.points.map((p) => `${p[key]}`).join(" → ")} (${Number.isFinite(d) ? `max departure ${round(d * 100, 1)}%` : "grew from 0"})`,
       met: Number.isNaN(d) ? null : d <= 0.2,
     };
   });

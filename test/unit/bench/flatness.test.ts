@@ -8,8 +8,9 @@ describe("bench flatness", () => {
     assert.equal(departure(points, "v"), 0.15);
     assert.ok(departure([{ v: 100 }, { v: 121 }], "v") > 0.2);
   });
-  it("is NaN with fewer than two points (nothing to compare), and 0 for flat zeros", () => {
+  it("is NaN with fewer than two points, 0 for flat zeros, Infinity for growth from zero", () => {
     assert.ok(Number.isNaN(departure([{ v: 1 }], "v")));
     assert.equal(departure([{ v: 0 }, { v: 0 }], "v"), 0);
+    assert.equal(departure([{ v: 0 }, { v: 0 }, { v: 3 }], "v"), Infinity);
   });
 });

@@ -6,7 +6,7 @@ import { isVmqError, VmqError, type ReceivedCode } from "../lib/errors.js";
 const STREAM_NOT_FOUND = 10059;
 
 /** Codes that mean the input was wrong (exit 2) although they are not config::/cli:: codes. */
-const BAD_INPUT = new Set(["command::invalid", "command::too-large"]);
+const BAD_INPUT = new Set(["command::invalid", "command::too-large", "image::invalid-ref"]);
 
 /** What nats.js says when the server has no JetStream or no stream answers under this prefix. */
 const NOT_PROVISIONED = /jetstream (is )?not enabled|no responders|stream not found/i;

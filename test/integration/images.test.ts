@@ -117,6 +117,23 @@ describe("images: object store and host cache", { timeout: 240_000 }, () => {
     assert.match(String(bad.stderr), /image::invalid-ref/);
   });
 
+  it("vmq image push refuses a missing file, a directory and a bad name: exit 2, one coded line, nothing stored", async () => {
+    const before = await store.list();
+    const [missing, directory, badName] = await Promise.all([
+      vmq(["image", "push", join(dir, "no-such.img"), "--name", "base"]),
+      vmq(["image", "push", dir, "--name", "base"]),
+      vmq(["image", "push", imageFile, "--name", "Bad/Name"]),
+    ]);
+    for (const r of [missing, directory, badName]) {
+      assert.equal(r.exitCode, 2, r.stderr);
+      assert.equal(String(r.stderr).trim().split("\n").length, 1, String(r.stderr));
+    }
+    assert.match(String(missing.stderr), /ENOENT \[config::unreadable-file\]/);
+    assert.match(String(directory.stderr), /not a regular file \[config::unreadable-file\]/);
+    assert.match(String(badName.stderr), /\[image::invalid-ref\]/);
+    assert.deepEqual(await store.list(), before);
+  });
+
   it("8 concurrent prepares by name download the image once and verify it", async () => {
     const info = await store.push(imageFile, { name: "base", tag: "v1" });
     const before = await metrics();

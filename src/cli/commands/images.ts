@@ -1,7 +1,9 @@
+import { stat } from "node:fs/promises";
 import type { Command } from "@commander-js/extra-typings";
 import { ImageStore } from "../../client/images/image-store.js";
 import type { ImageInfo } from "../../contracts/images.js";
 import { addConnectionFlags, printJson, table, withClient } from "../connection.js";
+import { CliError } from "../errors.js";
 import { age, examples, formatOf, isMachine, machine, outputOption } from "../output.js";
 
 const MiB = 1024 * 1024;
@@ -38,6 +40,14 @@ export function registerImages(program: Command): void {
         ),
       ),
   ).action(async (file, flags) => {
+    // A file that cannot be read is the caller's mistake, said before anything is sent.
+    const s = await stat(file).catch((e: unknown) => {
+      throw new CliError(
+        "config::unreadable-file",
+        `cannot read the image file ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      );
+    });
+    if (!s.isFile()) throw new CliError("config::unreadable-file", `${file} is not a regular file`);
     await withClient(flags, async (c) => {
       const store = new ImageStore(c.nc, { prefix: c.names.prefix });
       // A progress line on a terminal only: pipes and logs get the result alone.

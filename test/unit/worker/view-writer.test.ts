@@ -41,13 +41,7 @@ function fakes(stored: { revision: number; lastEventSeq: number } | undefined) {
 describe("KvViewWriter", () => {
   it("a replayed VM whose record is current is read once and not written", async () => {
     const f = fakes({ revision: 7, lastEventSeq: 5 });
-    const w = new KvViewWriter(
-      f.publisher,
-      f.kv as never,
-      "vmq-vms",
-      "h1",
-      silentLogger(),
-    );
+    const w = new KvViewWriter(f.publisher, f.kv as never, "vmq-vms", "h1", silentLogger());
     w.expectStored(["a"]);
     w.write("a", JSON.stringify(record(5)), 5);
     await w.flush();
@@ -57,13 +51,7 @@ describe("KvViewWriter", () => {
 
   it("a replayed VM whose record lags is written on the revision it read, at once", async () => {
     const f = fakes({ revision: 7, lastEventSeq: 3 });
-    const w = new KvViewWriter(
-      f.publisher,
-      f.kv as never,
-      "vmq-vms",
-      "h1",
-      silentLogger(),
-    );
+    const w = new KvViewWriter(f.publisher, f.kv as never, "vmq-vms", "h1", silentLogger());
     w.expectStored(["a"]);
     w.write("a", JSON.stringify(record(5)), 5);
     await w.flush();
@@ -77,13 +65,7 @@ describe("KvViewWriter", () => {
 
   it("a new VM is written blind (expected revision 0), without a read", async () => {
     const f = fakes(undefined);
-    const w = new KvViewWriter(
-      f.publisher,
-      f.kv as never,
-      "vmq-vms",
-      "h1",
-      silentLogger(),
-    );
+    const w = new KvViewWriter(f.publisher, f.kv as never, "vmq-vms", "h1", silentLogger());
     w.write("a", JSON.stringify(record(1)), 1);
     await w.flush();
     assert.deepEqual(f.gets, []);

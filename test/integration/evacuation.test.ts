@@ -65,14 +65,20 @@ describe(
         .split("\n")
         .filter(Boolean);
 
-    it("refused before the TTL, done after; rerun is a no-op; the dead host coming back does not run them twice", async () => {
+    /** A fresh prefix with hosts ha and hb running, and a client on it. */
+    const twoHosts = async () => {
       const prefix = testPrefix();
       const nc = await server.connect();
       const client = new VmqClient(nc, { prefix, timeoutMs: 30_000 });
+      const a = worker(prefix, "ha");
+      const b = worker(prefix, "hb");
+      await Promise.all([up(a), up(b)]);
+      return { prefix, nc, client, a, b };
+    };
+
+    it("refused before the TTL, done after; rerun is a no-op; the dead host coming back does not run them twice", async () => {
+      const { prefix, nc, client, a } = await twoHosts();
       try {
-        const a = worker(prefix, "ha");
-        const b = worker(prefix, "hb");
-        await Promise.all([up(a), up(b)]);
         const running = ["r1", "r2"];
         const stopped = ["s1"];
         for (const vmId of [...running, ...stopped]) {
@@ -183,13 +189,8 @@ describe(
     });
 
     it("the evacuating CLI SIGKILLed midway, then rerun: each VM exactly once on B", async () => {
-      const prefix = testPrefix();
-      const nc = await server.connect();
-      const client = new VmqClient(nc, { prefix, timeoutMs: 30_000 });
+      const { prefix, nc, client, a } = await twoHosts();
       try {
-        const a = worker(prefix, "ha");
-        const b = worker(prefix, "hb");
-        await Promise.all([up(a), up(b)]);
         const vms = ["v1", "v2", "v3", "v4", "v5", "v6"];
         for (const vmId of vms) {
           await client.prepare(vmId, { ...SPEC, name: vmId }, { host: "ha" });

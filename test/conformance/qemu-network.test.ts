@@ -188,13 +188,22 @@ describe("QEMU guest networking", { concurrency: true }, () => {
     const [ax, ay] = await Promise.all([b.guestAddress(x), b.guestAddress(y)]);
     assert.notEqual(ax.ip, ay.ip, "two VMs, two addresses");
     assert.equal(ax.forwards, undefined, "a bridged guest is reached at its own address");
-    const text = await readFile(leases, "utf8");
+    // dnsmasq may write its lease file a moment after the guest uses the address (the address
+    // is found in the bridge's neighbour table first): read it until the lease shows, or 10 s.
+    const leased = async (mac: string | undefined, ip: string): Promise<boolean> => {
+      for (let i = 0; i < 100; i++) {
+        const text = await readFile(leases, "utf8").catch(() => "");
+        if (text.includes(`${mac} ${ip} `)) return true;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return false;
+    };
     for (const [h, a] of [
       [x, ax],
       [y, ay],
     ] as const) {
       assert.match(a.ip, /^10\.77\.0\.\d+$/);
-      assert.ok(text.includes(`${h.macAddr} ${a.ip} `), `dnsmasq leased ${a.ip} to ${h.macAddr}`);
+      assert.ok(await leased(h.macAddr, a.ip), `dnsmasq leased ${a.ip} to ${h.macAddr}`);
       // From inside the namespace, the address answers with this VM's own MAC.
       const r = await execa("ip", [
         ...["netns", "exec", ns, "busybox", "nc", "-w", "10", a.ip, String(GUEST_PORT)],

@@ -33,7 +33,13 @@ export async function foldedView(
     if (!parsed.ok) return from;
     vm = evolve(vm, parsed.event, m.seq);
   }
-  return toView(vm);
+  const view = toView(vm);
+  // A record from a worker that did not count events: the fold cannot know the count either.
+  if (view && from && from.host === host && from.eventCount === undefined) {
+    const { eventCount: _unknown, ...rest } = view;
+    return rest;
+  }
+  return view;
 }
 
 /** The newest event of a VM under any host: where it lives and how far its history goes. */
@@ -57,5 +63,7 @@ const vmOf = (v: VmView): Vm => ({
   handle: v.handle,
   pending: v.pending,
   version: v.lastEventSeq,
+  // The events before the record are counted there; the fold adds the ones it reads.
+  eventCount: v.eventCount ?? 0,
   updatedAt: v.updatedAt,
 });

@@ -74,9 +74,13 @@ describe(
     const restart = async (failpoints?: string) => {
       const since = await startedAt();
       await worker?.kill("SIGTERM");
-      worker = new WorkerProcess(args, failpoints ? { VMQ_FAILPOINTS: failpoints } : {}).start();
-      await ready(since);
-      return worker;
+      const next = new WorkerProcess(args, failpoints ? { VMQ_FAILPOINTS: failpoints } : {});
+      worker = next.start();
+      // A worker that never comes up says why: its own log, not only a timeout.
+      await ready(since).catch((e: Error) => {
+        throw new Error(`${e.message}; the worker's log ends:\n${next.output.slice(-6_000)}`);
+      });
+      return next;
     };
 
     before(async () => {

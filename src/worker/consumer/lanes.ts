@@ -10,7 +10,9 @@ export interface LaneTask {
 
 export class Lanes {
   readonly #queues = new Map<string, LaneTask[]>();
-  readonly #ready: string[] = [];
+  /** Keys with a task to start, oldest first from #head (an array shift() is O(n) per call). */
+  #ready: string[] = [];
+  #head = 0;
   readonly #active = new Set<string>();
   #running = 0;
   #idleWaiters: (() => void)[] = [];
@@ -71,14 +73,22 @@ export class Lanes {
       }
     }
     this.#queues.clear();
-    this.#ready.length = 0;
+    this.#ready = [];
+    this.#head = 0;
     this.#checkIdle();
     return n;
   }
 
   #schedule(): void {
-    while (this.#running < this.concurrency && this.#ready.length > 0) {
-      const key = this.#ready.shift() as string;
+    while (this.#running < this.concurrency && this.#head < this.#ready.length) {
+      const key = this.#ready[this.#head++] as string;
+      if (this.#head === this.#ready.length) {
+        this.#ready = [];
+        this.#head = 0;
+      } else if (this.#head >= 1024 && this.#head * 2 >= this.#ready.length) {
+        this.#ready = this.#ready.slice(this.#head);
+        this.#head = 0;
+      }
       const q = this.#queues.get(key);
       const task = q?.shift();
       if (!task) continue;

@@ -2,6 +2,7 @@ import type { VmHandle } from "../../contracts/index.js";
 import { interruptedPrepareState, reconcile, type BackendReport } from "../../domain/index.js";
 import type { HypervisorRouter } from "../../hypervisor/index.js";
 import { isVmqError } from "../../lib/errors.js";
+import { DeadlineSignals } from "../../lib/time.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Lanes } from "../consumer/lanes.js";
 import { stubHandle } from "../pipeline/backend-call.js";
@@ -35,6 +36,8 @@ export class Reconciler implements Service {
   #timer: NodeJS.Timeout | undefined;
   /** The periodic pass under way: one slower than the interval must not stack up. */
   #pass: Promise<void> | undefined;
+  /** One timer per 100 ms of deadlines, not one per VM (10,000 VMs at start). */
+  readonly #deadlines = new DeadlineSignals();
 
   constructor(private readonly deps: ReconcilerDeps) {}
 
@@ -108,6 +111,7 @@ export class Reconciler implements Service {
       kind = r.kind;
       return r.kind === "resolve" || r.kind === "drift" ? r.event : undefined;
     });
+    if (kind === "nothing") return false;
     const at = {
       vmId,
       pending: vm.pending?.type,
@@ -129,8 +133,23 @@ export class Reconciler implements Service {
     vmId: string,
     opts: { adopt: boolean },
   ): Promise<BackendReport> {
+    // Adopt and state together.
+    const deadline = this.#deadlines.acquire(new Date(Date.now() + STATE_TIMEOUT_MS));
+    try {
+      return await this.#report(handle, preparing, vmId, opts, deadline.signal);
+    } finally {
+      deadline.dispose();
+    }
+  }
+
+  async #report(
+    handle: VmHandle | null,
+    preparing: boolean,
+    vmId: string,
+    opts: { adopt: boolean },
+    signal: AbortSignal,
+  ): Promise<BackendReport> {
     const { router } = this.deps;
-    const signal = AbortSignal.timeout(STATE_TIMEOUT_MS); // adopt and state together
     if (handle) {
       try {
         if (opts.adopt) await router.adopt(handle, { signal });

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { AckPolicy, DeliverPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import { createInbox, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import type { StoredEvent } from "./event-store.js";
@@ -64,7 +65,8 @@ export async function batchReplay(
   signal?.addEventListener("abort", onAbort, { once: true });
 
   const inbox = createInbox(inboxPrefixOf(nc));
-  const name = `replay-${inbox.slice(inbox.lastIndexOf(".") + 1)}`;
+  // Short: the name is in every message's reply subject, which the client parses byte by byte.
+  const name = `rp-${randomBytes(6).toString("hex")}`;
   const next = `$JS.API.CONSUMER.MSG.NEXT.${stream}.${name}`;
   const ask = enc.encode(JSON.stringify({ batch: BATCH, expires: EXPIRES_MS * 1_000_000 }));
   /** Messages asked for so far (served in order, whichever request they answer). */
@@ -94,6 +96,7 @@ export async function batchReplay(
       .finally(() => (checking = false));
   };
 
+  const numbers: [number, number, number] = [0, 0, 0];
   const sub = nc.subscribe(inbox, {
     callback: (_err, m: Msg) => {
       if (ended) return; // late deliveries before the unsubscribe: not ours to apply
@@ -110,16 +113,10 @@ export async function batchReplay(
         return;
       }
       alive();
-      // $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
-      // Read from the end without splitting the whole subject (an array per event otherwise).
-      const r = m.reply ?? "";
-      const p1 = r.lastIndexOf(".");
-      const p2 = r.lastIndexOf(".", p1 - 1);
-      const p3 = r.lastIndexOf(".", p2 - 1);
-      const p4 = r.lastIndexOf(".", p3 - 1);
-      const seq = Number(r.slice(p4 + 1, p3));
-      const cseq = Number(r.slice(p3 + 1, p2));
-      const pending = Number(r.slice(p1 + 1));
+      const ack = ackNumbers(m, numbers);
+      const seq = ack[0];
+      const cseq = ack[1];
+      const pending = ack[2];
       if (cseq !== count + 1 || !Number.isSafeInteger(seq)) return finish(false);
       try {
         onEvent({ event: upcast(m.json()), seq });
@@ -173,4 +170,53 @@ export async function batchReplay(
 /** The connection's own inbox prefix (the worker's is _INBOX_<host>: its permissions say so). */
 function inboxPrefixOf(nc: NatsConnection): string | undefined {
   return (nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
+}
+
+const DOT = 46;
+const ZERO = 48;
+
+/**
+ * [stream seq, consumer seq, pending] from a message's reply subject,
+ * `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`, read
+ * from the end. From the reply's bytes where the client keeps them (no string per event);
+ * NaN for a field that is not a plain decimal number.
+ */
+export function ackNumbers(m: Msg, out: [number, number, number]): [number, number, number] {
+  const bytes = (m as unknown as { _msg?: { reply?: unknown } })._msg?.reply;
+  if (!(bytes instanceof Uint8Array)) return ackNumbersOf(m.reply ?? "", out);
+  let field = 0;
+  let value = 0;
+  let scale = 1;
+  let digits = 0;
+  for (let i = bytes.length - 1; i >= 0 && field < 4; i--) {
+    const b = bytes[i] as number;
+    if (b === DOT) {
+      const n = digits > 0 && digits <= 15 ? value : Number.NaN;
+      if (field === 0) out[2] = n;
+      else if (field === 2) out[1] = n;
+      else if (field === 3) out[0] = n;
+      field++;
+      value = 0;
+      scale = 1;
+      digits = 0;
+    } else if (b >= ZERO && b <= ZERO + 9) {
+      value += (b - ZERO) * scale;
+      scale *= 10;
+      digits++;
+    } else digits = 16; // not a number: NaN when the field ends
+  }
+  if (field < 4) out[0] = out[1] = out[2] = Number.NaN;
+  return out;
+}
+
+function ackNumbersOf(r: string, out: [number, number, number]): [number, number, number] {
+  const p1 = r.lastIndexOf(".");
+  const p2 = r.lastIndexOf(".", p1 - 1);
+  const p3 = r.lastIndexOf(".", p2 - 1);
+  const p4 = r.lastIndexOf(".", p3 - 1);
+  const num = (s: string): number => (/^\d{1,15}$/.test(s) ? Number(s) : Number.NaN);
+  out[0] = p4 < 0 ? Number.NaN : num(r.slice(p4 + 1, p3));
+  out[1] = p3 < 0 ? Number.NaN : num(r.slice(p3 + 1, p2));
+  out[2] = p1 < 0 ? Number.NaN : num(r.slice(p1 + 1));
+  return out;
 }

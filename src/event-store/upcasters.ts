@@ -17,10 +17,17 @@ export function upcast(raw: unknown): VmEvent {
 }
 
 function hasUpcaster(raw: unknown): boolean {
+  // No upcasters (version 1 is current): no key to build per event on a replay.
+  if (noUpcasters()) return false;
   const e = raw as { type?: unknown; version?: unknown } | null;
   return (
     typeof e === "object" &&
     e !== null &&
     `${fieldText(e.type)}@${fieldText(e.version)}` in UPCASTERS
   );
+}
+
+function noUpcasters(): boolean {
+  for (const _ in UPCASTERS) return false;
+  return true;
 }

@@ -175,7 +175,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       ? new Snapshotter(new SnapshotStore(topology.snapshots), streams, log, busy)
       : undefined;
   parts.snapshotter = snapshotter;
-  await stack.start(
+  const hostState = await stack.start(
     new HostState({
       streams,
       view,
@@ -320,6 +320,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       log,
     }),
   );
+  hostState.rewriteView();
 }
 
 /**

@@ -102,6 +102,10 @@ export class Reconciler implements Service {
     const { deps } = this;
     const vm = deps.streams.get(vmId);
     const report = await this.#ask(vm.handle, vm.pending?.type === "vm.prepare", vmId, opts);
+    // Most VMs are as recorded: judged on the VM at hand first, only a VM with something to
+    // record goes through update() (which judges again on the VM it will append to).
+    const first = reconcile(deps.streams.get(vmId), report, { now: deps.clock.now(), eventId: "" });
+    if (first.kind === "nothing") return false;
     let kind = "nothing";
     await deps.streams.update(vmId, (v) => {
       // The report is about the intent it was asked for.

@@ -127,6 +127,7 @@ async function churn(a: ChildArgs): Promise<void> {
       heapUsed: m.heapUsed,
       held: worker.registry?.size ?? 0,
       compacted: worker.stats.compacted,
+      compactionMs: worker.stats.compactionMs,
       outcomes: worker.stats.total(),
     });
   }

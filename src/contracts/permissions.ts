@@ -123,10 +123,13 @@ export function workerPermissions(
         `${API}.DIRECT.GET.${kv.leases}.$KV.${n.leasesBucket}.${host}`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}.>`,
-        // compaction: its tombstones, and (opt-in) purging a compacted VM's events: a purge
-        // request names its subject in the body, so that right is stream-wide (security.md)
+        // compaction: its tombstones, and (opt-in) removing a compacted VM's events, by its
+        // sequences or by a filtered purge: both requests name what they remove in the body,
+        // so these rights are stream-wide (security.md)
         `${API}.DIRECT.GET.${kv.tombs}.$KV.${n.tombstonesBucket}.${host}.>`,
-        ...(opts.compaction ? [`${API}.STREAM.PURGE.${n.eventsStream}`] : []),
+        ...(opts.compaction
+          ? [`${API}.STREAM.PURGE.${n.eventsStream}`, `${API}.STREAM.MSG.DELETE.${n.eventsStream}`]
+          : []),
         // cancels of its own commands only (an ordered consumer filtered on its host's keys)
         `${API}.CONSUMER.CREATE.${kv.cancels}.*.$KV.${n.cancelsBucket}.${host}.>`,
         `${API}.CONSUMER.INFO.${kv.cancels}.*`,

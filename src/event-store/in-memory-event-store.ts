@@ -49,14 +49,20 @@ export class InMemoryEventStore implements EventStore {
     return Promise.resolve(stored.seq);
   }
 
-  purgeVm(host: string, vmId: string, throughSeq: number): Promise<number> {
+  purgeVm(
+    host: string,
+    vmId: string,
+    throughSeq: number,
+    seqs?: readonly number[],
+  ): Promise<number> {
     const key = keyOf(host, vmId);
     const history = this.#byVm.get(key) ?? [];
-    const gone = history.filter((e) => e.seq <= throughSeq);
+    const named = seqs && new Set(seqs);
+    const gone = history.filter((e) => e.seq <= throughSeq && (!named || named.has(e.seq)));
     for (const e of gone) this.#log[e.seq - 1] = undefined;
     this.#byVm.set(
       key,
-      history.filter((e) => e.seq > throughSeq),
+      history.filter((e) => !gone.includes(e)),
     );
     return Promise.resolve(gone.length);
   }

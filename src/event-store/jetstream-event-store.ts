@@ -13,6 +13,7 @@ import { untilAborted } from "../lib/time.js";
 import type { EventStore, StoredEvent } from "./event-store.js";
 import type { JetStreamPublisher } from "./publisher.js";
 import { batchReplay } from "./batch-replay.js";
+import { VmPurge } from "./vm-purge.js";
 import { upcast } from "./upcasters.js";
 
 export interface JetStreamEventStoreOptions {
@@ -37,6 +38,8 @@ export class JetStreamEventStore implements EventStore {
   readonly #publishTimeoutMs: number;
   readonly #publisher: JetStreamPublisher | undefined;
   readonly #direct: NatsConnection | undefined;
+  /** How a compacted VM's events go (by sequence, or a filtered purge). */
+  readonly purger: VmPurge;
 
   constructor(
     private readonly js: JetStreamClient,
@@ -47,6 +50,7 @@ export class JetStreamEventStore implements EventStore {
     this.#publishTimeoutMs = opts.publishTimeoutMs ?? 5_000;
     this.#publisher = opts.publisher;
     this.#direct = opts.replayVia === "fetch" ? undefined : opts.connection;
+    this.purger = new VmPurge(() => js.jetstreamManager(), names);
   }
 
   async append(event: VmEvent, expectedSeq: number): Promise<number> {
@@ -105,13 +109,13 @@ export class JetStreamEventStore implements EventStore {
     }
   }
 
-  async purgeVm(host: string, vmId: string, throughSeq: number): Promise<number> {
-    const jsm = await this.js.jetstreamManager();
-    const r = await jsm.streams.purge(this.names.eventsStream, {
-      filter: this.names.evt(host, vmId),
-      seq: throughSeq + 1, // up to, not including
-    });
-    return r.purged;
+  purgeVm(
+    host: string,
+    vmId: string,
+    throughSeq: number,
+    seqs?: readonly number[],
+  ): Promise<number> {
+    return this.purger.purge(host, vmId, throughSeq, seqs);
   }
 
   async readVm(host: string, vmId: string): Promise<StoredEvent[]> {

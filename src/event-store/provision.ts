@@ -97,7 +97,8 @@ export async function ensureTopology(
     max_age: 0,
     duplicate_window: dupe,
     allow_direct: true,
-    deny_delete: true,
+    // Compaction deletes a VM's events by sequence (vm-purge.ts); purges stay allowed too.
+    deny_delete: false,
     num_replicas: replicas,
   });
   await ensureStream(

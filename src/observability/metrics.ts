@@ -25,6 +25,8 @@ export interface MetricsSource {
     purgedEvents: number;
     purgeRefused: number;
     retried: number;
+    /** ms per compaction step, summed over VMs. */
+    compactionMs?: { tombstone: number; view: number; purge: number };
   };
   inFlight(): number;
   queued(): number;
@@ -80,7 +82,8 @@ export function createMetrics(source: MetricsSource): {
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300],
     ...reg,
   });
-  const counter = (name: string, help: string, key: keyof ReturnType<MetricsSource["counters"]>) =>
+  type Counted = Exclude<keyof ReturnType<MetricsSource["counters"]>, "compactionMs">;
+  const counter = (name: string, help: string, key: Counted) =>
     new Counter({
       name,
       help,
@@ -119,6 +122,17 @@ export function createMetrics(source: MetricsSource): {
     "compacted",
   );
   counter("vmq_events_purged_total", "Events purged by compaction.", "purgedEvents");
+  new Counter({
+    name: "vmq_compaction_seconds_total",
+    help: "Time spent in each compaction step (tombstone, view, purge), summed over VMs compacted concurrently.",
+    labelNames: ["step"],
+    ...reg,
+    collect() {
+      this.reset();
+      const ms = source.counters().compactionMs;
+      if (ms) for (const [step, v] of Object.entries(ms)) this.inc({ step }, v / 1000);
+    },
+  });
   counter(
     "vmq_compaction_purges_refused_total",
     "Purges NATS refused for want of the right (the compacted VMs' events stay).",

@@ -146,6 +146,11 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     publisher: link.publisher,
     connection: link.commands,
   });
+  store.purger.onDeletesDenied = () =>
+    log.warn(
+      { stream: names.eventsStream },
+      "the events stream denies message deletes (deny_delete, set by vmq before 0.1.0's compaction by sequence): compaction purges by subject, which costs the server more per VM",
+    );
   const streams = new VmStreams(config.host, store, {
     log,
     onConflict: () => stats.conflicts++,

@@ -20,6 +20,8 @@ export class WorkerStats {
   purgedEvents = 0;
   /** Purges the NATS permissions refused (the events of compacted VMs stay). */
   purgeRefused = 0;
+  /** Where compaction time goes, per step (ms, summed over VMs; concurrent steps overlap). */
+  readonly compactionMs = { tombstone: 0, view: 0, purge: 0 };
   inFlight = 0;
   observed = 0;
   replayMs = 0;

@@ -8,7 +8,7 @@ import { JetStreamEventStore } from "../../src/event-store/jetstream-event-store
 import { ensureTopology } from "../../src/event-store/provision.js";
 import { isVmqError } from "../../src/lib/errors.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
-import { eventStoreConformance } from "./event-store.conformance.js";
+import { eventOf, eventStoreConformance } from "./event-store.conformance.js";
 
 for (const via of ["batch", "fetch"] as const)
   eventStoreConformance(`jetstream (replay by ${via})`, async () => {
@@ -100,3 +100,36 @@ async function waitUntil(ok: () => Promise<boolean>): Promise<void> {
   }
   throw new Error("timed out");
 }
+
+describe("jetstream compaction on an events stream made with deny_delete (before 0.1.0)", () => {
+  it("purges by subject instead, and says so once", async () => {
+    const server = await NatsServer.start();
+    const nc = await server.connect();
+    try {
+      const names = namesFor(testPrefix());
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({
+        name: names.eventsStream,
+        subjects: [`${names.prefix}.evt.>`],
+        allow_direct: true,
+        deny_delete: true,
+      });
+      await ensureTopology(nc, jsm, names);
+      const store = new JetStreamEventStore(jetstream(nc), names);
+      let told = 0;
+      store.purger.onDeletesDenied = () => told++;
+      const ev = (vmId: string) => ({ ...eventOf("h1", vmId), host: "h1" });
+      for (const vmId of ["a", "b"]) {
+        const s1 = await store.append(ev(vmId), 0);
+        const s2 = await store.append(ev(vmId), s1);
+        assert.equal(await store.purgeVm("h1", vmId, s2, [s1, s2]), 2, `${vmId}: purged`);
+        assert.deepEqual(await store.readVm("h1", vmId), []);
+      }
+      assert.equal(told, 1, "told once, not per VM");
+      assert.equal((await jsm.streams.info(names.eventsStream)).config.deny_delete, true);
+    } finally {
+      await nc.close();
+      await server.stop();
+    }
+  });
+});

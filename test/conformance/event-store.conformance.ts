@@ -142,6 +142,26 @@ export function eventStoreConformance(name: string, make: () => Promise<EventSto
       );
     });
 
+    it("purges a VM's events by their sequences: exactly those through the bound, again harmlessly", async () => {
+      host = nextHost();
+      const a1 = await fx.store.append(eventOf(host, "v1"), 0);
+      const b1 = await fx.store.append(eventOf(host, "v2"), 0);
+      const a2 = await fx.store.append(eventOf(host, "v1"), a1);
+      const a3 = await fx.store.append(eventOf(host, "v1"), a2);
+      assert.equal(await fx.store.purgeVm(host, "v1", a2, [a1, a2, a3]), 2, "a3 is past the bound");
+      assert.deepEqual(
+        (await fx.store.readVm(host, "v1")).map((e) => e.seq),
+        [a3],
+      );
+      assert.equal(await fx.store.purgeVm(host, "v1", a3, [a1, a2, a3]), 1, "gone ones count 0");
+      assert.deepEqual(await fx.store.readVm(host, "v1"), []);
+      assert.deepEqual(
+        (await fx.store.readVm(host, "v2")).map((e) => e.seq),
+        [b1],
+        "another VM's events stay",
+      );
+    });
+
     it("purges a VM's events through a sequence: later ones and other VMs stay; an emptied subject starts again at 0", async () => {
       host = nextHost();
       const a1 = await fx.store.append(eventOf(host, "v1"), 0);

@@ -99,7 +99,8 @@ export class Compactor implements Service {
    */
   async #purge(vmId: string, through: number): Promise<number> {
     try {
-      return await this.deps.store.purgeVm(this.deps.host, vmId, through);
+      const seqs = this.deps.streams.eventSeqs(vmId);
+      return await this.deps.store.purgeVm(this.deps.host, vmId, through, seqs);
     } catch (e) {
       if (!isPermissionViolation(e)) throw e;
       this.deps.stats.purgeRefused++;
@@ -118,11 +119,18 @@ export class Compactor implements Service {
     const vm = streams.get(vmId);
     // Checked again in the lane: a command may have come since the sweep looked.
     if (!streams.has(vmId) || !isForgettable(vm, clock.now(), retentionMs)) return false;
+    const spent = stats.compactionMs;
+    let t = performance.now();
     await this.deps.tombstones.put(tombstoneOf(vm, clock.now()));
     failpoint("after-tombstone");
+    spent.tombstone += performance.now() - t;
+    t = performance.now();
     await this.deps.dropView(vmId);
+    spent.view += performance.now() - t;
+    t = performance.now();
     const purged = await this.#purge(vmId, vm.version);
     failpoint("after-purge");
+    spent.purge += performance.now() - t;
     streams.forget(vmId);
     stats.compacted++;
     stats.purgedEvents += purged;

@@ -13,6 +13,8 @@ const MAX_ROUNDS = 8;
 const MAX_PREFETCH = 4_096;
 /** A look-up older than this is not trusted: its VM's command did not come (bad input, say). */
 const PREFETCH_FRESH_MS = 10_000;
+/** A VM with more events than this keeps no list of them (its compaction purges by subject). */
+const MAX_KNOWN_SEQS = 64;
 
 /** Decides the event to append to a VM at its current state, or nothing. */
 export type Decide = (vm: Vm) => VmEvent | undefined | Promise<VmEvent | undefined>;
@@ -52,6 +54,14 @@ export class VmStreams implements VmReader {
     string,
     { at: number; tombstone: Promise<VmTombstone | undefined> }
   >();
+  /**
+   * Every sequence its subject holds, for VMs whose whole history this worker read or wrote:
+   * the compactor deletes exactly those instead of a filtered purge. Absent: not known (a VM
+   * from a snapshot, or one with a long history), and the compactor purges by subject.
+   */
+  readonly #seqs = new Map<string, number[]>();
+  /** Replaying after a snapshot: a VM first seen now may have events before it (not known). */
+  #partialReplay = false;
   #lastSeq = 0;
   readonly #log: Logger;
   readonly #onConflict: () => void;
@@ -92,6 +102,10 @@ export class VmStreams implements VmReader {
   ids(): IterableIterator<string> {
     return this.#vms.keys();
   }
+  /** Every sequence the VM's subject holds, when this worker knows them all (see #seqs). */
+  eventSeqs(vmId: string): readonly number[] | undefined {
+    return this.#seqs.get(vmId);
+  }
 
   /** Called after every change of a VM in the cache (the view and the snapshots follow it). */
   onChange(listener: (vmId: string, change: Change) => void): void {
@@ -131,6 +145,12 @@ export class VmStreams implements VmReader {
     let vm = emptyVm(vmId, this.host);
     for (const { event, seq } of history) vm = evolve(vm, event, seq);
     this.#vms.set(vmId, vm);
+    if (history.length <= MAX_KNOWN_SEQS)
+      this.#seqs.set(
+        vmId,
+        history.map((e) => e.seq),
+      );
+    else this.#seqs.delete(vmId);
     this.#prefetched.delete(vmId);
     this.#emit(vmId, "reloaded");
     return vm;
@@ -140,6 +160,7 @@ export class VmStreams implements VmReader {
   forget(vmId: string): void {
     if (!this.#vms.delete(vmId)) return;
     this.#revived.delete(vmId);
+    this.#seqs.delete(vmId);
     this.#emit(vmId, "forgotten");
   }
 
@@ -205,21 +226,44 @@ export class VmStreams implements VmReader {
       for (const vm of from.vms) this.#vms.set(vm.vmId, vm);
       this.#lastSeq = from.seq;
     }
-    return this.store.replay(
-      this.host,
-      from?.seq ?? 0,
-      ({ event, seq }) => this.#apply(event, seq, "replayed"),
-      signal,
-    );
+    this.#partialReplay = from !== undefined;
+    try {
+      return await this.store.replay(
+        this.host,
+        from?.seq ?? 0,
+        ({ event, seq }) => this.#apply(event, seq, "replayed"),
+        signal,
+      );
+    } finally {
+      this.#partialReplay = false;
+    }
   }
 
   #apply(event: VmEvent, seq: number, change: Change): Vm {
-    const vm = evolve(this.get(event.vmId), event, seq);
+    const before = this.get(event.vmId);
+    const vm = evolve(before, event, seq);
     this.#vms.set(event.vmId, vm);
+    this.#knowSeq(event.vmId, before.version, seq);
     if (this.#prefetched.size > 0) this.#prefetched.delete(event.vmId);
     if (seq > this.#lastSeq) this.#lastSeq = seq;
     this.#emit(event.vmId, change);
     return vm;
+  }
+
+  /**
+   * A VM at version 0 has nothing on its subject (an append at 0 proves it, and so does a replay
+   * from the stream's start); one seen first in a replay after a snapshot may have more.
+   */
+  #knowSeq(vmId: string, version: number, seq: number): void {
+    if (version === 0) {
+      if (this.#partialReplay) this.#seqs.delete(vmId);
+      else this.#seqs.set(vmId, [seq]);
+      return;
+    }
+    const known = this.#seqs.get(vmId);
+    if (!known) return;
+    if (known.length < MAX_KNOWN_SEQS) known.push(seq);
+    else this.#seqs.delete(vmId);
   }
 
   #emit(vmId: string, change: Change): void {

@@ -104,10 +104,15 @@ describe("permissions", () => {
     assert.ok(all.publish.allow.length > fixed.publish.allow.length);
   });
 
-  it("compaction: purging the events stream only when granted", () => {
-    const purge = "$JS.API.STREAM.PURGE.VMQ_EVENTS";
-    assert.equal(workerPermissions("vmq", "h1").publish.allow.includes(purge), false);
-    assert.ok(workerPermissions("vmq", "h1", { compaction: true }).publish.allow.includes(purge));
+  it("compaction: purging the events stream, or deleting from it, only when granted", () => {
+    for (const right of [
+      "$JS.API.STREAM.PURGE.VMQ_EVENTS",
+      "$JS.API.STREAM.MSG.DELETE.VMQ_EVENTS",
+    ]) {
+      assert.equal(workerPermissions("vmq", "h1").publish.allow.includes(right), false, right);
+      const granted = workerPermissions("vmq", "h1", { compaction: true }).publish.allow;
+      assert.ok(granted.includes(right), right);
+    }
   });
 
   it("a tombstone's digests are 16 lower-case hex digits, and the error says so", () => {

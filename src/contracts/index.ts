@@ -100,6 +100,8 @@ export {
   ImageRef,
   ImageInfo,
   parseImageRef,
+  imageObject,
+  IMAGE_DIGEST_METADATA,
   type ParsedImageRef,
 } from "./images.js";
 export { MoveRecord, MoveStep, MOVE_STEPS, FINAL_MOVE_STEPS, moveCommandId } from "./moves.js";

@@ -3,8 +3,9 @@
  * its state in a directory that outlives the worker): a running VM moves from ha to hb and ends
  * running on hb only, destroyed on ha, its events on both hosts tied by the move's id; the CLI
  * SIGKILLed after each step and run again; the source's worker SIGKILLed half-way through
- * sending the disk, the target's inside its prepare and inside its start, each restarted, the
- * move run again; and a step failing before the target runs the VM undoes the move.
+ * sending the disk, and inside its stop, its export and its destroy, the target's inside its
+ * prepare and inside its start, each restarted while the move waits; and a step failing
+ * before the target runs the VM undoes the move.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -228,23 +229,38 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
     }
   });
 
-  for (const [what, failpoint] of [
-    ["inside its prepare", "after-intent@1"],
-    ["inside its start", "in-backend@2"],
+  // in-backend@N: the worker dies after its Nth backend call's effect, before its outcome is
+  // recorded (ha's 1 and 2 are the VM's own prepare and start; 3 stop, 4 export, 5 destroy).
+  for (const [host, what, failpoint, op] of [
+    ["ha", "inside its stop", "in-backend@3", "stop"],
+    ["ha", "once its export was sent", "in-backend@4", "export-disk"],
+    ["ha", "inside its destroy", "in-backend@5", "destroy"],
+    ["hb", "inside its prepare", "after-intent@1", "prepare"],
+    ["hb", "inside its start", "in-backend@2", "start"],
   ] as const) {
-    it(`the target's worker SIGKILLed ${what}, restarted: exactly one VM running, on hb`, async () => {
-      const { prefix, nc, client, b } = await twoHosts({ hb: { VMQ_FAILPOINTS: failpoint } });
+    const side = host === "ha" ? "source's" : "target's";
+    it(`the ${side} worker SIGKILLed ${what}, restarted: exactly one VM running, on hb`, async () => {
+      const { prefix, nc, client, a, b } = await twoHosts({
+        [host]: { VMQ_FAILPOINTS: failpoint },
+      });
       try {
-        await runningOn(client, "ha", "tgt");
-        const moving = move(client, "tgt", { to: "hb", timeoutMs: 120_000 });
-        await b.ended();
-        assert.equal(b.failpoints.length, 1);
-        const mid = await statesOf(client, "tgt");
-        assert.notEqual(mid.ha, "running", "the source is stopped before the target is touched");
-        const b2 = worker(prefix, "hb");
-        await up(b2);
+        await runningOn(client, "ha", "kil");
+        const moving = move(client, "kil", { to: "hb", timeoutMs: 120_000 });
+        const dying = host === "ha" ? a : b;
+        await dying.ended();
+        assert.equal(dying.failpoints.length, 1);
+        const mid = await statesOf(client, "kil");
+        assert.ok(!(mid.ha === "running" && mid.hb === "running"), JSON.stringify(mid));
+        if (host === "hb")
+          assert.notEqual(mid.ha, "running", "the source stops before the target is touched");
+        await up(worker(prefix, host));
         assert.equal((await moving).step, "done");
-        await movedToB(client, "tgt");
+        await movedToB(client, "kil");
+        // A stop, destroy or start whose effect was done is resolved from the backend on the
+        // restart, not done again (an export is sent again: its chunks are not state).
+        const ran = (await calls(prefix, host)).filter((l) => l === `${op} kil`);
+        assert.equal(ran.length, op === "export-disk" ? 2 : 1, `${host}: ${ran.join(", ")}`);
+        await nothingLeft(nc, prefix);
       } finally {
         await nc.close();
       }

@@ -9,6 +9,7 @@ import {
   EVENT_SCHEMAS,
   HostLease,
   HostRecord,
+  MoveRecord,
   QUERY_REPLY_SCHEMAS,
   VmView,
   VmTombstone,
@@ -57,6 +58,7 @@ export function buildSchemas(): Map<string, string> {
     toSchema(HostLease, "records/host-lease.v1.json", "output"),
   );
   files.set("records/cancel.v1.json", toSchema(CancelRecord, "records/cancel.v1.json", "output"));
+  files.set("records/move.v1.json", toSchema(MoveRecord, "records/move.v1.json", "output"));
 
   index.subjects = [
     {
@@ -105,6 +107,7 @@ export function buildSchemas(): Map<string, string> {
       schema: "records/vm-tombstone.v1.json",
     },
     { bucket: "<prefix>-cancels", key: "<host>.<hex commandId>", schema: "records/cancel.v1.json" },
+    { bucket: "<prefix>-moves", key: "<vmId>", schema: "records/move.v1.json" },
   ];
   files.set(
     "index.json",

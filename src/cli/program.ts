@@ -14,6 +14,7 @@ import { registerReplay } from "./commands/replay.js";
 import { registerDlq } from "./commands/dlq.js";
 import { registerImages } from "./commands/images.js";
 import { registerEvacuate } from "./commands/evacuate.js";
+import { registerMove } from "./commands/move.js";
 import { registerPermissions } from "./commands/permissions.js";
 import { registerContext } from "./commands/context.js";
 import { registerCheck } from "./commands/check.js";
@@ -48,6 +49,7 @@ export function buildProgram(): Command {
   registerReplay(program);
   registerDlq(program);
   registerImages(program);
+  registerMove(program);
   registerEvacuate(program);
   registerPermissions(program);
   registerContext(program);

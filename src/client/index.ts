@@ -9,6 +9,7 @@ export {
   type ReadStats,
   type CancelOptions,
   type CancelResult,
+  type MoveOptions,
 } from "./vm-client.js";
 export * as contracts from "../contracts/index.js";
 export { VmqError, isVmqError } from "../lib/errors.js";
@@ -24,3 +25,4 @@ export {
 export { ImageStore, type PushOptions } from "./images/image-store.js";
 export type { ResolvedImage } from "../event-store/image-bucket.js";
 export { evacuate, evacuationCommandId, type EvacuateOptions } from "./evacuation.js";
+export { move } from "./move.js";

@@ -51,11 +51,14 @@ export class ViewReads {
       });
       if (!m) continue;
       const op = m.header?.get("KV-Operation");
-      if (op !== "DEL" && op !== "PURGE")
-        return viewRecordAt(m.subject.slice(`$KV.${bucket}.`.length), jsonOf(m.data));
-      if (key === vmId) return undefined;
-      // One host dropped its record (the VM moved or was evacuated from it): another host's
-      // record may still speak for the VM, so look at each host's latest.
+      const dropped = op === "DEL" || op === "PURGE";
+      const newest = dropped
+        ? undefined
+        : viewRecordAt(m.subject.slice(`$KV.${bucket}.`.length), jsonOf(m.data));
+      if (key === vmId || (newest && newest.state !== "destroyed")) return newest;
+      // One host dropped its record (the VM was evacuated from it) or destroyed its copy last
+      // (the VM moved away from it): another host's record may still speak for the VM, so
+      // look at each host's latest.
       const records = (await latestValues(jsm, bucket, key)).map(({ key: k, data }) => ({
         key: k,
         view: viewRecordAt(k, jsonOf(data)),

@@ -17,11 +17,13 @@ import { outcomeOf, vmHistory, watchEvents, type OutcomeWait } from "./event-wat
 import { OwnWrites } from "./own-writes.js";
 import { ViewReads, type ReadOptions, type ReadStats } from "./view-reads.js";
 import { cancelCommand, type CancelOptions, type CancelResult } from "./cancel.js";
+import { move, type MoveOptions } from "./move.js";
 import { askQuery, consoleEndpointOf, guestAddressOf, openConsoleOn } from "./live-queries.js";
 import {
   Command,
   HostRecord,
   describeIssues,
+  type MoveRecord,
   type VmEvent,
   type VmView,
   names as namesFor,
@@ -39,6 +41,7 @@ import { VmqError } from "../lib/errors.js";
 export type { CommandBody, SendResult, VmqClientOptions, WatchOptions } from "./client-types.js";
 export type { ReadOptions, ReadStats } from "./view-reads.js";
 export type { CancelOptions, CancelResult } from "./cancel.js";
+export type { MoveOptions } from "./move.js";
 
 const encoder = new TextEncoder();
 
@@ -294,6 +297,14 @@ export class VmqClient {
   }
   async #lifecycle(vmId: string, body: CommandBody, opts: CommonOptions): Promise<SendResult> {
     return this.send(await this.hostOf(vmId, opts.host), body, timeout(opts));
+  }
+
+  /**
+   * Moves the VM to another live host, cold (stop, export its disk, prepare and start it there,
+   * destroy it here), or takes up its move under way; see src/client/move.ts.
+   */
+  async move(vmId: string, opts: MoveOptions): Promise<MoveRecord> {
+    return move(this, vmId, opts);
   }
 
   /** The guest's IP address, asked live from its host. */

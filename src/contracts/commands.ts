@@ -13,11 +13,19 @@ export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 export const MAX_STOP_TIMEOUT_MS = 3_600_000;
 
 /** A command published by an evacuation (`vmq evacuate`): the VM comes from a dead host. */
-export const CommandOrigin = z.object({
+export const EvacuationOrigin = z.object({
   kind: z.literal("evacuation"),
   fromHost: HostId.describe("The dead host the VM was evacuated from."),
   evacuationId: z.string().min(1).max(64).describe("The evacuation (its lease record's id)."),
 });
+/** A command published by a cold move (`vmq move`): the VM goes from one live host to another. */
+export const MoveOrigin = z.object({
+  kind: z.literal("move"),
+  fromHost: HostId.describe("The host the VM is moved from (its source)."),
+  toHost: HostId.describe("The host the VM is moved to (its target)."),
+  moveId: z.string().min(1).max(64).describe("The move (its record in the moves bucket)."),
+});
+export const CommandOrigin = z.discriminatedUnion("kind", [EvacuationOrigin, MoveOrigin]);
 export type CommandOrigin = z.infer<typeof CommandOrigin>;
 
 const envelope = {
@@ -47,7 +55,7 @@ const envelope = {
       "The command must be accepted by then (the worker's clock), else it is rejected with command::expired and has no effect. Absent: it waits in the queue for as long as it takes.",
     ),
   origin: CommandOrigin.optional().describe(
-    "Why the command exists, when not a plain scheduler's: e.g. an evacuation.",
+    "Why the command exists, when not a plain scheduler's: an evacuation or a move.",
   ),
 };
 
@@ -80,6 +88,12 @@ export const StopCommand = z.object({
 export const SuspendCommand = z.object({ type: z.literal("vm.suspend"), ...envelope });
 export const ResumeCommand = z.object({ type: z.literal("vm.resume"), ...envelope });
 export const DestroyCommand = z.object({ type: z.literal("vm.destroy"), ...envelope, timeoutMs });
+/**
+ * Copies a stopped (or prepared, never started) VM's disk into the images object store's
+ * chunks, flattened with its base image (a move's step). The VM's state does not change; its
+ * outcome, vm.disk-exported, says where the bytes are and their SHA-256.
+ */
+export const ExportDiskCommand = z.object({ type: z.literal("vm.export-disk"), ...envelope });
 
 export const COMMAND_SCHEMAS = {
   "vm.prepare": PrepareCommand,
@@ -88,6 +102,7 @@ export const COMMAND_SCHEMAS = {
   "vm.suspend": SuspendCommand,
   "vm.resume": ResumeCommand,
   "vm.destroy": DestroyCommand,
+  "vm.export-disk": ExportDiskCommand,
 } as const;
 
 export const Command = z.discriminatedUnion("type", [
@@ -97,6 +112,7 @@ export const Command = z.discriminatedUnion("type", [
   SuspendCommand,
   ResumeCommand,
   DestroyCommand,
+  ExportDiskCommand,
 ]);
 export type Command = z.infer<typeof Command>;
 export type CommandInput = z.input<typeof Command>;

@@ -158,6 +158,10 @@ export const HYPERVISOR_ERROR_CODES = {
     retryable: false,
     hint: "Create the images bucket (vmq provision, or start a worker with provisioning rights).",
   },
+  "image::export-failed": {
+    retryable: true,
+    hint: "qemu-img convert could not flatten the VM's disk (space in the data dir, a damaged overlay); the message carries its output.",
+  },
   "image::overlay-failed": {
     retryable: false,
     hint: "Check the base image is a disk image QEMU can read (install qemu-utils).",

@@ -117,6 +117,39 @@ export const ERROR_CODES = {
     retryable: true,
     hint: "No live host other than the dead one can take this VM (placement); start a worker on another host and run vmq evacuate again.",
   },
+  // ---- cold moves (vmq move) ---------------------------------------------------------------
+  "move::in-progress": {
+    retryable: true,
+    hint: "Another move of this VM is under way (its record in the moves bucket is not final): wait for it, or run vmq move again with the same target to take it up.",
+  },
+  "move::same-host": {
+    retryable: false,
+    hint: "The VM already lives on that host: name another host with --to.",
+  },
+  "move::target-unavailable": {
+    retryable: true,
+    hint: "The target host has no live worker (vmq hosts), or lacks the VM's backend; start one, or pick another host.",
+  },
+  "move::not-movable": {
+    retryable: false,
+    hint: "Only a VM that is running, stopped or prepared, with nothing pending, can move; finish or destroy what it is doing first.",
+  },
+  "move::export-failed": {
+    retryable: true,
+    hint: "The disk could not be sent to the images bucket (NATS trouble, its size limit); the worker tries again.",
+  },
+  "move::export-unavailable": {
+    retryable: false,
+    hint: "This worker was started without the images bucket; start it with provisioning rights or provision the bucket (vmq check).",
+  },
+  "move::step-failed": {
+    retryable: false,
+    hint: "A step of the move failed and the move was undone (the VM is back on its source as it was); the message names the step and its code.",
+  },
+  "move::conflict": {
+    retryable: true,
+    hint: "The move's record changed under this process (another vmq move of the same VM); run vmq move again to see where it stands.",
+  },
   "host::lease-lost": {
     retryable: true,
     hint: "Another worker of this host took its lease (or this one could not renew it in time); this worker stopped and its supervisor restarts it as a standby.",

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { CommandId, HostId, VmId } from "./ids.js";
 import { Command, CommandOrigin } from "./commands.js";
 import { CommandDigest } from "./tombstones.js";
+import { ImageDigest } from "./images.js";
 import { VmHandle, VmSpec, VmState } from "./vm.js";
 
 const base = {
@@ -45,7 +46,7 @@ export const PreparedEvent = z.object({
   handle: VmHandle,
   spec: VmSpec.optional().describe("The spec the VM was prepared from."),
   origin: CommandOrigin.optional().describe(
-    "The prepare command's origin: set when an evacuation re-created the VM here.",
+    "The prepare command's origin: set when an evacuation or a move re-created the VM here.",
   ),
 });
 const transition = <T extends string>(type: T) =>
@@ -120,6 +121,33 @@ export const EvacuatedEvent = z.object({
   detail: z.string().max(1024).optional(),
 });
 
+/**
+ * Where an exported disk's bytes are: the chunks `$O.<prefix>-images.C.<nuid>` of the images
+ * object store, not yet an object (the move that asked for it records one, vm-disk-export).
+ */
+export const ExportedDisk = z.object({
+  nuid: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/, "must be a subject token")
+    .describe("The chunks' subject token: $O.<prefix>-images.C.<nuid>."),
+  chunks: z.int().min(0).describe("How many chunk messages hold the bytes, in order."),
+  size: z.int().min(0).describe("The bytes exported."),
+  digest: ImageDigest.describe("SHA-256 of the bytes, as images name it."),
+  format: z
+    .enum(["qcow2", "placeholder"])
+    .describe(
+      "qcow2: the disk flattened with its base image (QEMU); placeholder: a few bytes standing for the disk (Noop).",
+    ),
+});
+export type ExportedDisk = z.infer<typeof ExportedDisk>;
+
+/** The outcome of vm.export-disk: the VM's disk, whole, is in the images stream. */
+export const DiskExportedEvent = z.object({
+  type: z.literal("vm.disk-exported"),
+  ...base,
+  disk: ExportedDisk,
+});
+
 export const EVENT_SCHEMAS = {
   "vm.command-accepted": CommandAcceptedEvent,
   "vm.prepared": PreparedEvent,
@@ -133,6 +161,7 @@ export const EVENT_SCHEMAS = {
   "vm.state-observed": StateObservedEvent,
   "vm.tombstoned": TombstonedEvent,
   "vm.evacuated": EvacuatedEvent,
+  "vm.disk-exported": DiskExportedEvent,
 } as const;
 
 export const VmEvent = z.discriminatedUnion("type", [
@@ -148,6 +177,7 @@ export const VmEvent = z.discriminatedUnion("type", [
   StateObservedEvent,
   TombstonedEvent,
   EvacuatedEvent,
+  DiskExportedEvent,
 ]);
 export type VmEvent = z.infer<typeof VmEvent>;
 export type VmEventType = VmEvent["type"];

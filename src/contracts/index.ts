@@ -29,8 +29,10 @@ export {
   SuspendCommand,
   ResumeCommand,
   DestroyCommand,
+  ExportDiskCommand,
   StopForce,
   CommandOrigin,
+  MoveOrigin,
   MAX_COMMAND_BYTES,
   MAX_COMMAND_MESSAGE_BYTES,
   DEFAULT_STOP_TIMEOUT_MS,
@@ -44,6 +46,7 @@ export {
   EVENT_TYPES,
   StopHow,
   ObservationSource,
+  ExportedDisk,
   isOutcome,
 } from "./events.js";
 export {
@@ -97,7 +100,10 @@ export {
   ImageRef,
   ImageInfo,
   parseImageRef,
+  imageObject,
+  IMAGE_DIGEST_METADATA,
   type ParsedImageRef,
 } from "./images.js";
+export { MoveRecord, MoveStep, MOVE_STEPS, FINAL_MOVE_STEPS, moveCommandId } from "./moves.js";
 export { viewRecordAt, currentView, VIEW_KEY_VERSION } from "./view.js";
 export { CancelRecord, CANCEL_TTL_MS, cancelKey } from "./cancels.js";

@@ -56,6 +56,7 @@ export function workerPermissions(
     tombs: `KV_${n.tombstonesBucket}`,
     leases: `KV_${n.leasesBucket}`,
     cancels: `KV_${n.cancelsBucket}`,
+    moves: `KV_${n.movesBucket}`,
   };
   const streams = [
     n.commandsStream,
@@ -68,6 +69,7 @@ export function workerPermissions(
     kv.tombs,
     kv.leases,
     kv.cancels,
+    kv.moves,
   ];
   const images = `OBJ_${n.imagesBucket}`;
   const durable = n.durable(host);
@@ -144,6 +146,9 @@ export function workerPermissions(
         `${API}.CONSUMER.INFO.${images}.*`,
         `${API}.CONSUMER.MSG.NEXT.${images}.*`,
         `${API}.CONSUMER.DELETE.${images}.*`,
+        // a move's disk export: chunks only, never an object's metadata, so it cannot make
+        // or change what an image name resolves to (the move records the object; security.md)
+        `$O.${n.imagesBucket}.C.*`,
       ],
     },
     subscribe: {
@@ -166,6 +171,7 @@ export function schedulerPermissions(prefix: string): NatsPermissions {
     tombs: `KV_${n.tombstonesBucket}`,
   };
   const images = `OBJ_${n.imagesBucket}`;
+  const moves = `KV_${n.movesBucket}`;
   return {
     publish: {
       allow: [
@@ -216,6 +222,11 @@ export function schedulerPermissions(prefix: string): NatsPermissions {
         `${API}.CONSUMER.INFO.${images}.*`,
         `${API}.CONSUMER.DELETE.${images}.*`,
         `$JS.FC.${images}.>`,
+        // moves (vmq move): their records, one per VM
+        `$KV.${n.movesBucket}.>`,
+        `${API}.STREAM.INFO.${moves}`,
+        `${API}.STREAM.MSG.GET.${moves}`,
+        `${API}.DIRECT.GET.${moves}.>`,
       ],
     },
     subscribe: {

@@ -18,6 +18,8 @@ export interface Names {
   cancelsBucket: string;
   /** The object store of VM base images (stream `OBJ_<prefix>-images`; an addition). */
   imagesBucket: string;
+  /** Cold moves of VMs between hosts, keyed by vmId (an addition; moves.ts). */
+  movesBucket: string;
   /** The key of a VM's record in the view: `<host>.<vmId>` (view v2; v1 keyed by vmId alone). */
   viewKey(host: string, vmId: string): string;
   cmd(host: string, vmId: string): string;
@@ -49,6 +51,7 @@ export function names(prefix: string = DEFAULT_PREFIX): Names {
     leasesBucket: `${prefix}-leases`,
     cancelsBucket: `${prefix}-cancels`,
     imagesBucket: `${prefix}-images`,
+    movesBucket: `${prefix}-moves`,
     viewKey: (host, vmId) => `${host}.${vmId}`,
     cmd: (host, vmId) => `${prefix}.cmd.${host}.${vmId}`,
     cmdFilter: (host) => `${prefix}.cmd.${host}.>`,

@@ -21,9 +21,13 @@ export function viewRecordAt(key: string, value: unknown): VmView | undefined {
 
 /** Of several records of one vmId (one per host, a v1 leftover), the one that speaks for it. */
 export function currentView(records: readonly { key: string; view: VmView }[]): VmView | undefined {
-  // Host-keyed records win over v1 leftovers; among them the latest write of the view.
+  // Host-keyed records win over v1 leftovers; a live record over destroyed ones (a moved VM's
+  // source is destroyed after its target runs it, so its record is the newer one); among
+  // those the latest write of the view.
   const v2 = records.filter((r) => r.key.includes("."));
-  const pool = v2.length ? v2 : records;
+  const keyed = v2.length ? v2 : records;
+  const live = keyed.filter((r) => r.view.state !== "destroyed");
+  const pool = live.length ? live : keyed;
   let best: VmView | undefined;
   for (const { view } of pool)
     if (!best || Date.parse(view.updatedAt) > Date.parse(best.updatedAt)) best = view;

@@ -35,3 +35,4 @@ export {
   type Reconciliation,
 } from "./vm-reconciliation.js";
 export type { Rejection, RejectionCode, Failure } from "./errors.js";
+export { exportChunkPrefix, moveImageName } from "./move-names.js";

@@ -9,6 +9,7 @@ import {
   type VmState,
   type VmSpec,
   type ObservationSource,
+  type ExportedDisk,
 } from "../contracts/index.js";
 import type { Failure, Rejection } from "./errors.js";
 import { stopDeadline } from "./stop-schedule.js";
@@ -31,6 +32,8 @@ export const DEFAULT_BUDGETS: Record<Command["type"], number> = {
   "vm.resume": 60_000,
   "vm.stop": 0, // the command's timeoutMs plus escalation: stopDeadline (stop-schedule.ts)
   "vm.destroy": 0,
+  // Flattening and sending a disk of many GiB: minutes, not seconds.
+  "vm.export-disk": 60 * 60_000,
 };
 
 export type Decision =
@@ -169,6 +172,8 @@ export interface CommandResult {
   handle?: VmHandle;
   spec?: VmSpec;
   how?: StopHow;
+  /** An export's bytes in the images stream. */
+  disk?: ExportedDisk;
 }
 
 /** The outcome event of a command whose backend call succeeded. */
@@ -180,7 +185,7 @@ export function succeeded(
   opts: { reconciled?: boolean } = {},
 ): VmEvent {
   const b = {
-    ...base(vm, command, ctx.now, targetState(command.type)),
+    ...base(vm, command, ctx.now, targetState(command.type) ?? vm.state),
     eventId: eventIdFor(vm.vmId, command.commandId, "outcome"),
     ...(opts.reconciled ? { reconciled: true } : {}),
   };
@@ -206,6 +211,10 @@ export function succeeded(
       return { type: "vm.stopped", ...b, ...handle, how: result.how ?? "forced" };
     case "vm.destroy":
       return { type: "vm.destroyed", ...b };
+    case "vm.export-disk": {
+      if (!result.disk) throw new TypeError("an export result needs the exported disk");
+      return { type: "vm.disk-exported", ...b, disk: result.disk };
+    }
   }
 }
 

@@ -43,6 +43,7 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
     case "vm.destroyed":
       return settled(vm, event, seq, event.state, notLive(vm.handle), withoutUserData(vm.spec));
     case "vm.command-failed":
+    case "vm.disk-exported":
       return settled(vm, event, seq, event.state, vm.handle, vm.spec);
     case "vm.command-rejected":
       // A rejection never changes state; a VM that only ever saw rejections stays absent.

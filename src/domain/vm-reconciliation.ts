@@ -61,7 +61,10 @@ export function reconcile(
     const command = vm.pendingCommand;
     if (!command) return { kind: "nothing" };
     const handle = vm.handle ?? report.recovered;
-    if (now === targetState(command.type) && handle) {
+    // An export that leaves the state as it was cannot be resolved from the state: its bytes
+    // went with the worker, so it fails here (worker::interrupted) and is sent again.
+    const target = targetState(command.type);
+    if (target !== null && now === target && handle) {
       const spec =
         command.type === "vm.prepare"
           ? { ...command.spec, backend: command.spec.backend ?? handle.backend }

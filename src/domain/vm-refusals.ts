@@ -26,8 +26,11 @@ export function refusal(command: Command, vm: Vm, facts: HostFacts): Rejection |
         message: `backend ${tag} is not configured on host ${facts.host} (it has ${facts.backends.join(", ")})`,
       };
     }
-    // Contract: a vmId that the view holds under another (live) host is taken.
-    if (facts.ownerElsewhere !== undefined)
+    // Contract: a vmId that the view holds under another (live) host is taken, except by the
+    // target of a move from that very host (the move destroys the source once this one runs).
+    const moving =
+      command.origin?.kind === "move" && command.origin.fromHost === facts.ownerElsewhere;
+    if (facts.ownerElsewhere !== undefined && !moving)
       return {
         code: "vm::exists",
         message: `VM ${command.vmId} exists on host ${facts.ownerElsewhere}`,

@@ -167,6 +167,9 @@ export async function ensureTopology(
     ttl: CANCEL_TTL_MS,
   });
   await checkBucket(jsm, names.cancelsBucket, { ttlMs: CANCEL_TTL_MS });
+  // Cold moves' records (vmq move): the SDK writes them, a worker only creates the bucket.
+  await kvm.create(names.movesBucket, { history: 1, storage: StorageType.File, replicas });
+  await checkBucket(jsm, names.movesBucket, { ttlMs: 0 });
   // Base images (docs/wire-contract.md, Images): created if missing, file storage checked.
   await new Objm(nc).create(names.imagesBucket, { storage: StorageType.File, replicas });
   await checkBucket(jsm, names.imagesBucket, { ttlMs: 0 }, "OBJ_");

@@ -48,6 +48,17 @@ export interface ObservedChange {
 }
 export type ChangeListener = (change: ObservedChange) => void;
 
+/**
+ * A VM's disk as one stream of bytes to send away (a cold move): flattened with its base image
+ * so it stands alone. `release` removes whatever the export made (a temporary file).
+ */
+export interface DiskExport {
+  format: "qcow2" | "placeholder";
+  size: number;
+  bytes(): AsyncIterable<Uint8Array>;
+  release(): Promise<void>;
+}
+
 /** What a console session does with the VM's output and with the console's end. */
 export interface ConsoleHandlers {
   onData(bytes: Uint8Array): void;
@@ -102,6 +113,11 @@ export interface Hypervisor {
    * wrote (instead of calling the VM failed). Backends without durable records omit it.
    */
   recorded?(vmId: string, opts?: CallOptions): Promise<VmHandle | undefined>;
+  /**
+   * The disk of a VM no guest runs on (prepared or stopped), whole, for a move to another host.
+   * Backends without it make the router refuse with hypervisor::unsupported.
+   */
+  exportDisk?(vm: VmHandle, opts?: CallOptions): Promise<DiskExport>;
   /** Re-attaches to a VM after a worker restart (QMP socket, monitor); never starts or stops it. */
   adopt?(vm: VmHandle, opts?: CallOptions): Promise<void>;
   /** Subscribes to observed changes; returns the unsubscribe function. */

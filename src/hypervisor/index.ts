@@ -7,6 +7,7 @@ export type {
   ChangeListener,
   ConsoleHandlers,
   ConsoleConnection,
+  DiskExport,
 } from "./hypervisor.js";
 export { HypervisorRouter } from "./router.js";
 export {

@@ -13,6 +13,7 @@ import type {
   ChangeListener,
   ConsoleConnection,
   ConsoleHandlers,
+  DiskExport,
   Hypervisor,
   StopOptions,
   StopResult,
@@ -114,6 +115,16 @@ export class HypervisorRouter {
   /** The handle `tag`'s backend recorded for vmId, when it keeps records (see Hypervisor). */
   async recorded(tag: BackendTag, vmId: string, opts?: CallOptions): Promise<VmHandle | undefined> {
     return this.backend(tag).recorded?.(vmId, opts);
+  }
+  /** The VM's disk, whole (a move); hypervisor::unsupported where the backend cannot. */
+  async exportDisk(vm: VmHandle, opts?: CallOptions): Promise<DiskExport> {
+    const b = this.backend(vm.backend);
+    if (!b.exportDisk)
+      throw new HypervisorError(
+        "hypervisor::unsupported",
+        `backend ${vm.backend} cannot export a VM's disk (a cold move needs qemu or noop)`,
+      );
+    return b.exportDisk(vm, opts);
   }
   async adopt(vm: VmHandle, opts?: CallOptions): Promise<void> {
     await this.backend(vm.backend).adopt?.(vm, opts);

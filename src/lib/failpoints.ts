@@ -40,9 +40,15 @@ export const STOP_FAILPOINTS = [
 ] as const;
 /** Half-way through an image download into the host cache (tested in images.test). */
 export const IMAGE_FAILPOINTS = ["mid-image-fetch"] as const;
+/**
+ * A move: half-way through sending an exported disk (in the source's worker), and after each
+ * step the move's record says is done (in the process that runs the move: vmq move, the SDK).
+ */
+export const MOVE_FAILPOINTS = ["mid-disk-export", "move-step"] as const;
 export const FAILPOINTS = [
   ...COMMAND_FAILPOINTS,
   ...IMAGE_FAILPOINTS,
+  ...MOVE_FAILPOINTS,
   ...COMPACTION_FAILPOINTS,
   ...VIEW_FAILPOINTS,
   ...STOP_FAILPOINTS,

@@ -39,6 +39,7 @@ import type { KV } from "@nats-io/kv";
 import type { ObjectStore } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { imageChunks, openImageBucket } from "../event-store/image-bucket.js";
+import { JetStreamDiskSink } from "./images/disk-sink.js";
 import { ImageCache, imageCacheDir } from "./images/image-cache.js";
 import { Compactor } from "./services/compactor.js";
 import { DlqMover } from "./services/dlq-mover.js";
@@ -305,6 +306,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     hostKey,
     cancels,
     images,
+    disks: new JetStreamDiskSink(js, names.imagesBucket, log.child({ component: "disks" })),
   });
   parts.consumer = new CommandConsumer(js, names.commandsStream, durable, lanes, handler, log, {
     ackWaitMs: config.ackWaitMs,

@@ -17,6 +17,7 @@ import { InMemoryEventStore } from "../../src/event-store/in-memory-event-store.
 import { FaultyBackend, HypervisorRouter, NoopBackend } from "../../src/hypervisor/index.js";
 import { VmqError } from "../../src/lib/errors.js";
 import { silentLogger } from "../../src/observability/logger.js";
+import type { DiskSink } from "../../src/worker/images/disk-sink.js";
 import { CommandHandler } from "../../src/worker/pipeline/command-handler.js";
 import { OrderGate, type CommandLog } from "../../src/worker/pipeline/order-gate.js";
 import type { CommandMessage } from "../../src/worker/pipeline/settlement.js";
@@ -96,6 +97,8 @@ export interface PipelineOptions {
   noop?: FaultyBackend<NoopBackend>;
   /** commandIds cancelled (vmq cancel) before the worker takes them. */
   cancelled?: Set<string>;
+  /** Where vm.export-disk sends a disk (absent: the worker has none). */
+  disks?: DiskSink;
 }
 
 export function pipeline(opts: PipelineOptions = {}) {
@@ -140,6 +143,7 @@ export function pipeline(opts: PipelineOptions = {}) {
     limits: { maxAttempts: opts.maxAttempts ?? 3, maxDeliver: opts.maxDeliver ?? 5 },
     hostKey: memoryHostKey(),
     cancels: opts.cancelled ?? new Set(),
+    ...(opts.disks ? { disks: opts.disks } : {}),
   });
   let seq = 0;
   return {

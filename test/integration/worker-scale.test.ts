@@ -22,6 +22,7 @@ const OUTCOME: Record<CommandType, VmEvent["type"]> = {
   "vm.resume": "vm.resumed",
   "vm.stop": "vm.stopped",
   "vm.destroy": "vm.destroyed",
+  "vm.export-disk": "vm.disk-exported",
 };
 
 describe("worker at scale: 1,000 VMs x 10 commands, concurrency 16", { timeout: 240_000 }, () => {

@@ -24,6 +24,7 @@ import type {
   ChangeListener,
   ConsoleConnection,
   ConsoleHandlers,
+  DiskExport,
   Hypervisor,
   StopOptions,
   StopResult,
@@ -40,7 +41,15 @@ export const FAULT_DEFAULTS = { latencyMs: 0, keepCalls: 10_000 } satisfies Faul
 
 /** The calls that go through fault injection (and into `calls`). */
 export type BackendOperation =
-  "prepare" | "start" | "stop" | "suspend" | "resume" | "destroy" | "state" | "guestIp";
+  | "prepare"
+  | "start"
+  | "stop"
+  | "suspend"
+  | "resume"
+  | "destroy"
+  | "state"
+  | "guestIp"
+  | "exportDisk";
 
 interface Fault {
   remaining: number;
@@ -180,6 +189,13 @@ export class FaultyBackend<B extends Hypervisor = Hypervisor> implements Hypervi
     opts?: CallOptions,
   ): Promise<ConsoleConnection> {
     return this.inner.openConsole(vm, handlers, opts);
+  }
+
+  async exportDisk(vm: VmHandle, opts: CallOptions = {}): Promise<DiskExport> {
+    if (!this.inner.exportDisk)
+      throw new HypervisorError("hypervisor::unsupported", `${this.tag} cannot export a disk`);
+    await this.#enter("exportDisk", vm.id, opts);
+    return this.inner.exportDisk(vm, opts);
   }
 
   async recorded(vmId: string, opts?: CallOptions): Promise<VmHandle | undefined> {

@@ -44,6 +44,11 @@ export function fencedRouter(router: CommandRouter, fence: Fence): CommandRouter
       (vm, opts) => router.destroy(vm, opts),
       (_v, o) => o.signal,
     ),
+    // Reads the disk only, but a fenced-out worker's bytes must not become the VM elsewhere.
+    exportDisk: gated(
+      (vm, opts) => router.exportDisk(vm, opts),
+      (_v, o) => o?.signal,
+    ),
     state: (vm, opts) => router.state(vm, opts),
     has: (tag) => router.has(tag),
     get tags() {

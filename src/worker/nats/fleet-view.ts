@@ -4,28 +4,51 @@ import { viewRecordAt, type VmView } from "../../contracts/index.js";
 import type { FleetView } from "../ports.js";
 
 /**
- * The newest record of `vmId` across hosts: one direct get of `$KV.<bucket>.*.<vmId>` (the
+ * The record that speaks for `vmId` across hosts: one direct get of `$KV.<bucket>.*.<vmId>` (the
  * server answers the newest message under a wildcard), then the v1 key (vmId alone) of a view
- * not migrated yet. Deleted and forged records count as none.
+ * not migrated yet. When the newest says destroyed (or was dropped), another host may hold the
+ * VM now (a move destroys the source last, an evacuation drops the dead host's record): each
+ * host's latest record is read, and a live one wins. Deleted and forged records count as none.
  */
 export async function newestView(
   jsm: JetStreamManager,
   bucket: string,
   vmId: string,
 ): Promise<VmView | undefined> {
-  for (const key of [`*.${vmId}`, vmId]) {
-    const m = await jsm.direct.getMessage(`KV_${bucket}`, { last_by_subj: `$KV.${bucket}.${key}` });
-    if (!m) continue;
-    const op = m.header?.get("KV-Operation");
-    if (op === "DEL" || op === "PURGE") return undefined;
-    const at = m.subject.slice(`$KV.${bucket}.`.length);
-    let value: unknown;
-    try {
-      value = m.json();
-    } catch {
-      continue;
-    }
-    return viewRecordAt(at, value);
+  const newest = await lastRecord(jsm, bucket, `*.${vmId}`);
+  if (newest.found && newest.view?.state !== "destroyed" && newest.view) return newest.view;
+  if (newest.found) return (await liveElsewhere(jsm, bucket, vmId)) ?? newest.view;
+  return (await lastRecord(jsm, bucket, vmId)).view;
+}
+
+async function lastRecord(
+  jsm: JetStreamManager,
+  bucket: string,
+  key: string,
+): Promise<{ found: boolean; view?: VmView | undefined }> {
+  const m = await jsm.direct.getMessage(`KV_${bucket}`, { last_by_subj: `$KV.${bucket}.${key}` });
+  if (!m) return { found: false };
+  const op = m.header?.get("KV-Operation");
+  if (op === "DEL" || op === "PURGE") return { found: true };
+  const at = m.subject.slice(`$KV.${bucket}.`.length);
+  try {
+    return { found: true, view: viewRecordAt(at, m.json()) };
+  } catch {
+    return { found: true };
+  }
+}
+
+/** A live record of `vmId` under any host (each host's latest), if one exists. */
+async function liveElsewhere(
+  jsm: JetStreamManager,
+  bucket: string,
+  vmId: string,
+): Promise<VmView | undefined> {
+  const prefix = `$KV.${bucket}.`;
+  const info = await jsm.streams.info(`KV_${bucket}`, { subjects_filter: `${prefix}*.${vmId}` });
+  for (const subject of Object.keys(info.state.subjects ?? {})) {
+    const r = await lastRecord(jsm, bucket, subject.slice(prefix.length));
+    if (r.view && r.view.state !== "destroyed") return r.view;
   }
   return undefined;
 }

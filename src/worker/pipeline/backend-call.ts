@@ -3,6 +3,7 @@ import { stopPlan, type CommandResult, type Vm } from "../../domain/index.js";
 import { withheldSpec } from "../../lib/user-data.js";
 import type { HostKey } from "../secrets/host-key.js";
 import { VmqError } from "../../lib/errors.js";
+import type { DiskSink } from "../images/disk-sink.js";
 import type { CommandRouter, ImageSource } from "./pipeline-deps.js";
 
 /** When this run of the command began and when its intent's deadline is (epoch ms). */
@@ -35,6 +36,7 @@ export async function backendCall(
   timing: RunTiming,
   hostKey: Pick<HostKey, "open">,
   images?: ImageSource,
+  disks?: DiskSink,
 ): Promise<CommandResult> {
   const handle = vm.handle ?? stubHandle(vm, router.defaultBackend);
   switch (command.type) {
@@ -83,6 +85,16 @@ export async function backendCall(
       });
       images?.unpin(command.vmId);
       return {};
+    case "vm.export-disk": {
+      if (!disks)
+        throw new VmqError("move::export-unavailable", "this worker cannot send exported disks");
+      const disk = await router.exportDisk(handle, { signal });
+      try {
+        return { disk: await disks.send(command.vmId, command.commandId, disk, signal) };
+      } finally {
+        await disk.release();
+      }
+    }
   }
 }
 

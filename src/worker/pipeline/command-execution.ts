@@ -53,6 +53,7 @@ export class CommandExecution {
             timing,
             deps.hostKey,
             deps.images,
+            deps.disks,
           );
           failpoint("in-backend");
           outcome = succeeded(vm, command, result, { now: deps.clock.now() });

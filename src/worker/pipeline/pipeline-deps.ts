@@ -4,6 +4,7 @@ import type { Clock, DeadLetters, FleetView, Ids } from "../ports.js";
 import type { WorkerStats } from "../stats.js";
 import type { VmStreams } from "../state/vm-streams.js";
 import type { HostKey } from "../secrets/host-key.js";
+import type { DiskSink } from "../images/disk-sink.js";
 import type { OrderGate } from "./order-gate.js";
 
 /** What the command pipeline calls on the router. */
@@ -15,6 +16,7 @@ export type CommandRouter = Pick<
   | "suspend"
   | "resume"
   | "destroy"
+  | "exportDisk"
   | "state"
   | "has"
   | "tags"
@@ -48,6 +50,8 @@ export interface PipelineDeps {
   hostKey: Pick<HostKey, "open">;
   /** Fetches a spec's object-store `image` into the host's cache (absent: such specs fail). */
   images?: ImageSource;
+  /** Where vm.export-disk sends a disk (absent: such commands fail with move::export-unavailable). */
+  disks?: DiskSink;
 }
 
 /** The host image cache as the pipeline uses it. */

@@ -15,6 +15,7 @@ import {
   HostLease,
   CancelRecord,
   HostRecord,
+  MoveRecord,
   INVALID_VM_TOKEN,
   QUERY_NAMES,
   QUERY_REPLY_SCHEMAS,
@@ -80,6 +81,7 @@ describe("docs/wire-contract.md", () => {
       n.hostsBucket,
       n.tombstonesBucket,
       n.snapshotsBucket,
+      n.movesBucket,
       n.cmd("<host>", "<vmId>"),
       n.evt("<host>", "<vmId>"),
       n.dlq("<host>", "<vmId>"),
@@ -95,6 +97,7 @@ describe("docs/wire-contract.md", () => {
       "records/host-record.v1.json": HostRecord,
       "records/host-lease.v1.json": HostLease,
       "records/cancel.v1.json": CancelRecord,
+      "records/move.v1.json": MoveRecord,
       "records/vm-tombstone.v1.json": VmTombstone,
     };
     const examples = contractExamples(doc);

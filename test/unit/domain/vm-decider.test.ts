@@ -103,16 +103,25 @@ const GRID: Record<CommandType, readonly Expect[]> = {
   "vm.resume":  ["N", "I",      "I",     "I",    "A",      "I",    "I",   "I",      "I"],
   "vm.stop":    ["N", "I",      "I",     "A",    "A",      "I",    "I",   "I",      "I"],
   "vm.destroy": ["N", "A",      "A",     "A",    "A",      "A",    "A",   "A",      "A"],
+  "vm.export-disk": ["N", "I",  "A",     "I",    "I",      "A",    "I",   "I",      "I"],
 };
-/** Where a successful command leaves the VM, also by hand. */
-const TARGET: Record<CommandType, VmState> = {
+/** Where a successful command leaves the VM, also by hand (null: where it was). */
+const TARGET: Record<CommandType, VmState | null> = {
   "vm.prepare": "prepared",
   "vm.start": "running",
   "vm.suspend": "suspended",
   "vm.resume": "running",
   "vm.stop": "stopped",
   "vm.destroy": "destroyed",
+  "vm.export-disk": null,
 };
+const disk = {
+  nuid: "vmqx0123456789abcdefaa",
+  chunks: 1,
+  size: 10,
+  digest: `sha256:${"a".repeat(64)}`,
+  format: "placeholder",
+} as const;
 const CODE = {
   E: "vm::exists",
   N: "vm::not-found",
@@ -144,8 +153,9 @@ describe("decide: every (state, command) pair", () => {
           assert.equal(e.state, type === "vm.prepare" ? "preparing" : state);
           assert.ok(VmEventSchema.safeParse(e).success, "the intent event satisfies its schema");
           const done = evolve(g.vm, e, g.vm.version + 1);
-          const out = succeeded(done, e.command, { handle, how: "acpi" }, { now: NOW });
-          assert.equal(evolve(done, out, g.vm.version + 2).state, TARGET[type]);
+          const out = succeeded(done, e.command, { handle, how: "acpi", disk }, { now: NOW });
+          assert.ok(VmEventSchema.safeParse(out).success, "the outcome satisfies its schema");
+          assert.equal(evolve(done, out, g.vm.version + 2).state, TARGET[type] ?? state);
         } else if (expect === "I") {
           // The message names the current state and, from the grid, where the command may start.
           t.thenRejected(CODE.I, [`in state ${label(state)};`]);

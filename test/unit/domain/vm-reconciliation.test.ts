@@ -179,3 +179,17 @@ function evolveAll(types: CommandType[]): Vm {
   }
   return vm;
 }
+
+describe("reconcile: an interrupted export of the disk", () => {
+  const EXPORT_BUDGET_MS = 60 * 60_000;
+  it("is left to its redelivery while it has time, then fails: never resolved from the state", () => {
+    const vm = interrupted(["vm.prepare", "vm.start", "vm.stop", "vm.export-disk"]);
+    assert.equal(vm.state, "stopped");
+    assert.deepEqual(reconcile(vm, { state: "stopped" }, ctxAt(0)), { kind: "leave" });
+    // Past its deadline the backend's "stopped" is where it began, not a sign it was sent.
+    const r = resolved(reconcile(vm, { state: "stopped" }, ctxAt(EXPORT_BUDGET_MS)));
+    assert.equal(r.type, "vm.command-failed");
+    assert.equal(r.code, "worker::interrupted");
+    assert.equal(r.state, "stopped");
+  });
+});

@@ -19,6 +19,7 @@ import { checkAborted, HypervisorError } from "../../errors.js";
 import type {
   CallOptions,
   ConsoleConnection,
+  DiskExport,
   Hypervisor,
   StopOptions,
   StopResult,
@@ -39,8 +40,9 @@ export interface NoopOptions {
 
 export const NOOP_DEFAULTS = { suspend: true, tag: "noop" } satisfies Partial<NoopOptions>;
 
-type Lifecycle = "prepare" | "start" | "stop" | "suspend" | "resume" | "destroy";
+type Lifecycle = "prepare" | "start" | "stop" | "suspend" | "resume" | "destroy" | "exportDisk";
 const COMMAND: Record<Lifecycle, CommandType> = {
+  exportDisk: "vm.export-disk",
   prepare: "vm.prepare",
   start: "vm.start",
   stop: "vm.stop",
@@ -138,6 +140,27 @@ export class NoopBackend implements Hypervisor {
     return Promise.resolve();
   }
 
+  /**
+   * A placeholder of a few bytes for the disk a Noop VM does not have (its name, vmId and a
+   * note), so a move's saga runs end to end without a real disk.
+   */
+  async exportDisk(vm: VmHandle, opts: CallOptions = {}): Promise<DiskExport> {
+    const v = this.#check("exportDisk", vm.id, opts);
+    this.#store?.effect("export-disk", vm.id);
+    const data = new TextEncoder().encode(
+      `vmq noop disk placeholder\nvmId: ${vm.id}\nname: ${v.handle.name}\n`,
+    );
+    return Promise.resolve({
+      format: "placeholder",
+      size: data.length,
+      // eslint-disable-next-line @typescript-eslint/require-await -- an async iterable of one
+      bytes: async function* () {
+        yield data;
+      },
+      release: () => Promise.resolve(),
+    });
+  }
+
   async state(vm: VmHandle, opts: CallOptions = {}): Promise<VmState> {
     checkAborted(opts.signal, "noop state");
     return Promise.resolve(this.#live(vm.id)?.state ?? "destroyed");
@@ -214,7 +237,7 @@ export class NoopBackend implements Hypervisor {
 
   /** Moves the VM to op's target state (from TRANSITIONS) and records the effect. */
   #apply(op: Lifecycle, v: NoopVm): NoopVm {
-    const next = { ...v, state: targetState(COMMAND[op]) };
+    const next = { ...v, state: targetState(COMMAND[op]) ?? v.state };
     this.#set(next);
     this.#store?.effect(op, next.handle.id);
     return next;

@@ -27,6 +27,7 @@ import type {
   ChangeListener,
   ConsoleConnection,
   ConsoleHandlers,
+  DiskExport,
   Hypervisor,
   StopOptions,
   StopResult,
@@ -60,6 +61,7 @@ import {
   type QemuLogger,
   type QemuOptions,
 } from "./qemu-options.js";
+import { exportQemuDisk } from "./qemu-export.js";
 import { prepareQemuVm } from "./qemu-prepare.js";
 import { stopQemu } from "./qemu-stop.js";
 import { QemuSupervisor } from "./qemu-supervisor.js";
@@ -320,6 +322,20 @@ export class QemuBackend implements Hypervisor {
       await rm(p.dir, { recursive: true, force: true });
       releasePort(vm.id);
       this.#log?.info({ vmId: vm.id }, "qemu: destroyed");
+    });
+  }
+
+  /** The disk flattened into one qcow2, only while no QEMU runs on it. */
+  async exportDisk(vm: VmHandle, opts: CallOptions = {}): Promise<DiskExport> {
+    checkAborted(opts.signal, "qemu export");
+    return this.#call(vm.id, async () => {
+      const live = await this.#sup.livePid(vm.id);
+      if (live !== undefined)
+        throw new HypervisorError(
+          "hypervisor::invalid-state",
+          `qemu VM ${vm.id} is running (pid ${live}); stop it before exporting its disk`,
+        );
+      return exportQemuDisk(this.#o.qemuImgBinary, this.#paths(vm.id), vm.id, opts.signal);
     });
   }
 

@@ -1,0 +1,294 @@
+/**
+ * `vmq move <vm> --to <host>` with a real nats-server and real worker processes (Noop backend,
+ * its state in a directory that outlives the worker): a running VM moves from ha to hb and ends
+ * running on hb only, destroyed on ha, its events on both hosts tied by the move's id; the CLI
+ * SIGKILLed after each step and run again; the source's worker SIGKILLed half-way through
+ * sending the disk, and inside its stop, its export and its destroy, the target's inside its
+ * prepare and inside its start, each restarted while the move waits; and a step failing
+ * before the target runs the VM undoes the move.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { move, VmqClient } from "../../src/client/index.js";
+import { ImageStore } from "../../src/client/images/image-store.js";
+import type { MoveRecord, VmEvent } from "../../src/contracts/index.js";
+import { isVmqError } from "../../src/lib/errors.js";
+import { runVmq } from "../helpers/cli.js";
+import { NatsServer, testPrefix } from "../helpers/nats-server.js";
+import { WorkerProcess } from "../helpers/worker-process.js";
+import { SPEC, eventually } from "../helpers/worker-harness.js";
+
+describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 }, () => {
+  let server: NatsServer;
+  let dir: string;
+  const procs: WorkerProcess[] = [];
+
+  before(async () => {
+    server = await NatsServer.start();
+    dir = await mkdtemp(join(tmpdir(), "vmq-move-"));
+  });
+  after(async () => {
+    for (const p of procs) await p.kill().catch(() => undefined);
+    await server?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const worker = (prefix: string, host: string, env: Record<string, string> = {}) => {
+    const data = join(dir, prefix, host);
+    const w = new WorkerProcess(
+      [
+        ...["--nats", server.url, "--prefix", prefix, "--host", host],
+        ...["--data-dir", data, "--noop-state-dir", join(data, "noop")],
+        ...["--noop-latency-ms", "5", "--heartbeat-ms", "300", "--ack-wait-ms", "2000"],
+        ...["--log-level", "info"],
+      ],
+      env,
+    ).start();
+    procs.push(w);
+    return w;
+  };
+  const up = async (w: WorkerProcess) =>
+    eventually(() => w.ready || undefined, 60_000, "worker running");
+  const vmq = (prefix: string, args: string[], env: Record<string, string> = {}) =>
+    runVmq([...args, "--nats", server.url, "--prefix", prefix], { timeout: 180_000, env });
+  const calls = async (prefix: string, host: string) =>
+    (await readFile(join(dir, prefix, host, "noop", "calls.log"), "utf8").catch(() => ""))
+      .split("\n")
+      .filter(Boolean);
+
+  /** A fresh prefix with hosts ha and hb running, and a client on it. */
+  const twoHosts = async (
+    env: { ha?: Record<string, string>; hb?: Record<string, string> } = {},
+  ) => {
+    const prefix = testPrefix();
+    const nc = await server.connect();
+    const client = new VmqClient(nc, { prefix, timeoutMs: 60_000 });
+    const a = worker(prefix, "ha", env.ha);
+    const b = worker(prefix, "hb", env.hb);
+    await Promise.all([up(a), up(b)]);
+    return { prefix, nc, client, a, b };
+  };
+
+  const runningOn = async (client: VmqClient, host: string, vmId: string) => {
+    await client.prepare(vmId, { ...SPEC, name: vmId }, { host });
+    assert.equal((await client.start(vmId, { host })).outcome.type, "vm.started");
+  };
+
+  /** What each host's events say of the VM now (its last state there, or none). */
+  const statesOf = async (client: VmqClient, vmId: string) => {
+    const last = async (host: string) =>
+      (await client.history(host, vmId))
+        .filter((e) => e.event.type !== "vm.command-rejected")
+        .at(-1)?.event.state;
+    return { ha: await last("ha"), hb: await last("hb") };
+  };
+
+  /** Exactly one copy runs, on hb; ha's is destroyed; the view says hb. */
+  const movedToB = async (client: VmqClient, vmId: string) => {
+    assert.deepEqual(await statesOf(client, vmId), { ha: "destroyed", hb: "running" });
+    const v = await client.get(vmId);
+    assert.equal(v?.host, "hb");
+    assert.equal(v?.state, "running");
+    const listed = (await client.list()).filter((x) => x.vmId === vmId);
+    assert.deepEqual(
+      listed.map((x) => [x.host, x.state]),
+      [["hb", "running"]],
+    );
+  };
+
+  /** No image and no chunk of any move is left in the images stream. */
+  const nothingLeft = async (nc: NatsConnection, prefix: string) => {
+    const images = await new ImageStore(nc, { prefix }).list();
+    assert.deepEqual(
+      images.filter((i) => i.name.startsWith("move-")).map((i) => `${i.name}@${i.digest}`),
+      [],
+    );
+    const jsm = await jetstreamManager(nc);
+    const info = await jsm.streams.info(`OBJ_${prefix}-images`, {
+      subjects_filter: `$O.${prefix}-images.C.*`,
+    });
+    assert.deepEqual(Object.keys(info.state.subjects ?? {}), []);
+  };
+
+  it("moves a running VM: running on hb only, destroyed on ha, events tied by the move's id", async () => {
+    const { prefix, nc, client } = await twoHosts();
+    try {
+      await runningOn(client, "ha", "web");
+      const r = await vmq(prefix, ["move", "web", "--to", "hb", "--json"]);
+      assert.equal(r.exitCode, 0, r.stderr);
+      const rec = JSON.parse(r.stdout) as MoveRecord;
+      assert.equal(rec.step, "done");
+      assert.equal(rec.was, "running");
+      assert.equal(rec.disk?.format, "placeholder");
+      assert.match(rec.image ?? "", /^move-web@sha256:[0-9a-f]{64}$/);
+      await movedToB(client, "web");
+
+      // Every command of the move, on both hosts, carries its id; so do their events.
+      const tied = async (host: string) =>
+        (await client.history(host, "web"))
+          .map((e) => e.event)
+          .filter((e) => e.causationId?.startsWith(`move-${rec.id}-`));
+      const onA = await tied("ha");
+      const onB = await tied("hb");
+      for (const e of [...onA, ...onB]) assert.equal(e.correlationId, rec.id, e.type);
+      const outcomes = (es: VmEvent[]) =>
+        es.filter((e) => e.type !== "vm.command-accepted").map((e) => e.type);
+      assert.deepEqual(outcomes(onA), ["vm.stopped", "vm.disk-exported", "vm.destroyed"]);
+      assert.deepEqual(outcomes(onB), ["vm.prepared", "vm.started"]);
+      const prepared = onB.find((e) => e.type === "vm.prepared");
+      assert.deepEqual(prepared?.type === "vm.prepared" && prepared.origin, {
+        kind: "move",
+        fromHost: "ha",
+        toHost: "hb",
+        moveId: rec.id,
+      });
+      assert.ok(prepared?.type === "vm.prepared" && prepared.spec?.image === rec.image);
+      const exported = onA.find((e) => e.type === "vm.disk-exported");
+      assert.equal(exported?.type === "vm.disk-exported" && exported.disk.digest, rec.disk?.digest);
+
+      // The hypervisors saw each step once; hb fetched the exported image into its cache.
+      assert.deepEqual((await calls(prefix, "ha")).slice(-3), [
+        "stop web",
+        "export-disk web",
+        "destroy web",
+      ]);
+      assert.deepEqual(await calls(prefix, "hb"), ["prepare web", "start web"]);
+      await nothingLeft(nc, prefix);
+
+      // The VM's commands now go to hb without naming it; a move back to ha works too.
+      assert.equal((await client.stop("web", { force: "now" })).host, "hb");
+      const back = await move(client, "web", { to: "ha" });
+      assert.equal(back.step, "done");
+      assert.equal(back.was, "stopped");
+      assert.deepEqual(await statesOf(client, "web"), { ha: "prepared", hb: "destroyed" });
+      assert.equal((await client.get("web"))?.host, "ha");
+      // A move to where it is, or of a VM that does not exist, is refused with a code.
+      const same = await vmq(prefix, ["move", "web", "--to", "ha"]);
+      assert.equal(same.exitCode, 1);
+      assert.match(same.stderr, /move::same-host/);
+      const none = await vmq(prefix, ["move", "nope", "--to", "hb"]);
+      assert.match(none.stderr, /client::vm-unknown/);
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it("the CLI SIGKILLed after each step, then run again: exactly one VM running, on hb", async () => {
+    const { prefix, nc, client } = await twoHosts();
+    try {
+      // move-step@N: the CLI dies right after its Nth step is recorded (1: stopped ... 5: started).
+      for (const n of [1, 2, 3, 4, 5]) {
+        const vmId = `cli${n}`;
+        await runningOn(client, "ha", vmId);
+        const killed = await vmq(prefix, ["move", vmId, "--to", "hb"], {
+          VMQ_FAILPOINTS: `move-step@${n}`,
+        });
+        assert.equal(killed.signal, "SIGKILL", `${vmId}: ${killed.stderr}`);
+        // Never two running, whatever step it died at.
+        const mid = await statesOf(client, vmId);
+        assert.ok(!(mid.ha === "running" && mid.hb === "running"), JSON.stringify(mid));
+        const rerun = await vmq(prefix, ["move", vmId, "--to", "hb", "--json"]);
+        assert.equal(rerun.exitCode, 0, `${vmId}: ${rerun.stderr}`);
+        assert.equal((JSON.parse(rerun.stdout) as MoveRecord).step, "done");
+        await movedToB(client, vmId);
+        // Each step ran once in each hypervisor, whatever was published twice.
+        const b = (await calls(prefix, "hb")).filter((l) => l.endsWith(` ${vmId}`));
+        assert.deepEqual(b, [`prepare ${vmId}`, `start ${vmId}`]);
+        const a = (await calls(prefix, "ha")).filter((l) => l.endsWith(` ${vmId}`));
+        assert.deepEqual(a.slice(-3), [`stop ${vmId}`, `export-disk ${vmId}`, `destroy ${vmId}`]);
+      }
+      await nothingLeft(nc, prefix);
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it("the source's worker SIGKILLed half-way through sending the disk, restarted: the move goes on", async () => {
+    const { prefix, nc, client, a } = await twoHosts({
+      ha: { VMQ_FAILPOINTS: "mid-disk-export@1" },
+    });
+    try {
+      await runningOn(client, "ha", "src");
+      const moving = move(client, "src", { to: "hb", timeoutMs: 120_000 });
+      await a.ended();
+      assert.deepEqual(a.failpoints, ["mid-disk-export"]);
+      const a2 = worker(prefix, "ha");
+      await up(a2);
+      const rec = await moving;
+      assert.equal(rec.step, "done");
+      await movedToB(client, "src");
+      // The dead run's chunks were swept: only the finished export became the image, then went.
+      await nothingLeft(nc, prefix);
+    } finally {
+      await nc.close();
+    }
+  });
+
+  // in-backend@N: the worker dies after its Nth backend call's effect, before its outcome is
+  // recorded (ha's 1 and 2 are the VM's own prepare and start; 3 stop, 4 export, 5 destroy).
+  for (const [host, what, failpoint, op] of [
+    ["ha", "inside its stop", "in-backend@3", "stop"],
+    ["ha", "once its export was sent", "in-backend@4", "export-disk"],
+    ["ha", "inside its destroy", "in-backend@5", "destroy"],
+    ["hb", "inside its prepare", "after-intent@1", "prepare"],
+    ["hb", "inside its start", "in-backend@2", "start"],
+  ] as const) {
+    const side = host === "ha" ? "source's" : "target's";
+    it(`the ${side} worker SIGKILLed ${what}, restarted: exactly one VM running, on hb`, async () => {
+      const { prefix, nc, client, a, b } = await twoHosts({
+        [host]: { VMQ_FAILPOINTS: failpoint },
+      });
+      try {
+        await runningOn(client, "ha", "kil");
+        const moving = move(client, "kil", { to: "hb", timeoutMs: 120_000 });
+        const dying = host === "ha" ? a : b;
+        await dying.ended();
+        assert.equal(dying.failpoints.length, 1);
+        const mid = await statesOf(client, "kil");
+        assert.ok(!(mid.ha === "running" && mid.hb === "running"), JSON.stringify(mid));
+        if (host === "hb")
+          assert.notEqual(mid.ha, "running", "the source stops before the target is touched");
+        await up(worker(prefix, host));
+        assert.equal((await moving).step, "done");
+        await movedToB(client, "kil");
+        // A stop, destroy or start whose effect was done is resolved from the backend on the
+        // restart, not done again (an export is sent again: its chunks are not state).
+        const ran = (await calls(prefix, host)).filter((l) => l === `${op} kil`);
+        assert.equal(ran.length, op === "export-disk" ? 2 : 1, `${host}: ${ran.join(", ")}`);
+        await nothingLeft(nc, prefix);
+      } finally {
+        await nc.close();
+      }
+    });
+  }
+
+  it("a step failing before the target runs the VM undoes the move: back on ha, running", async () => {
+    const { prefix, nc, client } = await twoHosts();
+    try {
+      await runningOn(client, "ha", "undo");
+      // Someone destroys the target's fresh copy behind the move's back: its start is refused.
+      const err = await move(client, "undo", {
+        to: "hb",
+        onProgress: async (r) => {
+          if (r.step === "prepared") await client.destroy("undo", { host: "hb" });
+        },
+      }).catch((e: unknown) => e);
+      assert.ok(isVmqError(err, "move::step-failed"), String(err));
+      assert.match(err.message, /undone: start on hb/);
+      assert.deepEqual(await statesOf(client, "undo"), { ha: "running", hb: "destroyed" });
+      assert.equal((await client.get("undo"))?.host, "ha");
+      await nothingLeft(nc, prefix);
+      // The failed record is final: a new move of the VM begins afresh and succeeds.
+      const again = await vmq(prefix, ["move", "undo", "--to", "hb", "--json"]);
+      assert.equal(again.exitCode, 0, again.stderr);
+      await movedToB(client, "undo");
+    } finally {
+      await nc.close();
+    }
+  });
+});

@@ -131,7 +131,19 @@ export async function churn(
   for (const pct of [10, 50, 100]) {
     const until = Math.round((vms * pct) / 100);
     while (next < until) {
-      await waitFor(() => next - destroyed < CHURN_LIVE, 300_000, "room for another VM", 5);
+      await waitFor(() => next - destroyed < CHURN_LIVE, 300_000, "room for another VM", 5).catch(
+        async (e: Error) => {
+          // A stall says what the worker was doing, not only that it stalled.
+          worker.send("measure");
+          const held = await Promise.race([
+            worker.next<object>(),
+            new Promise((r) => setTimeout(() => r("no answer"), 5_000)),
+          ]);
+          throw new Error(
+            `${e.message}: ${next} sent, ${destroyed} destroyed, ${failed} failed; the worker: ${JSON.stringify(held)}; its log ends: ${worker.stderr.slice(-1500)}`,
+          );
+        },
+      );
       const n = Math.min(200, until - next, CHURN_LIVE - (next - destroyed));
       const acks: Promise<unknown>[] = [];
       for (let i = 0; i < n; i++) {

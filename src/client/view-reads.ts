@@ -77,14 +77,16 @@ export class ViewReads {
       this.stats.fresh++;
       return view;
     }
-    if (!view && want === 0) {
-      // Not in the view: perhaps too new for it (prepared by another process a moment ago).
+    if (!view) {
+      // Not in the view: perhaps too new for it (prepared by another process a moment ago), or
+      // re-created on another host since this client's own write (an evacuation or a move,
+      // whose target has not written its record yet): the newest event says where it lives.
       const newest = await newestEventOf(await this.manager(), this.names, vmId);
-      if (!newest) {
+      if (!newest && want === 0) {
         this.stats.fresh++;
         return undefined;
       }
-      ({ host, seq: want } = newest);
+      if (newest && newest.seq > want) ({ host, seq: want } = newest);
     }
     return this.#catchUp(vmId, view, want, host, opts.viewWaitMs ?? this.defaultWaitMs);
   }

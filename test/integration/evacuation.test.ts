@@ -114,12 +114,19 @@ describe(
         ]);
         for (const v of ev.vms) assert.match(v.lost.join(" "), /disk state/);
 
-        for (const vmId of running) {
-          const v = await client.get(vmId);
-          assert.equal(v?.host, "hb");
-          assert.equal(v?.state, "running");
-        }
-        assert.equal((await client.get("s1"))?.state, "prepared");
+        // The target's view records follow its outcomes a moment later (another process's
+        // writes: this client's read-your-writes does not cover them), so they are awaited.
+        const settled = async (vmId: string, state: string) =>
+          eventually(
+            async () => {
+              const v = await client.get(vmId);
+              return v?.host === "hb" && v.state === state ? v : undefined;
+            },
+            10_000,
+            `${vmId} ${state} on hb in the view`,
+          );
+        for (const vmId of running) await settled(vmId, "running");
+        await settled("s1", "prepared");
         const hist = await client.history("hb", "r1");
         const prepared = hist.find((e) => e.event.type === "vm.prepared");
         assert.deepEqual(prepared?.event.type === "vm.prepared" && prepared.event.origin, {

@@ -107,7 +107,7 @@ const SIZES = quick
       qemuPairs: 6,
       imageMiB: 256,
       imageReps: 3,
-      churnVms: 40_000,
+      churnVms: 200_000,
     };
 const CONCURRENCIES = [1, 8, 64];
 

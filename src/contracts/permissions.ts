@@ -126,11 +126,16 @@ export function workerPermissions(
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}.>`,
         // compaction: its tombstones, and (opt-in) removing a compacted VM's events, by its
-        // sequences or by a filtered purge: both requests name what they remove in the body,
-        // so these rights are stream-wide (security.md)
+        // sequences or by a filtered purge, and its view record's purge marker: these requests
+        // name what they remove in the body, so these rights are stream-wide (security.md)
         `${API}.DIRECT.GET.${kv.tombs}.$KV.${n.tombstonesBucket}.${host}.>`,
         ...(opts.compaction
-          ? [`${API}.STREAM.PURGE.${n.eventsStream}`, `${API}.STREAM.MSG.DELETE.${n.eventsStream}`]
+          ? [
+              `${API}.STREAM.PURGE.${n.eventsStream}`,
+              `${API}.STREAM.MSG.DELETE.${n.eventsStream}`,
+              // the purge markers its dropped view records leave (view-drop.ts)
+              `${API}.STREAM.PURGE.${kv.vms}`,
+            ]
           : []),
         // cancels of its own commands only (an ordered consumer filtered on its host's keys)
         `${API}.CONSUMER.CREATE.${kv.cancels}.*.$KV.${n.cancelsBucket}.${host}.>`,

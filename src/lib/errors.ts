@@ -66,3 +66,10 @@ export function toVmqError(e: unknown, fallbackCode: ErrorCode = "internal::unex
   const message = e instanceof Error ? e.message : String(e);
   return new VmqError(fallbackCode, message, { cause: e });
 }
+
+/** A server's permission violation: nats.js says so in the error or its cause (a request wraps it). */
+export function isPermissionViolation(e: unknown): boolean {
+  for (let x: unknown = e; x instanceof Error; x = x.cause)
+    if (x.name === "PermissionViolationError") return true;
+  return false;
+}

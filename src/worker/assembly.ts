@@ -20,7 +20,8 @@ import { commandReaderName } from "../contracts/permissions.js";
 import { jetStreamCommandLog } from "./nats/command-log.js";
 import { CommandReader } from "./nats/command-reader.js";
 import { jetStreamDeadLetters, maxPayload } from "./nats/dead-letters.js";
-import { dropOwnRecord, kvFleetView } from "./nats/fleet-view.js";
+import { kvFleetView } from "./nats/fleet-view.js";
+import { ViewDrop } from "./nats/view-drop.js";
 import { fencedRouter } from "./lease/fenced-router.js";
 import { HostLease } from "./lease/host-lease.js";
 import { holderId } from "./lease/holder-id.js";
@@ -152,6 +153,14 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       { stream: names.eventsStream },
       "the events stream denies message deletes (deny_delete, set by vmq before 0.1.0's compaction by sequence): compaction purges by subject, which costs the server more per VM",
     );
+  const viewDrop = new ViewDrop(topology.vms, jsm, names.vmsBucket, (err) => {
+    stats.purgeRefused++;
+    log.warn(
+      { err, bucket: names.vmsBucket },
+      "no right to purge the view bucket: each compacted VM leaves a purge marker there, and fleet-wide reads slow as they pile up (grant it with vmq permissions --compaction)",
+    );
+  });
+  const dropView = (vmId: string) => viewDrop.drop(names.viewKey(config.host, vmId));
   const streams = new VmStreams(config.host, store, {
     log,
     onConflict: () => stats.conflicts++,
@@ -207,7 +216,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       clock,
       ids,
       log,
-      dropView: (vmId) => dropOwnRecord(topology.vms, names.viewKey(config.host, vmId)),
+      dropView,
     });
     await parts.lease.clearEvacuation();
   }
@@ -222,7 +231,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
       streams,
       store,
       tombstones: kvTombstones(topology.tombstones, config.host),
-      dropView: (vmId) => dropOwnRecord(topology.vms, names.viewKey(config.host, vmId)),
+      dropView,
       lanes,
       clock,
       log,
@@ -291,7 +300,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     router: fencedRouter(router, parts.lease),
     order,
     deadLetters,
-    fleet: kvFleetView(jsm, names.vmsBucket, config.host, (vmId) => view.markDirty(vmId)),
+    fleet: kvFleetView(jsm, names, config.host, (vmId) => view.markDirty(vmId)),
     clock,
     ids,
     stats,

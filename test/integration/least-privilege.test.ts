@@ -463,6 +463,10 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       await eventually(() => (w.registry?.has(vmId) ? undefined : true), 15_000, "forgotten");
       assert.equal(w.stats.purgeRefused > 0, !purges);
       assert.equal((await subjectCount(host, vmId)) > 0, !purges, `${host}: events purged?`);
+      // The view record is dropped either way; its purge marker goes only with the right.
+      const viewSubject = `$KV.${n.vmsBucket}.${n.viewKey(host, vmId)}`;
+      const view = await jsm.streams.info(`KV_${n.vmsBucket}`, { subjects_filter: viewSubject });
+      assert.equal(view.state.subjects?.[viewSubject] ?? 0, purges ? 0 : 1, `${host}: marker`);
       // Either way an old command has no second effect or outcome (the tombstone, or a reload).
       await client.js.publish(
         n.cmd(host, vmId),

@@ -46,6 +46,14 @@ describe("worker: compaction of destroyed VMs to tombstones", { timeout: 120_000
     });
     return info.state.subjects?.[h.client.names.evt("cp", vmId)] ?? 0;
   };
+  /** Messages the view bucket's stream holds under a VM's key: records and markers alike. */
+  const viewMessages = async (vmId: string): Promise<number> => {
+    const jsm = await jetstreamManager(h.nc);
+    const bucket = h.client.names.vmsBucket;
+    const subject = `$KV.${bucket}.${h.client.names.viewKey("cp", vmId)}`;
+    const info = await jsm.streams.info(`KV_${bucket}`, { subjects_filter: subject });
+    return info.state.subjects?.[subject] ?? 0;
+  };
   const tombstone = async (vmId: string): Promise<VmTombstone | undefined> => {
     const kv = await new Kvm(h.nc).open(h.client.names.tombstonesBucket);
     const e = await kv.get(`cp.${vmId}`);
@@ -83,6 +91,10 @@ describe("worker: compaction of destroyed VMs to tombstones", { timeout: 120_000
     assert.equal(await subjectCount("cp-1"), 0, "its events are purged");
     assert.equal(w.registry?.has("cp-1"), false, "the worker forgot it");
     assert.equal(await h.client.get("cp-1"), undefined, "its view record is gone");
+    // Not even a purge marker stays: markers of every VM ever compacted would slow each
+    // prepare's fleet-wide `*.<vmId>` read on nats-server 2.9.
+    assert.equal(await viewMessages("cp-1"), 0, "nothing is left under its view key");
+    assert.equal(await viewMessages("cp-live"), 1, "a live VM keeps its record");
     assert.equal(w.registry?.get("cp-live").state, "prepared");
     assert.ok((await subjectCount("cp-live")) > 0, "a live VM keeps its events");
   });

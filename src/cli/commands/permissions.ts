@@ -40,7 +40,7 @@ export function registerPermissions(program: Command): void {
       )
       .option(
         "--compaction",
-        "worker: also the right to purge the events stream, which compaction needs to bound it (stream-wide: it could purge other hosts' events)",
+        "worker: also the rights to purge the events stream and the view's purge markers, which compaction needs to bound them (stream-wide: it could purge other hosts' events and view records)",
       )
       .option("--json", "print the permissions object as JSON")
       .addHelpText(

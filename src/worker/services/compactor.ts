@@ -1,6 +1,7 @@
 import pMap from "p-map";
 import { isForgettable, tombstoneOf } from "../../domain/index.js";
 import type { EventStore } from "../../event-store/event-store.js";
+import { isPermissionViolation } from "../../lib/errors.js";
 import { failpoint } from "../../lib/failpoints.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Lanes } from "../consumer/lanes.js";
@@ -137,11 +138,4 @@ export class Compactor implements Service {
     this.deps.log.debug({ vmId, purged }, "destroyed VM compacted to its tombstone");
     return true;
   }
-}
-
-/** nats.js says so in the error or its cause (a request wraps it in a RequestError). */
-function isPermissionViolation(e: unknown): boolean {
-  for (let x: unknown = e; x instanceof Error; x = x.cause)
-    if (x.name === "PermissionViolationError") return true;
-  return false;
 }

@@ -209,9 +209,9 @@ export async function churn(
     await worker.next<{ done: boolean }>();
     await worker.exit();
     const figures = await streamFigures(jsm, names);
-    // Each cold start three times, the median kept: one start is ~0.1 s, within the noise.
-    const snap = await median3(() => coldStart("on"));
-    const full = await median3(() => coldStart("off"));
+    // Each cold start five times, the median kept: one start is ~0.1 s, within the noise.
+    const snap = await median5(() => coldStart("on"));
+    const full = await median5(() => coldStart("off"));
     points.push({
       pct,
       vmsDone: until,
@@ -246,9 +246,10 @@ export async function churn(
   };
 }
 
-async function median3<T extends { startMs: number }>(run: () => Promise<T>): Promise<T> {
-  const runs = [await run(), await run(), await run()].sort((a, b) => a.startMs - b.startMs);
-  return runs[1] as T;
+async function median5<T extends { startMs: number }>(run: () => Promise<T>): Promise<T> {
+  const runs: T[] = [];
+  for (let i = 0; i < 5; i++) runs.push(await run());
+  return runs.sort((a, b) => a.startMs - b.startMs)[2] as T;
 }
 
 export function churnGoals(r: ChurnResult) {
@@ -271,7 +272,7 @@ export function churnMarkdown(r: ChurnResult): string {
   return [
     "## Churn: a long life compressed",
     "",
-    `${r.vms.toLocaleString("en")} VMs, each prepared, started, stopped and destroyed (${r.commands.toLocaleString("en")} commands, ${r.commandsPerSec} commands/s while driving), at most ${r.live.toLocaleString("en")} alive at any time${r.heldMax ? ` and at most ${r.heldMax.toLocaleString("en")} not yet compacted (alive, or destroyed and waiting out the window and the sweep; the driver waited ${round((r.waitedForSweepMs ?? 0) / 1000, 1)} s in all for the sweep)` : ""}, on one worker in its own process (Noop backend, snapshots on) with a retention window of ${r.retentionMs / 1000} s and a sweep every second (the default window is 24 h). At each point the driver stops, lets the lifecycles in flight finish and the sweep compact them, then measures: resident memory and heap after a forced GC, the streams and buckets on the server, and the cold start of a fresh worker process (from the snapshot its drain wrote, and with snapshots off; the median of three each). The whole section took ${round(r.wallMs / 1000, 1)} s.`,
+    `${r.vms.toLocaleString("en")} VMs, each prepared, started, stopped and destroyed (${r.commands.toLocaleString("en")} commands, ${r.commandsPerSec} commands/s while driving), at most ${r.live.toLocaleString("en")} alive at any time${r.heldMax ? ` and at most ${r.heldMax.toLocaleString("en")} not yet compacted (alive, or destroyed and waiting out the window and the sweep; the driver waited ${round((r.waitedForSweepMs ?? 0) / 1000, 1)} s in all for the sweep)` : ""}, on one worker in its own process (Noop backend, snapshots on) with a retention window of ${r.retentionMs / 1000} s and a sweep every second (the default window is 24 h). At each point the driver stops, lets the lifecycles in flight finish and the sweep compact them, then measures: resident memory and heap after a forced GC, the streams and buckets on the server, and the cold start of a fresh worker process (from the snapshot its drain wrote, and with snapshots off; the median of five each). The whole section took ${round(r.wallMs / 1000, 1)} s.`,
     "",
     "| point | worker RSS / heap MiB | VMs held | events stream MiB (messages) | commands stream MiB | snapshot KiB | view bucket messages | tombstones MiB (keys) | cold start, snapshot ms | cold start, full replay ms |",
     "|---|---|---|---|---|---|---|---|---|---|",

@@ -204,7 +204,8 @@ export function markdown(r: BenchResults): string {
       Object.entries(r.loadAverage)
         .map(([s, l]) => `${s} ${l[0]}`)
         .join(", ") +
-      "). Throughput figures are the median of the repetitions; the range is shown beside them. " +
+      "; each section first waits, up to 30 s, for a second in which the machine is under 10% busy, " +
+      "so the one before it has finished exiting). Throughput figures are the median of the repetitions; the range is shown beside them. " +
       "Each repetition runs the baseline and vmq back to back on one server (which goes first alternates), and each " +
       "measurement's streams are deleted after it; the vmq / baseline ratio is the median of the repetitions' own ratios.",
   );

@@ -19,7 +19,7 @@ import { qemuSideBySide, qemuTable } from "./qemu.js";
 import { recovery } from "./recovery.js";
 import { markdown, type BenchResults } from "./report.js";
 import { scaleOut } from "./scale-out.js";
-import { loadAverage, machineFacts } from "./stats.js";
+import { loadAverage, machineFacts, settle } from "./stats.js";
 import {
   baselineLatency,
   baselineThroughput,
@@ -251,8 +251,11 @@ const sections: Record<Section, () => Promise<void>> = {
 
 for (const s of SECTIONS) {
   if (!only.includes(s)) continue;
+  const settledMs = await settle();
   results.loadAverage[s] = loadAverage();
-  log(`section ${s} (load ${results.loadAverage[s]?.join(" ")})`);
+  log(
+    `section ${s} (load ${results.loadAverage[s]?.join(" ")}; waited ${settledMs} ms for a quiet machine)`,
+  );
   try {
     await sections[s]();
   } catch (e) {

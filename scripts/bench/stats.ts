@@ -78,3 +78,30 @@ export function parseNanoTime(s: string): number {
   const frac = m[2] ? Number(`0.${m[2]}`) * 1000 : 0;
   return whole + frac;
 }
+
+/** The machine's busy share of all its cores over `ms` (0..1), from the kernel's CPU times. */
+export async function busyShare(ms = 1_000): Promise<number> {
+  const total = () =>
+    cpus().reduce(
+      (a, c) => {
+        const t = c.times;
+        return { idle: a.idle + t.idle, all: a.all + t.idle + t.user + t.nice + t.sys + t.irq };
+      },
+      { idle: 0, all: 0 },
+    );
+  const a = total();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = total();
+  const all = b.all - a.all;
+  return all > 0 ? 1 - (b.idle - a.idle) / all : 0;
+}
+
+/**
+ * Waits (up to `maxMs`) until the machine is nearly idle for a whole second: a section that
+ * starts while the last one's processes still exit or flush measures them too.
+ */
+export async function settle(maxMs = 30_000): Promise<number> {
+  const t0 = performance.now();
+  while (performance.now() - t0 < maxMs) if ((await busyShare()) < 0.1) break;
+  return Math.round(performance.now() - t0);
+}

@@ -278,7 +278,7 @@ export function churnMarkdown(r: ChurnResult): string {
     "|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
     "",
-    "The commands stream keeps every command for its age limit (`--commands-max-age-ms`, 7 days; `--commands-max-bytes`, 1 GiB), so within a run it grows with the run. The tombstones bucket keeps one small record per destroyed vmId for ever (that is what makes a replayed command harmless after any time), and the view bucket one purge marker per dropped record: both grow with the number of VMs ever destroyed, not with the VMs alive, and neither is read at start.",
+    "The commands stream keeps every command for its age limit (`--commands-max-age-ms`, 7 days; `--commands-max-bytes`, 1 GiB), so within a run it grows with the run. The tombstones bucket keeps one small record per destroyed vmId for ever (that is what makes a replayed command harmless after any time): it grows with the number of VMs ever destroyed, not with the VMs alive, and is not read at start. The view bucket keeps nothing of a compacted VM (its purge marker is removed too).",
     "",
   ].join("\n");
 }

@@ -204,7 +204,15 @@ describe("worker: SIGKILL mid-command, then restart", { timeout: 120_000 }, () =
     // A long ack_wait: JetStream would bring the dead worker's prepare back only after a
     // minute, while the start and stop published after it are delivered at once.
     const h2 = args.map((a) =>
-      a === "h1" ? "h2" : a === "3000" ? "60000" : a === dir ? join(dir, "h2") : a,
+      a === "h1"
+        ? "h2"
+        : a === "3000"
+          ? "60000"
+          : a === dir
+            ? join(dir, "h2")
+            : a === "warn"
+              ? "info"
+              : a,
     );
     const dying = new WorkerProcess(h2, { VMQ_FAILPOINTS: "before-intent=1" }).start();
     await eventually(
@@ -219,9 +227,14 @@ describe("worker: SIGKILL mid-command, then restart", { timeout: 120_000 }, () =
 
     const next = new WorkerProcess(h2).start();
     try {
-      const outcome = await client.waitForOutcome("h2", "ord", stop.command.commandId, {
-        timeoutMs: 45_000,
-      });
+      const outcome = await client
+        .waitForOutcome("h2", "ord", stop.command.commandId, { timeoutMs: 45_000 })
+        .catch((e: Error) => {
+          // Once failed in CI under load, with nothing to say why: the workers' logs say.
+          throw new Error(
+            `${e.message}\nthe killed worker's log:\n${dying.output.slice(-3000)}\nthe restarted worker's log:\n${next.output.slice(-6000)}`,
+          );
+        });
       assert.equal(outcome.outcome.type, "vm.stopped");
       const outcomes = (await client.history("h2", "ord"))
         .map((e) => e.event)

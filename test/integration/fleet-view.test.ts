@@ -61,6 +61,33 @@ describe(
       ["v1only", "v"],
       ["never-seen", undefined],
     ];
+    it("a failed read of the fleet's hosts is tried again by the next prepare, not kept", async () => {
+      const jsm = await jetstreamManager(h.nc);
+      let infos = 0;
+      let failing = true;
+      const streams = new Proxy(jsm.streams, {
+        get(target, prop, receiver) {
+          if (prop !== "info") return Reflect.get(target, prop, receiver) as unknown;
+          return (...a: Parameters<typeof target.info>) => {
+            infos++;
+            if (failing) return Promise.reject(new Error("the server was away"));
+            return target.info(...a);
+          };
+        },
+      });
+      const flaky = new Proxy(jsm, {
+        get: (target, prop, receiver) =>
+          prop === "streams" ? streams : (Reflect.get(target, prop, receiver) as unknown),
+      });
+      const fleet = kvFleetView(flaky, names(), "me", () => undefined, 0);
+      assert.equal(await fleet.ownerElsewhere("live"), "a", "the wildcard answers meanwhile");
+      const failed = infos;
+      assert.ok(failed > 0, "it tried to read the hosts");
+      failing = false;
+      assert.equal(await fleet.ownerElsewhere("live"), "a");
+      assert.ok(infos > failed, "and read them again on the next prepare");
+    });
+
     for (const [way, literal] of [
       ["each host's key", 0],
       ["one wildcard", Number.POSITIVE_INFINITY],

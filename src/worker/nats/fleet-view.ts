@@ -85,7 +85,12 @@ export function kvFleetView(
   const bucket = names.vmsBucket;
   let shape: Promise<Shape> | undefined;
   const current = async (): Promise<Shape> => {
-    const s = await (shape ??= readShape(jsm, names));
+    const reading = (shape ??= readShape(jsm, names));
+    // A failed read is not kept: the next prepare tries again (this one uses the wildcard).
+    const s = await reading.catch((e: unknown) => {
+      if (shape === reading) shape = undefined;
+      throw e;
+    });
     if (Date.now() - s.at > SHAPE_TTL_MS) shape = undefined; // the next prepare reads it again
     return s;
   };

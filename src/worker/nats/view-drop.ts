@@ -29,7 +29,8 @@ export class ViewDrop {
     if (entry.operation === "PUT") await this.vms.purge(key);
     if (this.#markersStay) return;
     try {
-      // The VM's lane is held: nothing writes this key until the drop is done.
+      // Nothing writes this key meanwhile: the compactor holds the VM's lane, and the cleanup
+      // after an evacuation runs before the worker consumes commands.
       await this.jsm.streams.purge(`KV_${this.bucket}`, {
         filter: `$KV.${this.bucket}.${key}`,
         keep: 0,

@@ -68,6 +68,10 @@ export const ERROR_CODES = {
     retryable: false,
     hint: "The VM was evacuated from this host to another one (vmq evacuate); send its commands to the host vmq get names.",
   },
+  "vm::moving": {
+    retryable: false,
+    hint: "A move (vmq move) is taking the VM to another host: wait for it to finish, or undo it (vmq move with --abort), then send the command again.",
+  },
   "vm::not-found": { retryable: false, hint: "Prepare the VM first; check the host and vmId." },
   "vm::no-handle": {
     retryable: false,

@@ -122,6 +122,8 @@ export function workerPermissions(
         // the view (any host's: a prepare checks that no other host holds the vmId), its lease,
         // its snapshots
         `${API}.DIRECT.GET.${kv.vms}.$KV.${n.vmsBucket}.>`,
+        // a move's record (keyed by vmId), read before starting a VM whose disk it exported
+        `${API}.DIRECT.GET.${kv.moves}.$KV.${n.movesBucket}.>`,
         `${API}.DIRECT.GET.${kv.leases}.$KV.${n.leasesBucket}.${host}`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}`,
         `${API}.DIRECT.GET.${kv.snaps}.$KV.${n.snapshotsBucket}.${host}.>`,

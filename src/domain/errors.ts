@@ -9,6 +9,8 @@ export type RejectionCode =
   | "vm::not-found"
   /** The VM was evacuated to another host (vm.evacuated): nothing runs here again. */
   | "vm::evacuated"
+  /** A move is taking the VM to another host: a start here would run a second copy. */
+  | "vm::moving"
   /** The VM's backend cannot do this (decided by the worker from capabilities). */
   | "hypervisor::unsupported"
   | "hypervisor::backend-unavailable";

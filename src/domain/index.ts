@@ -26,7 +26,7 @@ export {
   type StopTiming,
 } from "./stop-schedule.js";
 export { evolve, replayVm, toView, withoutUserData, notLive, digestsOf } from "./vm-projection.js";
-export { refusal, type HostFacts } from "./vm-refusals.js";
+export { moveToCheck, refusal, type HostFacts } from "./vm-refusals.js";
 export { observedChange, driftAfterFailure, type Observation } from "./vm-observations.js";
 export {
   reconcile,

@@ -1,4 +1,4 @@
-import type { VmEvent, VmView } from "../contracts/index.js";
+import type { Command, VmEvent, VmView } from "../contracts/index.js";
 import { commandDigest } from "./command-digest.js";
 import { emptyVm, type Vm } from "./vm.js";
 
@@ -25,13 +25,14 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
         since: event.at,
         deadline: event.deadline,
       };
-      return vmAt(vm, event, seq, {
+      const next = vmAt(vm, event, seq, {
         state: event.state,
         handle: prepare ? null : vm.handle,
         spec: prepare ? c.spec : vm.spec,
         pending,
         pendingCommand: c,
       });
+      return movingAfter(next, c);
     }
     case "vm.prepared":
       return settled(vm, event, seq, event.state, event.handle, event.spec ?? vm.spec);
@@ -88,6 +89,16 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
   }
 }
 
+/** A move's export holds the VM (Vm.movingOut) until a start, prepare or destroy is accepted. */
+function movingAfter(vm: Vm, c: Command): Vm {
+  if (c.type === "vm.export-disk" && c.origin?.kind === "move")
+    return { ...vm, movingOut: { moveId: c.origin.moveId, toHost: c.origin.toHost } };
+  if (!vm.movingOut || !RELEASES.has(c.type)) return vm;
+  const { movingOut: _, ...rest } = vm;
+  return rest;
+}
+const RELEASES: ReadonlySet<Command["type"]> = new Set(["vm.start", "vm.prepare", "vm.destroy"]);
+
 /**
  * An outcome: the command joins the set of seen commands (shared, only ever growing) and, if
  * it was the pending one, leaves `pending`.
@@ -133,6 +144,7 @@ function vmAt(
     seenDigests: vm.seenDigests,
     updatedAt: event.at,
     ...(vm.evacuated ? { evacuated: vm.evacuated } : {}),
+    ...(vm.movingOut ? { movingOut: vm.movingOut } : {}),
   };
 }
 

@@ -11,6 +11,21 @@ export interface HostFacts {
   canSuspend: (tag: BackendTag) => boolean;
   /** For a prepare: the other live host that holds this vmId in the fleet view, if any. */
   ownerElsewhere?: string | undefined;
+  /**
+   * For a start the VM's move would have to allow (moveToCheck): whether that move is still
+   * under way, as its record in the moves bucket says.
+   */
+  moveUnderWay?: boolean | undefined;
+}
+
+/**
+ * The move whose record a start must be checked against: the one that exported the VM's disk
+ * (Vm.movingOut), unless the start is that move's own (its undo starts the source again).
+ */
+export function moveToCheck(command: Command, vm: Vm): Vm["movingOut"] {
+  if (command.type !== "vm.start" || !vm.movingOut) return undefined;
+  const own = command.origin?.kind === "move" && command.origin.moveId === vm.movingOut.moveId;
+  return own ? undefined : vm.movingOut;
 }
 
 /**
@@ -37,6 +52,12 @@ export function refusal(command: Command, vm: Vm, facts: HostFacts): Rejection |
       };
     return undefined;
   }
+  const moving = facts.moveUnderWay ? moveToCheck(command, vm) : undefined;
+  if (moving)
+    return {
+      code: "vm::moving",
+      message: `VM ${vm.vmId} is being moved to host ${moving.toHost} (move ${moving.moveId}): starting it here would run a second copy`,
+    };
   const tag = vm.handle?.backend ?? vm.spec?.backend;
   if (tag && !facts.backends.includes(tag)) {
     return {

@@ -32,6 +32,13 @@ export interface Vm {
   readonly updatedAt: string | null;
   /** Set by vm.evacuated: the VM lives on another host now; every command here is rejected. */
   readonly evacuated?: { readonly id: string; readonly toHost?: string | undefined };
+  /**
+   * Set when a move's export of the disk is accepted (the guest is down and its disk is on its
+   * way to `toHost`); cleared by the next accepted start, prepare or destroy. While it is set, a
+   * start that is not the move's own is refused as long as the move is under way: it would run
+   * a second copy of the VM (vm::moving).
+   */
+  readonly movingOut?: { readonly moveId: string; readonly toHost: string };
 }
 
 export const emptyVm = (vmId: string, host: string): Vm => ({

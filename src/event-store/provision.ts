@@ -54,6 +54,8 @@ export interface Topology {
   leases: KV;
   /** Cancels of queued commands, `<host>.<hex commandId>`, with a TTL (contracts/cancels.ts). */
   cancels: KV;
+  /** Cold moves' records, one per vmId (contracts/moves.ts). */
+  moves: KV;
 }
 
 /** The advisory subjects the DLQ mover listens to, captured by a stream so none is missed. */
@@ -167,13 +169,18 @@ export async function ensureTopology(
     ttl: CANCEL_TTL_MS,
   });
   await checkBucket(jsm, names.cancelsBucket, { ttlMs: CANCEL_TTL_MS });
-  // Cold moves' records (vmq move): the SDK writes them, a worker only creates the bucket.
-  await kvm.create(names.movesBucket, { history: 1, storage: StorageType.File, replicas });
+  // Cold moves' records (vmq move): the SDK writes them; a worker creates the bucket and reads
+  // a record before starting a VM whose disk a move exported (vm::moving).
+  const moves = await kvm.create(names.movesBucket, {
+    history: 1,
+    storage: StorageType.File,
+    replicas,
+  });
   await checkBucket(jsm, names.movesBucket, { ttlMs: 0 });
   // Base images (docs/wire-contract.md, Images): created if missing, file storage checked.
   await new Objm(nc).create(names.imagesBucket, { storage: StorageType.File, replicas });
   await checkBucket(jsm, names.imagesBucket, { ttlMs: 0 }, "OBJ_");
-  return { vms, hosts, snapshots, tombstones, leases, cancels };
+  return { vms, hosts, snapshots, tombstones, leases, cancels, moves };
 }
 
 /**

@@ -21,6 +21,7 @@ import { jetStreamCommandLog } from "./nats/command-log.js";
 import { CommandReader } from "./nats/command-reader.js";
 import { jetStreamDeadLetters, maxPayload } from "./nats/dead-letters.js";
 import { kvFleetView } from "./nats/fleet-view.js";
+import { kvMoveChecks } from "./nats/move-checks.js";
 import { ViewDrop } from "./nats/view-drop.js";
 import { fencedRouter } from "./lease/fenced-router.js";
 import { HostLease } from "./lease/host-lease.js";
@@ -301,6 +302,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     order,
     deadLetters,
     fleet: kvFleetView(jsm, names, config.host, (vmId) => view.markDirty(vmId)),
+    moves: kvMoveChecks(topology.moves),
     clock,
     ids,
     stats,

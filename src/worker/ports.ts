@@ -40,6 +40,12 @@ export interface FleetView {
   refresh(vmId: string): void;
 }
 
+/** The `<prefix>-moves` records as the pipeline needs them. */
+export interface MoveChecks {
+  /** Whether move `moveId` of the VM is still under way (its record is there and not final). */
+  underWay(vmId: string, moveId: string): Promise<boolean>;
+}
+
 export const systemClock: Clock = { now: () => new Date() };
 
 /** What is left of this host's compacted VMs (the `<prefix>-tombstones` bucket). */

@@ -4,8 +4,9 @@
  * running on hb only, destroyed on ha, its events on both hosts tied by the move's id; the CLI
  * SIGKILLed after each step and run again; the source's worker SIGKILLed half-way through
  * sending the disk, and inside its stop, its export and its destroy, the target's inside its
- * prepare and inside its start, each restarted while the move waits; and a step failing
- * before the target runs the VM undoes the move.
+ * prepare and inside its start, each restarted while the move waits; a scheduler's start
+ * refused on the source while its disk travels; and a step failing before the target runs the
+ * VM undoes the move.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -266,6 +267,60 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
       }
     });
   }
+
+  /** The code a command's outcome was rejected with (undefined: it was not rejected). */
+  const rejectedWith = (out: { outcome: VmEvent }) =>
+    out.outcome.type === "vm.command-rejected" ? out.outcome.code : undefined;
+
+  it("after the export, the source refuses a scheduler's start (vm::moving) until the move is over", async () => {
+    const { prefix, nc, client, a } = await twoHosts();
+    try {
+      // A running VM: a start sent to ha while its disk travels would run a second copy.
+      await runningOn(client, "ha", "held");
+      let during: string | undefined;
+      await move(client, "held", {
+        to: "hb",
+        onProgress: async (r) => {
+          if (r.step === "registered")
+            during = rejectedWith(await client.start("held", { host: "ha" }));
+        },
+      });
+      assert.equal(during, "vm::moving");
+      await movedToB(client, "held");
+      const onA = (await calls(prefix, "ha")).filter((l) => l.endsWith(" held"));
+      assert.deepEqual(onA, [
+        "prepare held",
+        "start held",
+        "stop held",
+        "export-disk held",
+        "destroy held",
+      ]);
+
+      // A VM never started whose move is left half-way (the CLI gone after the export): held;
+      // once the move is aborted (its record final), the scheduler's start runs on ha.
+      await client.prepare("left", { ...SPEC, name: "left" }, { host: "ha" });
+      const gone = await move(client, "left", {
+        to: "hb",
+        onProgress: (r) => {
+          if (r.step === "registered") throw new Error("the CLI is gone");
+        },
+      }).catch((e: unknown) => e);
+      assert.match(String(gone), /the CLI is gone/);
+      assert.equal(rejectedWith(await client.start("left", { host: "ha" })), "vm::moving");
+      // The hold is part of the VM: ha's worker drained (a snapshot), then started again.
+      await a.stop();
+      await up(worker(prefix, "ha"));
+      assert.equal(rejectedWith(await client.start("left", { host: "ha" })), "vm::moving");
+      const aborted = await vmq(prefix, ["move", "left", "--to", "hb", "--abort", "--json"]);
+      assert.equal(aborted.exitCode, 1, aborted.stderr);
+      assert.match(aborted.stderr, /move::step-failed|undone/);
+      const started = await client.start("left", { host: "ha" });
+      assert.equal(started.outcome.type, "vm.started", JSON.stringify(started.outcome));
+      assert.deepEqual(await statesOf(client, "left"), { ha: "running", hb: undefined });
+    } finally {
+      await nc.close();
+    }
+  });
 
   it("a step failing before the target runs the VM undoes the move: back on ha, running", async () => {
     const { prefix, nc, client } = await twoHosts();

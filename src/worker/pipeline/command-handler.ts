@@ -1,5 +1,14 @@
 import { commandVmToken, parseCommand, type Command } from "../../contracts/index.js";
-import { decide, failed, hasSeen, refusal, rejected, type Decision } from "../../domain/index.js";
+import {
+  decide,
+  failed,
+  hasSeen,
+  moveToCheck,
+  refusal,
+  rejected,
+  type Decision,
+  type Vm,
+} from "../../domain/index.js";
 import { isVmqError, toVmqError } from "../../lib/errors.js";
 import { failpoint } from "../../lib/failpoints.js";
 import { recordable } from "../../lib/user-data.js";
@@ -175,6 +184,7 @@ export class CommandHandler {
             command.type === "vm.prepare"
               ? await deps.fleet.ownerElsewhere(command.vmId)
               : undefined,
+          moveUnderWay: await this.#moveUnderWay(command, vm),
         });
         if (no)
           decision = { kind: "reject", rejection: no, event: rejected(vm, command, no, { now }) };
@@ -213,6 +223,13 @@ export class CommandHandler {
         return this.#execution.run(msg, command, vm, deadline, log, now);
       }
     }
+  }
+
+  /** Only a start of a VM whose disk a move exported asks the moves bucket (moveToCheck). */
+  async #moveUnderWay(command: Command, vm: Vm): Promise<boolean | undefined> {
+    const move = moveToCheck(command, vm);
+    if (!move) return undefined;
+    return this.deps.moves ? this.deps.moves.underWay(vm.vmId, move.moveId) : true;
   }
 
   /**

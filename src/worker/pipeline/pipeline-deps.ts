@@ -1,6 +1,6 @@
 import type { HypervisorRouter } from "../../hypervisor/index.js";
 import type { Logger } from "../../observability/logger.js";
-import type { Clock, DeadLetters, FleetView, Ids } from "../ports.js";
+import type { Clock, DeadLetters, FleetView, Ids, MoveChecks } from "../ports.js";
 import type { WorkerStats } from "../stats.js";
 import type { VmStreams } from "../state/vm-streams.js";
 import type { HostKey } from "../secrets/host-key.js";
@@ -32,6 +32,8 @@ export interface PipelineDeps {
   order: OrderGate;
   deadLetters: DeadLetters;
   fleet: FleetView;
+  /** Absent: a start after a move's export is refused while unsure (no bucket to ask). */
+  moves?: MoveChecks;
   clock: Clock;
   ids: Ids;
   stats: WorkerStats;

@@ -5,11 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { VmEvent, VmHandle } from "../../../src/contracts/index.js";
+import type { Command, VmEvent, VmHandle } from "../../../src/contracts/index.js";
 import {
   driftAfterFailure,
   evolve,
   failed,
+  moveToCheck,
   interruptedPrepareState,
   observedChange,
   reconcile,
@@ -34,24 +35,28 @@ function vmAfter(types: ("vm.prepare" | "vm.start" | "vm.stop")[], pendingLast =
   let seq = 1;
   types.forEach((type, i) => {
     const c = type === "vm.prepare" ? cmd({ type, spec }) : cmd({ type });
-    const accepted = {
-      type: "vm.command-accepted",
-      version: 1,
-      eventId: `e${seq}`,
-      vmId: "vm1",
-      host: "h1",
-      at: NOW.toISOString(),
-      causationId: c.commandId,
-      correlationId: null,
-      state: type === "vm.prepare" ? "preparing" : vm.state,
-      command: c,
-      deadline: new Date(NOW.getTime() + 60_000).toISOString(),
-    } as VmEvent;
-    vm = evolve(vm, accepted, seq++);
+    vm = evolve(vm, acceptedEvent(vm, c, seq), seq++);
     if (pendingLast && i === types.length - 1) return;
     vm = evolve(vm, succeeded(vm, c, { handle, how: "acpi" }, { now: NOW }), seq++);
   });
   return vm;
+}
+
+/** The intent event of `c` at the VM's state (preparing for a prepare). */
+function acceptedEvent(vm: Vm, c: Command, seq: number): VmEvent {
+  return {
+    type: "vm.command-accepted",
+    version: 1,
+    eventId: `e${seq}`,
+    vmId: "vm1",
+    host: "h1",
+    at: NOW.toISOString(),
+    causationId: c.commandId,
+    correlationId: null,
+    state: c.type === "vm.prepare" ? "preparing" : (vm.state ?? "preparing"),
+    command: c,
+    deadline: new Date(NOW.getTime() + 60_000).toISOString(),
+  };
 }
 
 describe("refusal: what only the host knows", () => {
@@ -96,6 +101,73 @@ describe("refusal: what only the host knows", () => {
     );
     assert.equal(refusal(cmd({ type: "vm.stop" }), vm, noSuspend), undefined);
     assert.equal(refusal(cmd({ type: "vm.suspend" }), vm, facts), undefined);
+  });
+});
+
+describe("a move's hold on its source: no second copy while the disk travels", () => {
+  const origin = { kind: "move" as const, fromHost: "h1", toHost: "h2", moveId: "m1" };
+  /** A stopped VM after the move m1 exported its disk (export accepted, then exported). */
+  const exported = (): Vm => {
+    let vm = vmAfter(["vm.prepare", "vm.start", "vm.stop"]);
+    const c = cmd({ type: "vm.export-disk", origin });
+    vm = evolve(vm, acceptedEvent(vm, c, 10), 10);
+    return vm;
+  };
+
+  it("given a move's export accepted, the VM is held for that move", () => {
+    assert.deepEqual(exported().movingOut, { moveId: "m1", toHost: "h2" });
+    // An export that is not a move's holds nothing.
+    const vm = vmAfter(["vm.prepare"]);
+    const plain = evolve(vm, acceptedEvent(vm, cmd({ type: "vm.export-disk" }), 5), 5);
+    assert.equal(plain.movingOut, undefined);
+  });
+  it("given a held VM, a scheduler's start is refused vm::moving while the move is under way", () => {
+    const start = cmd({ type: "vm.start" });
+    assert.deepEqual(moveToCheck(start, exported()), { moveId: "m1", toHost: "h2" });
+    const r = refusal(start, exported(), { ...facts, moveUnderWay: true });
+    assert.equal(r?.code, "vm::moving");
+    assert.match(r?.message ?? "", /host h2 \(move m1\).*second copy/);
+  });
+  it("given the move over (its record final or gone), the scheduler's start runs", () => {
+    const start = cmd({ type: "vm.start" });
+    assert.equal(refusal(start, exported(), { ...facts, moveUnderWay: false }), undefined);
+  });
+  it("the move's own start (its undo) needs no check; other commands are not held", () => {
+    const own = cmd({ type: "vm.start", origin });
+    assert.equal(moveToCheck(own, exported()), undefined);
+    assert.equal(refusal(own, exported(), { ...facts, moveUnderWay: true }), undefined);
+    const otherMove = cmd({ type: "vm.start", origin: { ...origin, moveId: "m2" } });
+    assert.ok(moveToCheck(otherMove, exported()));
+    assert.equal(moveToCheck(cmd({ type: "vm.destroy" }), exported()), undefined);
+  });
+  it("an accepted start or destroy ends the hold; a rejection in between keeps it", () => {
+    const held = exported();
+    const started = evolve(held, acceptedEvent(held, cmd({ type: "vm.start" }), 11), 11);
+    assert.equal(started.movingOut, undefined);
+    assert.equal("movingOut" in started, false);
+    const gone = evolve(held, acceptedEvent(held, cmd({ type: "vm.destroy" }), 11), 11);
+    assert.equal(gone.movingOut, undefined);
+    // Outcomes and rejections in between keep it.
+    const c = cmd({ type: "vm.stop" });
+    const rejected = evolve(
+      held,
+      {
+        type: "vm.command-rejected",
+        version: 1,
+        eventId: "r1",
+        vmId: "vm1",
+        host: "h1",
+        at: NOW.toISOString(),
+        causationId: c.commandId,
+        correlationId: null,
+        state: "stopped",
+        commandId: c.commandId,
+        code: "command::illegal-transition",
+        message: "no",
+      },
+      12,
+    );
+    assert.deepEqual(rejected.movingOut, { moveId: "m1", toHost: "h2" });
   });
 });
 

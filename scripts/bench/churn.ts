@@ -47,6 +47,9 @@ export interface ChurnPoint {
   tombstones: number;
   coldSnapshotMs: number;
   coldFullReplayMs: number;
+  /** The five starts of each kind, in the order they ran (absent in earlier reports). */
+  coldSnapshotRunsMs?: number[];
+  coldFullReplayRunsMs?: number[];
   fullReplayEvents: number;
 }
 
@@ -224,6 +227,8 @@ export async function churn(
       ...figures,
       coldSnapshotMs: round(snap.startMs),
       coldFullReplayMs: round(full.startMs),
+      coldSnapshotRunsMs: snap.runsMs,
+      coldFullReplayRunsMs: full.runsMs,
       fullReplayEvents: full.replayedEvents,
     });
     log(
@@ -249,10 +254,13 @@ export async function churn(
   };
 }
 
-async function median5<T extends { startMs: number }>(run: () => Promise<T>): Promise<T> {
+async function median5<T extends { startMs: number }>(
+  run: () => Promise<T>,
+): Promise<T & { runsMs: number[] }> {
   const runs: T[] = [];
   for (let i = 0; i < 5; i++) runs.push(await run());
-  return runs.sort((a, b) => a.startMs - b.startMs)[2] as T;
+  const runsMs = runs.map((r) => round(r.startMs));
+  return { ...([...runs].sort((a, b) => a.startMs - b.startMs)[2] as T), runsMs };
 }
 
 export function churnGoals(r: ChurnResult) {
@@ -281,6 +289,12 @@ export function churnMarkdown(r: ChurnResult): string {
     "|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
     "",
+    ...(r.points.every((p) => p.coldSnapshotRunsMs && p.coldFullReplayRunsMs)
+      ? [
+          `The five cold starts at each point, in the order they ran (from the snapshot; full replay): ${r.points.map((p) => `${p.pct}%: ${p.coldSnapshotRunsMs?.join(", ")}; ${p.coldFullReplayRunsMs?.join(", ")} ms`).join(". ")}.`,
+          "",
+        ]
+      : []),
     "The commands stream keeps every command for its age limit (`--commands-max-age-ms`, 7 days; `--commands-max-bytes`, 1 GiB), so within a run it grows with the run. The tombstones bucket keeps one small record per destroyed vmId for ever (that is what makes a replayed command harmless after any time): it grows with the number of VMs ever destroyed, not with the VMs alive, and is not read at start. The view bucket keeps nothing of a compacted VM (its purge marker is removed too).",
     "",
   ].join("\n");

@@ -468,6 +468,8 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       const view = await jsm.streams.info(`KV_${n.vmsBucket}`, { subjects_filter: viewSubject });
       assert.equal(view.state.subjects?.[viewSubject] ?? 0, purges ? 0 : 1, `${host}: marker`);
       // Either way an old command has no second effect or outcome (the tombstone, or a reload).
+      // Counted from before the publish: the worker may take it before the PubAck is read here.
+      const before = w.stats.duplicates;
       await client.js.publish(
         n.cmd(host, vmId),
         enc.encode(
@@ -481,7 +483,6 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
           }),
         ),
       );
-      const before = w.stats.duplicates;
       await eventually(() => (w.stats.duplicates > before ? true : undefined), 15_000, "dupe");
     }
   });

@@ -64,3 +64,20 @@ export class Then {
     assert.equal(this.decision.kind, "duplicate");
   }
 }
+
+/** The intent event of `c` at the VM's state (preparing for a prepare), as the worker writes it. */
+export function acceptedEvent(vm: Vm, c: Command, seq: number, deadline = NOW): VmEvent {
+  return {
+    type: "vm.command-accepted",
+    version: 1,
+    eventId: `e${seq}`,
+    vmId: "vm1",
+    host: "h1",
+    at: NOW.toISOString(),
+    causationId: c.commandId,
+    correlationId: null,
+    state: c.type === "vm.prepare" ? "preparing" : (vm.state ?? "preparing"),
+    command: c,
+    deadline: deadline.toISOString(),
+  };
+}

@@ -7,7 +7,14 @@ import {
   VmState as VmStateSchema,
 } from "../../../src/contracts/index.js";
 import { emptyVm, evolve, failed, succeeded, type Vm } from "../../../src/domain/index.js";
-import { HANDLE as handle, NOW, SPEC as spec, cmd, given } from "../../helpers/decider-spec.js";
+import {
+  HANDLE as handle,
+  NOW,
+  SPEC as spec,
+  acceptedEvent,
+  cmd,
+  given,
+} from "../../helpers/decider-spec.js";
 
 function commandOf(type: CommandType) {
   return type === "vm.prepare" ? cmd({ type, spec }) : cmd({ type });
@@ -16,19 +23,7 @@ function commandOf(type: CommandType) {
 /** Runs a command all the way (accept + success) and returns the events, to build histories. */
 function run(vm: Vm, type: CommandType, seq: number): { vm: Vm; events: VmEvent[] } {
   const c = commandOf(type);
-  const a = {
-    type: "vm.command-accepted",
-    version: 1,
-    eventId: `e${seq}`,
-    vmId: "vm1",
-    host: "h1",
-    at: NOW.toISOString(),
-    causationId: c.commandId,
-    correlationId: null,
-    state: type === "vm.prepare" ? "preparing" : (vm.state ?? "preparing"),
-    command: c,
-    deadline: NOW.toISOString(),
-  } as VmEvent;
+  const a = acceptedEvent(vm, c, seq);
   const v1 = evolve(vm, a, seq);
   const out = succeeded(v1, c, { handle, how: "acpi" }, { now: NOW });
   return { vm: evolve(v1, out, seq + 1), events: [a, out] };

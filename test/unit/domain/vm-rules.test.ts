@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { Command, VmEvent, VmHandle } from "../../../src/contracts/index.js";
+import type { VmHandle } from "../../../src/contracts/index.js";
 import {
   driftAfterFailure,
   evolve,
@@ -19,7 +19,14 @@ import {
   type HostFacts,
   type Vm,
 } from "../../../src/domain/index.js";
-import { NOW, cmd, given, HANDLE as handle, SPEC as spec } from "../../helpers/decider-spec.js";
+import {
+  NOW,
+  acceptedEvent,
+  cmd,
+  given,
+  HANDLE as handle,
+  SPEC as spec,
+} from "../../helpers/decider-spec.js";
 
 const ctx = { now: NOW, eventId: "vm1:obs:1" };
 const facts: HostFacts = {
@@ -35,29 +42,14 @@ function vmAfter(types: ("vm.prepare" | "vm.start" | "vm.stop")[], pendingLast =
   let seq = 1;
   types.forEach((type, i) => {
     const c = type === "vm.prepare" ? cmd({ type, spec }) : cmd({ type });
-    vm = evolve(vm, acceptedEvent(vm, c, seq), seq++);
+    vm = evolve(vm, acceptedEvent(vm, c, seq, LATER), seq++);
     if (pendingLast && i === types.length - 1) return;
     vm = evolve(vm, succeeded(vm, c, { handle, how: "acpi" }, { now: NOW }), seq++);
   });
   return vm;
 }
 
-/** The intent event of `c` at the VM's state (preparing for a prepare). */
-function acceptedEvent(vm: Vm, c: Command, seq: number): VmEvent {
-  return {
-    type: "vm.command-accepted",
-    version: 1,
-    eventId: `e${seq}`,
-    vmId: "vm1",
-    host: "h1",
-    at: NOW.toISOString(),
-    causationId: c.commandId,
-    correlationId: null,
-    state: c.type === "vm.prepare" ? "preparing" : (vm.state ?? "preparing"),
-    command: c,
-    deadline: new Date(NOW.getTime() + 60_000).toISOString(),
-  };
-}
+const LATER = new Date(NOW.getTime() + 60_000);
 
 describe("refusal: what only the host knows", () => {
   it("given a host without the spec's backend, when prepare, then backend-unavailable", () => {
@@ -110,7 +102,7 @@ describe("a move's hold on its source: no second copy while the disk travels", (
   const exported = (): Vm => {
     let vm = vmAfter(["vm.prepare", "vm.start", "vm.stop"]);
     const c = cmd({ type: "vm.export-disk", origin });
-    vm = evolve(vm, acceptedEvent(vm, c, 10), 10);
+    vm = evolve(vm, acceptedEvent(vm, c, 10, LATER), 10);
     return vm;
   };
 

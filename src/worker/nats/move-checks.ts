@@ -13,7 +13,7 @@ export function kvMoveChecks(moves: Pick<KV, "get">): MoveChecks {
       const e = await moves.get(vmId);
       if (e?.operation !== "PUT") return false;
       const r = MoveRecord.safeParse(e.json());
-      // An unreadable record is no proof the move is over: the start waits for a readable one.
+      // An unreadable record is no proof the move is over: starts stay refused until one is.
       if (!r.success) return true;
       return r.data.id === moveId && !FINAL_MOVE_STEPS.has(r.data.step);
     },

@@ -81,6 +81,7 @@ async function recovery(a: ChildArgs): Promise<void> {
   await worker.drain();
   say({
     startMs,
+    steps: worker.startTimings,
     replayMs,
     replayedEvents: worker.stats.replayedEvents,
     replayFrom: worker.stats.replayFrom,

@@ -244,9 +244,12 @@ const sections: Record<Section, () => Promise<void>> = {
       results.images = r;
     }),
   churn: () =>
-    withServer(async (server, nc) => {
-      results.churn = await churn(server, nc, SIZES.churnVms, log);
-    }),
+    withServer((server, nc) =>
+      // A second server, never given a VM: the cold starts' control (see churn.ts).
+      withServer(async (control, controlNc) => {
+        results.churn = await churn(server, nc, SIZES.churnVms, log, { control, controlNc });
+      }),
+    ),
 };
 
 for (const s of SECTIONS) {

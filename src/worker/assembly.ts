@@ -109,10 +109,12 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   // fails before NATS and /readyz can say it waits for NATS (or, later, that it is a standby
   // waiting for the host's lease).
   await stack.start(w.lock);
-  const hostKey = await loadHostKey({
-    dataDir: config.dataDir,
-    ...(config.hostKeyFile ? { file: config.hostKeyFile } : {}),
-  });
+  const hostKey = await stack.timed("host key", () =>
+    loadHostKey({
+      dataDir: config.dataDir,
+      ...(config.hostKeyFile ? { file: config.hostKeyFile } : {}),
+    }),
+  );
   parts.hostKey = hostKey;
   log.info(
     { userDataKey: hostKey.publicKey, file: hostKey.file, created: hostKey.created },
@@ -124,17 +126,19 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
   const jsm = await link.jsm();
   const js = link.js;
   log.debug("connected; provisioning");
-  const topology = await ensureTopology(link.commands, jsm, names, {
-    replicas: config.replicas,
-    hostTtlMs: config.hostTtlMs,
-    commandsMaxAgeMs: config.commandsMaxAgeMs,
-    commandsMaxBytes: config.commandsMaxBytes,
-    dlqMaxAgeMs: config.dlqMaxAgeMs,
-    dlqMaxBytes: config.dlqMaxBytes,
-    onLimits: (stream, change) => log.info({ stream, change }, "stream limits"),
-  });
+  const topology = await stack.timed("provisioning", () =>
+    ensureTopology(link.commands, jsm, names, {
+      replicas: config.replicas,
+      hostTtlMs: config.hostTtlMs,
+      commandsMaxAgeMs: config.commandsMaxAgeMs,
+      commandsMaxBytes: config.commandsMaxBytes,
+      dlqMaxAgeMs: config.dlqMaxAgeMs,
+      dlqMaxBytes: config.dlqMaxBytes,
+      onLimits: (stream, change) => log.info({ stream, change }, "stream limits"),
+    }),
+  );
   // Set before it starts: while its start() waits as a standby, /readyz says so.
-  parts.lease = await hostLease(stack, w, topology);
+  parts.lease = await stack.timed("lease set-up", () => hostLease(stack, w, topology));
   await stack.start(parts.lease);
   const consumerOptions = {
     ackWaitMs: config.ackWaitMs,
@@ -143,7 +147,9 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     onUpdate: (changes: string[]) =>
       log.warn({ changes }, "updating the host's consumer to this worker's settings"),
   };
-  const durable = await ensureConsumer(jsm, names, config.host, consumerOptions);
+  const durable = await stack.timed("consumer", () =>
+    ensureConsumer(jsm, names, config.host, consumerOptions),
+  );
 
   const store = new JetStreamEventStore(js, names, {
     publisher: link.publisher,
@@ -184,7 +190,7 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     log,
     () => lanes.queued > 0,
   );
-  const images = await imageCache(w, link.commands, streams);
+  const images = await stack.timed("image cache", () => imageCache(w, link.commands, streams));
   const busy = (): boolean => lanes.running > 0 || lanes.queued > 0;
   const snapshotter =
     config.snapshots === "on"

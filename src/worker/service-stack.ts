@@ -20,6 +20,8 @@ const STOP_STEP_MS = 10_000;
  */
 export class ServiceStack {
   readonly #started: Service[] = [];
+  /** How long each step of the start took, in order: the "worker running" line says it. */
+  readonly timings: { step: string; ms: number }[] = [];
   readonly #stopping = new AbortController();
 
   constructor(private readonly log: Logger) {}
@@ -38,8 +40,18 @@ export class ServiceStack {
     this.log.debug({ service: service.name }, "starting");
     // On the stack before it starts: a service that fails half way still gets stopped.
     this.#started.push(service);
-    await service.start(this.#stopping.signal);
+    await this.timed(service.name, () => service.start(this.#stopping.signal));
     return service;
+  }
+
+  /** Runs one step of the start that is not a service, timed like one. */
+  async timed<T>(step: string, work: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    try {
+      return await work();
+    } finally {
+      this.timings.push({ step, ms: Math.round((performance.now() - t0) * 10) / 10 });
+    }
   }
 
   /** Stops every started service in reverse order, each bounded; a failure is logged, not thrown. */

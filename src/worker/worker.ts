@@ -123,6 +123,11 @@ export class Worker {
     return this.#parts.replayed === true;
   }
 
+  /** How long each step of the last start took, in order. */
+  get startTimings(): readonly { step: string; ms: number }[] {
+    return this.#stack.timings;
+  }
+
   onState(listener: (state: WorkerState, previous: WorkerState) => void): () => void {
     return this.#life.onChange(listener);
   }
@@ -141,6 +146,7 @@ export class Worker {
       this.#parts = {};
     }
     this.#life.move("starting");
+    const t0 = performance.now();
     try {
       await assemble(this.#stack, this.#core(), this.#parts);
       // A stop asked for during the last service's start: it drains now, as one while running.
@@ -154,6 +160,9 @@ export class Worker {
           durable: this.#parts.consumer?.durable,
           concurrency: this.config.concurrency,
           backends: this.router.tags,
+          // Where a slow start went (the replay is "host state"): one figure per step.
+          startMs: Math.round(performance.now() - t0),
+          startSteps: Object.fromEntries(this.startTimings.map((t) => [t.step, t.ms])),
         },
         "worker running",
       );

@@ -92,6 +92,23 @@ describe("service stack", () => {
     assert.equal(log.length, 6, "a second stopAll stops nothing twice");
   });
 
+  it("times each step of the start, services and plain steps, in order, a failed one too", async () => {
+    const log: string[] = [];
+    const stack = new ServiceStack(silentLogger());
+    const slow = { name: "slow", start: () => new Promise<void>((r) => setTimeout(r, 40)) };
+    await stack.start(service("a", log));
+    assert.equal(await stack.timed("plain", () => Promise.resolve(7)), 7);
+    await stack.start(slow);
+    await assert.rejects(stack.start(service("b", log, true)), /b failed/);
+    assert.deepEqual(
+      stack.timings.map((t) => t.step),
+      ["a", "plain", "slow", "b"],
+    );
+    // Timers may fire a little early, never much: 40 ms asked, at least 30 ms measured.
+    assert.ok((stack.timings[2]?.ms ?? 0) >= 30, JSON.stringify(stack.timings));
+    assert.ok((stack.timings[0]?.ms ?? 99) < (stack.timings[2]?.ms ?? 0), "a took no wait");
+  });
+
   it("stops a service whose start failed half way, and those before it", async () => {
     const log: string[] = [];
     const stack = new ServiceStack(silentLogger());

@@ -376,7 +376,7 @@ export function churnMarkdown(r: ChurnResult): string {
       ? [
           `The cold starts at each point, in the order they ran (from the snapshot; full replay; control): ${r.points.map((p) => `${p.pct}%: ${p.coldSnapshotRunsMs?.join(", ")}; ${p.coldFullReplayRunsMs?.join(", ")}; ${p.coldControlRunsMs?.join(", ")} ms`).join(". ")}.`,
           "",
-          `Where a start's time went at the last point (each step's median in ms, steps under 1 ms left out; from the snapshot: ${steps(last?.coldSnapshotStepsMs)}; full replay: ${steps(last?.coldFullReplayStepsMs)}). The worker logs the same figures in its "worker running" line. Replaying and reconciling the host's VMs is "host state".`,
+          `Where a start's time went at the last point (each step's median in ms, steps under 1 ms left out; from the snapshot: ${steps(last?.coldSnapshotStepsMs)}; full replay: ${steps(last?.coldFullReplayStepsMs)}). The worker logs the same figures in its "worker running" line. Loading the snapshot and replaying the events is "host state"; the first reconcile is "reconciler".`,
           "",
         ]
       : r.points.every((p) => p.coldSnapshotRunsMs && p.coldFullReplayRunsMs)

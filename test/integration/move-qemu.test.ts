@@ -10,16 +10,20 @@
  * After `vmq move --to hb` the VM runs on hb from an overlay over the exported image in hb's
  * image cache; there `mtype` reads the file back with its content and qemu-io the bytes. The
  * base image has no such file and an unwritten region reads as something else, so both checks
- * can fail. Skipped, with the reason printed, without QEMU or the guest tools.
+ * can fail. Then each worker is SIGKILLed once mid-move, where a real process makes the
+ * difference (the target's inside its start, with QEMU just launched; the source's inside its
+ * stop): restarted, it adopts or finds what its QEMU did, and exactly one QEMU of the VM runs at
+ * the end, on hb, counted from /proc, not from what the workers say. Skipped, with the reason
+ * printed, without QEMU or the guest tools.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { execa } from "execa";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { VmqClient } from "../../src/client/index.js";
+import { move, VmqClient } from "../../src/client/index.js";
 import type { MoveRecord } from "../../src/contracts/index.js";
 import { runVmq } from "../helpers/cli.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
@@ -42,6 +46,8 @@ describe("vmq move with QEMU: the disk moves with the VM", { timeout: 600_000 },
   let dir: string;
   let prefix: string;
   const workers: WorkerProcess[] = [];
+  /** Data dirs of the SIGKILL cases' workers, to clean up (and kill their QEMUs) at the end. */
+  const extraDirs: string[] = [];
   const dataOf = (host: string) => join(dir, host);
   const overlayOf = (host: string, vmId: string) =>
     join(dataOf(host), "qemu", vmId, "overlay.qcow2");
@@ -86,7 +92,7 @@ describe("vmq move with QEMU: the disk moves with the VM", { timeout: 600_000 },
     if (!guest) return;
     await nc.close();
     await server.stop();
-    for (const host of ["ha", "hb"]) await cleanupDataDir(dataOf(host));
+    for (const d of [...["ha", "hb"].map(dataOf), ...extraDirs]) await cleanupDataDir(d);
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -181,4 +187,76 @@ describe("vmq move with QEMU: the disk moves with the VM", { timeout: 600_000 },
 
     assert.equal((await client.destroy("mq")).outcome.type, "vm.destroyed");
   });
+
+  /** The QEMU processes alive now whose command line names something under `root`. */
+  const qemusUnder = async (root: string): Promise<number[]> => {
+    const pids: number[] = [];
+    for (const pid of await readdir("/proc")) {
+      if (!/^\d+$/.test(pid)) continue;
+      // A process that ended meanwhile (or a zombie) has no command line left.
+      const args = (await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split("\0");
+      if (args[0]?.includes("qemu-system") && args.some((a) => a.includes(`${root}/`)))
+        pids.push(Number(pid));
+    }
+    return pids;
+  };
+
+  // in-backend@N: the worker dies once its Nth backend call has had its effect, before the
+  // outcome is recorded (ha: 1 prepare, 2 start, 3 the move's stop; hb: 1 prepare, 2 start).
+  for (const [host, what, failpoint] of [
+    ["hb", "inside its start, its QEMU just launched", "in-backend@2"],
+    ["ha", "inside its stop, its QEMU just gone", "in-backend@3"],
+  ] as const) {
+    it(`the ${host === "ha" ? "source" : "target"}'s worker SIGKILLed ${what}, restarted: one QEMU runs, on hb`, async (t) => {
+      if (skipWhenMissing(t, missing) || !guest) return;
+      const p = testPrefix();
+      const c = new VmqClient(nc, { prefix: p, timeoutMs: 180_000 });
+      const data = (h: string) => join(dir, `${p}-${h}`);
+      const spawn = (h: string, env: Record<string, string> = {}) => {
+        const w = new WorkerProcess(
+          [
+            ...["--nats", server.url, "--prefix", p, "--host", h],
+            ...["--backend", "qemu", "--image-roots", guest?.dir ?? "", "--data-dir", data(h)],
+            ...["--heartbeat-ms", "300", "--ack-wait-ms", "3000", "--log-level", "info"],
+          ],
+          env,
+        ).start();
+        workers.push(w);
+        return w;
+      };
+      extraDirs.push(data("ha"), data("hb"));
+      const up = (w: WorkerProcess) => eventually(() => w.ready || undefined, 60_000, "running");
+      const dying = spawn(host, { VMQ_FAILPOINTS: failpoint });
+      const other = spawn(host === "ha" ? "hb" : "ha");
+      await Promise.all([up(dying), up(other)]);
+      const spec = { name: "mk", imagePath: guest.image, vcpus: 1, memoryMb: 128, diskGb: 1 };
+      assert.equal((await c.prepare("mk", spec, { host: "ha" })).outcome.type, "vm.prepared");
+      assert.equal((await c.start("mk", { host: "ha" })).outcome.type, "vm.started");
+      assert.equal((await qemusUnder(data("ha"))).length, 1, "the VM runs on ha");
+
+      const moving = move(c, "mk", { to: "hb", timeoutMs: 300_000 });
+      await dying.ended();
+      assert.deepEqual(dying.failpoints, [failpoint.split("@")[0]]);
+      // What the SIGKILL left: the target's QEMU runs on (not the worker's child any more), or
+      // the source's is gone; in both, never one on each host.
+      const left = { ha: await qemusUnder(data("ha")), hb: await qemusUnder(data("hb")) };
+      assert.deepEqual(
+        [left.ha.length, left.hb.length],
+        host === "hb" ? [0, 1] : [0, 0],
+        JSON.stringify(left),
+      );
+      await up(spawn(host));
+      const rec = await moving;
+      assert.equal(rec.step, "done");
+      const v = await c.get("mk");
+      assert.deepEqual([v?.host, v?.state], ["hb", "running"]);
+      const end = { ha: await qemusUnder(data("ha")), hb: await qemusUnder(data("hb")) };
+      assert.equal(end.ha.length, 0, `no QEMU of the VM on ha: ${JSON.stringify(end)}`);
+      assert.equal(end.hb.length, 1, `exactly one on hb: ${JSON.stringify(end)}`);
+      // The restarted target adopted the QEMU its dead worker launched: not a second start.
+      if (host === "hb") assert.deepEqual(end.hb, left.hb, "the same QEMU process");
+      assert.equal((await c.destroy("mk")).outcome.type, "vm.destroyed");
+      assert.deepEqual(await qemusUnder(data("hb")), [], "destroyed: no QEMU left");
+    });
+  }
 });

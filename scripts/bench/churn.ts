@@ -49,7 +49,7 @@ export interface ChurnPoint {
   tombstones: number;
   coldSnapshotMs: number;
   coldFullReplayMs: number;
-  /** The five starts of each kind, in the order they ran (absent in earlier reports). */
+  /** Every start of each kind, in the order they ran (absent in earlier reports). */
   coldSnapshotRunsMs?: number[];
   coldFullReplayRunsMs?: number[];
   /** The same start against a server that never saw a VM, taken between them (absent before). */
@@ -58,7 +58,7 @@ export interface ChurnPoint {
   /** The median over the rounds of each start over the control of its round. */
   coldSnapshotOverControl?: number;
   coldFullReplayOverControl?: number;
-  /** Each step of the worker's start, its median over the five starts (name → ms). */
+  /** Each step of the worker's start, its median over the starts (name → ms). */
   coldSnapshotStepsMs?: Record<string, number>;
   coldFullReplayStepsMs?: Record<string, number>;
   fullReplayEvents: number;

@@ -35,6 +35,8 @@ export interface MetricsSource {
   natsConnected(): boolean;
   workerState(): string;
   replay(): { ms: number; events: number; from: string };
+  /** Each step of the worker's last start, in order (ServiceStack.timings). */
+  startSteps?: () => readonly { step: string; ms: number }[];
   /** The host image cache's counters (src/worker/images/image-stats.ts). */
   images?: () => {
     hits: number;
@@ -277,6 +279,16 @@ export function createMetrics(source: MetricsSource): {
     ...reg,
     collect() {
       this.set(source.replay().ms / 1000);
+    },
+  });
+  new Gauge({
+    name: "vmq_start_step_seconds",
+    help: 'How long each step of the worker\'s last start took ("host state" is the snapshot load and the replay).',
+    labelNames: ["step"],
+    ...reg,
+    collect() {
+      this.reset();
+      for (const { step, ms } of source.startSteps?.() ?? []) this.set({ step }, ms / 1000);
     },
   });
   new Gauge({

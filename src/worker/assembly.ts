@@ -120,7 +120,8 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     { userDataKey: hostKey.publicKey, file: hostKey.file, created: hostKey.created },
     "host key for sealed user-data",
   );
-  if (config.http) parts.http = await stack.start(httpService(config.http, w, parts));
+  if (config.http)
+    parts.http = await stack.start(httpService(config.http, w, parts, () => stack.timings));
   const link = await stack.start(w.link);
   await stack.start(service("backends", () => () => router.close()));
   const jsm = await link.jsm();
@@ -423,7 +424,12 @@ function hostRecordOf(w: WorkerCore, hosts: KV) {
 }
 
 /** /metrics, /healthz and /readyz; the metrics read the worker's counters at scrape time. */
-function httpService(listen: string, w: WorkerCore, parts: Parts): HttpService {
+function httpService(
+  listen: string,
+  w: WorkerCore,
+  parts: Parts,
+  startSteps: () => readonly { step: string; ms: number }[],
+): HttpService {
   const { stats } = w;
   const { registry, observeDuration } = createMetrics({
     commands: () => stats.commands,
@@ -441,6 +447,7 @@ function httpService(listen: string, w: WorkerCore, parts: Parts): HttpService {
     natsConnected: () => w.link.connected,
     workerState: w.state,
     replay: () => ({ ms: stats.replayMs, events: stats.replayedEvents, from: stats.replayFrom }),
+    startSteps,
     streams: async () => {
       const jsm = await w.link.jsm();
       const n = namesFor(w.config.prefix);

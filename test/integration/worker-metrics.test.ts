@@ -36,6 +36,9 @@ describe("metrics and health over HTTP (--http)", { timeout: 60_000 }, () => {
     assert.match(m, /vmq_nats_connected 1/);
     assert.match(m, /vmq_worker_state\{state="running"\} 1/);
     assert.match(m, /vmq_replay_duration_seconds \d/);
+    // Each step of the start, by name: where a slow start went.
+    for (const step of ["NATS", "provisioning", "host state", "reconciler", "command consumer"])
+      assert.match(m, new RegExp(`vmq_start_step_seconds\\{step="${step}"\\} \\d`));
     assert.match(m, /vmq_dead_lettered_total 0/);
     assert.match(m, /vmq_process_resident_memory_bytes \d+/);
     // A bad command with a made-up type is counted as invalid: a client's strings are no labels.

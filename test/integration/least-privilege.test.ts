@@ -470,18 +470,11 @@ describe("least privilege: per-host worker and scheduler permissions", { timeout
       // Either way an old command has no second effect or outcome (the tombstone, or a reload).
       // Counted from before the publish: the worker may take it before the PubAck is read here.
       const before = w.stats.duplicates;
+      const again = { type: "vm.prepare", version: 1, commandId: first.commandId, vmId };
+      const issuedAt = new Date().toISOString();
       await client.js.publish(
         n.cmd(host, vmId),
-        enc.encode(
-          JSON.stringify({
-            type: "vm.prepare",
-            version: 1,
-            commandId: first.commandId,
-            vmId,
-            issuedAt: new Date().toISOString(),
-            spec: SPEC,
-          }),
-        ),
+        enc.encode(JSON.stringify({ ...again, issuedAt, spec: SPEC })),
       );
       await eventually(() => (w.stats.duplicates > before ? true : undefined), 15_000, "dupe");
     }

@@ -131,6 +131,13 @@ async function observeDead(
         "host::alive",
         `host ${host} has no lease record and its heartbeat has not expired`,
       );
+    // A name this fleet never saw is a typo, not a dead host: fencing it would report an
+    // evacuation "complete" that evacuated nothing.
+    if (!first && !beating && !(await hasEvents(client, host)))
+      throw new VmqError(
+        "host::unknown",
+        `host ${host} is unknown here: it has no lease record, no heartbeat and no events`,
+      );
     return { revision: first?.revision ?? 0, ttlMs: 10_000 };
   }
   const ttlMs = ttlOf(first);
@@ -158,6 +165,13 @@ const ttlOf = (e: KvEntry): number => {
   const rec = HostLease.safeParse(e.json());
   return rec.success ? rec.data.ttlMs : 10_000;
 };
+
+async function hasEvents(client: VmqClient, host: string): Promise<boolean> {
+  const jsm = await client.js.jetstreamManager();
+  const filter = client.names.evt(host, "*");
+  const info = await jsm.streams.info(client.names.eventsStream, { subjects_filter: filter });
+  return Object.keys(info.state.subjects ?? {}).length > 0;
+}
 
 /**
  * The host's VMs that are not destroyed, from its events (the truth: its view records may lag

@@ -109,6 +109,10 @@ export const ERROR_CODES = {
     retryable: true,
     hint: "Its lease was renewed within its TTL (or, with no lease, its heartbeat has not expired): it is not dead. Stop its worker, or wait; --i-know-it-is-dead only for a host with no lease record.",
   },
+  "host::unknown": {
+    retryable: false,
+    hint: "vmq hosts lists the hosts with a heartbeat; a dead host still has its lease record or its events. Check the host id's spelling.",
+  },
   "host::evacuated": {
     retryable: true,
     hint: "This host was evacuated (vmq evacuate); its worker waits until the evacuation completes, then takes the lease back and removes its stale copies. Finish it with vmq evacuate <host>.",

@@ -379,15 +379,22 @@ describe("vmq operator commands (the CLI, as a process)", { timeout: 240_000 }, 
   });
 
   it("usage errors exit 2 with one readable line", async () => {
-    const [bad, badId, badSpec, badForce, badPrefix, help] = await Promise.all([
+    const [bad, badId, badSpec, badForce, badPrefix, help, twoImages] = await Promise.all([
       vmq(["list", "--bogus"]),
       vmq(["start", "bad.id"]),
       vmq(["prepare", "x-1", "--host", "h1"]),
       vmq(["stop", "x-1", "--force", "sometimes"]),
       vmq(["list", "--prefix", "Bad.Prefix"]),
       vmq(["start", "--help"]),
+      vmq(["prepare", "x-1", "--host", "h1", "--image", "/i/b.qcow2", "--image-ref", "base:v1"]),
     ]);
     assert.equal(bad.exitCode, 2);
+    // Two base images is a mistake to say, not one to pick silently.
+    assert.equal(twoImages.exitCode, 2);
+    assertOneLineError(
+      twoImages.stderr,
+      /'--image <path>' cannot be used with.*--image-ref.*\[cli::usage\]/,
+    );
     assertOneLineError(
       bad.stderr,
       /^vmq: unknown option '--bogus' \[cli::usage\] — hint: see vmq list --help for the usage$/,

@@ -4,8 +4,9 @@
  * B, VMs on A, A's worker SIGKILLed. The evacuation is refused while A's lease may still be
  * renewed and succeeds after its TTL; the VMs come up on B (the running ones running); a rerun
  * is a no-op; A's worker restarted on its data dir removes its stale copies and never starts
- * them; a command queued for A meanwhile is rejected vm::evacuated. A second case SIGKILLs the
- * evacuating CLI midway and reruns it: each VM exactly once on B.
+ * them; a command queued for A meanwhile is rejected vm::evacuated; a host id never seen is
+ * refused (host::unknown). A second case SIGKILLs the evacuating CLI midway and reruns it: each
+ * VM exactly once on B.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm, readdir } from "node:fs/promises";
@@ -102,6 +103,14 @@ describe(
         const early = await vmq(prefix, "evacuate", "ha", "--wait", "300");
         assert.equal(early.exitCode, 1, early.stderr);
         assert.match(early.stderr, /host::alive/);
+
+        // A host id the fleet never saw (a typo) is refused and nothing is fenced, even when
+        // the operator insists it is dead.
+        const typo = await vmq(prefix, "evacuate", "hz", "--i-know-it-is-dead");
+        assert.equal(typo.exitCode, 1, typo.stderr);
+        assert.match(typo.stderr, /host hz is unknown here.*\[host::unknown\]/);
+        const leases = await new Kvm(nc).open(client.names.leasesBucket);
+        assert.equal(await leases.get("hz"), null, "no lease record written for hz");
 
         const done = await vmq(prefix, "evacuate", "ha", "--json");
         assert.equal(done.exitCode, 0, done.stderr);

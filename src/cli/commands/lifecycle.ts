@@ -47,7 +47,7 @@ export function registerLifecycle(program: Command): void {
       .argument("<vmId>", "the VM's id (unique across the fleet)")
       .option("--spec <file>", "VmSpec as JSON (flags below override its fields)")
       .option("--name <name>", "human name (default: the vmId)")
-      .option("--image <path>", "base image (imagePath)")
+      .addOption(new Option("--image <path>", "base image (imagePath)").conflicts("imageRef"))
       .option(
         "--image-ref <ref>",
         "base image from the object store (name:tag or name@sha256:<hex>)",

@@ -13,7 +13,7 @@ import {
 } from "../contracts/index.js";
 import type { Failure, Rejection } from "./errors.js";
 import { stopDeadline } from "./stop-schedule.js";
-import { hasSeen, type Vm } from "./vm.js";
+import { hasSeen, keepImage, type Vm } from "./vm.js";
 import { isAllowed, targetState, TRANSITIONS } from "./vm-state.js";
 
 /** What the decider needs from the outside world, passed in so it stays pure. */
@@ -189,7 +189,7 @@ export function succeeded(
     eventId: eventIdFor(vm.vmId, command.commandId, "outcome"),
     ...(opts.reconciled ? { reconciled: true } : {}),
   };
-  const handle = result.handle ? { handle: result.handle } : {};
+  const handle = result.handle ? { handle: keepImage(vm.handle, result.handle) } : {};
   switch (command.type) {
     case "vm.prepare": {
       if (!result.handle) throw new TypeError("a prepare result needs a handle");

@@ -1,6 +1,6 @@
 import type { EventOf, ObservationSource, VmHandle, VmState } from "../contracts/index.js";
 import { observed } from "./vm-decider.js";
-import type { Vm } from "./vm.js";
+import { keepImage, type Vm } from "./vm.js";
 
 /** A change a backend saw that no command explains (guest power-off, crash, pause from outside). */
 export interface Observation {
@@ -29,7 +29,7 @@ export function observedChange(
     .join(": ");
   return observed(vm, o.state, o.source, ctx, {
     ...(detail ? { detail } : {}),
-    ...(o.handle ? { handle: o.handle } : {}),
+    ...(o.handle ? { handle: keepImage(vm.handle, o.handle) } : {}),
   });
 }
 

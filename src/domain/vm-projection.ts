@@ -1,6 +1,6 @@
 import type { Command, VmEvent, VmView } from "../contracts/index.js";
 import { commandDigest } from "./command-digest.js";
-import { emptyVm, type Vm } from "./vm.js";
+import { emptyVm, keepImage, type Vm } from "./vm.js";
 
 /** Every command the VM saw, in any life, as digests. */
 export function digestsOf(vm: Vm): string[] {
@@ -40,7 +40,8 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
     case "vm.suspended":
     case "vm.resumed":
     case "vm.stopped":
-      return settled(vm, event, seq, event.state, event.handle ?? vm.handle, vm.spec);
+      // Histories written before the worker kept the image in every handle keep it here too.
+      return settled(vm, event, seq, event.state, later(vm, event.handle), vm.spec);
     case "vm.destroyed":
       return settled(vm, event, seq, event.state, notLive(vm.handle), withoutUserData(vm.spec));
     case "vm.command-failed":
@@ -81,7 +82,7 @@ export function evolve(vm: Vm, event: VmEvent, seq: number): Vm {
     case "vm.state-observed":
       return vmAt(vm, event, seq, {
         state: event.state,
-        handle: event.handle ?? vm.handle,
+        handle: later(vm, event.handle),
         spec: vm.spec,
         pending: vm.pending,
         pendingCommand: vm.pendingCommand,
@@ -122,6 +123,9 @@ function settled(
     pendingCommand: clears ? null : vm.pendingCommand,
   });
 }
+
+const later = (vm: Vm, handle: Vm["handle"] | undefined): Vm["handle"] =>
+  handle ? keepImage(vm.handle, handle) : vm.handle;
 
 /** The VM after `event` at `seq`: one object per event, always of the same shape. */
 function vmAt(

@@ -60,3 +60,15 @@ export const emptyVm = (vmId: string, host: string): Vm => ({
 export const hasSeen = (vm: Vm, commandId: string): boolean =>
   vm.seenCommands.has(commandId) ||
   (vm.seenDigests !== null && vm.seenDigests.has(commandDigest(commandId)));
+
+/**
+ * A new handle from the backend, keeping the image the VM was prepared from: the worker, not the
+ * backend, records `imageDigest` at the prepare, and it is the VM's image for its whole life
+ * (its host's cache keeps it, `vmq image rm` refuses it).
+ */
+export function keepImage(prev: VmHandle | null, next: VmHandle): VmHandle {
+  const digest = next.imageDigest ?? prev?.imageDigest;
+  return digest === undefined || next.imageDigest === digest
+    ? next
+    : { ...next, imageDigest: digest };
+}

@@ -266,6 +266,32 @@ describe("evolve", () => {
     assert.ok(v2.seenCommands.has(start.commandId));
   });
 
+  it("the image a VM was prepared from stays in its handle when the backend's handles omit it", () => {
+    const digest = `sha256:${"ab".repeat(32)}`;
+    const p = cmd({ type: "vm.prepare", spec });
+    let vm = evolve(emptyVm("vm1", "h1"), acceptedEvent(emptyVm("vm1", "h1"), p, 1), 1);
+    vm = evolve(
+      vm,
+      succeeded(vm, p, { handle: { ...handle, imageDigest: digest } }, { now: NOW }),
+      2,
+    );
+    const start = cmd({ type: "vm.start" });
+    vm = evolve(vm, acceptedEvent(vm, start, 3), 3);
+    // The backend answers with its own record of the VM, which never had the digest.
+    const out = succeeded(vm, start, { handle: { ...handle, pid: 42 } }, { now: NOW });
+    assert.equal(
+      out.type === "vm.started" && out.handle?.imageDigest,
+      digest,
+      "the event keeps it",
+    );
+    vm = evolve(vm, out, 4);
+    assert.deepEqual([vm.handle?.pid, vm.handle?.imageDigest], [42, digest]);
+    // A history recorded before this rule (a started event without it) folds the same way.
+    const old = { ...out, handle: { ...handle, pid: 43 } };
+    const replayed = evolve(evolve(vm, acceptedEvent(vm, start, 5), 5), old, 6);
+    assert.deepEqual([replayed.handle?.pid, replayed.handle?.imageDigest], [43, digest]);
+  });
+
   it("a failed prepare leaves the VM failed, which only destroy leaves", () => {
     const p = cmd({ type: "vm.prepare", spec });
     const g = given([]);

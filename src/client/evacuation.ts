@@ -5,6 +5,7 @@ import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
 import {
   EVACUATION_HOLDER_PREFIX,
   HostLease,
+  parseImageRef,
   type EvacuatedVm,
   type Evacuation,
   type VmSpec,
@@ -273,7 +274,13 @@ async function recordedSpec(
   }
   if (!spec)
     throw new VmqError("vm::not-found", `VM ${vmId} has no recorded spec in ${host}'s events`);
-  const lost = [BASE_IMAGE_LOST];
+  // A VM that came by a move runs from the disk that move exported: the last export there is.
+  const fromMove = spec.image && parseImageRef(spec.image)?.name.startsWith("move-");
+  const lost = [
+    fromMove
+      ? `disk state: re-created from the disk its last move exported (${spec.image}); anything written inside the guest since that move is not there`
+      : BASE_IMAGE_LOST,
+  ];
   const { cloudInit, ...rest } = spec;
   if (!cloudInit) return { spec: rest, lost };
   const { userData: _u, sealedUserData, userDataDigest, userDataBytes: _b, ...keep } = cloudInit;

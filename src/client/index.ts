@@ -22,7 +22,8 @@ export {
   type DlqRetryOptions,
   type DlqRetryResult,
 } from "./dead-letters.js";
-export { ImageStore, type PushOptions } from "./images/image-store.js";
+export { ImageStore, type PushOptions, type RemoveOptions } from "./images/image-store.js";
+export { imageUsers, pruneMoveImages, type PruneResult } from "./images/image-use.js";
 export type { ResolvedImage } from "../event-store/image-bucket.js";
 export { evacuate, evacuationCommandId, type EvacuateOptions } from "./evacuation.js";
 export { move } from "./move.js";

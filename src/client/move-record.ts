@@ -21,6 +21,7 @@ import {
   type Names,
 } from "../contracts/index.js";
 import { exportChunkPrefix } from "../domain/index.js";
+import { openImageBucket } from "../event-store/image-bucket.js";
 import { VmqError } from "../lib/errors.js";
 import { failpoint } from "../lib/failpoints.js";
 
@@ -129,6 +130,18 @@ export async function recordExportedImage(
   disk: ExportedDisk,
 ): Promise<string> {
   const object = imageObject(name, disk.digest);
+  // The same bytes exported before (the VM unchanged since its last move) are that object
+  // already: it stays, and this export's chunks go rather than be left behind under it.
+  const existing = await (await openImageBucket(nc, names)).info(object);
+  if (existing && !existing.deleted && existing.nuid !== disk.nuid) {
+    const stream = `OBJ_${names.imagesBucket}`;
+    await (
+      await jetstreamManager(nc)
+    ).streams.purge(stream, {
+      filter: `$O.${names.imagesBucket}.C.${disk.nuid}`,
+    });
+    return object;
+  }
   const hex = disk.digest.slice("sha256:".length);
   const info = {
     name: object,

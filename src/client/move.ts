@@ -12,6 +12,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import {
   FINAL_MOVE_STEPS,
   moveCommandId,
+  parseImageRef,
   type CommandOrigin,
   type HostRecord,
   type MoveRecord,
@@ -239,7 +240,9 @@ class MoveSaga {
           "move::step-failed",
           `VM ${vmId} runs on ${to}, but its copy on ${from} was not destroyed (${describe(out)}); run vmq move again`,
         );
-      await this.#dropImage();
+      // The new image stays: it is the VM's base on the target now, what an evacuation of the
+      // target re-creates it from. The export an earlier move left for the source's copy goes.
+      await this.#dropEarlierExport();
       await this.log.set({ step: "done", completedAt: new Date().toISOString() });
     }
   }
@@ -304,14 +307,20 @@ class MoveSaga {
     return history.filter((e) => e.event.type !== "vm.command-rejected").at(-1)?.event.state;
   }
 
-  /** The spec the source prepared it from, with the exported image as its base. */
-  async #spec(): Promise<VmSpec> {
+  /** The spec the source prepared the VM from, as its events recorded it. */
+  async #sourceSpec(): Promise<VmSpec | undefined> {
     let spec: VmSpec | undefined;
     for (const { event } of await this.client.history(this.#r.from, this.#r.vmId)) {
       if (event.type === "vm.prepared" && event.spec) spec = event.spec;
       else if (event.type === "vm.command-accepted" && event.command.type === "vm.prepare")
         spec = event.command.spec;
     }
+    return spec;
+  }
+
+  /** The spec the source prepared it from, with the exported image as its base. */
+  async #spec(): Promise<VmSpec> {
+    const spec = await this.#sourceSpec();
     if (!spec)
       throw new VmqError(
         "vm::not-found",
@@ -337,13 +346,21 @@ class MoveSaga {
     return new ImageStore(this.client.nc, { prefix: this.client.names.prefix });
   }
 
-  async #dropImage(): Promise<void> {
-    if (!this.#r.image) return;
+  async #dropImage(image = this.#r.image): Promise<void> {
+    if (!image) return;
     await this.#images()
-      .remove(this.#r.image)
+      .remove(image)
       .catch((e: unknown) => {
         if (!isVmqError(e, "image::not-found")) throw e;
       });
+  }
+
+  /** The source's copy ran from an earlier move's export: nothing uses it now. */
+  async #dropEarlierExport(): Promise<void> {
+    const earlier = (await this.#sourceSpec())?.image;
+    const name = earlier ? parseImageRef(earlier)?.name : undefined;
+    if (earlier !== this.#r.image && name === moveImageName(this.#r.vmId))
+      await this.#dropImage(earlier);
   }
 }
 

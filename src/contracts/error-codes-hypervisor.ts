@@ -150,6 +150,10 @@ export const HYPERVISOR_ERROR_CODES = {
     retryable: true,
     hint: "The image cache is at its cap with images VMs still use: raise --image-cache-max-mb or destroy VMs.",
   },
+  "image::in-use": {
+    retryable: false,
+    hint: "VMs not destroyed were prepared from it; a move or an evacuation of them needs it. Destroy them first, or remove it anyway with vmq image rm --force.",
+  },
   "image::unsupported-backend": {
     retryable: false,
     hint: "Propolis takes images from its ZFS image dataset: give imagePath (docs/propolis.md).",

@@ -5,7 +5,8 @@
  * renewed and succeeds after its TTL; the VMs come up on B (the running ones running); a rerun
  * is a no-op; A's worker restarted on its data dir removes its stale copies and never starts
  * them; a command queued for A meanwhile is rejected vm::evacuated; a host id never seen is
- * refused (host::unknown). A second case SIGKILLs the evacuating CLI midway and reruns it: each
+ * refused (host::unknown); a VM that came to A by a move is re-created from that move's export,
+ * and says so. A second case SIGKILLs the evacuating CLI midway and reruns it: each
  * VM exactly once on B.
  */
 import assert from "node:assert/strict";
@@ -15,7 +16,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { execa } from "execa";
 import { Kvm } from "@nats-io/kv";
-import { VmqClient } from "../../src/client/index.js";
+import { move, VmqClient } from "../../src/client/index.js";
 import { HostLease, type Evacuation } from "../../src/contracts/index.js";
 import { builtCliPath, runVmq, ROOT } from "../helpers/cli.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
@@ -94,6 +95,11 @@ describe(
           "vm.stopped",
         );
         await eventually(async () => (await client.get("s1"))?.state === "stopped" || undefined);
+        // m1 came to ha by a move: it runs from the disk that move exported.
+        await client.prepare("m1", { ...SPEC, name: "m1" }, { host: "hb" });
+        assert.equal((await client.start("m1", { host: "hb" })).outcome.type, "vm.started");
+        const moved = await move(client, "m1", { to: "ha" });
+        assert.equal(moved.step, "done");
 
         await a.kill("SIGKILL");
         // Queued for the dead host before the evacuation: it must never run.
@@ -117,11 +123,26 @@ describe(
         const ev = JSON.parse(done.stdout) as Evacuation;
         assert.ok(ev.completedAt);
         assert.deepEqual(ev.vms.map((v) => [v.vmId, v.step, v.target]).sort(), [
+          ["m1", "done", "hb"],
           ["r1", "done", "hb"],
           ["r2", "done", "hb"],
           ["s1", "done", "hb"],
         ]);
-        for (const v of ev.vms) assert.match(v.lost.join(" "), /disk state/);
+        // What each VM lost: its disk, back to its base image, or to what its last move exported.
+        for (const v of ev.vms)
+          assert.match(
+            v.lost.join(" "),
+            v.vmId === "m1"
+              ? new RegExp(
+                  `disk state: re-created from the disk its last move exported \\(${moved.image}\\)`,
+                )
+              : /disk state: re-created from its base image/,
+          );
+        const m1 = await eventually(async () => {
+          const v = await client.get("m1");
+          return v?.host === "hb" && v.state === "running" ? v : undefined;
+        });
+        assert.equal(`move-m1@${m1.handle?.imageDigest}`, moved.image, "m1 runs from its export");
 
         // The target's view records follow its outcomes a moment later (another process's
         // writes: this client's read-your-writes does not cover them), so they are awaited.

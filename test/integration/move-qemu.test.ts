@@ -10,7 +10,9 @@
  * After `vmq move --to hb` the VM runs on hb from an overlay over the exported image in hb's
  * image cache; there `mtype` reads the file back with its content and qemu-io the bytes. The
  * base image has no such file and an unwritten region reads as something else, so both checks
- * can fail. Then each worker is SIGKILLed once mid-move, where a real process makes the
+ * can fail. The export stays in the bucket while the VM runs from it; 64 KiB written on hb
+ * and a move back to ha make a new export, which replaces it. Then each worker is SIGKILLed
+ * once mid-move, where a real process makes the
  * difference (the target's inside its start, with QEMU just launched; the source's inside its
  * stop): restarted, it adopts or finds what its QEMU did, and exactly one QEMU of the VM runs at
  * the end, on hb, counted from /proc, not from what the workers say. Skipped, with the reason
@@ -23,7 +25,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { execa } from "execa";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { move, VmqClient } from "../../src/client/index.js";
+import { ImageStore, move, VmqClient } from "../../src/client/index.js";
 import type { MoveRecord } from "../../src/contracts/index.js";
 import { runVmq } from "../helpers/cli.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
@@ -184,6 +186,28 @@ describe("vmq move with QEMU: the disk moves with the VM", { timeout: 600_000 },
     assert.equal(await noteIn(fatB), content, "the file written on ha is there on hb");
     assert.ok(await holdsPattern(overlayOf("hb", "mq"), OFFSET), "the written bytes moved");
     assert.ok(!(await holdsPattern(overlayOf("hb", "mq"), "700M")), "an unwritten region is not");
+
+    // The export stays in the bucket while the VM runs from it (an evacuation of hb needs it).
+    const store = new ImageStore(client.nc, { prefix });
+    const moveImages = async () =>
+      (await store.list())
+        .filter((i) => i.name.startsWith("move-"))
+        .map((i) => `${i.name}@${i.digest}`);
+    assert.deepEqual(await moveImages(), [rec.image]);
+    // Written on hb, moved back: ha gets the new bytes, and the first export, which only hb's
+    // copy ran from, goes with that copy.
+    assert.equal((await client.stop("mq")).outcome.type, "vm.stopped");
+    const w2 = await execa("qemu-io", [
+      ...["-f", "qcow2", "-c", `write -P ${PATTERN} 700M 64k`],
+      overlayOf("hb", "mq"),
+    ]);
+    assert.match(w2.stdout, /wrote 65536\/65536 bytes/);
+    const back = await move(client, "mq", { to: "ha", timeoutMs: 300_000 });
+    assert.equal(back.step, "done");
+    assert.notEqual(back.image, rec.image, "a changed disk is a new export");
+    assert.deepEqual(await moveImages(), [back.image]);
+    assert.ok(await holdsPattern(overlayOf("ha", "mq"), "700M"), "hb's write came back to ha");
+    assert.ok(await holdsPattern(overlayOf("ha", "mq"), OFFSET), "and ha's first write too");
 
     assert.equal((await client.destroy("mq")).outcome.type, "vm.destroyed");
   });

@@ -6,7 +6,9 @@
  * sending the disk, and inside its stop, its export and its destroy, the target's inside its
  * prepare and inside its start, each restarted while the move waits; a scheduler's start
  * refused on the source while its disk travels; and a step failing before the target runs the
- * VM undoes the move.
+ * VM undoes the move. A moved VM's export stays in the images bucket while it runs from it
+ * (refused by `vmq image rm`, kept by `vmq image prune`) and goes when it moves again or, by
+ * `vmq image prune`, once it is destroyed.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -15,7 +17,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { move, VmqClient } from "../../src/client/index.js";
+import { move, VmqClient, type PruneResult } from "../../src/client/index.js";
 import { ImageStore } from "../../src/client/images/image-store.js";
 import type { MoveRecord, VmEvent } from "../../src/contracts/index.js";
 import { isVmqError } from "../../src/lib/errors.js";
@@ -102,18 +104,26 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
     );
   };
 
-  /** No image and no chunk of any move is left in the images stream. */
-  const nothingLeft = async (nc: NatsConnection, prefix: string) => {
-    const images = await new ImageStore(nc, { prefix }).list();
-    assert.deepEqual(
-      images.filter((i) => i.name.startsWith("move-")).map((i) => `${i.name}@${i.digest}`),
-      [],
+  /**
+   * The moves' images left are exactly `images` (the exports VMs now run from: a moved VM's
+   * base), and the images stream holds no chunk of anything else (an undone move, a dead
+   * export, an earlier move's export).
+   */
+  const leftOnly = async (nc: NatsConnection, prefix: string, images: (string | undefined)[]) => {
+    const store = new ImageStore(nc, { prefix });
+    const left = (await store.list()).filter((i) => i.name.startsWith("move-"));
+    assert.deepEqual(left.map((i) => `${i.name}@${i.digest}`).sort(), [...images].sort());
+    const nuids = await Promise.all(
+      left.map(async (i) => (await store.resolve(`${i.name}@${i.digest}`)).nuid),
     );
     const jsm = await jetstreamManager(nc);
     const info = await jsm.streams.info(`OBJ_${prefix}-images`, {
       subjects_filter: `$O.${prefix}-images.C.*`,
     });
-    assert.deepEqual(Object.keys(info.state.subjects ?? {}), []);
+    const chunked = Object.keys(info.state.subjects ?? {}).map((c) =>
+      c.slice(c.lastIndexOf(".") + 1),
+    );
+    assert.deepEqual(chunked.sort(), nuids.sort());
   };
 
   it("moves a running VM: running on hb only, destroyed on ha, events tied by the move's id", async () => {
@@ -159,7 +169,8 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
         "destroy web",
       ]);
       assert.deepEqual(await calls(prefix, "hb"), ["prepare web", "start web"]);
-      await nothingLeft(nc, prefix);
+      // The export stays while the VM runs from it: an evacuation of hb would need it.
+      await leftOnly(nc, prefix, [rec.image]);
 
       // The VM's commands now go to hb without naming it; a move back to ha works too.
       assert.equal((await client.stop("web", { force: "now" })).host, "hb");
@@ -168,12 +179,32 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
       assert.equal(back.was, "stopped");
       assert.deepEqual(await statesOf(client, "web"), { ha: "prepared", hb: "destroyed" });
       assert.equal((await client.get("web"))?.host, "ha");
+      // The first export went with hb's copy; the VM runs from the second.
+      await leftOnly(nc, prefix, [back.image]);
       // A move to where it is, or of a VM that does not exist, is refused with a code.
       const same = await vmq(prefix, ["move", "web", "--to", "ha"]);
       assert.equal(same.exitCode, 1);
       assert.match(same.stderr, /move::same-host/);
       const none = await vmq(prefix, ["move", "nope", "--to", "hb"]);
       assert.match(none.stderr, /client::vm-unknown/);
+      // Removing the image a VM runs from is refused, unless forced; prune keeps it too.
+      const rmUsed = await vmq(prefix, ["image", "rm", back.image!]);
+      assert.equal(rmUsed.exitCode, 1, rmUsed.stderr);
+      assert.match(rmUsed.stderr, /is the base of 1 VM\(s\) not destroyed: web \[image::in-use\]/);
+      const keep = await vmq(prefix, ["image", "prune", "--json"]);
+      assert.equal(keep.exitCode, 0, keep.stderr);
+      const kept = JSON.parse(keep.stdout) as PruneResult;
+      assert.deepEqual([kept.removed.length, kept.kept.map((i) => i.name)], [0, ["move-web"]]);
+      await leftOnly(nc, prefix, [back.image]);
+      // Once the VM is destroyed, prune removes its export (a dry run first says so only).
+      assert.equal((await client.destroy("web")).outcome.type, "vm.destroyed");
+      const dry = await vmq(prefix, ["image", "prune", "--dry-run"]);
+      assert.match(dry.stdout, /^would remove move-web@sha256:[0-9a-f]{64}$/m);
+      await leftOnly(nc, prefix, [back.image]);
+      const pruned = await vmq(prefix, ["image", "prune"]);
+      assert.equal(pruned.exitCode, 0, pruned.stderr);
+      assert.match(pruned.stdout, /^1 removed, 0 kept/m);
+      await leftOnly(nc, prefix, []);
     } finally {
       await nc.close();
     }
@@ -183,6 +214,7 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
     const { prefix, nc, client } = await twoHosts();
     try {
       // move-step@N: the CLI dies right after its Nth step is recorded (1: stopped ... 5: started).
+      const images: (string | undefined)[] = [];
       for (const n of [1, 2, 3, 4, 5]) {
         const vmId = `cli${n}`;
         await runningOn(client, "ha", vmId);
@@ -195,7 +227,9 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
         assert.ok(!(mid.ha === "running" && mid.hb === "running"), JSON.stringify(mid));
         const rerun = await vmq(prefix, ["move", vmId, "--to", "hb", "--json"]);
         assert.equal(rerun.exitCode, 0, `${vmId}: ${rerun.stderr}`);
-        assert.equal((JSON.parse(rerun.stdout) as MoveRecord).step, "done");
+        const done = JSON.parse(rerun.stdout) as MoveRecord;
+        assert.equal(done.step, "done");
+        images.push(done.image);
         await movedToB(client, vmId);
         // Each step ran once in each hypervisor, whatever was published twice.
         const b = (await calls(prefix, "hb")).filter((l) => l.endsWith(` ${vmId}`));
@@ -203,7 +237,7 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
         const a = (await calls(prefix, "ha")).filter((l) => l.endsWith(` ${vmId}`));
         assert.deepEqual(a.slice(-3), [`stop ${vmId}`, `export-disk ${vmId}`, `destroy ${vmId}`]);
       }
-      await nothingLeft(nc, prefix);
+      await leftOnly(nc, prefix, images);
     } finally {
       await nc.close();
     }
@@ -223,8 +257,8 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
       const rec = await moving;
       assert.equal(rec.step, "done");
       await movedToB(client, "src");
-      // The dead run's chunks were swept: only the finished export became the image, then went.
-      await nothingLeft(nc, prefix);
+      // The dead run's chunks were swept: only the finished export became the image.
+      await leftOnly(nc, prefix, [rec.image]);
     } finally {
       await nc.close();
     }
@@ -255,13 +289,14 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
         if (host === "hb")
           assert.notEqual(mid.ha, "running", "the source stops before the target is touched");
         await up(worker(prefix, host));
-        assert.equal((await moving).step, "done");
+        const rec = await moving;
+        assert.equal(rec.step, "done");
         await movedToB(client, "kil");
         // A stop, destroy or start whose effect was done is resolved from the backend on the
         // restart, not done again (an export is sent again: its chunks are not state).
         const ran = (await calls(prefix, host)).filter((l) => l === `${op} kil`);
         assert.equal(ran.length, op === "export-disk" ? 2 : 1, `${host}: ${ran.join(", ")}`);
-        await nothingLeft(nc, prefix);
+        await leftOnly(nc, prefix, [rec.image]);
       } finally {
         await nc.close();
       }
@@ -337,7 +372,7 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
       assert.match(err.message, /undone: start on hb/);
       assert.deepEqual(await statesOf(client, "undo"), { ha: "running", hb: "destroyed" });
       assert.equal((await client.get("undo"))?.host, "ha");
-      await nothingLeft(nc, prefix);
+      await leftOnly(nc, prefix, []);
       // The failed record is final: a new move of the VM begins afresh and succeeds.
       const again = await vmq(prefix, ["move", "undo", "--to", "hb", "--json"]);
       assert.equal(again.exitCode, 0, again.stderr);

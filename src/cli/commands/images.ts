@@ -1,6 +1,7 @@
 import { stat } from "node:fs/promises";
 import type { Command } from "@commander-js/extra-typings";
 import { ImageStore } from "../../client/images/image-store.js";
+import { imageUsers, pruneMoveImages } from "../../client/images/image-use.js";
 import type { ImageInfo } from "../../contracts/images.js";
 import { addConnectionFlags, printJson, table, withClient } from "../connection.js";
 import { CliError } from "../errors.js";
@@ -8,12 +9,12 @@ import { age, examples, formatOf, isMachine, machine, outputOption } from "../ou
 
 const MiB = 1024 * 1024;
 
-/** vmq image push|ls|inspect|rm|tag: base images in the `<prefix>-images` object store. */
+/** vmq image push|ls|inspect|rm|tag|prune: base images in the `<prefix>-images` object store. */
 export function registerImages(program: Command): void {
   const image = program
     .command("image")
     .description(
-      "Base images in the NATS object store (<prefix>-images): push, ls, inspect, rm, tag",
+      "Base images in the NATS object store (<prefix>-images): push, ls, inspect, rm, tag, prune",
     )
     .addHelpText(
       "after",
@@ -119,14 +120,42 @@ export function registerImages(program: Command): void {
         "Remove a tag (and its image once untagged), or an image by digest with its tags",
       )
       .argument("<ref>", "name:tag or name@sha256:<hex>")
+      .option("--force", "remove it even though VMs not destroyed were prepared from it")
       .addHelpText(
         "after",
         examples("vmq image rm base:v1", "vmq image rm base@sha256:<64 hex digits>"),
       ),
   ).action(async (ref, flags) => {
     await withClient(flags, async (c) => {
-      const removed = await new ImageStore(c.nc, { prefix: c.names.prefix }).remove(ref);
+      // An image a VM runs from is what a move or an evacuation of that VM needs again.
+      const users = flags.force ? undefined : await imageUsers(c.client);
+      const store = new ImageStore(c.nc, { prefix: c.names.prefix });
+      const removed = await store.remove(
+        ref,
+        users ? { usedBy: (digest) => Promise.resolve(users.get(digest) ?? []) } : {},
+      );
       for (const r of removed) process.stdout.write(`removed ${r}\n`);
+    });
+  });
+
+  addConnectionFlags(
+    image
+      .command("prune")
+      .description(
+        "Remove the disks moves exported (move-<vm>) that no VM runs from any more (destroyed, or moved again)",
+      )
+      .option("--dry-run", "only list what would be removed")
+      .option("--json", "print { removed, kept } as JSON")
+      .addHelpText("after", examples("vmq image prune --dry-run", "vmq image prune")),
+  ).action(async (flags) => {
+    await withClient(flags, async (c) => {
+      const r = await pruneMoveImages(c.client, { dryRun: flags.dryRun === true });
+      if (flags.json) return printJson(r);
+      const verb = flags.dryRun ? "would remove" : "removed";
+      for (const i of r.removed) process.stdout.write(`${verb} ${i.name}@${i.digest}\n`);
+      process.stdout.write(
+        `${r.removed.length} ${verb}, ${r.kept.length} kept (VMs run from them)\n`,
+      );
     });
   });
 

@@ -37,6 +37,11 @@ export interface PushOptions {
   onProgress?: (sent: number, total: number | undefined) => void;
 }
 
+export interface RemoveOptions {
+  /** The VMs whose base is this digest (imageUsers): an image they use is not removed. */
+  usedBy?: (digest: string) => Promise<string[]>;
+}
+
 export class ImageStore {
   readonly names: Names;
   #os: ObjectStore | undefined;
@@ -132,9 +137,10 @@ export class ImageStore {
 
   /**
    * `name:tag` removes the tag, and the image once no tag is left on it; `name@sha256:<hex>`
-   * removes the image and every tag on it. Returns the objects removed.
+   * removes the image and every tag on it. Returns the objects removed. With `usedBy`, an image
+   * that would go while VMs use it is kept and `image::in-use` names them (nothing removed).
    */
-  async remove(ref: string): Promise<string[]> {
+  async remove(ref: string, opts: RemoveOptions = {}): Promise<string[]> {
     const p = parseImageRef(ref);
     if (!p) throw invalidRef(ref);
     const os = await this.#bucket();
@@ -143,21 +149,30 @@ export class ImageStore {
       if (p.tag !== undefined && (await os.info(ref))) return undefined;
       throw e;
     });
+    const info = r ? await this.inspect(r.object).catch(() => undefined) : undefined;
+    const goes =
+      r !== undefined &&
+      (p.digest !== undefined || (info?.tags.every((t) => t === p.tag) ?? false));
+    if (goes && opts.usedBy) {
+      const vms = await opts.usedBy(r.digest);
+      if (vms.length)
+        throw new VmqError(
+          "image::in-use",
+          `image ${r.object} is the base of ${vms.length} VM(s) not destroyed: ${vms.slice(0, 5).join(", ")}${vms.length > 5 ? ", ..." : ""}`,
+        );
+    }
     const removed: string[] = [];
     if (p.tag !== undefined) {
       await os.delete(tagObject(p.name, p.tag));
       removed.push(ref);
-      if (!r) return removed;
     }
-    const info = await this.inspect(r!.object).catch(() => undefined);
-    if (p.digest !== undefined || (info && info.tags.length === 0)) {
-      for (const t of info?.tags ?? []) {
-        await os.delete(tagObject(p.name, t));
-        removed.push(tagObject(p.name, t));
-      }
-      await os.delete(r!.object);
-      removed.push(r!.object);
+    if (!goes) return removed;
+    for (const t of (info?.tags ?? []).filter((t) => t !== p.tag)) {
+      await os.delete(tagObject(p.name, t));
+      removed.push(tagObject(p.name, t));
     }
+    await os.delete(r.object);
+    removed.push(r.object);
     return removed;
   }
 

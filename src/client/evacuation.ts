@@ -134,7 +134,7 @@ async function observeDead(
       );
     // A name this fleet never saw is a typo, not a dead host: fencing it would report an
     // evacuation "complete" that evacuated nothing.
-    if (!first && !beating && !(await hasEvents(client, host)))
+    if (!first && !beating && (await eventSubjects(client, host)).length === 0)
       throw new VmqError(
         "host::unknown",
         `host ${host} is unknown here: it has no lease record, no heartbeat and no events`,
@@ -167,11 +167,12 @@ const ttlOf = (e: KvEntry): number => {
   return rec.success ? rec.data.ttlMs : 10_000;
 };
 
-async function hasEvents(client: VmqClient, host: string): Promise<boolean> {
+/** The subjects of the host's VMs in the events stream (one per VM with events). */
+async function eventSubjects(client: VmqClient, host: string): Promise<string[]> {
   const jsm = await client.js.jetstreamManager();
   const filter = client.names.evt(host, "*");
   const info = await jsm.streams.info(client.names.eventsStream, { subjects_filter: filter });
-  return Object.keys(info.state.subjects ?? {}).length > 0;
+  return Object.keys(info.state.subjects ?? {});
 }
 
 /**
@@ -182,11 +183,8 @@ async function liveVmsOf(
   client: VmqClient,
   host: string,
 ): Promise<{ vmId: string; state: VmState }[]> {
-  const jsm = await client.js.jetstreamManager();
-  const filter = client.names.evt(host, "*");
-  const info = await jsm.streams.info(client.names.eventsStream, { subjects_filter: filter });
   const out: { vmId: string; state: VmState }[] = [];
-  for (const subject of Object.keys(info.state.subjects ?? {})) {
+  for (const subject of await eventSubjects(client, host)) {
     const vmId = subject.slice(subject.lastIndexOf(".") + 1);
     const history = await client.history(host, vmId);
     const last = history.filter((e) => e.event.type !== "vm.command-rejected").at(-1)?.event;

@@ -277,7 +277,8 @@ class MoveSaga {
           `undoing move ${this.#r.id}: VM ${vmId} could not be started again on ${from} (${describe(out)})`,
         );
     }
-    await this.#dropImage();
+    // An export of unchanged bytes is the image the source's copy runs from: that one stays.
+    if (this.#r.image !== (await this.#sourceSpec())?.image) await this.#dropImage();
     await sweepExportChunks(this.client.nc, this.client.names, moveCommandId(this.#r.id, "export"));
     const done = await this.log.set({ step: "failed", completedAt: new Date().toISOString() });
     throw new VmqError(

@@ -377,6 +377,19 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
       const again = await vmq(prefix, ["move", "undo", "--to", "hb", "--json"]);
       assert.equal(again.exitCode, 0, again.stderr);
       await movedToB(client, "undo");
+      const image = (JSON.parse(again.stdout) as MoveRecord).image;
+      await leftOnly(nc, prefix, [image]);
+      // A move back that fails exports the same bytes, so the image hb's copy runs from: undoing
+      // it must not remove that image.
+      const back = await move(client, "undo", {
+        to: "ha",
+        onProgress: async (r) => {
+          if (r.step === "prepared") await client.destroy("undo", { host: "ha" });
+        },
+      }).catch((e: unknown) => e);
+      assert.ok(isVmqError(back, "move::step-failed"), String(back));
+      await movedToB(client, "undo");
+      await leftOnly(nc, prefix, [image]);
     } finally {
       await nc.close();
     }

@@ -265,13 +265,19 @@ async function recordedSpec(
   vmId: string,
 ): Promise<{ spec: VmSpec; lost: string[] }> {
   let spec: VmSpec | undefined;
+  let digest: string | undefined;
   for (const { event } of await client.history(host, vmId)) {
-    if (event.type === "vm.prepared" && event.spec) spec = event.spec;
-    else if (event.type === "vm.command-accepted" && event.command.type === "vm.prepare")
+    if (event.type === "vm.prepared" && event.spec) {
+      spec = event.spec;
+      digest = event.handle.imageDigest;
+    } else if (event.type === "vm.command-accepted" && event.command.type === "vm.prepare")
       spec = event.command.spec;
   }
   if (!spec)
     throw new VmqError("vm::not-found", `VM ${vmId} has no recorded spec in ${host}'s events`);
+  // The bytes it was prepared from, not what its tag names now (moved on, or removed).
+  const ref = spec.image ? parseImageRef(spec.image) : undefined;
+  if (ref && digest) spec = { ...spec, image: `${ref.name}@${digest}` };
   // A VM that came by a move runs from the disk that move exported: the last export there is.
   const fromMove = spec.image && parseImageRef(spec.image)?.name.startsWith("move-");
   const lost = [

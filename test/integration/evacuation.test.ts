@@ -6,17 +6,18 @@
  * is a no-op; A's worker restarted on its data dir removes its stale copies and never starts
  * them; a command queued for A meanwhile is rejected vm::evacuated; a host id never seen is
  * refused (host::unknown); a VM that came to A by a move is re-created from that move's export,
- * and says so. A second case SIGKILLs the evacuating CLI midway and reruns it: each
+ * and says so; one prepared from a tag that moved on since comes back on its own bytes. A second case SIGKILLs the evacuating CLI midway and reruns it: each
  * VM exactly once on B.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, readdir } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { execa } from "execa";
 import { Kvm } from "@nats-io/kv";
-import { move, VmqClient } from "../../src/client/index.js";
+import { ImageStore, move, VmqClient } from "../../src/client/index.js";
 import { HostLease, type Evacuation } from "../../src/contracts/index.js";
 import { builtCliPath, runVmq, ROOT } from "../helpers/cli.js";
 import { NatsServer, testPrefix } from "../helpers/nats-server.js";
@@ -100,8 +101,23 @@ describe(
         assert.equal((await client.start("m1", { host: "hb" })).outcome.type, "vm.started");
         const moved = await move(client, "m1", { to: "ha" });
         assert.equal(moved.step, "done");
+        // t1 is prepared from the object store's base:v1, a tag that moves on before the
+        // evacuation: t1 must come back on the bytes it was prepared from.
+        const images = new ImageStore(nc, { prefix });
+        const pushed = async (bytes: number) => {
+          const file = join(dir, `${prefix}-${bytes}.img`);
+          await writeFile(file, randomBytes(bytes));
+          return images.push(file, { name: "base", tag: "v1" });
+        };
+        const first = await pushed(65_536);
+        const { imagePath: _p, ...fromStore } = { ...SPEC, name: "t1", image: "base:v1" };
+        assert.equal(
+          (await client.prepare("t1", fromStore, { host: "ha" })).outcome.type,
+          "vm.prepared",
+        );
 
         await a.kill("SIGKILL");
+        assert.notEqual((await pushed(131_072)).digest, first.digest, "base:v1 moved on");
         // Queued for the dead host before the evacuation: it must never run.
         const queued = await client.publish("ha", { type: "vm.stop", vmId: "r1", force: "now" });
 
@@ -127,6 +143,7 @@ describe(
           ["r1", "done", "hb"],
           ["r2", "done", "hb"],
           ["s1", "done", "hb"],
+          ["t1", "done", "hb"],
         ]);
         // What each VM lost: its disk, back to its base image, or to what its last move exported.
         for (const v of ev.vms)
@@ -143,6 +160,11 @@ describe(
           return v?.host === "hb" && v.state === "running" ? v : undefined;
         });
         assert.equal(`move-m1@${m1.handle?.imageDigest}`, moved.image, "m1 runs from its export");
+        const t1 = await eventually(async () => {
+          const v = await client.get("t1");
+          return v?.host === "hb" && v.state === "prepared" ? v : undefined;
+        });
+        assert.equal(t1.handle?.imageDigest, first.digest, "t1 runs from the bytes it had");
 
         // The target's view records follow its outcomes a moment later (another process's
         // writes: this client's read-your-writes does not cover them), so they are awaited.

@@ -163,9 +163,17 @@ describe("vmq move with QEMU: the disk moves with the VM", { timeout: 600_000 },
     assert.equal(rec.step, "done");
     assert.equal(rec.disk?.format, "qcow2");
 
-    const v = await client.get("mq");
-    assert.equal(v?.host, "hb");
-    assert.equal(v?.state, "running");
+    // The move ran in another process (the CLI), and each worker writes its view record a
+    // moment after its outcome: ha's may still say stopped for a while (seen under load).
+    const v = await eventually(
+      async () => {
+        const x = await client.get("mq");
+        return x?.host === "hb" ? x : undefined;
+      },
+      15_000,
+      "mq on hb in the view",
+    );
+    assert.equal(v.state, "running");
     assert.equal(
       await client.query("hb", "mq", "state").then((x) => (x as { state?: string }).state),
       "running",

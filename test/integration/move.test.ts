@@ -368,12 +368,14 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
     try {
       await runningOn(client, "ha", "undo");
       // Someone destroys the target's fresh copy behind the move's back: its start is refused.
-      const err = await move(client, "undo", {
-        to: "hb",
-        onProgress: async (r) => {
-          if (r.step === "prepared") await client.destroy("undo", { host: "hb" });
-        },
-      }).catch((e: unknown) => e);
+      const failingMove = (to: string) =>
+        move(client, "undo", {
+          to,
+          onProgress: async (r) => {
+            if (r.step === "prepared") await client.destroy("undo", { host: to });
+          },
+        }).catch((e: unknown) => e);
+      const err = await failingMove("hb");
       assert.ok(isVmqError(err, "move::step-failed"), String(err));
       assert.match(err.message, /undone: start on hb/);
       assert.deepEqual(await statesOf(client, "undo"), { ha: "running", hb: "destroyed" });
@@ -387,12 +389,7 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
       await leftOnly(nc, prefix, [image]);
       // A move back that fails exports the same bytes, so the image hb's copy runs from: undoing
       // it must not remove that image.
-      const back = await move(client, "undo", {
-        to: "ha",
-        onProgress: async (r) => {
-          if (r.step === "prepared") await client.destroy("undo", { host: "ha" });
-        },
-      }).catch((e: unknown) => e);
+      const back = await failingMove("ha");
       assert.ok(isVmqError(back, "move::step-failed"), String(back));
       await movedToB(client, "undo");
       await leftOnly(nc, prefix, [image]);

@@ -229,9 +229,12 @@ export async function assemble(stack: ServiceStack, w: WorkerCore, parts: Parts)
     await parts.lease.clearEvacuation();
   }
   const intervalMs = config.reconcileIntervalMs;
+  const imageOf = (vmId: string) => images.imageOf(vmId);
   await stack.start(
-    new Reconciler({ streams, router, lanes, clock, ids, log, running, intervalMs }),
+    new Reconciler({ streams, router, lanes, clock, ids, log, running, intervalMs, imageOf }),
   );
+  // A pin outlives its VM only when a crash came between a destroy and its unpin.
+  await images.keepPins((id) => (streams.get(id).state ?? "destroyed") !== "destroyed");
   parts.replayed = true;
   await stack.start(
     new Compactor({

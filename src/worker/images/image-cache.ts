@@ -4,12 +4,26 @@
  * renamed into place only once its digest matches, so a file under its digest is always whole;
  * `.partial/` is emptied at start (what a crash left there was never used). Concurrent
  * prepares of one image share one download. With a cap, least recently used images that no
- * VM of this host uses are evicted to make room.
+ * VM of this host uses are evicted to make room. Which image each VM's prepare took is also
+ * kept on disk (`.pins/<vmId>`), so that a prepare a crash interrupted, resolved from the
+ * backend's record, still knows its image (imageOf) and a restart does not evict it meanwhile.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { mkdir, open, readdir, rename, rm, stat, utimes, type FileHandle } from "node:fs/promises";
+import {
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  utimes,
+  writeFile,
+  type FileHandle,
+} from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { ObjectStore } from "@nats-io/obj";
+import { isValidId } from "../../contracts/ids.js";
 import { resolveImage, type ResolvedImage } from "../../event-store/image-bucket.js";
 import { isVmqError, VmqError } from "../../lib/errors.js";
 import { failpoint } from "../../lib/failpoints.js";
@@ -20,6 +34,7 @@ import type { ImageStats } from "./image-stats.js";
 export const imageCacheDir = (dataDir: string): string => resolve(dataDir, "images");
 
 const CACHED = /^[0-9a-f]{64}$/;
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
 const PROGRESS_EVERY_MS = 5_000;
 const WRITE_AHEAD = 16 * 1024 * 1024;
 
@@ -53,14 +68,36 @@ export class ImageCache {
     return this.o.dir;
   }
 
-  /** Empties `.partial/` (a crash's leftovers, never used) and counts what is cached. */
+  /**
+   * Empties `.partial/` (a crash's leftovers, never used), reads the pins back and counts what
+   * is cached.
+   */
   async start(): Promise<void> {
     const partial = join(this.o.dir, ".partial");
     const left = await readdir(partial).catch(() => []);
     await rm(partial, { recursive: true, force: true });
     await mkdir(partial, { recursive: true, mode: 0o700 });
     if (left.length) this.o.log.warn({ files: left.length }, "removed unfinished image downloads");
+    await mkdir(this.#pinsDir, { recursive: true, mode: 0o700 });
+    for (const vmId of (await readdir(this.#pinsDir)).filter(isValidId)) {
+      const digest = (await readFile(join(this.#pinsDir, vmId), "utf8").catch(() => "")).trim();
+      if (DIGEST.test(digest)) this.#pins.set(vmId, digest);
+    }
     this.o.stats.cachedBytes = (await this.#cached()).reduce((n, f) => n + f.size, 0);
+  }
+
+  get #pinsDir(): string {
+    return join(this.o.dir, ".pins");
+  }
+
+  /** The image `vmId`'s prepare took (`sha256:<hex>`), while the VM is not destroyed. */
+  imageOf(vmId: string): string | undefined {
+    return this.#pins.get(vmId);
+  }
+
+  /** Drops the pins of VMs that are gone (destroyed while a crash kept their pin). */
+  async keepPins(live: (vmId: string) => boolean): Promise<void> {
+    for (const vmId of [...this.#pins.keys()]) if (!live(vmId)) await this.unpin(vmId);
   }
 
   /** The local file of `ref` for `vmId`'s prepare, fetched and verified if missing. */
@@ -72,6 +109,7 @@ export class ImageCache {
     const hex = r.digest.slice("sha256:".length);
     const path = join(this.o.dir, hex);
     this.#pins.set(vmId, r.digest); // before any eviction can run
+    await writeFile(join(this.#pinsDir, vmId), r.digest, { mode: 0o600 });
     try {
       if (await isFile(path)) {
         this.o.stats.hits++;
@@ -88,14 +126,15 @@ export class ImageCache {
       }
       return { path, digest: r.digest, ref };
     } catch (e) {
-      this.#pins.delete(vmId);
+      await this.unpin(vmId);
       throw e;
     }
   }
 
   /** The VM is gone: its image may be evicted (once no other VM uses it). */
-  unpin(vmId: string): void {
+  async unpin(vmId: string): Promise<void> {
     this.#pins.delete(vmId);
+    await rm(join(this.#pinsDir, vmId), { force: true });
   }
 
   async #download(r: ResolvedImage, path: string): Promise<void> {

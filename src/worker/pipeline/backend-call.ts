@@ -83,7 +83,7 @@ export async function backendCall(
         force: "after-timeout",
         signal,
       });
-      images?.unpin(command.vmId);
+      await images?.unpin(command.vmId);
       return {};
     case "vm.export-disk": {
       if (!disks)

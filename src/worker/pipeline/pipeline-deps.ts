@@ -63,5 +63,5 @@ export interface ImageSource {
     vmId: string,
     signal?: AbortSignal,
   ): Promise<{ path: string; digest: string }>;
-  unpin(vmId: string): void;
+  unpin(vmId: string): Promise<void>;
 }

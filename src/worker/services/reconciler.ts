@@ -23,6 +23,8 @@ export interface ReconcilerDeps {
   /** Periodic passes (0: only at start); they run only while `running()`. */
   intervalMs: number;
   running: () => boolean;
+  /** The image a VM's prepare took (the image cache's pin): a recovered handle lacks it. */
+  imageOf?: (vmId: string) => string | undefined;
 }
 
 /**
@@ -170,10 +172,14 @@ export class Reconciler implements Service {
     const vm = this.deps.streams.get(vmId);
     const stub = stubHandle(vm, router.defaultBackend);
     const there = await router.state(stub, { signal }).catch(() => "unknown" as const);
-    const recovered =
+    const record =
       there === "prepared"
         ? await router.recorded(stub.backend, vmId, { signal }).catch(() => undefined)
         : undefined;
+    // The worker, not the backend, records the image; its pin says which one it took.
+    const digest = this.deps.imageOf?.(vmId);
+    const recovered =
+      record && digest && !record.imageDigest ? { ...record, imageDigest: digest } : record;
     return { state: interruptedPrepareState(there, recovered !== undefined), recovered };
   }
 }

@@ -197,6 +197,15 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
       const rmUsed = await vmq(prefix, ["image", "rm", back.image!]);
       assert.equal(rmUsed.exitCode, 1, rmUsed.stderr);
       assert.match(rmUsed.stderr, /is the base of 1 VM\(s\) not destroyed: web \[image::in-use\]/);
+      // `image ls -o wide` says who needs it.
+      const usedBy = async () => {
+        const ls = await vmq(prefix, ["image", "ls", "-o", "wide"]);
+        assert.equal(ls.exitCode, 0, ls.stderr);
+        const [head, ...rows] = ls.stdout.trim().split("\n");
+        assert.match(head ?? "", /USED BY$/);
+        return rows.filter((r) => r.startsWith("move-web ")).map((r) => r.split(/\s+/).at(-1));
+      };
+      assert.deepEqual(await usedBy(), ["web"]);
       const keep = await vmq(prefix, ["image", "prune", "--json"]);
       assert.equal(keep.exitCode, 0, keep.stderr);
       const kept = JSON.parse(keep.stdout) as PruneResult;
@@ -204,6 +213,7 @@ describe("vmq move: a VM moved cold between two live hosts", { timeout: 600_000 
       await leftOnly(nc, prefix, [back.image]);
       // Once the VM is destroyed, prune removes its export (a dry run first says so only).
       assert.equal((await client.destroy("web")).outcome.type, "vm.destroyed");
+      assert.deepEqual(await usedBy(), ["-"]);
       const dry = await vmq(prefix, ["image", "prune", "--dry-run"]);
       assert.match(dry.stdout, /^would remove move-web@sha256:[0-9a-f]{64}$/m);
       await leftOnly(nc, prefix, [back.image]);

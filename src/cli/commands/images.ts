@@ -86,10 +86,13 @@ export function registerImages(program: Command): void {
       const list = await new ImageStore(c.nc, { prefix: c.names.prefix }).list();
       if (isMachine(format)) return void process.stdout.write(machine(format, list));
       const wide = format === "wide";
+      // Wide also says who still needs each image (a scan of the view): what rm would refuse.
+      const users = wide ? await imageUsers(c.client) : undefined;
+      const usedBy = (i: ImageInfo) => [(users?.get(i.digest) ?? []).join(",") || "-"];
       process.stdout.write(
         table(
-          ["NAME", "TAGS", "DIGEST", "SIZE", wide ? "PUSHED" : "AGE"],
-          list.map((i) => row(i, wide)),
+          ["NAME", "TAGS", "DIGEST", "SIZE", wide ? "PUSHED" : "AGE", ...(wide ? ["USED BY"] : [])],
+          list.map((i) => [...row(i, wide), ...(wide ? usedBy(i) : [])]),
         ),
       );
     });

@@ -12,6 +12,7 @@ import {
   type VmState,
 } from "../contracts/index.js";
 import { VmqError } from "../lib/errors.js";
+import { preparedSpec } from "./prepared-spec.js";
 import type { VmqClient } from "./vm-client.js";
 
 export interface EvacuateOptions {
@@ -264,15 +265,9 @@ async function recordedSpec(
   host: string,
   vmId: string,
 ): Promise<{ spec: VmSpec; lost: string[] }> {
-  let spec: VmSpec | undefined;
-  let digest: string | undefined;
-  for (const { event } of await client.history(host, vmId)) {
-    if (event.type === "vm.prepared" && event.spec) {
-      spec = event.spec;
-      digest = event.handle.imageDigest;
-    } else if (event.type === "vm.command-accepted" && event.command.type === "vm.prepare")
-      spec = event.command.spec;
-  }
+  const recorded = preparedSpec(await client.history(host, vmId));
+  let spec = recorded.spec;
+  const digest = recorded.imageDigest;
   if (!spec)
     throw new VmqError("vm::not-found", `VM ${vmId} has no recorded spec in ${host}'s events`);
   // The bytes it was prepared from, not what its tag names now (moved on, or removed).

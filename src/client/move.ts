@@ -26,6 +26,7 @@ import { moveImageName } from "../domain/index.js";
 import { isVmqError, VmqError } from "../lib/errors.js";
 import type { CommandBody } from "./client-types.js";
 import { ImageStore } from "./images/image-store.js";
+import { preparedSpec } from "./prepared-spec.js";
 import {
   MoveLog,
   moveRunBy,
@@ -310,13 +311,7 @@ class MoveSaga {
 
   /** The spec the source prepared the VM from, as its events recorded it. */
   async #sourceSpec(): Promise<VmSpec | undefined> {
-    let spec: VmSpec | undefined;
-    for (const { event } of await this.client.history(this.#r.from, this.#r.vmId)) {
-      if (event.type === "vm.prepared" && event.spec) spec = event.spec;
-      else if (event.type === "vm.command-accepted" && event.command.type === "vm.prepare")
-        spec = event.command.spec;
-    }
-    return spec;
+    return preparedSpec(await this.client.history(this.#r.from, this.#r.vmId)).spec;
   }
 
   /** The spec the source prepared it from, with the exported image as its base. */
